@@ -1,0 +1,237 @@
+//! Local-folder backend (a directory, an external drive): write to a temporary file, fsync,
+//! link into place without replacing, fsync the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use super::{object_path, valid_name, Backend, FileType};
+use crate::error::{Error, Result};
+
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    fn path(&self, t: FileType, name: &str) -> PathBuf {
+        self.root.join(object_path(t, name))
+    }
+}
+
+fn mkdir_private(p: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(p)
+}
+
+fn sync_dir(p: &Path) -> io::Result<()> {
+    File::open(p)?.sync_all()
+}
+
+fn storage(what: &str, path: &Path, e: io::Error) -> Error {
+    Error::storage(format!("{what} {}", path.display()), e)
+}
+
+fn put_blocking(root: &Path, path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(root);
+    mkdir_private(dir).map_err(|e| storage("creating folder", dir, e))?;
+    let tmp_dir = root.join("tmp");
+    mkdir_private(&tmp_dir).map_err(|e| storage("creating folder", &tmp_dir, e))?;
+    let tmp = tmp_dir.join(format!(".tmp-{}", crate::ids::Id::random().short()));
+    let write = || -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err(storage("writing", &tmp, e));
+    }
+    // hard_link fails when the name exists, which gives create-only semantics atomically.
+    let placed = match fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => same_content(path, data),
+        // Filesystems without hard links (exFAT, some network mounts): check, then rename.
+        Err(_) if !path.exists() => fs::rename(&tmp, path).map_err(|e| storage("placing", path, e)),
+        Err(_) => same_content(path, data),
+    };
+    let _ = fs::remove_file(&tmp);
+    placed?;
+    sync_dir(dir).map_err(|e| storage("syncing folder", dir, e))
+}
+
+fn same_content(path: &Path, data: &[u8]) -> Result<()> {
+    let existing = fs::read(path).map_err(|e| storage("reading", path, e))?;
+    if existing == data {
+        Ok(())
+    } else {
+        Err(storage(
+            "refusing to replace",
+            path,
+            io::Error::new(io::ErrorKind::AlreadyExists, "a different object has this name"),
+        ))
+    }
+}
+
+fn list_dir(dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(storage("listing", dir, e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(|e| storage("listing", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !valid_name(name) {
+            continue;
+        }
+        let len = entry.metadata().map_err(|e| storage("listing", dir, e))?.len();
+        out.push((name.to_string(), len));
+    }
+    Ok(())
+}
+
+fn not_found(t: FileType, name: &str) -> Error {
+    Error::NotFound(format!("{} {}", t.name(), name))
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn create(&self) -> Result<()> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            if root.join("VAULT").exists() {
+                return Err(Error::AlreadyExists(root.display().to_string()));
+            }
+            for d in ["", "keys", "data", "index", "snapshots", "tmp"] {
+                let p = root.join(d);
+                mkdir_private(&p).map_err(|e| storage("creating folder", &p, e))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::io("background task", io::Error::other(e)))?
+    }
+
+    async fn put(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
+        let root = self.root.clone();
+        let path = self.path(t, name);
+        tokio::task::spawn_blocking(move || put_blocking(&root, &path, &data))
+            .await
+            .map_err(|e| Error::io("background task", io::Error::other(e)))?
+    }
+
+    async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(t, name);
+        match tokio::fs::read(&path).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found(t, name)),
+            Err(e) => Err(storage("reading", &path, e)),
+        }
+    }
+
+    async fn get_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let path = self.path(t, name);
+        let (t2, name2) = (t, name.to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut f = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found(t2, &name2)),
+                Err(e) => return Err(storage("reading", &path, e)),
+            };
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| storage("reading", &path, e))?;
+            let mut buf = Vec::with_capacity(len as usize);
+            f.take(len)
+                .read_to_end(&mut buf)
+                .map_err(|e| storage("reading", &path, e))?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| Error::io("background task", io::Error::other(e)))?
+    }
+
+    async fn list(&self, t: FileType) -> Result<Vec<(String, u64)>> {
+        let dir = self.root.join(t.dir());
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            if t == FileType::Pack {
+                let rd = match fs::read_dir(&dir) {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+                    Err(e) => return Err(storage("listing", &dir, e)),
+                };
+                for sub in rd {
+                    let sub = sub.map_err(|e| storage("listing", &dir, e))?;
+                    if sub.file_type().map(|f| f.is_dir()).unwrap_or(false) {
+                        list_dir(&sub.path(), &mut out)?;
+                    }
+                }
+            } else {
+                list_dir(&dir, &mut out)?;
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::io("background task", io::Error::other(e)))?
+    }
+
+    async fn stat(&self, t: FileType, name: &str) -> Result<Option<u64>> {
+        let path = self.path(t, name);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(storage("reading", &path, e)),
+        }
+    }
+
+    async fn delete(&self, t: FileType, name: &str) -> Result<()> {
+        let path = self.path(t, name);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(storage("deleting", &path, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Store;
+    use std::sync::Arc;
+
+    #[test]
+    fn conformance_basics() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(Arc::new(LocalBackend::new(dir.path().join("r")))).unwrap();
+        store.create().unwrap();
+        let name = crate::ids::Id::random().to_hex();
+        store.put(FileType::Pack, &name, b"hello world".to_vec()).unwrap();
+        // Idempotent re-put of identical content; refusal of different content.
+        store.put(FileType::Pack, &name, b"hello world".to_vec()).unwrap();
+        assert!(store.put(FileType::Pack, &name, b"other".to_vec()).is_err());
+        assert_eq!(store.get(FileType::Pack, &name).unwrap(), b"hello world");
+        assert_eq!(store.get_range(FileType::Pack, &name, 6, 5).unwrap(), b"world");
+        assert_eq!(store.stat(FileType::Pack, &name).unwrap(), Some(11));
+        assert_eq!(store.list(FileType::Pack).unwrap(), vec![(name.clone(), 11)]);
+        store.delete(FileType::Pack, &name).unwrap();
+        assert_eq!(store.stat(FileType::Pack, &name).unwrap(), None);
+        assert!(matches!(store.get(FileType::Pack, &name), Err(Error::NotFound(_))));
+        assert!(store.create().is_ok(), "no marker yet, so create is allowed");
+    }
+}

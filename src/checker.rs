@@ -1,0 +1,266 @@
+//! check: verify the repository's structure and, with --read-data, every byte of every pack,
+//! then name the files that damage affects.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::archiver::Progress;
+use crate::backend::FileType;
+use crate::crypto;
+use crate::error::{Error, Result};
+use crate::format::tree::NodeKind;
+use crate::format::{self, pack, BlobType};
+use crate::ids::Id;
+use crate::repo::{PackReaders, Repository};
+use crate::restorer::show_path;
+
+#[derive(Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub snapshots: u64,
+    pub trees: u64,
+    pub packs: u64,
+    pub packs_read: u64,
+    pub blobs_verified: u64,
+    /// Problems that mean data is missing or damaged.
+    pub errors: Vec<String>,
+    /// Harmless findings (leftovers of interrupted runs).
+    pub notes: Vec<String>,
+    /// Files whose content is affected by the errors: "snapshot-id:path".
+    pub damaged_files: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+pub struct CheckOptions {
+    pub read_data: bool,
+}
+
+pub fn check(repo: &Repository, opts: &CheckOptions, progress: Arc<Progress>) -> Result<CheckReport> {
+    let mut rep = CheckReport::default();
+    for (name, e) in &repo.index_errors {
+        rep.errors.push(format!("index {}: {e}", &name[..8]));
+    }
+    // Packs: indexed ones must exist with the recorded size.
+    let stored: HashMap<String, u64> = repo.store().list(FileType::Pack)?.into_iter().collect();
+    rep.packs = repo.index().packs.len() as u64;
+    let mut bad_packs: HashSet<Id> = HashSet::new();
+    let mut indexed = HashSet::new();
+    for p in &repo.index().packs {
+        let name = p.id.to_hex();
+        indexed.insert(name.clone());
+        match stored.get(&name) {
+            None => {
+                rep.errors.push(format!("pack {} is missing", p.id.short()));
+                bad_packs.insert(p.id);
+            }
+            Some(&len) if len != p.object_len => {
+                rep.errors.push(format!(
+                    "pack {} has size {len}, the index says {}",
+                    p.id.short(),
+                    p.object_len
+                ));
+                bad_packs.insert(p.id);
+            }
+            _ => {}
+        }
+    }
+    let orphans = stored.keys().filter(|k| !indexed.contains(*k)).count();
+    if orphans > 0 {
+        rep.notes.push(format!(
+            "{orphans} pack(s) are not in any index (left by an interrupted backup); they are not used and do no harm"
+        ));
+    }
+
+    // Snapshots and trees.
+    let (snaps, bad) = repo.snapshots()?;
+    for (name, e) in &bad {
+        rep.errors.push(format!("snapshot {}: {e}", &name[..8]));
+    }
+    rep.snapshots = snaps.len() as u64;
+    let mut missing_blobs: HashSet<Id> = HashSet::new();
+    let mut bad_trees: HashSet<Id> = HashSet::new();
+    let mut seen_trees: HashSet<Id> = HashSet::new();
+    let mut readers = PackReaders::default();
+    for (_, s) in &snaps {
+        let mut stack = vec![s.root];
+        while let Some(t) = stack.pop() {
+            if !seen_trees.insert(t) {
+                continue;
+            }
+            rep.trees += 1;
+            let tree = match repo.load_tree(&t, &mut readers) {
+                Ok(tree) => tree,
+                Err(e) => {
+                    rep.errors.push(format!("tree {}: {e}", t.short()));
+                    bad_trees.insert(t);
+                    continue;
+                }
+            };
+            for n in &tree.nodes {
+                match &n.kind {
+                    NodeKind::Dir { subtree } => stack.push(*subtree),
+                    NodeKind::File { blobs, .. } => {
+                        for b in blobs {
+                            if !repo.index().contains(b) && missing_blobs.insert(*b) {
+                                rep.errors.push(format!("blob {} is not in the index", b.short()));
+                            }
+                        }
+                    }
+                    NodeKind::Symlink { .. } => {}
+                }
+            }
+        }
+    }
+
+    // Every byte of every pack.
+    let mut damaged_blobs: HashSet<Id> = HashSet::new();
+    if opts.read_data {
+        let by_pack = repo.index().entries_by_pack();
+        progress
+            .total_bytes
+            .store(repo.index().packs.iter().map(|p| p.object_len).sum(), Ordering::Relaxed);
+        progress.total_files.store(rep.packs, Ordering::Relaxed);
+        progress.scan_finished.store(true, Ordering::Relaxed);
+        for p in &repo.index().packs {
+            if bad_packs.contains(&p.id) {
+                for e in by_pack.get(&p.id).into_iter().flatten() {
+                    damaged_blobs.insert(e.id);
+                }
+                continue;
+            }
+            let entries = by_pack.get(&p.id).cloned().unwrap_or_default();
+            let (errs, damaged, verified) = read_pack(repo, p, &entries);
+            rep.errors.extend(errs);
+            damaged_blobs.extend(damaged);
+            rep.blobs_verified += verified;
+            rep.packs_read += 1;
+            progress.files_done.fetch_add(1, Ordering::Relaxed);
+            progress.bytes_done.fetch_add(p.object_len, Ordering::Relaxed);
+        }
+    } else {
+        if !bad_packs.is_empty() {
+            let by_pack = repo.index().entries_by_pack();
+            for p in &bad_packs {
+                for e in by_pack.get(p).into_iter().flatten() {
+                    damaged_blobs.insert(e.id);
+                }
+            }
+        }
+    }
+
+    // Name what is affected.
+    let affected: HashSet<Id> = damaged_blobs.union(&missing_blobs).copied().collect();
+    if !affected.is_empty() || !bad_trees.is_empty() {
+        for (sid, s) in &snaps {
+            let mut stack = vec![(s.root, Vec::<Vec<u8>>::new())];
+            while let Some((t, path)) = stack.pop() {
+                if bad_trees.contains(&t) || affected.contains(&t) {
+                    rep.damaged_files
+                        .push(format!("{}:{} (whole folder)", sid.short(), show_path(&path)));
+                    continue;
+                }
+                let Ok(tree) = repo.load_tree(&t, &mut readers) else { continue };
+                for n in tree.nodes {
+                    let mut p = path.clone();
+                    p.push(n.name.clone());
+                    match n.kind {
+                        NodeKind::Dir { subtree } => stack.push((subtree, p)),
+                        NodeKind::File { blobs, .. } => {
+                            if blobs.iter().any(|b| affected.contains(b)) {
+                                rep.damaged_files.push(format!("{}:{}", sid.short(), show_path(&p)));
+                            }
+                        }
+                        NodeKind::Symlink { .. } => {}
+                    }
+                }
+            }
+        }
+        rep.damaged_files.sort();
+    }
+    Ok(rep)
+}
+
+/// Download one pack and verify its header, table and every blob. Returns the errors, the ids of
+/// the damaged blobs and the number verified.
+fn read_pack(
+    repo: &Repository,
+    p: &crate::repo::PackInfo,
+    entries: &[format::BlobEntry],
+) -> (Vec<String>, Vec<Id>, u64) {
+    let what = format!("pack {}", p.id.short());
+    let mut errors = vec![];
+    let all_damaged = |errors: &mut Vec<String>, e: Error| {
+        errors.push(format!("{what}: {e}"));
+        (entries.iter().map(|e| e.id).collect::<Vec<_>>(), 0)
+    };
+    let bytes = match repo.store().get(FileType::Pack, &p.id.to_hex()) {
+        Ok(b) => b,
+        Err(e) => {
+            let (d, v) = all_damaged(&mut errors, e);
+            return (errors, d, v);
+        }
+    };
+    let mut s = match repo.keys().identity.open(Cursor::new(bytes), &what) {
+        Ok(s) => s,
+        Err(e) => {
+            let (d, v) = all_damaged(&mut errors, e);
+            return (errors, d, v);
+        }
+    };
+    // The table inside the pack must agree with the index.
+    let table = (|| -> Result<Vec<format::BlobEntry>> {
+        let mut pre = vec![0u8; format::HEADER_LEN + 4];
+        s.read_exact(&mut pre).map_err(|e| crypto::read_error(&what, e))?;
+        let tl = pack::decode_table_len(&pre, &repo.repo_id())?;
+        if tl > 64 << 20 {
+            return Err(Error::corrupt(&what, "blob table too large"));
+        }
+        let mut rest = vec![0u8; tl];
+        s.read_exact(&mut rest).map_err(|e| crypto::read_error(&what, e))?;
+        pre.extend_from_slice(&rest);
+        pack::decode_table(&pre, &repo.repo_id(), p.plain_len)
+    })();
+    match table {
+        Ok(t) => {
+            let mut t_sorted = t.clone();
+            t_sorted.sort_by_key(|e| e.offset);
+            let ids: HashSet<Id> = t.iter().map(|e| e.id).collect();
+            if entries.iter().any(|e| !t_sorted.contains(e)) || ids.len() != t.len() {
+                errors.push(format!("{what}: its blob table disagrees with the index"));
+            }
+        }
+        Err(e) => errors.push(format!("{what}: header unreadable: {e}")),
+    }
+    let mut damaged = vec![];
+    let mut verified = 0;
+    for e in entries {
+        let r = (|| -> Result<()> {
+            s.seek(SeekFrom::Start(e.offset))
+                .map_err(|x| crypto::read_error(&what, x))?;
+            let mut buf = vec![0u8; e.stored_len as usize];
+            s.read_exact(&mut buf).map_err(|x| crypto::read_error(&what, x))?;
+            repo.decode_blob(e, buf)?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => verified += 1,
+            Err(err) => {
+                errors.push(format!(
+                    "{what}: {} blob {}: {err}",
+                    if e.blob_type == BlobType::Tree { "tree" } else { "data" },
+                    e.id.short()
+                ));
+                damaged.push(e.id);
+            }
+        }
+    }
+    (errors, damaged, verified)
+}

@@ -1,0 +1,516 @@
+//! Command-line interface: argument parsing (clap) and one function per command. This is the
+//! edge of the program: errors become `anyhow` here and exit codes in main.rs.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use vault::archiver::{self, BackupOptions, Progress};
+use vault::backend::local::LocalBackend;
+use vault::backend::Store;
+use vault::checker::{self, CheckOptions};
+use vault::crypto;
+use vault::format::tree::NodeKind;
+use vault::repo::{InitOptions, PackReaders, Repository};
+use vault::restorer::{self, show_path, split_path, RestoreOptions};
+
+use crate::ui;
+
+/// Exit status: finished, but some files were skipped or not restored.
+pub const EXIT_PARTIAL: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "vault",
+    version,
+    about = "Encrypted, deduplicated backups of photos and videos",
+    long_about = "Encrypted, deduplicated backups of photos and videos.\n\n\
+        Files are split into chunks, compressed when that helps, encrypted on this device with age \
+        and packed into a repository: a local folder or external drive (S3 buckets are coming). \
+        Without --repo or VAULT_REPO, the repository is ~/.local/share/vault/repo.\n\n\
+        The passphrase is read from VAULT_PASSWORD, from --password-file / VAULT_PASSWORD_FILE, \
+        or asked for on the terminal.\n\n\
+        Exit status: 0 success, 1 error, 2 usage error, 3 finished but some files were skipped."
+)]
+pub struct Cli {
+    /// Repository: a folder path (default: ~/.local/share/vault/repo)
+    #[arg(short, long, env = "VAULT_REPO", global = true, value_name = "REPO")]
+    repo: Option<String>,
+    /// Read the passphrase from this file
+    #[arg(long, env = "VAULT_PASSWORD_FILE", global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Print machine-readable JSON on standard output
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but errors
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new repository
+    Init {
+        /// scrypt work factor (log2) for the passphrase key file; higher is slower to guess
+        #[arg(long, default_value_t = crypto::DEFAULT_SCRYPT_LOG_N, value_name = "N",
+              value_parser = clap::value_parser!(u8).range(10..=22))]
+        kdf_log_n: u8,
+    },
+    /// Back up files and folders (creates the default repository on first use)
+    Backup {
+        /// Files and folders to back up
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Tag the snapshot (repeatable)
+        #[arg(long, value_name = "TAG")]
+        tag: Vec<String>,
+        /// Skip paths matching this glob; without '/' it matches file names (repeatable)
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+        /// Host name recorded in the snapshot
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// List snapshots
+    Snapshots,
+    /// List files in a snapshot
+    Ls {
+        /// `latest` or at least 4 hex digits of a snapshot id
+        #[arg(default_value = "latest")]
+        snapshot: String,
+        /// Only list under this path inside the snapshot
+        path: Option<String>,
+    },
+    /// Restore files from a snapshot, verifying every byte
+    Restore {
+        /// `latest` or at least 4 hex digits of a snapshot id
+        #[arg(default_value = "latest")]
+        snapshot: String,
+        /// Folder to restore into (snapshot paths are recreated below it)
+        #[arg(short, long, value_name = "DIR")]
+        target: PathBuf,
+        /// Restore only this path from the snapshot (repeatable)
+        #[arg(long, value_name = "PATH")]
+        include: Vec<String>,
+        /// Replace files that already exist in the target
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Verify the repository; --read-data also downloads and verifies every pack
+    Check {
+        /// Read and verify all data, not just the structure
+        #[arg(long)]
+        read_data: bool,
+    },
+}
+
+enum RepoSpec {
+    Local(PathBuf),
+}
+
+fn default_repo() -> Result<PathBuf> {
+    let base = dirs::data_dir().context("cannot find your data folder; give --repo")?;
+    Ok(base.join("vault").join("repo"))
+}
+
+impl Cli {
+    fn repo_spec(&self) -> Result<(RepoSpec, bool)> {
+        match &self.repo {
+            Some(r) if r.starts_with("s3://") => {
+                bail!("S3 repositories are not supported by this version yet; use a folder path")
+            }
+            Some(r) => Ok((RepoSpec::Local(PathBuf::from(r)), false)),
+            None => Ok((RepoSpec::Local(default_repo()?), true)),
+        }
+    }
+
+    fn store(&self) -> Result<(Store, bool)> {
+        let (spec, is_default) = self.repo_spec()?;
+        let backend = match spec {
+            RepoSpec::Local(p) => Arc::new(LocalBackend::new(p)),
+        };
+        Ok((Store::new(backend)?, is_default))
+    }
+
+    fn open(&self) -> Result<Repository> {
+        let (store, _) = self.store()?;
+        self.open_store(store)
+    }
+
+    fn open_store(&self, store: Store) -> Result<Repository> {
+        if !Repository::exists(&store)? {
+            return Err(vault::Error::NoRepository(store.location()).into());
+        }
+        let pass = ui::passphrase(
+            self.password_file.as_deref(),
+            &format!("Passphrase for {}: ", store.location()),
+            false,
+        )?;
+        let repo = Repository::open(store, &pass)?;
+        for (name, e) in &repo.index_errors {
+            eprintln!("warning: index {} is unreadable ({e}); run `vault check`", &name[..8]);
+        }
+        Ok(repo)
+    }
+
+    fn progress(&self) -> bool {
+        !self.quiet && !self.json
+    }
+}
+
+fn json_out<T: Serialize>(v: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Run the parsed command; returns the exit status for a completed run.
+pub fn run(cli: Cli) -> Result<u8> {
+    match &cli.cmd {
+        Cmd::Init { kdf_log_n } => init(&cli, *kdf_log_n),
+        Cmd::Backup { paths, tag, exclude, host } => backup(&cli, paths, tag, exclude, host.clone()),
+        Cmd::Snapshots => snapshots(&cli),
+        Cmd::Ls { snapshot, path } => ls(&cli, snapshot, path.as_deref()),
+        Cmd::Restore { snapshot, target, include, overwrite } => {
+            restore(&cli, snapshot, target, include, *overwrite)
+        }
+        Cmd::Check { read_data } => check(&cli, *read_data),
+    }
+}
+
+fn create(cli: &Cli, store: Store, log_n: u8) -> Result<Repository> {
+    let pass = ui::passphrase(
+        cli.password_file.as_deref(),
+        &format!("New passphrase for {}: ", store.location()),
+        true,
+    )?;
+    let location = store.location();
+    let repo = Repository::init(store, &pass, &InitOptions { scrypt_log_n: log_n })?;
+    if !cli.quiet {
+        eprintln!(
+            "created repository {} at {location}\n\
+             Keep the passphrase safe: without it nobody, not even you, can read these backups.",
+            repo.repo_id().short()
+        );
+    }
+    Ok(repo)
+}
+
+fn init(cli: &Cli, log_n: u8) -> Result<u8> {
+    let (store, _) = cli.store()?;
+    let repo = create(cli, store, log_n)?;
+    if cli.json {
+        json_out(&serde_json::json!({ "repository": repo.repo_id().to_hex(), "location": repo.store().location() }))?;
+    }
+    Ok(0)
+}
+
+fn backup(
+    cli: &Cli,
+    paths: &[PathBuf],
+    tags: &[String],
+    excludes: &[String],
+    host: Option<String>,
+) -> Result<u8> {
+    let (store, is_default) = cli.store()?;
+    // Check the paths before asking for a passphrase or creating anything.
+    for p in paths {
+        std::fs::symlink_metadata(p).with_context(|| format!("cannot back up {}", p.display()))?;
+    }
+    let mut repo = if is_default && !Repository::exists(&store)? {
+        if !cli.quiet {
+            eprintln!("no repository yet; creating the default one at {}", store.location());
+        }
+        create(cli, store, crypto::DEFAULT_SCRYPT_LOG_N)?
+    } else {
+        cli.open_store(store)?
+    };
+    let host = host.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    let opts = BackupOptions {
+        paths: paths.to_vec(),
+        tags: tags.to_vec(),
+        excludes: excludes.to_vec(),
+        host,
+        threads: 0,
+    };
+    let progress = Arc::new(Progress::default());
+    let view = ui::ProgressView::start(progress.clone(), "backup", cli.progress());
+    let res = archiver::backup(&mut repo, &opts, progress);
+    view.finish();
+    let s = res?;
+    if cli.json {
+        json_out(&s)?;
+    } else if !cli.quiet {
+        println!("snapshot {} saved", &s.snapshot[..8]);
+        println!(
+            "  {} files, {} folders, {} symlinks; read {}, added {} ({} new chunks, {} reused, {} packs)",
+            s.files,
+            s.dirs,
+            s.symlinks,
+            ui::bytes(s.bytes_read),
+            ui::bytes(s.bytes_added),
+            s.blobs_new,
+            s.blobs_reused,
+            s.packs_written
+        );
+    }
+    for w in &s.warnings {
+        eprintln!("warning: {}: {}", w.path, w.reason);
+    }
+    for k in &s.skipped {
+        eprintln!("skipped: {}: {}", k.path, k.reason);
+    }
+    if !s.skipped.is_empty() {
+        eprintln!("{} item(s) were skipped (exit status 3)", s.skipped.len());
+        return Ok(EXIT_PARTIAL);
+    }
+    if !s.warnings.is_empty() {
+        return Ok(EXIT_PARTIAL);
+    }
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct SnapshotJson {
+    id: String,
+    time: i64,
+    host: String,
+    paths: Vec<String>,
+    tags: Vec<String>,
+    parent: Option<String>,
+    sequence: u64,
+    files: u64,
+    bytes: u64,
+}
+
+fn snapshots(cli: &Cli) -> Result<u8> {
+    let repo = cli.open()?;
+    let (snaps, bad) = repo.snapshots()?;
+    for (name, e) in &bad {
+        eprintln!("warning: snapshot {}: {e}", &name[..8]);
+    }
+    if cli.json {
+        let v: Vec<SnapshotJson> = snaps
+            .iter()
+            .map(|(id, s)| SnapshotJson {
+                id: id.to_hex(),
+                time: s.time,
+                host: s.host.clone(),
+                paths: s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect(),
+                tags: s.tags.clone(),
+                parent: s.parent.map(|p| p.to_hex()),
+                sequence: s.sequence,
+                files: s.summary.files,
+                bytes: s.summary.bytes,
+            })
+            .collect();
+        json_out(&v)?;
+    } else if !cli.quiet {
+        println!("{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  paths", "id", "time (UTC)", "host", "files", "size");
+        for (id, s) in &snaps {
+            let paths: Vec<String> = s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+            let tags = if s.tags.is_empty() { String::new() } else { format!("  [{}]", s.tags.join(",")) };
+            println!(
+                "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {}{}",
+                id.short(),
+                ui::time(s.time),
+                s.host,
+                s.summary.files,
+                ui::bytes(s.summary.bytes),
+                paths.join(" "),
+                tags
+            );
+        }
+        println!("{} snapshot(s)", snaps.len());
+    }
+    Ok(if bad.is_empty() { 0 } else { 1 })
+}
+
+#[derive(Serialize)]
+struct LsEntry {
+    path: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    size: u64,
+    mode: String,
+    mtime: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+}
+
+fn mode_string(kind: &NodeKind, mode: u32) -> String {
+    let t = match kind {
+        NodeKind::Dir { .. } => 'd',
+        NodeKind::Symlink { .. } => 'l',
+        NodeKind::File { .. } => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let b = (mode >> shift) & 7;
+        s.push(if b & 4 != 0 { 'r' } else { '-' });
+        s.push(if b & 2 != 0 { 'w' } else { '-' });
+        s.push(if b & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn ls(cli: &Cli, snapshot: &str, path: Option<&str>) -> Result<u8> {
+    let repo = cli.open()?;
+    let (_, snap) = repo.find_snapshot(snapshot)?;
+    let mut readers = PackReaders::default();
+    let want = path.map(split_path).unwrap_or_default();
+    // Walk down to the requested path.
+    let mut tree_id = snap.root;
+    let mut here: Vec<Vec<u8>> = Vec::new();
+    let mut out = Vec::new();
+    for comp in &want {
+        let tree = repo.load_tree(&tree_id, &mut readers)?;
+        let node = tree
+            .find(comp)
+            .with_context(|| format!("{} is not in the snapshot", path.unwrap_or("")))?;
+        here.push(comp.clone());
+        match &node.kind {
+            NodeKind::Dir { subtree } => tree_id = *subtree,
+            _ => {
+                out.push(entry(&here, node));
+                return print_ls(cli, out);
+            }
+        }
+    }
+    let mut stack = vec![(tree_id, here)];
+    while let Some((t, p)) = stack.pop() {
+        let tree = repo.load_tree(&t, &mut readers)?;
+        let mut subdirs = Vec::new();
+        for n in &tree.nodes {
+            let mut cp = p.clone();
+            cp.push(n.name.clone());
+            out.push(entry(&cp, n));
+            if let NodeKind::Dir { subtree } = n.kind {
+                subdirs.push((subtree, cp));
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    print_ls(cli, out)
+}
+
+fn entry(path: &[Vec<u8>], n: &vault::format::tree::Node) -> LsEntry {
+    LsEntry {
+        path: show_path(path),
+        kind: match n.kind {
+            NodeKind::Dir { .. } => "dir",
+            NodeKind::File { .. } => "file",
+            NodeKind::Symlink { .. } => "symlink",
+        },
+        size: n.size,
+        mode: mode_string(&n.kind, n.mode),
+        mtime: n.mtime,
+        target: match &n.kind {
+            NodeKind::Symlink { target } => Some(String::from_utf8_lossy(target).into_owned()),
+            _ => None,
+        },
+    }
+}
+
+fn print_ls(cli: &Cli, out: Vec<LsEntry>) -> Result<u8> {
+    if cli.json {
+        json_out(&out)?;
+    } else if !cli.quiet {
+        let mut o = std::io::stdout().lock();
+        for e in &out {
+            let link = e.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+            writeln!(o, "{} {:>12} {} {}{}", e.mode, e.size, ui::time(e.mtime), e.path, link)?;
+        }
+    }
+    Ok(0)
+}
+
+fn restore(cli: &Cli, snapshot: &str, target: &std::path::Path, include: &[String], overwrite: bool) -> Result<u8> {
+    let repo = cli.open()?;
+    let (id, snap) = repo.find_snapshot(snapshot)?;
+    let opts = RestoreOptions {
+        target: target.to_path_buf(),
+        includes: include.to_vec(),
+        overwrite,
+        threads: 0,
+    };
+    let progress = Arc::new(Progress::default());
+    let view = ui::ProgressView::start(progress.clone(), "restore", cli.progress());
+    let res = restorer::restore(&repo, &id, &snap, &opts, progress);
+    view.finish();
+    let s = res?;
+    if cli.json {
+        json_out(&s)?;
+    } else if !cli.quiet {
+        println!(
+            "restored {} files ({}), {} folders, {} symlinks from snapshot {} into {}",
+            s.files,
+            ui::bytes(s.bytes),
+            s.dirs,
+            s.symlinks,
+            id.short(),
+            target.display()
+        );
+    }
+    for k in &s.skipped {
+        eprintln!("skipped: {}: {}", k.path, k.reason);
+    }
+    for k in &s.errors {
+        eprintln!("error: {}: {}", k.path, k.reason);
+    }
+    if !s.errors.is_empty() {
+        eprintln!("{} item(s) could not be restored", s.errors.len());
+        return Ok(1);
+    }
+    if !s.skipped.is_empty() {
+        return Ok(EXIT_PARTIAL);
+    }
+    Ok(0)
+}
+
+fn check(cli: &Cli, read_data: bool) -> Result<u8> {
+    let repo = cli.open()?;
+    let progress = Arc::new(Progress::default());
+    let view = ui::ProgressView::start(progress.clone(), "check", cli.progress() && read_data);
+    let res = checker::check(&repo, &CheckOptions { read_data }, progress);
+    view.finish();
+    let r = res?;
+    if cli.json {
+        json_out(&r)?;
+    } else {
+        for n in &r.notes {
+            if !cli.quiet {
+                println!("note: {n}");
+            }
+        }
+        for e in &r.errors {
+            eprintln!("error: {e}");
+        }
+        for f in &r.damaged_files {
+            eprintln!("damaged: {f}");
+        }
+        if !cli.quiet {
+            println!(
+                "{} snapshots, {} trees, {} packs{}: {}",
+                r.snapshots,
+                r.trees,
+                r.packs,
+                if read_data {
+                    format!(" ({} read, {} blobs verified)", r.packs_read, r.blobs_verified)
+                } else {
+                    String::new()
+                },
+                if r.ok() { "no errors" } else { "ERRORS FOUND" }
+            );
+        }
+    }
+    Ok(if r.ok() { 0 } else { 1 })
+}

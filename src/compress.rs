@@ -1,0 +1,102 @@
+//! zstd compression of blobs, skipped when a cheap probe says the data does not compress.
+
+use crate::error::{Error, Result};
+use crate::format::Compression;
+
+/// Probe this many bytes from a few places in a blob before compressing it.
+const PROBE_SLICE: usize = 16 * 1024;
+/// Store raw unless compression saves at least this fraction.
+const MIN_SAVING: f64 = 0.03;
+
+/// A reusable compressor (one per worker thread).
+pub struct Compressor {
+    probe: zstd::bulk::Compressor<'static>,
+    full: zstd::bulk::Compressor<'static>,
+}
+
+impl Compressor {
+    pub fn new(level: u8) -> Result<Self> {
+        let mk = |l: i32| {
+            zstd::bulk::Compressor::new(l)
+                .map_err(|e| Error::io("setting up zstd", e))
+        };
+        Ok(Compressor {
+            probe: mk(1)?,
+            full: mk(level as i32)?,
+        })
+    }
+
+    /// True when a sample of `data` compresses by less than the threshold. Photos and videos
+    /// (JPEG, HEIC, MP4) are caught here whatever their file name says.
+    pub fn looks_incompressible(&mut self, data: &[u8]) -> bool {
+        if data.len() < 4 * PROBE_SLICE {
+            return false;
+        }
+        let step = (data.len() - PROBE_SLICE) / 3;
+        let mut sample = Vec::with_capacity(4 * PROBE_SLICE);
+        for i in 0..4 {
+            sample.extend_from_slice(&data[i * step..i * step + PROBE_SLICE]);
+        }
+        match self.probe.compress(&sample) {
+            Ok(c) => c.len() as f64 > sample.len() as f64 * (1.0 - MIN_SAVING),
+            Err(_) => false,
+        }
+    }
+
+    /// Compress `data` if that pays. Returns the form chosen and the bytes to store (`None` means
+    /// store `data` itself).
+    pub fn compress(&mut self, data: &[u8]) -> (Compression, Option<Vec<u8>>) {
+        if data.is_empty() || self.looks_incompressible(data) {
+            return (Compression::None, None);
+        }
+        match self.full.compress(data) {
+            Ok(c) if (c.len() as f64) < data.len() as f64 * (1.0 - MIN_SAVING) => {
+                (Compression::Zstd, Some(c))
+            }
+            _ => (Compression::None, None),
+        }
+    }
+}
+
+/// Decompress a stored blob, refusing output of any length other than `raw_len`.
+pub fn decompress(stored: &[u8], raw_len: usize, what: &str) -> Result<Vec<u8>> {
+    let out = zstd::bulk::decompress(stored, raw_len)
+        .map_err(|e| Error::corrupt(what, format!("zstd: {e}")))?;
+    if out.len() != raw_len {
+        return Err(Error::corrupt(what, "decompressed length differs from the recorded one"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn random_data_is_stored_raw_text_is_compressed() {
+        let mut c = Compressor::new(3).unwrap();
+        let mut rnd = vec![0u8; 1 << 20];
+        crate::crypto::fill_random(&mut rnd);
+        assert!(c.looks_incompressible(&rnd));
+        assert_eq!(c.compress(&rnd).0, Compression::None);
+        let text = b"the same line again and again\n".repeat(40_000);
+        let (k, out) = c.compress(&text);
+        assert_eq!(k, Compression::Zstd);
+        let out = out.unwrap();
+        assert_eq!(decompress(&out, text.len(), "t").unwrap(), text);
+        assert!(decompress(&out, text.len() - 1, "t").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(data in proptest::collection::vec(0u8..4, 0..100_000)) {
+            let mut c = Compressor::new(3).unwrap();
+            match c.compress(&data) {
+                (Compression::Zstd, Some(out)) => prop_assert_eq!(decompress(&out, data.len(), "t").unwrap(), data),
+                (Compression::None, None) => {}
+                _ => prop_assert!(false, "inconsistent result"),
+            }
+        }
+    }
+}

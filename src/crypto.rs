@@ -1,0 +1,312 @@
+//! All cryptography in one place: age encryption to the data identity, passphrase wrapping
+//! (scrypt), keyed BLAKE3 hashing and subkey derivation, and the OS random generator.
+
+use std::io::{self, Read, Seek, Write};
+use std::iter;
+
+use age::secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::ids::Id;
+
+/// Largest scrypt work factor (log2 N) accepted when unlocking: 2^22 is ~4 GiB of RAM.
+pub const MAX_SCRYPT_LOG_N: u8 = 22;
+/// Smallest work factor accepted when creating a key file.
+pub const MIN_SCRYPT_LOG_N: u8 = 10;
+/// Default work factor for new key files: about 0.5 s and 256 MiB on a laptop.
+pub const DEFAULT_SCRYPT_LOG_N: u8 = 18;
+
+/// Fill `buf` from the operating system's random generator.
+pub fn fill_random(buf: &mut [u8]) {
+    // The OS generator failing is not recoverable and must never yield predictable keys.
+    if let Err(e) = getrandom::fill(buf) {
+        panic!("the operating system's random generator failed: {e}");
+    }
+}
+
+/// A uniformly random integer below `n` (n > 0).
+pub fn random_below(n: usize) -> usize {
+    let mut b = [0u8; 8];
+    fill_random(&mut b);
+    (u64::from_le_bytes(b) % n as u64) as usize
+}
+
+/// A 256-bit secret key. No `Debug`, zeroed on drop.
+#[derive(Clone)]
+pub struct SecretKey(Zeroizing<[u8; 32]>);
+
+impl SecretKey {
+    pub fn generate() -> Self {
+        let mut k = Zeroizing::new([0u8; 32]);
+        fill_random(&mut k[..]);
+        SecretKey(k)
+    }
+
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        SecretKey(Zeroizing::new(b))
+    }
+
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Derive an independent subkey for one purpose (BLAKE3 derive_key, distinct context strings).
+    pub fn derive(&self, context: &str) -> SecretKey {
+        SecretKey(Zeroizing::new(blake3::derive_key(context, &self.0[..])))
+    }
+
+    /// Keyed BLAKE3 of `data`.
+    pub fn keyed_hash(&self, data: &[u8]) -> Id {
+        Id(*blake3::keyed_hash(&self.0, data).as_bytes())
+    }
+
+    /// An incremental keyed hasher, for data that arrives in pieces.
+    pub fn hasher(&self) -> KeyedHasher {
+        KeyedHasher(Box::new(blake3::Hasher::new_keyed(&self.0)))
+    }
+
+    /// Fill `out` with the keyed XOF stream of `label` (used for the chunker's gear table).
+    pub fn xof(&self, label: &[u8], out: &mut [u8]) {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(label);
+        h.finalize_xof().fill(out);
+    }
+
+    /// Constant-time comparison of a MAC computed with this key.
+    pub fn verify_mac(&self, data: &[u8], mac: &[u8; 32]) -> bool {
+        blake3::keyed_hash(&self.0, data) == blake3::Hash::from_bytes(*mac)
+    }
+}
+
+/// Incremental keyed BLAKE3.
+pub struct KeyedHasher(Box<blake3::Hasher>);
+
+impl KeyedHasher {
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+    pub fn finalize(&self) -> Id {
+        Id(*self.0.finalize().as_bytes())
+    }
+}
+
+/// The repository's age X25519 data identity: every object is encrypted to its recipient.
+pub struct DataIdentity(age::x25519::Identity);
+
+impl DataIdentity {
+    pub fn generate() -> Self {
+        DataIdentity(age::x25519::Identity::generate())
+    }
+
+    /// Parse the `AGE-SECRET-KEY-1...` form stored in key files.
+    pub fn parse(s: &str) -> Result<Self> {
+        s.parse::<age::x25519::Identity>()
+            .map(DataIdentity)
+            .map_err(|_| Error::corrupt("key file", "the data identity is not a valid age identity"))
+    }
+
+    /// The secret in its text form, for writing into a key file.
+    pub fn to_secret_string(&self) -> Zeroizing<String> {
+        Zeroizing::new(self.0.to_string().expose_secret().to_string())
+    }
+
+    pub fn recipient(&self) -> DataRecipient {
+        DataRecipient(self.0.to_public())
+    }
+
+    /// Decrypt a whole age object held in memory.
+    pub fn decrypt(&self, ciphertext: &[u8], what: &str) -> Result<Vec<u8>> {
+        let mut reader = self.open(ciphertext, what)?;
+        let mut out = Vec::with_capacity(ciphertext.len());
+        reader
+            .read_to_end(&mut out)
+            .map_err(|e| Error::corrupt(what, format!("decryption failed: {e}")))?;
+        Ok(out)
+    }
+
+    /// Start decrypting a (seekable) age stream; plaintext is authenticated per 64 KiB chunk.
+    pub fn open<R: Read>(&self, input: R, what: &str) -> Result<age::stream::StreamReader<R>> {
+        let dec = age::Decryptor::new(input)
+            .map_err(|e| Error::corrupt(what, format!("not a readable age file: {e}")))?;
+        dec.decrypt(iter::once(&self.0 as &dyn age::Identity))
+            .map_err(|e| Error::corrupt(what, format!("cannot decrypt: {e}")))
+    }
+}
+
+/// The public half of the data identity. Enough to write, never to read.
+#[derive(Clone)]
+pub struct DataRecipient(age::x25519::Recipient);
+
+impl DataRecipient {
+    /// Encrypt `plaintext` into one age object. Returns the object bytes.
+    pub fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let enc = age::Encryptor::with_recipients(iter::once(&self.0 as &dyn age::Recipient))
+            .map_err(|e| Error::Invalid(format!("cannot set up encryption: {e}")))?;
+        let mut out = Vec::with_capacity(plaintext.len() + plaintext.len() / 4000 + 512);
+        let mut w = enc
+            .wrap_output(&mut out)
+            .map_err(|e| Error::io("encrypting", e))?;
+        w.write_all(plaintext)
+            .map_err(|e| Error::io("encrypting", e))?;
+        w.finish().map_err(|e| Error::io("encrypting", e))?;
+        Ok(out)
+    }
+}
+
+/// A passphrase typed by the user. No `Debug`.
+pub struct Passphrase(SecretString);
+
+impl Passphrase {
+    pub fn new(s: String) -> Self {
+        Passphrase(SecretString::from(s))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.expose_secret().is_empty()
+    }
+}
+
+/// Encrypt `plaintext` to a passphrase with scrypt work factor 2^`log_n`. The scrypt stanza is the
+/// only one in the file, as age requires.
+pub fn seal_with_passphrase(pass: &Passphrase, log_n: u8, plaintext: &[u8]) -> Result<Vec<u8>> {
+    if !(MIN_SCRYPT_LOG_N..=MAX_SCRYPT_LOG_N).contains(&log_n) {
+        return Err(Error::Invalid(format!(
+            "scrypt work factor must be between {MIN_SCRYPT_LOG_N} and {MAX_SCRYPT_LOG_N}"
+        )));
+    }
+    let mut r = age::scrypt::Recipient::new(pass.0.clone());
+    r.set_work_factor(log_n);
+    let enc = age::Encryptor::with_recipients(iter::once(&r as &dyn age::Recipient))
+        .map_err(|e| Error::Invalid(format!("cannot set up encryption: {e}")))?;
+    let mut out = Vec::new();
+    let mut w = enc
+        .wrap_output(&mut out)
+        .map_err(|e| Error::io("encrypting key file", e))?;
+    w.write_all(plaintext)
+        .map_err(|e| Error::io("encrypting key file", e))?;
+    w.finish()
+        .map_err(|e| Error::io("encrypting key file", e))?;
+    Ok(out)
+}
+
+/// Outcome of trying a passphrase on one key file.
+pub enum Unwrap {
+    Opened(Zeroizing<Vec<u8>>),
+    /// The passphrase is wrong for this file.
+    WrongPassphrase,
+    /// Not a passphrase key file (another unlock method).
+    NotPassphrase,
+}
+
+/// Try to open a passphrase-wrapped key file.
+pub fn open_with_passphrase(pass: &Passphrase, ciphertext: &[u8], what: &str) -> Result<Unwrap> {
+    let dec = age::Decryptor::new_buffered(ciphertext)
+        .map_err(|e| Error::corrupt(what, format!("not a readable age file: {e}")))?;
+    if !dec.is_scrypt() {
+        return Ok(Unwrap::NotPassphrase);
+    }
+    let mut id = age::scrypt::Identity::new(pass.0.clone());
+    id.set_max_work_factor(MAX_SCRYPT_LOG_N);
+    match dec.decrypt(iter::once(&id as &dyn age::Identity)) {
+        Ok(mut r) => {
+            let mut out = Zeroizing::new(Vec::new());
+            r.read_to_end(&mut out)
+                .map_err(|e| Error::corrupt(what, format!("decryption failed: {e}")))?;
+            Ok(Unwrap::Opened(out))
+        }
+        Err(age::DecryptError::DecryptionFailed) | Err(age::DecryptError::NoMatchingKeys) => {
+            Ok(Unwrap::WrongPassphrase)
+        }
+        Err(age::DecryptError::ExcessiveWork { required, .. }) => {
+            Err(Error::WorkFactorTooHigh(required, MAX_SCRYPT_LOG_N))
+        }
+        Err(e) => Err(Error::corrupt(what, format!("cannot decrypt: {e}"))),
+    }
+}
+
+/// Length of an age object's header including the 16-byte payload nonce: the ciphertext offset
+/// at which the first STREAM chunk starts. Recorded in the index so ranged reads can plan.
+pub fn age_payload_offset(object: &[u8]) -> Option<u64> {
+    let marker = b"\n--- ";
+    let pos = object.windows(marker.len()).position(|w| w == marker)?;
+    let end = object[pos + 1..].iter().position(|&b| b == b'\n')? + pos + 2;
+    Some((end + 16) as u64)
+}
+
+/// Size in bytes of the age ciphertext for a plaintext of `len` bytes, excluding the header.
+pub fn age_payload_size(len: u64) -> u64 {
+    const CHUNK: u64 = 64 * 1024;
+    let chunks = if len == 0 { 1 } else { len.div_ceil(CHUNK) };
+    16 + len + chunks * 16
+}
+
+/// Make a seekable plaintext reader over any seekable ciphertext source.
+pub fn seekable<R: Read + Seek>(
+    id: &DataIdentity,
+    input: R,
+    what: &str,
+) -> Result<age::stream::StreamReader<R>> {
+    id.open(input, what)
+}
+
+/// Map an I/O error raised while reading decrypted plaintext: age reports authentication failures
+/// as `InvalidData`.
+pub fn read_error(what: &str, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::UnexpectedEof {
+        Error::corrupt(what, format!("decryption failed: {e}"))
+    } else {
+        Error::storage(format!("reading {what}"), e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encrypt_decrypt_round_trip_and_offsets() {
+        let id = DataIdentity::generate();
+        for len in [0usize, 1, 65536, 65537, 300_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let ct = id.recipient().encrypt(&data).unwrap();
+            let off = age_payload_offset(&ct).unwrap();
+            assert_eq!(off - 16 + age_payload_size(len as u64), ct.len() as u64);
+            assert_eq!(id.decrypt(&ct, "t").unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let id = DataIdentity::generate();
+        let mut ct = id.recipient().encrypt(b"hello photos").unwrap();
+        let n = ct.len();
+        ct[n - 3] ^= 1;
+        assert!(id.decrypt(&ct, "t").unwrap_err().is_corrupt());
+        let other = DataIdentity::generate();
+        let ct = id.recipient().encrypt(b"x").unwrap();
+        assert!(other.decrypt(&ct, "t").is_err());
+    }
+
+    #[test]
+    fn passphrase_wrap() {
+        let p = Passphrase::new("correct horse".into());
+        let ct = seal_with_passphrase(&p, 10, b"secret").unwrap();
+        match open_with_passphrase(&p, &ct, "k").unwrap() {
+            Unwrap::Opened(v) => assert_eq!(&v[..], b"secret"),
+            _ => panic!("should open"),
+        }
+        let wrong = Passphrase::new("wrong".into());
+        assert!(matches!(
+            open_with_passphrase(&wrong, &ct, "k").unwrap(),
+            Unwrap::WrongPassphrase
+        ));
+        assert!(seal_with_passphrase(&p, 5, b"x").is_err());
+    }
+
+    #[test]
+    fn subkeys_differ() {
+        let m = SecretKey::generate();
+        assert_ne!(m.derive("a").expose(), m.derive("b").expose());
+        assert_eq!(m.derive("a").expose(), m.derive("a").expose());
+    }
+}

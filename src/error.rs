@@ -1,0 +1,83 @@
+//! The library's error type: one enum whose messages are written for the person at the terminal.
+
+use std::io;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong inside vault.
+///
+/// Messages never contain secrets; they may contain repository object names (random hex) and,
+/// where the user needs them to act, paths they gave on the command line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no vault repository at {0}")]
+    NoRepository(String),
+    #[error("{0} is not a vault repository")]
+    NotARepository(String),
+    #[error("a repository already exists at {0}")]
+    AlreadyExists(String),
+    #[error("repository format version {found} is not supported by this vault (it reads version {supported}); upgrade vault")]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error("wrong passphrase: no key file of this repository opens with it")]
+    WrongPassphrase,
+    #[error("no passphrase: set VAULT_PASSWORD or VAULT_PASSWORD_FILE, pass --password-file, or run on a terminal")]
+    NoPassphrase,
+    #[error("the key file asks for a work factor of 2^{0}, above the allowed 2^{1}; refusing to unlock with it")]
+    WorkFactorTooHigh(u8, u8),
+    #[error("damaged {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("{0} not found in the repository")]
+    NotFound(String),
+    #[error("no snapshot matches {0}")]
+    SnapshotNotFound(String),
+    #[error("snapshot prefix {0} matches several snapshots; give more digits")]
+    AmbiguousSnapshot(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("storage: {context}: {source}")]
+    Storage {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    /// A damaged object or blob; `what` names it (kind and id), `detail` says how.
+    pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Corrupt {
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// An I/O error on the local machine, with what we were doing.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// An I/O error talking to the repository storage.
+    pub fn storage(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Storage {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True when the error means stored data did not verify.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, Error::Corrupt { .. })
+    }
+}

@@ -1,0 +1,214 @@
+//! The repository format, version 1: pure encode/decode of every stored structure, no I/O.
+//! docs/design.md is the normative description; the layouts here must match it byte for byte.
+
+pub mod codec;
+pub mod config;
+pub mod index;
+pub mod keyfile;
+pub mod pack;
+pub mod snapshot;
+pub mod tree;
+
+use crate::error::{Error, Result};
+use crate::ids::Id;
+use codec::{Reader, Writer};
+
+/// First bytes of every object's plaintext.
+pub const MAGIC: [u8; 8] = *b"vaultobj";
+/// The repository format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the common object header: magic, version, repository id, object kind.
+pub const HEADER_LEN: usize = 8 + 4 + 32 + 1;
+
+/// What an object is; stored in its header so that one object cannot pass for another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ObjectKind {
+    Key = 1,
+    Config = 2,
+    Pack = 3,
+    Index = 4,
+    Snapshot = 5,
+}
+
+impl ObjectKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Key => "key file",
+            ObjectKind::Config => "config",
+            ObjectKind::Pack => "pack",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshot",
+        }
+    }
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => ObjectKind::Key,
+            2 => ObjectKind::Config,
+            3 => ObjectKind::Pack,
+            4 => ObjectKind::Index,
+            5 => ObjectKind::Snapshot,
+            _ => return None,
+        })
+    }
+}
+
+/// Write the common header.
+pub fn write_header(w: &mut Writer, repo_id: &Id, kind: ObjectKind) {
+    w.raw(&MAGIC);
+    w.u32(FORMAT_VERSION);
+    w.id(repo_id);
+    w.u8(kind as u8);
+}
+
+/// Read and check the common header. `repo_id` of `None` accepts any repository (key files are
+/// read before the repository id is known) and returns the one found.
+pub fn read_header(r: &mut Reader<'_>, repo_id: Option<&Id>, kind: ObjectKind) -> Result<Id> {
+    let magic = r.take(8)?;
+    if magic != MAGIC {
+        return Err(r.err("bad magic: not a vault object"));
+    }
+    let version = r.u32()?;
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let id = r.id()?;
+    if let Some(expected) = repo_id {
+        if &id != expected {
+            return Err(r.err("belongs to another repository"));
+        }
+    }
+    let k = r.u8()?;
+    match ObjectKind::from_u8(k) {
+        Some(found) if found == kind => Ok(id),
+        Some(found) => Err(r.err(format!(
+            "is a {} where a {} was expected",
+            found.name(),
+            kind.name()
+        ))),
+        None => Err(r.err(format!("unknown object kind {k}"))),
+    }
+}
+
+/// Kind of a blob inside a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum BlobType {
+    Data = 1,
+    Tree = 2,
+}
+
+impl BlobType {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(BlobType::Data),
+            2 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// How a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Compression {
+    None = 0,
+    Zstd = 1,
+}
+
+impl Compression {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// Where a blob lives inside a pack's plaintext.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobEntry {
+    pub id: Id,
+    pub blob_type: BlobType,
+    pub compression: Compression,
+    /// Offset of the stored bytes from the start of the pack plaintext.
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+}
+
+/// Encoded size of a [`BlobEntry`].
+pub const BLOB_ENTRY_LEN: usize = 32 + 1 + 1 + 8 + 4 + 4;
+
+impl BlobEntry {
+    pub fn encode(&self, w: &mut Writer) {
+        w.id(&self.id);
+        w.u8(self.blob_type as u8);
+        w.u8(self.compression as u8);
+        w.u64(self.offset);
+        w.u32(self.stored_len);
+        w.u32(self.raw_len);
+    }
+
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self> {
+        let id = r.id()?;
+        let t = r.u8()?;
+        let blob_type = BlobType::from_u8(t).ok_or_else(|| r.err(format!("unknown blob type {t}")))?;
+        let c = r.u8()?;
+        let compression =
+            Compression::from_u8(c).ok_or_else(|| r.err(format!("unknown compression {c}")))?;
+        let offset = r.u64()?;
+        let stored_len = r.u32()?;
+        let raw_len = r.u32()?;
+        if compression == Compression::None && stored_len != raw_len {
+            return Err(r.err("uncompressed blob with differing lengths"));
+        }
+        if raw_len > MAX_BLOB_LEN || stored_len > MAX_BLOB_LEN {
+            return Err(r.err("blob length above the format limit"));
+        }
+        Ok(BlobEntry {
+            id,
+            blob_type,
+            compression,
+            offset,
+            stored_len,
+            raw_len,
+        })
+    }
+}
+
+/// No blob, compressed or not, may exceed 64 MiB (chunks are at most 16 MiB; trees are split).
+pub const MAX_BLOB_LEN: u32 = 64 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_checks() {
+        let repo = Id::random();
+        let mut w = Writer::new();
+        write_header(&mut w, &repo, ObjectKind::Index);
+        let v = w.into_vec();
+        assert_eq!(v.len(), HEADER_LEN);
+        assert_eq!(
+            read_header(&mut Reader::new(&v, "t"), Some(&repo), ObjectKind::Index).unwrap(),
+            repo
+        );
+        assert!(read_header(&mut Reader::new(&v, "t"), Some(&repo), ObjectKind::Pack).is_err());
+        assert!(
+            read_header(&mut Reader::new(&v, "t"), Some(&Id::random()), ObjectKind::Index)
+                .is_err()
+        );
+        let mut bad = v.clone();
+        bad[8] = 2;
+        assert!(matches!(
+            read_header(&mut Reader::new(&bad, "t"), None, ObjectKind::Index),
+            Err(Error::UnsupportedVersion { found: 2, .. })
+        ));
+    }
+}

@@ -1,0 +1,20 @@
+//! vault: encrypted, deduplicated backups of photos and videos to a local folder or (soon) any
+//! S3-compatible bucket. See docs/design.md for the repository format.
+#![forbid(unsafe_code)]
+
+pub mod archiver;
+pub mod backend;
+pub mod checker;
+pub mod chunker;
+pub mod compress;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod ids;
+pub mod keys;
+pub mod packer;
+pub mod repo;
+pub mod restorer;
+
+pub use error::{Error, Result};
+pub use ids::Id;

@@ -1,0 +1,494 @@
+//! An open repository: unlocking, the in-memory blob index, and reading and writing every kind
+//! of object with the checks the format demands (headers, MACs, keyed ids).
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use crate::backend::{valid_name, FileType, RangeReader, Store};
+use crate::compress;
+use crate::crypto::{self, Passphrase, Unwrap};
+use crate::error::{Error, Result};
+use crate::format::config::Config;
+use crate::format::index::{self, PackDesc};
+use crate::format::keyfile::{self, KeyInfo, Method};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::Tree;
+use crate::format::{self, codec::Reader, BlobEntry, BlobType, Compression, ObjectKind};
+use crate::ids::Id;
+use crate::keys::Keys;
+
+/// Plaintext content of the `VAULT` marker object.
+pub fn marker_text(version: u32) -> String {
+    format!("vault repository\nformat {version}\n")
+}
+
+fn parse_marker(data: &[u8], location: &str) -> Result<u32> {
+    let s = std::str::from_utf8(data).map_err(|_| Error::NotARepository(location.into()))?;
+    let mut lines = s.lines();
+    if lines.next() != Some("vault repository") {
+        return Err(Error::NotARepository(location.into()));
+    }
+    lines
+        .next()
+        .and_then(|l| l.strip_prefix("format "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Error::NotARepository(location.into()))
+}
+
+/// Options for creating a repository.
+pub struct InitOptions {
+    pub scrypt_log_n: u8,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            scrypt_log_n: crypto::DEFAULT_SCRYPT_LOG_N,
+        }
+    }
+}
+
+/// A pack as the index knows it.
+#[derive(Clone, Debug)]
+pub struct PackInfo {
+    pub id: Id,
+    pub pack_type: BlobType,
+    pub object_len: u64,
+    pub payload_offset: u32,
+    pub plain_len: u64,
+}
+
+/// Where a blob is.
+#[derive(Clone, Copy, Debug)]
+pub struct BlobLoc {
+    pub pack: u32,
+    pub entry: BlobEntry,
+}
+
+/// The union of all index objects, held in memory.
+#[derive(Default)]
+pub struct Index {
+    pub packs: Vec<PackInfo>,
+    pack_pos: HashMap<Id, u32>,
+    blobs: HashMap<Id, BlobLoc>,
+}
+
+impl Index {
+    pub fn add(&mut self, desc: &PackDesc) {
+        let pos = match self.pack_pos.get(&desc.id) {
+            Some(p) => *p,
+            None => {
+                let p = self.packs.len() as u32;
+                self.packs.push(PackInfo {
+                    id: desc.id,
+                    pack_type: desc.pack_type,
+                    object_len: desc.object_len,
+                    payload_offset: desc.payload_offset,
+                    plain_len: desc.plain_len,
+                });
+                self.pack_pos.insert(desc.id, p);
+                p
+            }
+        };
+        for b in &desc.blobs {
+            self.blobs.entry(b.id).or_insert(BlobLoc {
+                pack: pos,
+                entry: *b,
+            });
+        }
+    }
+    pub fn get(&self, id: &Id) -> Option<(&PackInfo, &BlobEntry)> {
+        self.blobs
+            .get(id)
+            .map(|l| (&self.packs[l.pack as usize], &l.entry))
+    }
+    pub fn contains(&self, id: &Id) -> bool {
+        self.blobs.contains_key(id)
+    }
+    pub fn blob_ids(&self) -> impl Iterator<Item = &Id> {
+        self.blobs.keys()
+    }
+    pub fn blob_count(&self) -> usize {
+        self.blobs.len()
+    }
+    pub fn pack(&self, id: &Id) -> Option<&PackInfo> {
+        self.pack_pos.get(id).map(|p| &self.packs[*p as usize])
+    }
+    /// Blob entries grouped by pack, in offset order (for check --read-data).
+    pub fn entries_by_pack(&self) -> HashMap<Id, Vec<BlobEntry>> {
+        let mut m: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
+        for loc in self.blobs.values() {
+            m.entry(self.packs[loc.pack as usize].id)
+                .or_default()
+                .push(loc.entry);
+        }
+        for v in m.values_mut() {
+            v.sort_by_key(|e| e.offset);
+        }
+        m
+    }
+}
+
+/// Readable snapshots (sorted by time) and the names of unreadable ones with the reason.
+pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<(String, Error)>);
+
+/// An unlocked repository.
+pub struct Repository {
+    store: Store,
+    keys: Arc<Keys>,
+    config: Config,
+    index: Index,
+    /// Index objects that could not be read, with the reason.
+    pub index_errors: Vec<(String, Error)>,
+}
+
+fn now() -> (i64, u32) {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs() as i64, d.subsec_nanos())
+}
+
+impl Repository {
+    /// Create a repository with one passphrase key file.
+    pub fn init(store: Store, pass: &Passphrase, opts: &InitOptions) -> Result<Repository> {
+        if pass.is_empty() {
+            return Err(Error::Invalid("the passphrase must not be empty".into()));
+        }
+        if store.stat(FileType::Marker, "")?.is_some() {
+            return Err(Error::AlreadyExists(store.location()));
+        }
+        store.create()?;
+        let keys = Keys::generate();
+        let info = KeyInfo {
+            method: Method::Passphrase,
+            created: now().0,
+            label: "passphrase".into(),
+        };
+        let plain = keyfile::encode(&keys.material(), &info);
+        let sealed = crypto::seal_with_passphrase(pass, opts.scrypt_log_n, &plain)?;
+        store.put(FileType::Key, &Id::random().to_hex(), sealed)?;
+        let config = Config::new(keys.repo_id, now().0);
+        let ct = keys.recipient.encrypt(&config.encode(&keys.config_mac))?;
+        store.put(FileType::Config, "", ct)?;
+        // The marker goes last: a folder without it is not (yet) a repository.
+        store.put(
+            FileType::Marker,
+            "",
+            marker_text(format::FORMAT_VERSION).into_bytes(),
+        )?;
+        Ok(Repository {
+            store,
+            keys: Arc::new(keys),
+            config,
+            index: Index::default(),
+            index_errors: vec![],
+        })
+    }
+
+    /// True when the store holds a repository marker.
+    pub fn exists(store: &Store) -> Result<bool> {
+        Ok(store.stat(FileType::Marker, "")?.is_some())
+    }
+
+    /// Unlock with a passphrase and load the index.
+    pub fn open(store: Store, pass: &Passphrase) -> Result<Repository> {
+        let marker = match store.get(FileType::Marker, "") {
+            Ok(m) => m,
+            Err(Error::NotFound(_)) => return Err(Error::NoRepository(store.location())),
+            Err(e) => return Err(e),
+        };
+        let version = parse_marker(&marker, &store.location())?;
+        if version != format::FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: format::FORMAT_VERSION,
+            });
+        }
+        let mut material = None;
+        for (name, _) in store.list(FileType::Key)? {
+            let data = store.get(FileType::Key, &name)?;
+            let what = format!("key file {}", &name[..8]);
+            match crypto::open_with_passphrase(pass, &data, &what)? {
+                Unwrap::Opened(plain) => {
+                    material = Some(keyfile::decode(&plain)?.0);
+                    break;
+                }
+                Unwrap::WrongPassphrase | Unwrap::NotPassphrase => continue,
+            }
+        }
+        let material = material.ok_or(Error::WrongPassphrase)?;
+        let keys = Keys::from_material(material);
+        let ct = store.get(FileType::Config, "")?;
+        let plain = keys.identity.decrypt(&ct, "config")?;
+        let config = Config::decode(&plain, &keys.repo_id, &keys.config_mac)?;
+        let mut repo = Repository {
+            store,
+            keys: Arc::new(keys),
+            config,
+            index: Index::default(),
+            index_errors: vec![],
+        };
+        repo.load_index()?;
+        Ok(repo)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+    pub fn repo_id(&self) -> Id {
+        self.keys.repo_id
+    }
+
+    /// Read every index object. Damaged ones are recorded in `index_errors`, not fatal: the rest
+    /// of the repository stays usable.
+    pub fn load_index(&mut self) -> Result<()> {
+        self.index = Index::default();
+        self.index_errors.clear();
+        for (name, _) in self.store.list(FileType::Index)? {
+            match self.read_index_object(&name) {
+                Ok(packs) => {
+                    for p in &packs {
+                        self.index.add(p);
+                    }
+                }
+                Err(e) => self.index_errors.push((name, e)),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn read_index_object(&self, name: &str) -> Result<Vec<PackDesc>> {
+        let ct = self.store.get(FileType::Index, name)?;
+        let what = format!("index {}", &name[..8.min(name.len())]);
+        let plain = self.keys.identity.decrypt(&ct, &what)?;
+        index::decode(&plain, &self.keys.repo_id).map_err(|e| relabel(e, &what))
+    }
+
+    /// Write an index object describing `packs`. Returns its name.
+    pub fn write_index(&mut self, packs: &[PackDesc]) -> Result<String> {
+        let name = Id::random().to_hex();
+        let ct = self
+            .keys
+            .recipient
+            .encrypt(&index::encode(&self.keys.repo_id, packs))?;
+        self.store.put(FileType::Index, &name, ct)?;
+        for p in packs {
+            self.index.add(p);
+        }
+        Ok(name)
+    }
+
+    /// Encrypt, MAC and store a snapshot. Returns its id.
+    pub fn write_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        let plain = snap.encode(&self.keys.snapshot_mac);
+        let id = self.keys.snapshot_id.keyed_hash(&plain);
+        let ct = self.keys.recipient.encrypt(&plain)?;
+        self.store.put(FileType::Snapshot, &id.to_hex(), ct)?;
+        Ok(id)
+    }
+
+    /// Read one snapshot, checking its MAC, header and that its name is its keyed id.
+    pub fn read_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let what = format!("snapshot {}", id.short());
+        let ct = self.store.get(FileType::Snapshot, &id.to_hex())?;
+        let plain = self.keys.identity.decrypt(&ct, &what)?;
+        if self.keys.snapshot_id.keyed_hash(&plain) != *id {
+            return Err(Error::corrupt(&what, "content does not match its name"));
+        }
+        Snapshot::decode(&plain, &self.keys.repo_id, &self.keys.snapshot_mac)
+            .map_err(|e| relabel(e, &what))
+    }
+
+    /// All readable snapshots sorted by time, plus the ones that failed to read.
+    pub fn snapshots(&self) -> Result<SnapshotList> {
+        let mut ok = vec![];
+        let mut bad = vec![];
+        for (name, _) in self.store.list(FileType::Snapshot)? {
+            let id: Id = name.parse()?;
+            match self.read_snapshot(&id) {
+                Ok(s) => ok.push((id, s)),
+                Err(e) => bad.push((name, e)),
+            }
+        }
+        ok.sort_by_key(|(_, s)| (s.time, s.time_nanos, s.sequence));
+        Ok((ok, bad))
+    }
+
+    /// Resolve `latest` or a hex prefix (at least 4 digits) to one snapshot.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        if spec == "latest" {
+            let (mut all, bad) = self.snapshots()?;
+            if let Some(last) = all.pop() {
+                return Ok(last);
+            }
+            if let Some((_, e)) = bad.into_iter().next() {
+                return Err(e);
+            }
+            return Err(Error::SnapshotNotFound("latest (the repository has none)".into()));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        if spec_l.len() < 4 || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Invalid(format!(
+                "snapshot must be `latest` or at least 4 hex digits of its id, not {spec:?}"
+            )));
+        }
+        let matches: Vec<String> = self
+            .store
+            .list(FileType::Snapshot)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with(&spec_l))
+            .collect();
+        match matches.len() {
+            0 => Err(Error::SnapshotNotFound(spec.into())),
+            1 => {
+                let id: Id = matches[0].parse()?;
+                Ok((id, self.read_snapshot(&id)?))
+            }
+            _ => Err(Error::AmbiguousSnapshot(spec.into())),
+        }
+    }
+
+    /// Load and decode a tree blob.
+    pub fn load_tree(&self, id: &Id, readers: &mut PackReaders) -> Result<Tree> {
+        let data = self.read_blob(id, BlobType::Tree, readers)?;
+        Tree::decode(&data).map_err(|e| relabel(e, &format!("tree {}", id.short())))
+    }
+
+    /// Read, decompress and verify one blob.
+    pub fn read_blob(&self, id: &Id, want: BlobType, readers: &mut PackReaders) -> Result<Vec<u8>> {
+        let (pack, entry) = self
+            .index
+            .get(id)
+            .ok_or_else(|| Error::NotFound(format!("blob {}", id.short())))?;
+        if entry.blob_type != want {
+            return Err(Error::corrupt(
+                format!("blob {}", id.short()),
+                "has the wrong type",
+            ));
+        }
+        let pack = pack.clone();
+        let entry = *entry;
+        let stored = readers.read(self, &pack, entry.offset, entry.stored_len as usize)?;
+        self.decode_blob(&entry, stored)
+    }
+
+    /// Turn stored bytes into verified plaintext.
+    pub fn decode_blob(&self, entry: &BlobEntry, stored: Vec<u8>) -> Result<Vec<u8>> {
+        let what = format!("blob {}", entry.id.short());
+        let plain = match entry.compression {
+            Compression::None => stored,
+            Compression::Zstd => compress::decompress(&stored, entry.raw_len as usize, &what)?,
+        };
+        if self.keys.blob_id(&plain) != entry.id {
+            return Err(Error::corrupt(what, "content does not match its id"));
+        }
+        Ok(plain)
+    }
+
+    /// Store an already-encrypted pack object.
+    pub fn put_pack(&self, id: &Id, bytes: Vec<u8>) -> Result<()> {
+        self.store.put(FileType::Pack, &id.to_hex(), bytes)
+    }
+
+    /// Open a pack for seekable plaintext reads, checking its object header.
+    pub fn open_pack(&self, pack: &PackInfo) -> Result<PackStream> {
+        let name = pack.id.to_hex();
+        let what = format!("pack {}", pack.id.short());
+        let rr = RangeReader::new(
+            self.store.clone(),
+            FileType::Pack,
+            name,
+            pack.object_len,
+            1 << 20,
+        );
+        let mut s = self.keys.identity.open(rr, &what)?;
+        let mut hdr = [0u8; format::HEADER_LEN];
+        s.read_exact(&mut hdr)
+            .map_err(|e| crypto::read_error(&what, e))?;
+        format::read_header(
+            &mut Reader::new(&hdr, "pack"),
+            Some(&self.keys.repo_id),
+            ObjectKind::Pack,
+        )
+        .map_err(|e| relabel(e, &what))?;
+        Ok(PackStream { inner: s, what })
+    }
+}
+
+/// Replace the generic label of a Corrupt error with a specific one.
+fn relabel(e: Error, what: &str) -> Error {
+    match e {
+        Error::Corrupt { detail, .. } => Error::corrupt(what, detail),
+        other => other,
+    }
+}
+
+/// Decrypting reader of one pack.
+pub struct PackStream {
+    inner: age::stream::StreamReader<RangeReader>,
+    what: String,
+}
+
+impl PackStream {
+    pub fn read_at(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.inner
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| crypto::read_error(&self.what, e))?;
+        let mut buf = vec![0u8; len];
+        self.inner
+            .read_exact(&mut buf)
+            .map_err(|e| crypto::read_error(&self.what, e))?;
+        Ok(buf)
+    }
+}
+
+/// A few open pack streams, reused across blob reads (one per worker thread).
+#[derive(Default)]
+pub struct PackReaders {
+    open: Vec<(Id, PackStream)>,
+}
+
+const OPEN_PACKS: usize = 4;
+
+impl PackReaders {
+    pub fn read(&mut self, repo: &Repository, pack: &PackInfo, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let pos = match self.open.iter().position(|(id, _)| *id == pack.id) {
+            Some(p) => p,
+            None => {
+                let s = repo.open_pack(pack)?;
+                if self.open.len() >= OPEN_PACKS {
+                    self.open.remove(0);
+                }
+                self.open.push((pack.id, s));
+                self.open.len() - 1
+            }
+        };
+        let r = self.open[pos].1.read_at(offset, len);
+        if r.is_err() {
+            // A failed chunk leaves the stream in an unknown state; reopen next time.
+            self.open.remove(pos);
+        }
+        r
+    }
+}
+
+/// Check a many-object name before using it as a path component.
+pub fn check_name(name: &str) -> Result<()> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("invalid object name {name:?}")))
+    }
+}

@@ -1,0 +1,155 @@
+//! Terminal presentation: progress bars on a terminal, human-readable sizes and times, and the
+//! passphrase prompt.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use vault::archiver::Progress;
+use vault::crypto::Passphrase;
+
+/// Human-readable byte count.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// UTC time as `YYYY-MM-DD HH:MM:SS`.
+pub fn time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A progress display fed from shared counters; draws only when stderr is a terminal.
+pub struct ProgressView {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl ProgressView {
+    pub fn start(progress: Arc<Progress>, verb: &'static str, enabled: bool) -> ProgressView {
+        let stop = Arc::new(AtomicBool::new(false));
+        if !enabled || !std::io::stderr().is_terminal() {
+            return ProgressView { stop, handle: None };
+        }
+        let stop2 = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(verb);
+            while !stop2.load(Ordering::Relaxed) {
+                let total = progress.total_bytes.load(Ordering::Relaxed);
+                let done = progress.bytes_done.load(Ordering::Relaxed);
+                bar.set_length(total.max(done));
+                bar.set_position(done);
+                let files = progress.files_done.load(Ordering::Relaxed);
+                let tf = progress.total_files.load(Ordering::Relaxed);
+                let more = if progress.scan_finished.load(Ordering::Relaxed) { "" } else { "+" };
+                bar.set_message(format!("{files}/{tf}{more} items"));
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            bar.finish_and_clear();
+        });
+        ProgressView {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for ProgressView {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Where the passphrase comes from, in order: VAULT_PASSWORD, the password file, a prompt on the
+/// terminal. `confirm` asks twice (new repositories).
+pub fn passphrase(password_file: Option<&Path>, prompt: &str, confirm: bool) -> Result<Passphrase> {
+    if let Ok(p) = std::env::var("VAULT_PASSWORD") {
+        return Ok(Passphrase::new(p));
+    }
+    if let Some(f) = password_file {
+        let mut s = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the password file {}", f.display()))?;
+        if s.ends_with('\n') {
+            s.pop();
+            if s.ends_with('\r') {
+                s.pop();
+            }
+        }
+        return Ok(Passphrase::new(s));
+    }
+    if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password(prompt).context("cannot read the passphrase")?;
+        if confirm {
+            let again = rpassword::prompt_password("Repeat the passphrase: ")
+                .context("cannot read the passphrase")?;
+            if again != p {
+                bail!("the two passphrases differ; nothing was created");
+            }
+        }
+        return Ok(Passphrase::new(p));
+    }
+    Err(vault::Error::NoPassphrase.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(time(0), "1970-01-01 00:00:00");
+        assert_eq!(time(1_795_651_200), "2026-11-26 00:00:00");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+    }
+}
