@@ -25,7 +25,7 @@ use crate::compress::Compressor;
 use crate::error::{Error, Result};
 use crate::format::index::PackDesc;
 use crate::format::snapshot::{Snapshot, Summary};
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind, Tree, FLAG_ANCESTOR};
 use crate::format::BlobType;
 use crate::ids::Id;
 use crate::keys::Keys;
@@ -129,7 +129,7 @@ struct FileJob {
 }
 
 enum Event {
-    Enter { name: Vec<u8>, meta: Meta },
+    Enter { name: Vec<u8>, meta: Meta, ancestor: bool },
     Leave,
     File { name: Vec<u8>, path: PathBuf, meta: Meta, result: Receiver<FileResult> },
     Symlink { name: Vec<u8>, meta: Meta, target: Vec<u8> },
@@ -292,7 +292,11 @@ impl Walker<'_> {
                 Ok(v) => v,
                 Err(e) => return self.skip(path, format!("cannot list folder: {e}")),
             };
-            if !self.send(Event::Enter { name, meta }) {
+            if !self.send(Event::Enter {
+                name,
+                meta,
+                ancestor: false,
+            }) {
                 return false;
             }
             for (child_name, child_path) in entries {
@@ -375,9 +379,17 @@ impl Walker<'_> {
                         return;
                     }
                 };
+                // Ancestors change mtime whenever anything beside the backed-up path changes;
+                // recording it would make every run write new trees for nothing.
+                let meta = Meta {
+                    mtime: 0,
+                    mtime_nanos: 0,
+                    ..meta
+                };
                 if !self.send(Event::Enter {
                     name: c.clone(),
                     meta,
+                    ancestor: true,
                 }) {
                     return;
                 }
@@ -559,6 +571,7 @@ fn uploader(shared: &Shared, repo: &Repository, sealed: Receiver<SealedPack>) {
 struct DirBuilder {
     name: Vec<u8>,
     meta: Option<Meta>,
+    ancestor: bool,
     nodes: Vec<Node>,
 }
 
@@ -727,6 +740,7 @@ fn assemble(shared: &Shared, events: Receiver<Event>, blobs: &Sender<NewBlob>, s
     let mut stack = vec![DirBuilder {
         name: vec![],
         meta: None,
+        ancestor: true,
         nodes: vec![],
     }];
     let save_tree = |nodes: Vec<Node>| -> Result<Id> {
@@ -747,9 +761,14 @@ fn assemble(shared: &Shared, events: Receiver<Event>, blobs: &Sender<NewBlob>, s
     };
     for ev in events {
         match ev {
-            Event::Enter { name, meta } => stack.push(DirBuilder {
+            Event::Enter {
+                name,
+                meta,
+                ancestor,
+            } => stack.push(DirBuilder {
                 name,
                 meta: Some(meta),
+                ancestor,
                 nodes: vec![],
             }),
             Event::Leave => {
@@ -758,9 +777,11 @@ fn assemble(shared: &Shared, events: Receiver<Event>, blobs: &Sender<NewBlob>, s
                 summary.dirs += 1;
                 let meta = d.meta.ok_or(Error::Interrupted)?;
                 let parent = stack.last_mut().ok_or(Error::Interrupted)?;
-                parent
-                    .nodes
-                    .push(meta.node(d.name, NodeKind::Dir { subtree: id }, 0));
+                let mut node = meta.node(d.name, NodeKind::Dir { subtree: id }, 0);
+                if d.ancestor {
+                    node.flags |= FLAG_ANCESTOR;
+                }
+                parent.nodes.push(node);
             }
             Event::File { name, path, meta, result } => {
                 let res = result.recv().unwrap_or_else(|_| Err("backup aborted".into()));

@@ -265,7 +265,102 @@ impl Repository {
                 Err(e) => self.index_errors.push((name, e)),
             }
         }
+        if !self.index_errors.is_empty() {
+            // Damaged index: the packs' own tables still say what they hold.
+            self.recover_unindexed_packs()?;
+        }
         Ok(())
+    }
+
+    /// Add index entries for stored packs that no readable index object describes, from the
+    /// blob tables inside the packs. Returns how many packs were recovered.
+    pub fn recover_unindexed_packs(&mut self) -> Result<usize> {
+        let mut n = 0;
+        for (name, size) in self.store.list(FileType::Pack)? {
+            let id: Id = name.parse()?;
+            if self.index.pack(&id).is_some() {
+                continue;
+            }
+            if let Ok(desc) = self.read_pack_table(&id, size) {
+                self.index.add(&desc);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Read a pack's blob table straight from the pack (no index needed).
+    pub fn read_pack_table(&self, id: &Id, object_len: u64) -> Result<PackDesc> {
+        let name = id.to_hex();
+        let what = format!("pack {}", id.short());
+        let head = self
+            .store
+            .get_range(FileType::Pack, &name, 0, 4096.min(object_len))?;
+        let payload_offset = crypto::age_payload_offset(&head)
+            .ok_or_else(|| Error::corrupt(&what, "no age header"))?;
+        let payload = object_len
+            .checked_sub(payload_offset)
+            .ok_or_else(|| Error::corrupt(&what, "too short"))?;
+        let chunks = payload.div_ceil(64 * 1024 + 16).max(1);
+        let plain_len = payload.saturating_sub(16 * chunks);
+        let info = PackInfo {
+            id: *id,
+            pack_type: BlobType::Data,
+            object_len,
+            payload_offset: payload_offset as u32,
+            plain_len,
+        };
+        let mut s = self.open_pack(&info)?;
+        let pre = s.read_at(0, format::HEADER_LEN + 4)?;
+        let tl = format::pack::decode_table_len(&pre, &self.keys.repo_id)?;
+        if tl > 64 << 20 {
+            return Err(Error::corrupt(&what, "blob table too large"));
+        }
+        let table = s.read_at(0, format::HEADER_LEN + 4 + tl)?;
+        let blobs = format::pack::decode_table(&table, &self.keys.repo_id, plain_len)
+            .map_err(|e| relabel(e, &what))?;
+        Ok(PackDesc {
+            id: *id,
+            pack_type: blobs.first().map(|b| b.blob_type).unwrap_or(BlobType::Data),
+            object_len,
+            payload_offset: payload_offset as u32,
+            plain_len,
+            blobs,
+        })
+    }
+
+    /// Store blobs directly (compressed when that pays, one pack per call, then an index object).
+    /// Blobs already in the repository are skipped. Returns the ids in input order.
+    pub fn write_blobs(&mut self, blobs: Vec<(BlobType, Vec<u8>)>) -> Result<Vec<Id>> {
+        let mut comp = compress::Compressor::new(self.config.zstd_level)?;
+        let mut packers = [
+            crate::packer::Packer::new(BlobType::Data, 1, usize::MAX),
+            crate::packer::Packer::new(BlobType::Tree, 1, usize::MAX),
+        ];
+        let mut ids = Vec::with_capacity(blobs.len());
+        let mut seen = std::collections::HashSet::new();
+        for (t, data) in blobs {
+            let id = self.keys.blob_id(&data);
+            ids.push(id);
+            if self.index.contains(&id) || !seen.insert(id) {
+                continue;
+            }
+            let (c, out) = comp.compress(&data);
+            let p = &mut packers[if t == BlobType::Data { 0 } else { 1 }];
+            p.add(id, c, data.len(), out.as_deref().unwrap_or(&data));
+        }
+        let mut descs = Vec::new();
+        for p in packers.iter_mut() {
+            for b in p.flush() {
+                let sealed = crate::packer::seal(b, &self.keys, self.config.pack_min as u64)?;
+                self.put_pack(&sealed.desc.id, sealed.bytes)?;
+                descs.push(sealed.desc);
+            }
+        }
+        if !descs.is_empty() {
+            self.write_index(&descs)?;
+        }
+        Ok(ids)
     }
 
     pub fn read_index_object(&self, name: &str) -> Result<Vec<PackDesc>> {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::archiver::{Progress, Skipped};
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Node, NodeKind};
+use crate::format::tree::{Node, NodeKind, FLAG_ANCESTOR};
 use crate::format::BlobType;
 use crate::ids::Id;
 use crate::repo::{PackReaders, Repository};
@@ -114,6 +114,7 @@ struct FileJob {
 
 struct DirMeta {
     path: Vec<Vec<u8>>,
+    ancestor: bool,
     mode: u32,
     mtime: i64,
     mtime_nanos: u32,
@@ -254,6 +255,10 @@ fn set_dir_meta(root: &Dir, d: &DirMeta) -> std::io::Result<()> {
     if !cur.symlink_metadata(name)?.is_dir() {
         return Err(std::io::Error::other("no longer a folder"));
     }
+    if d.ancestor {
+        // Only the permission bits were recorded for folders above the backed-up paths.
+        return cur.set_permissions(name, cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(d.mode & 0o777)));
+    }
     cur.set_times(
         name,
         None,
@@ -345,6 +350,7 @@ fn walk(
                     mode: node.mode,
                     mtime: node.mtime,
                     mtime_nanos: node.mtime_nanos,
+                    ancestor: node.flags & FLAG_ANCESTOR != 0,
                 });
                 walk(ctx, readers, subtree, sub, child, csel, jobs, dirs, matched)?;
             }
@@ -377,7 +383,9 @@ fn restore_symlink(ctx: &Ctx<'_>, dir: &Dir, name: &OsStr, target: &[u8], node: 
             return;
         }
     }
-    match dir.symlink(OsStr::from_bytes(target), name) {
+    // symlinkat relative to the folder handle: the link is created, never followed. (cap-std's own
+    // symlink() refuses absolute targets, which are legitimate content of a backup.)
+    match rustix::fs::symlinkat(OsStr::from_bytes(target), dir, name).map_err(std::io::Error::from) {
         Ok(()) => {
             ctx.summary.lock().unwrap_or_else(|p| p.into_inner()).symlinks += 1;
             let t = cap_std::time::SystemTime::from_std(system_time(node.mtime, node.mtime_nanos));

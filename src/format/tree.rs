@@ -7,6 +7,9 @@ use crate::ids::Id;
 /// Layout version of a tree blob (first byte).
 pub const TREE_VERSION: u8 = 1;
 
+/// Node flag: an ancestor folder of a backup root (mtime not recorded, not restored).
+pub const FLAG_ANCESTOR: u32 = 1;
+
 /// What a directory entry is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeKind {
@@ -28,7 +31,8 @@ pub struct Node {
     pub size: u64,
     pub uid: u32,
     pub gid: u32,
-    /// Reserved for later versions; written as 0.
+    /// Bit 0 ([`FLAG_ANCESTOR`]): a folder above a backed-up path, recorded only so the path
+    /// can be recreated; its mtime is not recorded. Other bits are reserved and written as 0.
     pub flags: u32,
 }
 

@@ -1,0 +1,242 @@
+//! Backup and restore of a tree with every awkward kind of entry, through the CLI.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use std::fs;
+
+#[test]
+fn backup_restore_is_byte_identical_with_metadata() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    env.init();
+    env.vault().arg("backup").arg(&src).assert().success();
+    let out = env.path("out");
+    env.vault()
+        .args(["restore", "latest", "--target"])
+        .arg(&out)
+        .assert()
+        .success();
+    assert_same_tree(&src, &restored(&out, &src));
+    env.vault()
+        .args(["check", "--read-data"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("no errors"));
+}
+
+#[test]
+fn unchanged_rebackup_writes_no_pack_and_duplicates_are_stored_once() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    env.init();
+    let first = env.vault().args(["backup", "--json"]).arg(&src).output().unwrap();
+    assert!(first.status.success());
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let packs_before = objects(&env.repo(), "data").len();
+    // Two identical 20 MiB files: the stored bytes are well under twice their size.
+    let added = first["bytes_added"].as_u64().unwrap();
+    assert!(added < 20 * 1024 * 1024 + 8 * 1024 * 1024, "added {added}");
+    assert!(first["blobs_reused"].as_u64().unwrap() >= 10);
+
+    let second = env.vault().args(["backup", "--json"]).arg(&src).output().unwrap();
+    assert!(second.status.success());
+    let second: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(second["blobs_new"], 0);
+    assert_eq!(second["packs_written"], 0);
+    assert_eq!(objects(&env.repo(), "data").len(), packs_before);
+    let snaps = env.vault().args(["snapshots", "--json"]).output().unwrap();
+    let snaps: serde_json::Value = serde_json::from_slice(&snaps.stdout).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn include_restores_a_sub_path_and_existing_files_are_not_overwritten() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    env.init();
+    env.vault().arg("backup").arg(&src).assert().success();
+    let out = env.path("out");
+    let sub = src.join("photos");
+    env.vault()
+        .args(["restore", "--target"])
+        .arg(&out)
+        .arg("--include")
+        .arg(&sub)
+        .assert()
+        .success();
+    assert_same_tree(&sub, &restored(&out, &sub));
+    assert!(!restored(&out, &src.join("notes.txt")).exists());
+
+    // Restoring again: everything exists, nothing is replaced, exit 3.
+    let victim = restored(&out, &sub.join("2024/big video.mp4"));
+    fs::write(&victim, b"changed locally").unwrap();
+    env.vault()
+        .args(["restore", "--target"])
+        .arg(&out)
+        .arg("--include")
+        .arg(&sub)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("use --overwrite"));
+    assert_eq!(fs::read(&victim).unwrap(), b"changed locally");
+    env.vault()
+        .args(["restore", "--overwrite", "--target"])
+        .arg(&out)
+        .arg("--include")
+        .arg(&sub)
+        .assert()
+        .success();
+    assert_same_tree(&sub, &restored(&out, &sub));
+
+    env.vault()
+        .args(["restore", "--target"])
+        .arg(&out)
+        .args(["--include", "/no/such/path"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is not in snapshot"));
+}
+
+#[test]
+fn ls_lists_names_and_json() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    env.init();
+    env.vault().args(["backup", "--tag", "phone"]).arg(&src).assert().success();
+    env.vault()
+        .arg("ls")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Ünïcødé 写真 🌅.jpg"))
+        .stdout(predicate::str::contains("link to video -> photos/2024/big video.mp4"));
+    let out = env.vault().args(["ls", "latest"]).arg(src.join("photos")).arg("--json").output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths: Vec<&str> = v.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert!(paths.iter().any(|p| p.ends_with("photos/2024/random-20MiB.bin")));
+    assert!(paths.iter().all(|p| p.contains("/photos")));
+    env.vault()
+        .arg("snapshots")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("[phone]"));
+}
+
+#[test]
+fn exclude_skips_matching_paths() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    env.init();
+    env.vault()
+        .args(["backup", "--exclude", "*.bin", "--exclude"])
+        .arg(src.join("copies"))
+        .arg(&src)
+        .assert()
+        .success();
+    let out = env.vault().args(["ls", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths: Vec<&str> = v.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert!(!paths.iter().any(|p| p.ends_with(".bin") || p.contains("/copies")));
+    assert!(paths.iter().any(|p| p.ends_with("notes.txt")));
+}
+
+#[test]
+fn unreadable_files_are_skipped_with_exit_3() {
+    // Root reads everything, so this test means something only for ordinary users.
+    if unsafe_is_root() {
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("ok"), b"fine").unwrap();
+    fs::write(src.join("secret"), b"no").unwrap();
+    fs::set_permissions(src.join("secret"), std::os::unix::fs::PermissionsExt::from_mode(0)).unwrap();
+    env.init();
+    env.vault()
+        .arg("backup")
+        .arg(&src)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("secret"));
+}
+
+fn unsafe_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+#[test]
+fn special_files_are_skipped_and_reported_with_exit_3() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("ok.jpg"), noise(5000, 1)).unwrap();
+    let st = std::process::Command::new("mkfifo").arg(src.join("a pipe")).status().unwrap();
+    assert!(st.success());
+    env.init();
+    let out = env.vault().args(["backup", "--json"]).arg(&src).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["files"], 1);
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 1);
+    assert!(v["skipped"][0]["path"].as_str().unwrap().ends_with("a pipe"));
+    // The rest of the run completed: the good file is in the snapshot.
+    env.vault()
+        .arg("ls")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("ok.jpg"));
+}
+
+#[test]
+fn missing_folder_is_a_clear_error_and_creates_nothing() {
+    let env = Env::new();
+    env.vault()
+        .env_remove("VAULT_REPO")
+        .arg("backup")
+        .arg(env.path("does-not-exist"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot back up"))
+        .stderr(predicate::str::contains("No such file"));
+    assert!(!env.path("home/.local/share/vault").exists());
+}
+
+#[test]
+fn backup_creates_the_default_repository_on_first_use() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.jpg"), noise(1000, 9)).unwrap();
+    env.vault()
+        .env_remove("VAULT_REPO")
+        .arg("backup")
+        .arg(&src)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("creating the default one"));
+    assert!(env.path("home/.local/share/vault/repo/VAULT").exists());
+    env.vault().env_remove("VAULT_REPO").arg("snapshots").assert().success();
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let env = Env::new();
+    env.vault().arg("backup").assert().code(2);
+    env.vault().arg("frobnicate").assert().code(2);
+    env.vault().args(["restore"]).assert().code(2);
+    env.vault().arg("--help").assert().success();
+    for cmd in ["init", "backup", "snapshots", "ls", "restore", "check"] {
+        env.vault().args([cmd, "--help"]).assert().success();
+    }
+}

@@ -1,0 +1,212 @@
+//! Helpers shared by the CLI integration tests: an isolated environment, tree generators and
+//! tree comparison.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+pub const PASS: &str = "correct horse battery staple";
+
+/// An isolated world: its own HOME, data dir and repository.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    pub fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    /// `vault` with the passphrase and repository set, and nothing from the real HOME.
+    pub fn vault(&self) -> Command {
+        let mut c = Command::cargo_bin("vault").expect("binary");
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.path("home"))
+            .env("XDG_DATA_HOME", self.path("home/.local/share"))
+            .env("VAULT_PASSWORD", PASS)
+            .env("VAULT_REPO", self.repo());
+        c
+    }
+    pub fn init(&self) {
+        self.vault()
+            .args(["init", "--kdf-log-n", "10"])
+            .assert()
+            .success();
+    }
+}
+
+/// Deterministic pseudo-random bytes (incompressible).
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(n);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+/// The tree the foundation issue asks for.
+pub fn make_tree(root: &Path) {
+    fs::create_dir_all(root.join("empty dir")).unwrap();
+    fs::create_dir_all(root.join("photos/2024")).unwrap();
+    fs::create_dir_all(root.join("copies")).unwrap();
+    fs::write(root.join("empty file"), b"").unwrap();
+    fs::write(root.join("one byte"), b"x").unwrap();
+    fs::write(root.join("photos/2024/big video.mp4"), noise(5 * 1024 * 1024 + 12345, 1)).unwrap();
+    let twenty = noise(20 * 1024 * 1024, 2);
+    fs::write(root.join("photos/2024/random-20MiB.bin"), &twenty).unwrap();
+    fs::write(root.join("copies/random-20MiB copy.bin"), &twenty).unwrap();
+    fs::write(root.join("photos/Ünïcødé 写真 🌅.jpg"), noise(300_000, 3)).unwrap();
+    fs::write(root.join(OsStr::from_bytes(b"non-utf8-\xff\xfe.raw")), noise(1000, 4)).unwrap();
+    fs::write(root.join("notes.txt"), b"some compressible text\n".repeat(10_000)).unwrap();
+    let exe = root.join("run me.sh");
+    fs::write(&exe, b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("photos/2024/big video.mp4", root.join("link to video")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling link")).unwrap();
+    // Distinct, old mtimes so that restoring them is visible.
+    set_mtime(&root.join("one byte"), 1_500_000_000);
+    set_mtime(&root.join("photos/2024"), 1_600_000_000);
+}
+
+pub fn set_mtime(p: &Path, secs: i64) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+    let f = fs::File::options().read(true).open(p).unwrap();
+    f.set_modified(t).unwrap();
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Entry {
+    File { mode: u32, mtime: (i64, i64), content: Vec<u8> },
+    Dir { mode: u32, mtime: (i64, i64) },
+    Link { target: Vec<u8> },
+}
+
+/// Everything below `root` (not root itself), by relative path bytes.
+pub fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Entry>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let md = fs::symlink_metadata(&p).unwrap();
+        let mtime = (md.mtime(), md.mtime_nsec());
+        if md.file_type().is_symlink() {
+            out.insert(
+                rel,
+                Entry::Link {
+                    target: fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec(),
+                },
+            );
+        } else if md.is_dir() {
+            walk(root, &p, out);
+            out.insert(
+                rel,
+                Entry::Dir {
+                    mode: md.mode() & 0o7777,
+                    mtime,
+                },
+            );
+        } else {
+            out.insert(
+                rel,
+                Entry::File {
+                    mode: md.mode() & 0o7777,
+                    mtime,
+                    content: fs::read(&p).unwrap(),
+                },
+            );
+        }
+    }
+}
+
+/// Assert two trees are identical in content, mode and mtime, with a readable message.
+pub fn assert_same_tree(expected: &Path, actual: &Path) {
+    let a = snapshot_tree(expected);
+    let b = snapshot_tree(actual);
+    let ka: Vec<_> = a.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    let kb: Vec<_> = b.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    assert_eq!(ka, kb, "different file lists");
+    for (k, va) in &a {
+        let vb = &b[k];
+        assert!(
+            va == vb,
+            "{} differs: {}",
+            String::from_utf8_lossy(k),
+            describe(va, vb)
+        );
+    }
+}
+
+fn describe(a: &Entry, b: &Entry) -> String {
+    match (a, b) {
+        (
+            Entry::File { mode: m1, mtime: t1, content: c1 },
+            Entry::File { mode: m2, mtime: t2, content: c2 },
+        ) => format!(
+            "mode {m1:o} vs {m2:o}, mtime {t1:?} vs {t2:?}, content equal: {}",
+            c1 == c2
+        ),
+        (a, b) => format!("{a:?} vs {b:?}").chars().take(300).collect(),
+    }
+}
+
+/// All files in a directory tree, recursively (for repository inspection).
+pub fn all_files(root: &Path) -> Vec<PathBuf> {
+    let mut v = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Object files of one kind in a local repository.
+pub fn objects(repo: &Path, dir: &str) -> Vec<PathBuf> {
+    all_files(&repo.join(dir))
+}
+
+/// Flip one bit of a file at `pos` (negative counts from the end).
+pub fn flip_byte(p: &Path, pos: i64) {
+    let mut b = fs::read(p).unwrap();
+    let i = if pos < 0 { (b.len() as i64 + pos) as usize } else { pos as usize };
+    b[i] ^= 0x01;
+    // Repository files are written read-only for the group/others but owner-writable.
+    fs::write(p, b).unwrap();
+}
+
+/// Where a backed-up absolute path ends up below a restore target.
+pub fn restored(target: &Path, original: &Path) -> PathBuf {
+    target.join(original.strip_prefix("/").unwrap())
+}
