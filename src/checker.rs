@@ -208,7 +208,8 @@ fn read_pack(
             return (errors, d, v);
         }
     };
-    let mut s = match repo.keys().identity.open(Cursor::new(bytes), &what) {
+    let open = || repo.keys().identity.open(Cursor::new(&bytes[..]), &what);
+    let mut s = match open() {
         Ok(s) => s,
         Err(e) => {
             let (d, v) = all_damaged(&mut errors, e);
@@ -253,6 +254,10 @@ fn read_pack(
         match r {
             Ok(()) => verified += 1,
             Err(err) => {
+                // After a failed chunk the stream's position is unknown: start a fresh reader.
+                if let Ok(fresh) = open() {
+                    s = fresh;
+                }
                 errors.push(format!(
                     "{what}: {} blob {}: {err}",
                     if e.blob_type == BlobType::Tree { "tree" } else { "data" },
