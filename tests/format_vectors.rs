@@ -1,0 +1,191 @@
+//! Format test vectors: pin the v1 byte layout of every structure and the key derivation.
+//! tests/vectors/format-v1.txt holds `name hex` lines; docs/design.md refers to them.
+//! A deliberate format change bumps the format version and regenerates the file with
+//! VAULT_REGEN_VECTORS=1.
+
+use std::collections::BTreeMap;
+
+use vault::chunker::Chunker;
+use vault::crypto::{DataIdentity, SecretKey};
+use vault::format::config::Config;
+use vault::format::index::{self, PackDesc};
+use vault::format::keyfile::{self, KeyInfo, KeyMaterial, Method};
+use vault::format::snapshot::{Snapshot, Summary};
+use vault::format::tree::{Node, NodeKind, Tree};
+use vault::format::{pack, BlobEntry, BlobType, Compression};
+use vault::keys::Keys;
+use vault::Id;
+
+const FILE: &str = "tests/vectors/format-v1.txt";
+/// A fixed age identity used only by these vectors.
+const IDENTITY: &str = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX";
+
+fn keys() -> Keys {
+    Keys::from_material(KeyMaterial {
+        repo_id: Id([0x11; 32]),
+        master: SecretKey::from_bytes([0x42; 32]),
+        identity: DataIdentity::parse(IDENTITY).unwrap(),
+    })
+}
+
+fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
+    let k = keys();
+    let mut v = BTreeMap::new();
+    v.insert("blob-id(hello)", k.blob_id(b"hello").0.to_vec());
+    v.insert("file-hash(hello)", k.file_hash.keyed_hash(b"hello").0.to_vec());
+    v.insert("snapshot-mac-key", k.snapshot_mac.expose().to_vec());
+    v.insert("config-mac-key", k.config_mac.expose().to_vec());
+    v.insert("snapshot-id-key", k.snapshot_id.expose().to_vec());
+    let cfg = Config::new(k.repo_id, 1_700_000_000);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..12_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    let cuts = Chunker::new(&k.chunker, &cfg).cuts(&data);
+    v.insert(
+        "chunker-cuts",
+        cuts.iter().flat_map(|c| (*c as u32).to_le_bytes()).collect(),
+    );
+    v.insert("config", cfg.encode(&k.config_mac));
+    let tree = Tree {
+        nodes: vec![
+            Node {
+                name: b"IMG_0001.JPG".to_vec(),
+                kind: NodeKind::File { blobs: vec![Id([0xaa; 32]), Id([0xbb; 32])], hash: Id([0xcc; 32]) },
+                mode: 0o100644,
+                mtime: 1_700_000_001,
+                mtime_nanos: 5,
+                size: 2_000_000,
+                uid: 1000,
+                gid: 1000,
+                flags: 0,
+            },
+            Node {
+                name: b"link".to_vec(),
+                kind: NodeKind::Symlink { target: b"IMG_0001.JPG".to_vec() },
+                mode: 0o120777,
+                mtime: -1,
+                mtime_nanos: 0,
+                size: 0,
+                uid: 0,
+                gid: 0,
+                flags: 0,
+            },
+            Node {
+                name: b"sub\xff".to_vec(),
+                kind: NodeKind::Dir { subtree: Id([0xdd; 32]) },
+                mode: 0o40755,
+                mtime: 0,
+                mtime_nanos: 0,
+                size: 0,
+                uid: 0,
+                gid: 0,
+                flags: 1,
+            },
+        ],
+    };
+    v.insert("tree", tree.encode());
+    let snap = Snapshot {
+        repo_id: k.repo_id,
+        time: 1_700_000_100,
+        time_nanos: 7,
+        host: "laptop".into(),
+        paths: vec![b"/home/u/Pictures".to_vec()],
+        tags: vec!["phone".into()],
+        root: Id([0xee; 32]),
+        parent: Some(Id([0x01; 32])),
+        previous: None,
+        sequence: 3,
+        summary: Summary { files: 10, dirs: 2, bytes: 12345 },
+    };
+    let snap_bytes = snap.encode(&k.snapshot_mac);
+    v.insert("snapshot-id", k.snapshot_id.keyed_hash(&snap_bytes).0.to_vec());
+    v.insert("snapshot", snap_bytes);
+    let entry = BlobEntry {
+        id: Id([0xaa; 32]),
+        blob_type: BlobType::Data,
+        compression: Compression::Zstd,
+        offset: pack::prefix_len(1) as u64,
+        stored_len: 3,
+        raw_len: 10,
+    };
+    v.insert("pack-plaintext", pack::encode(&k.repo_id, &[entry], b"xyz", 200));
+    v.insert(
+        "index",
+        index::encode(
+            &k.repo_id,
+            &[PackDesc {
+                id: Id([0x22; 32]),
+                pack_type: BlobType::Data,
+                object_len: 1000,
+                payload_offset: 250,
+                plain_len: 700,
+                blobs: vec![entry],
+            }],
+        ),
+    );
+    v.insert(
+        "keyfile-plaintext",
+        keyfile::encode(
+            &k.material(),
+            &KeyInfo { method: Method::Passphrase, created: 1_700_000_000, label: "passphrase".into() },
+        )
+        .to_vec(),
+    );
+    v.insert(
+        "padme(1..)",
+        [1u64, 9, 1000, 100_000, 17_000_000].iter().flat_map(|n| pack::padme(*n).to_le_bytes()).collect(),
+    );
+    v
+}
+
+#[test]
+fn v1_layout_is_pinned() {
+    let got = vectors();
+    if std::env::var_os("VAULT_REGEN_VECTORS").is_some() {
+        let mut s = String::from("# vault repository format v1 test vectors: name hex\n");
+        for (k, v) in &got {
+            s.push_str(&format!("{k} {}\n", hex::encode(v)));
+        }
+        std::fs::write(FILE, s).unwrap();
+    }
+    let text = std::fs::read_to_string(FILE).unwrap();
+    let want: BTreeMap<&str, Vec<u8>> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(' ').unwrap();
+            (k, hex::decode(v).unwrap())
+        })
+        .collect();
+    assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
+    for (k, v) in &got {
+        assert!(want[k] == *v, "vector {k} changed: the v1 format must not change");
+    }
+}
+
+#[test]
+fn pinned_bytes_decode_to_the_structures() {
+    let k = keys();
+    let v = vectors();
+    let tree = Tree::decode(&v["tree"]).unwrap();
+    assert_eq!(tree.encode(), v["tree"]);
+    assert_eq!(tree.nodes[2].name, b"sub\xff");
+    let s = Snapshot::decode(&v["snapshot"], &k.repo_id, &k.snapshot_mac).unwrap();
+    assert_eq!(s.host, "laptop");
+    let c = Config::decode(&v["config"], &k.repo_id, &k.config_mac).unwrap();
+    assert_eq!(c.chunk_avg, 1 << 20);
+    let idx = index::decode(&v["index"], &k.repo_id).unwrap();
+    assert_eq!(idx[0].blobs[0].raw_len, 10);
+    let p = &v["pack-plaintext"];
+    let table = pack::decode_table(p, &k.repo_id, p.len() as u64).unwrap();
+    assert_eq!(table[0].stored_len, 3);
+    let (m, info) = keyfile::decode(&v["keyfile-plaintext"]).unwrap();
+    assert_eq!(m.master.expose(), &[0x42; 32]);
+    assert_eq!(info.label, "passphrase");
+}
