@@ -129,10 +129,23 @@ struct FileJob {
 }
 
 enum Event {
-    Enter { name: Vec<u8>, meta: Meta, ancestor: bool },
+    Enter {
+        name: Vec<u8>,
+        meta: Meta,
+        ancestor: bool,
+    },
     Leave,
-    File { name: Vec<u8>, path: PathBuf, meta: Meta, result: Receiver<FileResult> },
-    Symlink { name: Vec<u8>, meta: Meta, target: Vec<u8> },
+    File {
+        name: Vec<u8>,
+        path: PathBuf,
+        meta: Meta,
+        result: Receiver<FileResult>,
+    },
+    Symlink {
+        name: Vec<u8>,
+        meta: Meta,
+        target: Vec<u8>,
+    },
     Skipped(Skipped),
 }
 
@@ -232,7 +245,9 @@ impl Excludes {
 /// Absolute, symlink-resolved, de-nested backup roots in tree order.
 fn prepare_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
-        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
+        return Err(Error::Invalid(
+            "nothing to back up: give at least one path".into(),
+        ));
     }
     let mut out = Vec::new();
     for p in paths {
@@ -426,7 +441,9 @@ fn scan(roots: &[PathBuf], excludes: &Excludes, progress: &Progress, abort: &Ato
         if excludes.matches(&p) {
             continue;
         }
-        let Ok(md) = fs::symlink_metadata(&p) else { continue };
+        let Ok(md) = fs::symlink_metadata(&p) else {
+            continue;
+        };
         if md.is_dir() {
             if let Ok(rd) = fs::read_dir(&p) {
                 stack.extend(rd.flatten().map(|e| e.path()));
@@ -465,7 +482,10 @@ fn read_file(shared: &Shared, job: &FileJob, buf: &mut [u8], out: &Sender<NewBlo
                     end += n;
                     total += n as u64;
                     shared.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
-                    shared.progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
+                    shared
+                        .progress
+                        .bytes_done
+                        .fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("read error: {e}")),
@@ -533,10 +553,12 @@ fn blob_worker(shared: &Shared, blobs: Receiver<NewBlob>, sealed: Sender<SealedP
             BlobType::Data => &shared.data_packer,
             BlobType::Tree => &shared.tree_packer,
         };
-        let full = packer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .add(nb.id, compression, nb.data.len(), stored);
+        let full = packer.lock().unwrap_or_else(|p| p.into_inner()).add(
+            nb.id,
+            compression,
+            nb.data.len(),
+            stored,
+        );
         if let Some(full) = full {
             seal_and_send(shared, full, &sealed);
         }
@@ -579,11 +601,17 @@ struct DirBuilder {
 const INDEX_BLOBS_PER_OBJECT: usize = 50_000;
 
 /// Run a backup into `repo`.
-pub fn backup(repo: &mut Repository, opts: &BackupOptions, progress: Arc<Progress>) -> Result<BackupSummary> {
+pub fn backup(
+    repo: &mut Repository,
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupSummary> {
     let roots = prepare_paths(&opts.paths)?;
     let excludes = Excludes::new(&opts.excludes)?;
     let threads = if opts.threads == 0 {
-        thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
     } else {
         opts.threads
     };
@@ -618,7 +646,10 @@ pub fn backup(repo: &mut Repository, opts: &BackupOptions, progress: Arc<Progres
                         .collect::<Vec<_>>()
         })
         .map(|(id, _)| *id);
-    let previous = snapshots.iter().max_by_key(|(_, s)| s.sequence).map(|(id, s)| (*id, s.sequence));
+    let previous = snapshots
+        .iter()
+        .max_by_key(|(_, s)| s.sequence)
+        .map(|(id, s)| (*id, s.sequence));
 
     let mut summary = BackupSummary::default();
     let repo_ro: &Repository = repo;
@@ -667,8 +698,18 @@ pub fn backup(repo: &mut Repository, opts: &BackupOptions, progress: Arc<Progres
         for w in blob_workers {
             let _ = w.join();
         }
-        let mut rest = shared.data_packer.lock().unwrap_or_else(|p| p.into_inner()).flush();
-        rest.extend(shared.tree_packer.lock().unwrap_or_else(|p| p.into_inner()).flush());
+        let mut rest = shared
+            .data_packer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flush();
+        rest.extend(
+            shared
+                .tree_packer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .flush(),
+        );
         for b in rest {
             if !shared.aborted() {
                 seal_and_send(shared, b, &seal_tx);
@@ -681,7 +722,12 @@ pub fn backup(repo: &mut Repository, opts: &BackupOptions, progress: Arc<Progres
         shared.abort.store(true, Ordering::SeqCst); // stop the scanner if still running
         root
     });
-    if let Some(e) = shared.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    if let Some(e) = shared
+        .failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
         return Err(e);
     }
     let root_id = root_id?;
@@ -718,7 +764,10 @@ pub fn backup(repo: &mut Repository, opts: &BackupOptions, progress: Arc<Progres
         time,
         time_nanos,
         host: opts.host.clone(),
-        paths: roots.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect(),
+        paths: roots
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .collect(),
         tags: opts.tags.clone(),
         root: root_id,
         parent,
@@ -736,7 +785,12 @@ pub fn backup(repo: &mut Repository, opts: &BackupOptions, progress: Arc<Progres
 }
 
 /// Consume the walker's events in order, build trees bottom-up, return the root tree id.
-fn assemble(shared: &Shared, events: Receiver<Event>, blobs: &Sender<NewBlob>, summary: &mut BackupSummary) -> Result<Id> {
+fn assemble(
+    shared: &Shared,
+    events: Receiver<Event>,
+    blobs: &Sender<NewBlob>,
+    summary: &mut BackupSummary,
+) -> Result<Id> {
     let mut stack = vec![DirBuilder {
         name: vec![],
         meta: None,
@@ -783,14 +837,23 @@ fn assemble(shared: &Shared, events: Receiver<Event>, blobs: &Sender<NewBlob>, s
                 }
                 parent.nodes.push(node);
             }
-            Event::File { name, path, meta, result } => {
-                let res = result.recv().unwrap_or_else(|_| Err("backup aborted".into()));
+            Event::File {
+                name,
+                path,
+                meta,
+                result,
+            } => {
+                let res = result
+                    .recv()
+                    .unwrap_or_else(|_| Err("backup aborted".into()));
                 match res {
                     Ok(done) => {
                         if done.changed {
                             summary.warnings.push(Skipped {
                                 path: display(&path),
-                                reason: "changed while it was read; the stored copy may be inconsistent".into(),
+                                reason:
+                                    "changed while it was read; the stored copy may be inconsistent"
+                                        .into(),
                             });
                         }
                         summary.files += 1;
@@ -830,4 +893,3 @@ fn assemble(shared: &Shared, events: Receiver<Event>, blobs: &Sender<NewBlob>, s
     let root = stack.pop().ok_or(Error::Interrupted)?;
     save_tree(root.nodes)
 }
-

@@ -43,7 +43,11 @@ pub struct CheckOptions {
     pub read_data: bool,
 }
 
-pub fn check(repo: &Repository, opts: &CheckOptions, progress: Arc<Progress>) -> Result<CheckReport> {
+pub fn check(
+    repo: &Repository,
+    opts: &CheckOptions,
+    progress: Arc<Progress>,
+) -> Result<CheckReport> {
     let mut rep = CheckReport::default();
     for (name, e) in &repo.index_errors {
         rep.errors.push(format!("index {}: {e}", &name[..8]));
@@ -110,7 +114,8 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: Arc<Progress>) ->
                     NodeKind::File { blobs, .. } => {
                         for b in blobs {
                             if !repo.index().contains(b) && missing_blobs.insert(*b) {
-                                rep.errors.push(format!("blob {} is not in the index", b.short()));
+                                rep.errors
+                                    .push(format!("blob {} is not in the index", b.short()));
                             }
                         }
                     }
@@ -124,9 +129,10 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: Arc<Progress>) ->
     let mut damaged_blobs: HashSet<Id> = HashSet::new();
     if opts.read_data {
         let by_pack = repo.index().entries_by_pack();
-        progress
-            .total_bytes
-            .store(repo.index().packs.iter().map(|p| p.object_len).sum(), Ordering::Relaxed);
+        progress.total_bytes.store(
+            repo.index().packs.iter().map(|p| p.object_len).sum(),
+            Ordering::Relaxed,
+        );
         progress.total_files.store(rep.packs, Ordering::Relaxed);
         progress.scan_finished.store(true, Ordering::Relaxed);
         for p in &repo.index().packs {
@@ -143,7 +149,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: Arc<Progress>) ->
             rep.blobs_verified += verified;
             rep.packs_read += 1;
             progress.files_done.fetch_add(1, Ordering::Relaxed);
-            progress.bytes_done.fetch_add(p.object_len, Ordering::Relaxed);
+            progress
+                .bytes_done
+                .fetch_add(p.object_len, Ordering::Relaxed);
         }
     } else {
         if !bad_packs.is_empty() {
@@ -163,11 +171,16 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: Arc<Progress>) ->
             let mut stack = vec![(s.root, Vec::<Vec<u8>>::new())];
             while let Some((t, path)) = stack.pop() {
                 if bad_trees.contains(&t) || affected.contains(&t) {
-                    rep.damaged_files
-                        .push(format!("{}:{} (whole folder)", sid.short(), show_path(&path)));
+                    rep.damaged_files.push(format!(
+                        "{}:{} (whole folder)",
+                        sid.short(),
+                        show_path(&path)
+                    ));
                     continue;
                 }
-                let Ok(tree) = repo.load_tree(&t, &mut readers) else { continue };
+                let Ok(tree) = repo.load_tree(&t, &mut readers) else {
+                    continue;
+                };
                 for n in tree.nodes {
                     let mut p = path.clone();
                     p.push(n.name.clone());
@@ -175,7 +188,11 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: Arc<Progress>) ->
                         NodeKind::Dir { subtree } => stack.push((subtree, p)),
                         NodeKind::File { blobs, .. } => {
                             if blobs.iter().any(|b| affected.contains(b)) {
-                                rep.damaged_files.push(format!("{}:{}", sid.short(), show_path(&p)));
+                                rep.damaged_files.push(format!(
+                                    "{}:{}",
+                                    sid.short(),
+                                    show_path(&p)
+                                ));
                             }
                         }
                         NodeKind::Symlink { .. } => {}
@@ -219,13 +236,15 @@ fn read_pack(
     // The table inside the pack must agree with the index.
     let table = (|| -> Result<Vec<format::BlobEntry>> {
         let mut pre = vec![0u8; format::HEADER_LEN + 4];
-        s.read_exact(&mut pre).map_err(|e| crypto::read_error(&what, e))?;
+        s.read_exact(&mut pre)
+            .map_err(|e| crypto::read_error(&what, e))?;
         let tl = pack::decode_table_len(&pre, &repo.repo_id())?;
         if tl > 64 << 20 {
             return Err(Error::corrupt(&what, "blob table too large"));
         }
         let mut rest = vec![0u8; tl];
-        s.read_exact(&mut rest).map_err(|e| crypto::read_error(&what, e))?;
+        s.read_exact(&mut rest)
+            .map_err(|e| crypto::read_error(&what, e))?;
         pre.extend_from_slice(&rest);
         pack::decode_table(&pre, &repo.repo_id(), p.plain_len)
     })();
@@ -247,7 +266,8 @@ fn read_pack(
             s.seek(SeekFrom::Start(e.offset))
                 .map_err(|x| crypto::read_error(&what, x))?;
             let mut buf = vec![0u8; e.stored_len as usize];
-            s.read_exact(&mut buf).map_err(|x| crypto::read_error(&what, x))?;
+            s.read_exact(&mut buf)
+                .map_err(|x| crypto::read_error(&what, x))?;
             repo.decode_blob(e, buf)?;
             Ok(())
         })();
@@ -260,7 +280,11 @@ fn read_pack(
                 }
                 errors.push(format!(
                     "{what}: {} blob {}: {err}",
-                    if e.blob_type == BlobType::Tree { "tree" } else { "data" },
+                    if e.blob_type == BlobType::Tree {
+                        "tree"
+                    } else {
+                        "data"
+                    },
                     e.id.short()
                 ));
                 damaged.push(e.id);

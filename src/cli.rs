@@ -154,7 +154,10 @@ impl Cli {
         )?;
         let repo = Repository::open(store, &pass)?;
         for (name, e) in &repo.index_errors {
-            eprintln!("warning: index {} is unreadable ({e}); run `vault check`", &name[..8]);
+            eprintln!(
+                "warning: index {} is unreadable ({e}); run `vault check`",
+                &name[..8]
+            );
         }
         Ok(repo)
     }
@@ -175,12 +178,20 @@ fn json_out<T: Serialize>(v: &T) -> Result<()> {
 pub fn run(cli: Cli) -> Result<u8> {
     match &cli.cmd {
         Cmd::Init { kdf_log_n } => init(&cli, *kdf_log_n),
-        Cmd::Backup { paths, tag, exclude, host } => backup(&cli, paths, tag, exclude, host.clone()),
+        Cmd::Backup {
+            paths,
+            tag,
+            exclude,
+            host,
+        } => backup(&cli, paths, tag, exclude, host.clone()),
         Cmd::Snapshots => snapshots(&cli),
         Cmd::Ls { snapshot, path } => ls(&cli, snapshot, path.as_deref()),
-        Cmd::Restore { snapshot, target, include, overwrite } => {
-            restore(&cli, snapshot, target, include, *overwrite)
-        }
+        Cmd::Restore {
+            snapshot,
+            target,
+            include,
+            overwrite,
+        } => restore(&cli, snapshot, target, include, *overwrite),
         Cmd::Check { read_data } => check(&cli, *read_data),
     }
 }
@@ -192,7 +203,13 @@ fn create(cli: &Cli, store: Store, log_n: u8) -> Result<Repository> {
         true,
     )?;
     let location = store.location();
-    let repo = Repository::init(store, &pass, &InitOptions { scrypt_log_n: log_n })?;
+    let repo = Repository::init(
+        store,
+        &pass,
+        &InitOptions {
+            scrypt_log_n: log_n,
+        },
+    )?;
     if !cli.quiet {
         eprintln!(
             "created repository {} at {location}\n\
@@ -207,7 +224,9 @@ fn init(cli: &Cli, log_n: u8) -> Result<u8> {
     let (store, _) = cli.store()?;
     let repo = create(cli, store, log_n)?;
     if cli.json {
-        json_out(&serde_json::json!({ "repository": repo.repo_id().to_hex(), "location": repo.store().location() }))?;
+        json_out(
+            &serde_json::json!({ "repository": repo.repo_id().to_hex(), "location": repo.store().location() }),
+        )?;
     }
     Ok(0)
 }
@@ -226,7 +245,10 @@ fn backup(
     }
     let mut repo = if is_default && !Repository::exists(&store)? {
         if !cli.quiet {
-            eprintln!("no repository yet; creating the default one at {}", store.location());
+            eprintln!(
+                "no repository yet; creating the default one at {}",
+                store.location()
+            );
         }
         create(cli, store, crypto::DEFAULT_SCRYPT_LOG_N)?
     } else {
@@ -303,7 +325,11 @@ fn snapshots(cli: &Cli) -> Result<u8> {
                 id: id.to_hex(),
                 time: s.time,
                 host: s.host.clone(),
-                paths: s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect(),
+                paths: s
+                    .paths
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect(),
                 tags: s.tags.clone(),
                 parent: s.parent.map(|p| p.to_hex()),
                 sequence: s.sequence,
@@ -313,10 +339,21 @@ fn snapshots(cli: &Cli) -> Result<u8> {
             .collect();
         json_out(&v)?;
     } else if !cli.quiet {
-        println!("{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  paths", "id", "time (UTC)", "host", "files", "size");
+        println!(
+            "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  paths",
+            "id", "time (UTC)", "host", "files", "size"
+        );
         for (id, s) in &snaps {
-            let paths: Vec<String> = s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-            let tags = if s.tags.is_empty() { String::new() } else { format!("  [{}]", s.tags.join(",")) };
+            let paths: Vec<String> = s
+                .paths
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            let tags = if s.tags.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", s.tags.join(","))
+            };
             println!(
                 "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {}{}",
                 id.short(),
@@ -426,14 +463,32 @@ fn print_ls(cli: &Cli, out: Vec<LsEntry>) -> Result<u8> {
     } else if !cli.quiet {
         let mut o = std::io::stdout().lock();
         for e in &out {
-            let link = e.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
-            writeln!(o, "{} {:>12} {} {}{}", e.mode, e.size, ui::time(e.mtime), e.path, link)?;
+            let link = e
+                .target
+                .as_ref()
+                .map(|t| format!(" -> {t}"))
+                .unwrap_or_default();
+            writeln!(
+                o,
+                "{} {:>12} {} {}{}",
+                e.mode,
+                e.size,
+                ui::time(e.mtime),
+                e.path,
+                link
+            )?;
         }
     }
     Ok(0)
 }
 
-fn restore(cli: &Cli, snapshot: &str, target: &std::path::Path, include: &[String], overwrite: bool) -> Result<u8> {
+fn restore(
+    cli: &Cli,
+    snapshot: &str,
+    target: &std::path::Path,
+    include: &[String],
+    overwrite: bool,
+) -> Result<u8> {
     let repo = cli.open()?;
     let (id, snap) = repo.find_snapshot(snapshot)?;
     let opts = RestoreOptions {
@@ -504,7 +559,10 @@ fn check(cli: &Cli, read_data: bool) -> Result<u8> {
                 r.trees,
                 r.packs,
                 if read_data {
-                    format!(" ({} read, {} blobs verified)", r.packs_read, r.blobs_verified)
+                    format!(
+                        " ({} read, {} blobs verified)",
+                        r.packs_read, r.blobs_verified
+                    )
                 } else {
                     String::new()
                 },

@@ -16,10 +16,8 @@ pub struct Compressor {
 
 impl Compressor {
     pub fn new(level: u8) -> Result<Self> {
-        let mk = |l: i32| {
-            zstd::bulk::Compressor::new(l)
-                .map_err(|e| Error::io("setting up zstd", e))
-        };
+        let mk =
+            |l: i32| zstd::bulk::Compressor::new(l).map_err(|e| Error::io("setting up zstd", e));
         Ok(Compressor {
             probe: mk(1)?,
             full: mk(level as i32)?,
@@ -63,7 +61,10 @@ pub fn decompress(stored: &[u8], raw_len: usize, what: &str) -> Result<Vec<u8>> 
     let out = zstd::bulk::decompress(stored, raw_len)
         .map_err(|e| Error::corrupt(what, format!("zstd: {e}")))?;
     if out.len() != raw_len {
-        return Err(Error::corrupt(what, "decompressed length differs from the recorded one"));
+        return Err(Error::corrupt(
+            what,
+            "decompressed length differs from the recorded one",
+        ));
     }
     Ok(out)
 }

@@ -103,7 +103,9 @@ impl DataIdentity {
     pub fn parse(s: &str) -> Result<Self> {
         s.parse::<age::x25519::Identity>()
             .map(DataIdentity)
-            .map_err(|_| Error::corrupt("key file", "the data identity is not a valid age identity"))
+            .map_err(|_| {
+                Error::corrupt("key file", "the data identity is not a valid age identity")
+            })
     }
 
     /// The secret in its text form, for writing into a key file.

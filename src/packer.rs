@@ -48,7 +48,9 @@ impl Packer {
     pub fn new(blob_type: BlobType, n_open: usize, target: usize) -> Self {
         Packer {
             blob_type,
-            open: (0..n_open.max(1)).map(|_| PackBuilder::new(blob_type)).collect(),
+            open: (0..n_open.max(1))
+                .map(|_| PackBuilder::new(blob_type))
+                .collect(),
             target,
         }
     }
@@ -101,7 +103,11 @@ pub fn seal(b: PackBuilder, keys: &Keys, min_len: u64) -> Result<SealedPack> {
     for e in &mut entries {
         e.offset += prefix;
     }
-    let min = if blob_type == BlobType::Data { min_len } else { 0 };
+    let min = if blob_type == BlobType::Data {
+        min_len
+    } else {
+        0
+    };
     let plain = pack::encode(&keys.repo_id, &entries, &data, min);
     drop(data);
     let bytes = keys.recipient.encrypt(&plain)?;

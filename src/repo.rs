@@ -430,7 +430,9 @@ impl Repository {
             if let Some((_, e)) = bad.into_iter().next() {
                 return Err(e);
             }
-            return Err(Error::SnapshotNotFound("latest (the repository has none)".into()));
+            return Err(Error::SnapshotNotFound(
+                "latest (the repository has none)".into(),
+            ));
         }
         let spec_l = spec.to_ascii_lowercase();
         if spec_l.len() < 4 || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -558,7 +560,13 @@ pub struct PackReaders {
 const OPEN_PACKS: usize = 4;
 
 impl PackReaders {
-    pub fn read(&mut self, repo: &Repository, pack: &PackInfo, offset: u64, len: usize) -> Result<Vec<u8>> {
+    pub fn read(
+        &mut self,
+        repo: &Repository,
+        pack: &PackInfo,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>> {
         let pos = match self.open.iter().position(|(id, _)| *id == pack.id) {
             Some(p) => p,
             None => {

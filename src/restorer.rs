@@ -47,7 +47,8 @@ pub struct RestoreSummary {
 
 /// Refuse any name that is not one plain path component.
 pub fn safe_name(name: &[u8]) -> std::result::Result<&OsStr, String> {
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
         return Err(format!(
             "refused unsafe name {:?} from the snapshot",
             String::from_utf8_lossy(name)
@@ -184,12 +185,18 @@ pub fn restore(
         progress: progress.clone(),
     };
     if opts.includes.is_empty() {
-        progress.total_files.store(snap.summary.files, Ordering::Relaxed);
-        progress.total_bytes.store(snap.summary.bytes, Ordering::Relaxed);
+        progress
+            .total_files
+            .store(snap.summary.files, Ordering::Relaxed);
+        progress
+            .total_bytes
+            .store(snap.summary.bytes, Ordering::Relaxed);
         progress.scan_finished.store(true, Ordering::Relaxed);
     }
     let threads = if opts.threads == 0 {
-        thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
     } else {
         opts.threads
     };
@@ -236,7 +243,10 @@ pub fn restore(
     // Directory metadata last, children before parents, so later writes do not change it.
     for d in dirs.iter().rev() {
         if let Err(e) = set_dir_meta(&root, d) {
-            ctx.error(&show_path(&d.path), format!("cannot set folder metadata: {e}"));
+            ctx.error(
+                &show_path(&d.path),
+                format!("cannot set folder metadata: {e}"),
+            );
         }
     }
     let s = ctx.summary.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -257,14 +267,22 @@ fn set_dir_meta(root: &Dir, d: &DirMeta) -> std::io::Result<()> {
     }
     if d.ancestor {
         // Only the permission bits were recorded for folders above the backed-up paths.
-        return cur.set_permissions(name, cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(d.mode & 0o777)));
+        return cur.set_permissions(
+            name,
+            cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(d.mode & 0o777)),
+        );
     }
     cur.set_times(
         name,
         None,
-        Some(SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(system_time(d.mtime, d.mtime_nanos)))),
+        Some(SystemTimeSpec::Absolute(
+            cap_std::time::SystemTime::from_std(system_time(d.mtime, d.mtime_nanos)),
+        )),
     )?;
-    cur.set_permissions(name, cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(d.mode & 0o777)))
+    cur.set_permissions(
+        name,
+        cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(d.mode & 0o777)),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -293,7 +311,10 @@ fn walk(
         }
     };
     if tree.nodes.windows(2).any(|w| w[0].name >= w[1].name) {
-        ctx.error(&shown, "refused: the snapshot lists names out of order or twice");
+        ctx.error(
+            &shown,
+            "refused: the snapshot lists names out of order or twice",
+        );
         return Ok(());
     }
     for node in tree.nodes {
@@ -372,7 +393,14 @@ fn walk(
     Ok(())
 }
 
-fn restore_symlink(ctx: &Ctx<'_>, dir: &Dir, name: &OsStr, target: &[u8], node: &Node, shown: &str) {
+fn restore_symlink(
+    ctx: &Ctx<'_>,
+    dir: &Dir,
+    name: &OsStr,
+    target: &[u8],
+    node: &Node,
+    shown: &str,
+) {
     if dir.symlink_metadata(name).is_ok() {
         if !ctx.overwrite {
             ctx.skipped(shown, "exists; use --overwrite to replace it");
@@ -385,9 +413,13 @@ fn restore_symlink(ctx: &Ctx<'_>, dir: &Dir, name: &OsStr, target: &[u8], node: 
     }
     // symlinkat relative to the folder handle: the link is created, never followed. (cap-std's own
     // symlink() refuses absolute targets, which are legitimate content of a backup.)
-    match rustix::fs::symlinkat(OsStr::from_bytes(target), dir, name).map_err(std::io::Error::from) {
+    match rustix::fs::symlinkat(OsStr::from_bytes(target), dir, name).map_err(std::io::Error::from)
+    {
         Ok(()) => {
-            ctx.summary.lock().unwrap_or_else(|p| p.into_inner()).symlinks += 1;
+            ctx.summary
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .symlinks += 1;
             let t = cap_std::time::SystemTime::from_std(system_time(node.mtime, node.mtime_nanos));
             // Not every filesystem can time-stamp a symlink; the link itself is what matters.
             let _ = dir.set_symlink_times(name, None, Some(SystemTimeSpec::Absolute(t)));
@@ -449,7 +481,8 @@ fn write_verified(
             .map_err(|e| format!("not restored: {e}"))?;
         hasher.update(&data);
         total += data.len() as u64;
-        f.write_all(&data).map_err(|e| format!("write error: {e}"))?;
+        f.write_all(&data)
+            .map_err(|e| format!("write error: {e}"))?;
         ctx.progress
             .bytes_done
             .fetch_add(data.len() as u64, Ordering::Relaxed);

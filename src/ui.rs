@@ -81,7 +81,11 @@ impl ProgressView {
                 bar.set_position(done);
                 let files = progress.files_done.load(Ordering::Relaxed);
                 let tf = progress.total_files.load(Ordering::Relaxed);
-                let more = if progress.scan_finished.load(Ordering::Relaxed) { "" } else { "+" };
+                let more = if progress.scan_finished.load(Ordering::Relaxed) {
+                    ""
+                } else {
+                    "+"
+                };
                 bar.set_message(format!("{files}/{tf}{more} items"));
                 std::thread::sleep(Duration::from_millis(150));
             }

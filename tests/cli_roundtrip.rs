@@ -33,7 +33,12 @@ fn unchanged_rebackup_writes_no_pack_and_duplicates_are_stored_once() {
     let src = env.path("src");
     make_tree(&src);
     env.init();
-    let first = env.vault().args(["backup", "--json"]).arg(&src).output().unwrap();
+    let first = env
+        .vault()
+        .args(["backup", "--json"])
+        .arg(&src)
+        .output()
+        .unwrap();
     assert!(first.status.success());
     let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     let packs_before = objects(&env.repo(), "data").len();
@@ -42,7 +47,12 @@ fn unchanged_rebackup_writes_no_pack_and_duplicates_are_stored_once() {
     assert!(added < 20 * 1024 * 1024 + 8 * 1024 * 1024, "added {added}");
     assert!(first["blobs_reused"].as_u64().unwrap() >= 10);
 
-    let second = env.vault().args(["backup", "--json"]).arg(&src).output().unwrap();
+    let second = env
+        .vault()
+        .args(["backup", "--json"])
+        .arg(&src)
+        .output()
+        .unwrap();
     assert!(second.status.success());
     let second: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
     assert_eq!(second["blobs_new"], 0);
@@ -108,17 +118,36 @@ fn ls_lists_names_and_json() {
     let src = env.path("src");
     make_tree(&src);
     env.init();
-    env.vault().args(["backup", "--tag", "phone"]).arg(&src).assert().success();
+    env.vault()
+        .args(["backup", "--tag", "phone"])
+        .arg(&src)
+        .assert()
+        .success();
     env.vault()
         .arg("ls")
         .assert()
         .success()
         .stdout(predicate::str::contains("Ünïcødé 写真 🌅.jpg"))
-        .stdout(predicate::str::contains("link to video -> photos/2024/big video.mp4"));
-    let out = env.vault().args(["ls", "latest"]).arg(src.join("photos")).arg("--json").output().unwrap();
+        .stdout(predicate::str::contains(
+            "link to video -> photos/2024/big video.mp4",
+        ));
+    let out = env
+        .vault()
+        .args(["ls", "latest"])
+        .arg(src.join("photos"))
+        .arg("--json")
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let paths: Vec<&str> = v.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
-    assert!(paths.iter().any(|p| p.ends_with("photos/2024/random-20MiB.bin")));
+    let paths: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(paths
+        .iter()
+        .any(|p| p.ends_with("photos/2024/random-20MiB.bin")));
     assert!(paths.iter().all(|p| p.contains("/photos")));
     env.vault()
         .arg("snapshots")
@@ -141,8 +170,15 @@ fn exclude_skips_matching_paths() {
         .success();
     let out = env.vault().args(["ls", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let paths: Vec<&str> = v.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
-    assert!(!paths.iter().any(|p| p.ends_with(".bin") || p.contains("/copies")));
+    let paths: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(!paths
+        .iter()
+        .any(|p| p.ends_with(".bin") || p.contains("/copies")));
     assert!(paths.iter().any(|p| p.ends_with("notes.txt")));
 }
 
@@ -157,7 +193,11 @@ fn unreadable_files_are_skipped_with_exit_3() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("ok"), b"fine").unwrap();
     fs::write(src.join("secret"), b"no").unwrap();
-    fs::set_permissions(src.join("secret"), std::os::unix::fs::PermissionsExt::from_mode(0)).unwrap();
+    fs::set_permissions(
+        src.join("secret"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o000),
+    )
+    .unwrap();
     env.init();
     env.vault()
         .arg("backup")
@@ -181,15 +221,26 @@ fn special_files_are_skipped_and_reported_with_exit_3() {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("ok.jpg"), noise(5000, 1)).unwrap();
-    let st = std::process::Command::new("mkfifo").arg(src.join("a pipe")).status().unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(src.join("a pipe"))
+        .status()
+        .unwrap();
     assert!(st.success());
     env.init();
-    let out = env.vault().args(["backup", "--json"]).arg(&src).output().unwrap();
+    let out = env
+        .vault()
+        .args(["backup", "--json"])
+        .arg(&src)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["files"], 1);
     assert_eq!(v["skipped"].as_array().unwrap().len(), 1);
-    assert!(v["skipped"][0]["path"].as_str().unwrap().ends_with("a pipe"));
+    assert!(v["skipped"][0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("a pipe"));
     // The rest of the run completed: the good file is in the snapshot.
     env.vault()
         .arg("ls")
@@ -226,7 +277,11 @@ fn backup_creates_the_default_repository_on_first_use() {
         .success()
         .stderr(predicate::str::contains("creating the default one"));
     assert!(env.path("home/.local/share/vault/repo/VAULT").exists());
-    env.vault().env_remove("VAULT_REPO").arg("snapshots").assert().success();
+    env.vault()
+        .env_remove("VAULT_REPO")
+        .arg("snapshots")
+        .assert()
+        .success();
 }
 
 #[test]

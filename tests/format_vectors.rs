@@ -32,7 +32,10 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
     let k = keys();
     let mut v = BTreeMap::new();
     v.insert("blob-id(hello)", k.blob_id(b"hello").0.to_vec());
-    v.insert("file-hash(hello)", k.file_hash.keyed_hash(b"hello").0.to_vec());
+    v.insert(
+        "file-hash(hello)",
+        k.file_hash.keyed_hash(b"hello").0.to_vec(),
+    );
     v.insert("snapshot-mac-key", k.snapshot_mac.expose().to_vec());
     v.insert("config-mac-key", k.config_mac.expose().to_vec());
     v.insert("snapshot-id-key", k.snapshot_id.expose().to_vec());
@@ -49,14 +52,19 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
     let cuts = Chunker::new(&k.chunker, &cfg).cuts(&data);
     v.insert(
         "chunker-cuts",
-        cuts.iter().flat_map(|c| (*c as u32).to_le_bytes()).collect(),
+        cuts.iter()
+            .flat_map(|c| (*c as u32).to_le_bytes())
+            .collect(),
     );
     v.insert("config", cfg.encode(&k.config_mac));
     let tree = Tree {
         nodes: vec![
             Node {
                 name: b"IMG_0001.JPG".to_vec(),
-                kind: NodeKind::File { blobs: vec![Id([0xaa; 32]), Id([0xbb; 32])], hash: Id([0xcc; 32]) },
+                kind: NodeKind::File {
+                    blobs: vec![Id([0xaa; 32]), Id([0xbb; 32])],
+                    hash: Id([0xcc; 32]),
+                },
                 mode: 0o100644,
                 mtime: 1_700_000_001,
                 mtime_nanos: 5,
@@ -67,7 +75,9 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
             },
             Node {
                 name: b"link".to_vec(),
-                kind: NodeKind::Symlink { target: b"IMG_0001.JPG".to_vec() },
+                kind: NodeKind::Symlink {
+                    target: b"IMG_0001.JPG".to_vec(),
+                },
                 mode: 0o120777,
                 mtime: -1,
                 mtime_nanos: 0,
@@ -78,7 +88,9 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
             },
             Node {
                 name: b"sub\xff".to_vec(),
-                kind: NodeKind::Dir { subtree: Id([0xdd; 32]) },
+                kind: NodeKind::Dir {
+                    subtree: Id([0xdd; 32]),
+                },
                 mode: 0o40755,
                 mtime: 0,
                 mtime_nanos: 0,
@@ -101,10 +113,17 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
         parent: Some(Id([0x01; 32])),
         previous: None,
         sequence: 3,
-        summary: Summary { files: 10, dirs: 2, bytes: 12345 },
+        summary: Summary {
+            files: 10,
+            dirs: 2,
+            bytes: 12345,
+        },
     };
     let snap_bytes = snap.encode(&k.snapshot_mac);
-    v.insert("snapshot-id", k.snapshot_id.keyed_hash(&snap_bytes).0.to_vec());
+    v.insert(
+        "snapshot-id",
+        k.snapshot_id.keyed_hash(&snap_bytes).0.to_vec(),
+    );
     v.insert("snapshot", snap_bytes);
     let entry = BlobEntry {
         id: Id([0xaa; 32]),
@@ -114,7 +133,10 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
         stored_len: 3,
         raw_len: 10,
     };
-    v.insert("pack-plaintext", pack::encode(&k.repo_id, &[entry], b"xyz", 200));
+    v.insert(
+        "pack-plaintext",
+        pack::encode(&k.repo_id, &[entry], b"xyz", 200),
+    );
     v.insert(
         "index",
         index::encode(
@@ -133,13 +155,20 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
         "keyfile-plaintext",
         keyfile::encode(
             &k.material(),
-            &KeyInfo { method: Method::Passphrase, created: 1_700_000_000, label: "passphrase".into() },
+            &KeyInfo {
+                method: Method::Passphrase,
+                created: 1_700_000_000,
+                label: "passphrase".into(),
+            },
         )
         .to_vec(),
     );
     v.insert(
         "padme(1..)",
-        [1u64, 9, 1000, 100_000, 17_000_000].iter().flat_map(|n| pack::padme(*n).to_le_bytes()).collect(),
+        [1u64, 9, 1000, 100_000, 17_000_000]
+            .iter()
+            .flat_map(|n| pack::padme(*n).to_le_bytes())
+            .collect(),
     );
     v
 }
@@ -163,9 +192,15 @@ fn v1_layout_is_pinned() {
             (k, hex::decode(v).unwrap())
         })
         .collect();
-    assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>()
+    );
     for (k, v) in &got {
-        assert!(want[k] == *v, "vector {k} changed: the v1 format must not change");
+        assert!(
+            want[k] == *v,
+            "vector {k} changed: the v1 format must not change"
+        );
     }
 }
 

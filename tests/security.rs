@@ -35,7 +35,12 @@ fn wrong_passphrase_is_one_clear_line_exit_1_and_writes_nothing() {
     env.init();
     env.vault().arg("backup").arg(&src).assert().success();
     let before = repo_state(&env.repo());
-    for args in [vec!["backup", src.to_str().unwrap()], vec!["snapshots"], vec!["check"], vec!["restore", "-t", "/tmp/never"]] {
+    for args in [
+        vec!["backup", src.to_str().unwrap()],
+        vec!["snapshots"],
+        vec!["check"],
+        vec!["restore", "-t", "/tmp/never"],
+    ] {
         let out = env
             .vault()
             .env("VAULT_PASSWORD", "not the passphrase")
@@ -80,13 +85,22 @@ fn no_name_or_exif_text_reaches_the_repository() {
     let dir = src.join("CANARYDIR_private_album");
     fs::create_dir_all(&dir).unwrap();
     // Text that would sit in a photo's EXIF block, in a compressible file and an incompressible one.
-    let mut jpeg = b"\xff\xd8\xff\xe1Exif\0\0CANARYEXIF_Camera_Model_Leica_M11 GPS 48.8584N".to_vec();
+    let mut jpeg =
+        b"\xff\xd8\xff\xe1Exif\0\0CANARYEXIF_Camera_Model_Leica_M11 GPS 48.8584N".to_vec();
     jpeg.extend(noise(600_000, 5));
     fs::write(dir.join("CANARYFILE_holiday_nude.jpg"), &jpeg).unwrap();
-    fs::write(dir.join("CANARYFILE_notes.txt"), b"CANARYEXIF_text ".repeat(5000)).unwrap();
+    fs::write(
+        dir.join("CANARYFILE_notes.txt"),
+        b"CANARYEXIF_text ".repeat(5000),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("CANARYLINK_target", dir.join("CANARYLINK_name")).unwrap();
     env.init();
-    env.vault().args(["backup", "--tag", "t"]).arg(&src).assert().success();
+    env.vault()
+        .args(["backup", "--tag", "t"])
+        .arg(&src)
+        .assert()
+        .success();
     for f in all_files(&env.repo()) {
         let name = f.to_string_lossy().into_owned();
         assert!(!name.contains("CANARY"), "object name leaks: {name}");
@@ -96,7 +110,11 @@ fn no_name_or_exif_text_reaches_the_repository() {
             "plaintext canary in {}",
             f.display()
         );
-        assert!(!data.windows(4).any(|w| w == b"Exif"), "EXIF marker in {}", f.display());
+        assert!(
+            !data.windows(4).any(|w| w == b"Exif"),
+            "EXIF marker in {}",
+            f.display()
+        );
     }
 }
 
@@ -124,22 +142,53 @@ fn malicious_snapshot_restores_nothing_outside_the_target() {
     let mut repo = Repository::init(store, &pass, &InitOptions { scrypt_log_n: 10 }).unwrap();
 
     let content = b"attacker payload".to_vec();
-    let ids = repo.write_blobs(vec![(BlobType::Data, content.clone())]).unwrap();
+    let ids = repo
+        .write_blobs(vec![(BlobType::Data, content.clone())])
+        .unwrap();
     let hash = repo.keys().file_hash.keyed_hash(&content);
-    let file = |name: &[u8]| node(name, NodeKind::File { blobs: ids.clone(), hash }, content.len() as u64);
+    let file = |name: &[u8]| {
+        node(
+            name,
+            NodeKind::File {
+                blobs: ids.clone(),
+                hash,
+            },
+            content.len() as u64,
+        )
+    };
 
     // A folder whose listing names "evil" twice: first a symlink to the outside, then a folder.
-    let evil_inner = Tree { nodes: vec![file(b"pwned")] };
-    let inner_id = repo.write_blobs(vec![(BlobType::Tree, evil_inner.encode())]).unwrap()[0];
+    let evil_inner = Tree {
+        nodes: vec![file(b"pwned")],
+    };
+    let inner_id = repo
+        .write_blobs(vec![(BlobType::Tree, evil_inner.encode())])
+        .unwrap()[0];
     let dup = Tree {
         nodes: vec![
-            node(b"evil", NodeKind::Symlink { target: outside.as_os_str().as_encoded_bytes().to_vec() }, 0),
+            node(
+                b"evil",
+                NodeKind::Symlink {
+                    target: outside.as_os_str().as_encoded_bytes().to_vec(),
+                },
+                0,
+            ),
             node(b"evil", NodeKind::Dir { subtree: inner_id }, 0),
         ],
     };
-    let dup_id = repo.write_blobs(vec![(BlobType::Tree, dup.encode())]).unwrap()[0];
+    let dup_id = repo
+        .write_blobs(vec![(BlobType::Tree, dup.encode())])
+        .unwrap()[0];
     // A folder the target already has as a symlink to the outside.
-    let pre_id = repo.write_blobs(vec![(BlobType::Tree, Tree { nodes: vec![file(b"pwned2")] }.encode())]).unwrap()[0];
+    let pre_id = repo
+        .write_blobs(vec![(
+            BlobType::Tree,
+            Tree {
+                nodes: vec![file(b"pwned2")],
+            }
+            .encode(),
+        )])
+        .unwrap()[0];
     let mut nodes = vec![
         file(b"../escape"),
         file(b".."),
@@ -149,7 +198,9 @@ fn malicious_snapshot_restores_nothing_outside_the_target() {
         node(b"prelinked", NodeKind::Dir { subtree: pre_id }, 0),
     ];
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    let root = repo.write_blobs(vec![(BlobType::Tree, Tree { nodes }.encode())]).unwrap()[0];
+    let root = repo
+        .write_blobs(vec![(BlobType::Tree, Tree { nodes }.encode())])
+        .unwrap()[0];
     let snap = Snapshot {
         repo_id: repo.repo_id(),
         time: 0,
@@ -172,13 +223,26 @@ fn malicious_snapshot_restores_nothing_outside_the_target() {
         &repo,
         &sid,
         &snap,
-        &RestoreOptions { target: target.clone(), includes: vec![], overwrite: true, threads: 2 },
+        &RestoreOptions {
+            target: target.clone(),
+            includes: vec![],
+            overwrite: true,
+            threads: 2,
+        },
         Default::default(),
     )
     .unwrap();
-    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "something was written outside");
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "something was written outside"
+    );
     assert!(!tmp.path().join("escape").exists());
-    assert_eq!(fs::read(target.join("ok.txt")).unwrap(), content, "safe entries still restore");
+    assert_eq!(
+        fs::read(target.join("ok.txt")).unwrap(),
+        content,
+        "safe entries still restore"
+    );
     let errs = serde_json::to_string(&s.errors).unwrap();
     assert!(errs.contains("refused unsafe name"), "{errs}");
     assert!(errs.contains("out of order or twice"), "{errs}");

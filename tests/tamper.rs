@@ -13,7 +13,11 @@ fn setup() -> (Env, std::path::PathBuf) {
     let src = env.path("src");
     fs::create_dir_all(src.join("album")).unwrap();
     for i in 0..6u64 {
-        fs::write(src.join(format!("album/IMG_{i:04}.JPG")), noise(3 * 1024 * 1024 + 1000 * i as usize, i + 10)).unwrap();
+        fs::write(
+            src.join(format!("album/IMG_{i:04}.JPG")),
+            noise(3 * 1024 * 1024 + 1000 * i as usize, i + 10),
+        )
+        .unwrap();
     }
     fs::write(src.join("small.txt"), b"tiny").unwrap();
     env.init();
@@ -27,20 +31,35 @@ fn no_temp_files(dir: &Path) {
     }
     for f in all_files(dir) {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(!name.starts_with(".vault-restore-"), "partial file left: {}", f.display());
+        assert!(
+            !name.starts_with(".vault-restore-"),
+            "partial file left: {}",
+            f.display()
+        );
     }
 }
 
 fn check_json(env: &Env) -> (i32, serde_json::Value) {
-    let out = env.vault().args(["check", "--read-data", "--json"]).output().unwrap();
-    (out.status.code().unwrap(), serde_json::from_slice(&out.stdout).unwrap())
+    let out = env
+        .vault()
+        .args(["check", "--read-data", "--json"])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        serde_json::from_slice(&out.stdout).unwrap(),
+    )
 }
 
 #[test]
 fn flipped_byte_in_any_pack_is_found_and_only_affected_files_fail() {
     let (env, src) = setup();
     let packs = objects(&env.repo(), "data");
-    assert!(packs.len() >= 2, "expected data and tree packs, got {}", packs.len());
+    assert!(
+        packs.len() >= 2,
+        "expected data and tree packs, got {}",
+        packs.len()
+    );
     for (n, pack) in packs.iter().enumerate() {
         let name = pack.file_name().unwrap().to_string_lossy().into_owned();
         let len = fs::metadata(pack).unwrap().len() as i64;
@@ -87,7 +106,10 @@ fn flipped_byte_in_any_pack_is_found_and_only_affected_files_fail() {
         }
         flip_byte(pack, len / 2);
     }
-    env.vault().args(["check", "--read-data"]).assert().success();
+    env.vault()
+        .args(["check", "--read-data"])
+        .assert()
+        .success();
 }
 
 #[test]
@@ -128,7 +150,10 @@ fn flipped_byte_in_a_snapshot_is_reported_and_other_snapshots_restore() {
         .args(["check"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains(format!("snapshot {}", &vname[..8])));
+        .stderr(predicate::str::contains(format!(
+            "snapshot {}",
+            &vname[..8]
+        )));
     env.vault()
         .args(["restore", &vname[..8], "--target"])
         .arg(env.path("bad"))
@@ -161,5 +186,9 @@ fn a_swapped_snapshot_object_is_detected() {
         .code(1)
         .stderr(predicate::str::contains("does not match its name"));
     fs::write(&snaps[0], a).unwrap();
-    env.vault().args(["restore", &name[..8], "--target"]).arg(env.path("o")).assert().success();
+    env.vault()
+        .args(["restore", &name[..8], "--target"])
+        .arg(env.path("o"))
+        .assert()
+        .success();
 }

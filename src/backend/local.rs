@@ -77,7 +77,10 @@ fn same_content(path: &Path, data: &[u8]) -> Result<()> {
         Err(storage(
             "refusing to replace",
             path,
-            io::Error::new(io::ErrorKind::AlreadyExists, "a different object has this name"),
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a different object has this name",
+            ),
         ))
     }
 }
@@ -95,7 +98,10 @@ fn list_dir(dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
         if !valid_name(name) {
             continue;
         }
-        let len = entry.metadata().map_err(|e| storage("listing", dir, e))?.len();
+        let len = entry
+            .metadata()
+            .map_err(|e| storage("listing", dir, e))?
+            .len();
         out.push((name.to_string(), len));
     }
     Ok(())
@@ -221,17 +227,33 @@ mod tests {
         let store = Store::new(Arc::new(LocalBackend::new(dir.path().join("r")))).unwrap();
         store.create().unwrap();
         let name = crate::ids::Id::random().to_hex();
-        store.put(FileType::Pack, &name, b"hello world".to_vec()).unwrap();
+        store
+            .put(FileType::Pack, &name, b"hello world".to_vec())
+            .unwrap();
         // Idempotent re-put of identical content; refusal of different content.
-        store.put(FileType::Pack, &name, b"hello world".to_vec()).unwrap();
+        store
+            .put(FileType::Pack, &name, b"hello world".to_vec())
+            .unwrap();
         assert!(store.put(FileType::Pack, &name, b"other".to_vec()).is_err());
         assert_eq!(store.get(FileType::Pack, &name).unwrap(), b"hello world");
-        assert_eq!(store.get_range(FileType::Pack, &name, 6, 5).unwrap(), b"world");
+        assert_eq!(
+            store.get_range(FileType::Pack, &name, 6, 5).unwrap(),
+            b"world"
+        );
         assert_eq!(store.stat(FileType::Pack, &name).unwrap(), Some(11));
-        assert_eq!(store.list(FileType::Pack).unwrap(), vec![(name.clone(), 11)]);
+        assert_eq!(
+            store.list(FileType::Pack).unwrap(),
+            vec![(name.clone(), 11)]
+        );
         store.delete(FileType::Pack, &name).unwrap();
         assert_eq!(store.stat(FileType::Pack, &name).unwrap(), None);
-        assert!(matches!(store.get(FileType::Pack, &name), Err(Error::NotFound(_))));
-        assert!(store.create().is_ok(), "no marker yet, so create is allowed");
+        assert!(matches!(
+            store.get(FileType::Pack, &name),
+            Err(Error::NotFound(_))
+        ));
+        assert!(
+            store.create().is_ok(),
+            "no marker yet, so create is allowed"
+        );
     }
 }

@@ -59,7 +59,10 @@ pub fn object_path(t: FileType, name: &str) -> String {
 
 /// True for names the many-object kinds may have.
 pub fn valid_name(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A place to keep repository objects. Objects are immutable: `put` never replaces different
@@ -170,7 +173,8 @@ impl Read for RangeReader {
         if self.pos >= self.size || out.is_empty() {
             return Ok(0);
         }
-        let in_buf = self.pos >= self.buf_start && self.pos < self.buf_start + self.buf.len() as u64;
+        let in_buf =
+            self.pos >= self.buf_start && self.pos < self.buf_start + self.buf.len() as u64;
         if !in_buf {
             let len = self.window.max(out.len() as u64).min(self.size - self.pos);
             self.buf = self
@@ -204,7 +208,10 @@ impl Seek for RangeReader {
             SeekFrom::Current(d) => self.pos as i128 + d as i128,
         };
         if new < 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "seek before start"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before start",
+            ));
         }
         self.pos = new as u64;
         Ok(self.pos)

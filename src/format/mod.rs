@@ -157,7 +157,8 @@ impl BlobEntry {
     pub fn decode(r: &mut Reader<'_>) -> Result<Self> {
         let id = r.id()?;
         let t = r.u8()?;
-        let blob_type = BlobType::from_u8(t).ok_or_else(|| r.err(format!("unknown blob type {t}")))?;
+        let blob_type =
+            BlobType::from_u8(t).ok_or_else(|| r.err(format!("unknown blob type {t}")))?;
         let c = r.u8()?;
         let compression =
             Compression::from_u8(c).ok_or_else(|| r.err(format!("unknown compression {c}")))?;
@@ -200,10 +201,12 @@ mod tests {
             repo
         );
         assert!(read_header(&mut Reader::new(&v, "t"), Some(&repo), ObjectKind::Pack).is_err());
-        assert!(
-            read_header(&mut Reader::new(&v, "t"), Some(&Id::random()), ObjectKind::Index)
-                .is_err()
-        );
+        assert!(read_header(
+            &mut Reader::new(&v, "t"),
+            Some(&Id::random()),
+            ObjectKind::Index
+        )
+        .is_err());
         let mut bad = v.clone();
         bad[8] = 2;
         assert!(matches!(

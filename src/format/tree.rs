@@ -14,9 +14,16 @@ pub const FLAG_ANCESTOR: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeKind {
     /// Regular file: content blobs in order, and the keyed hash of the whole content.
-    File { blobs: Vec<Id>, hash: Id },
-    Dir { subtree: Id },
-    Symlink { target: Vec<u8> },
+    File {
+        blobs: Vec<Id>,
+        hash: Id,
+    },
+    Dir {
+        subtree: Id,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
 }
 
 /// One directory entry. `name` is the raw file-name bytes (not necessarily UTF-8).
@@ -142,12 +149,14 @@ pub(crate) mod tests {
 
     pub fn arb_node() -> impl Strategy<Value = Node> {
         let kind = prop_oneof![
-            (proptest::collection::vec(any::<[u8; 32]>(), 0..4), any::<[u8; 32]>()).prop_map(
-                |(b, h)| NodeKind::File {
+            (
+                proptest::collection::vec(any::<[u8; 32]>(), 0..4),
+                any::<[u8; 32]>()
+            )
+                .prop_map(|(b, h)| NodeKind::File {
                     blobs: b.into_iter().map(Id).collect(),
                     hash: Id(h)
-                }
-            ),
+                }),
             any::<[u8; 32]>().prop_map(|s| NodeKind::Dir { subtree: Id(s) }),
             proptest::collection::vec(any::<u8>(), 0..50)
                 .prop_map(|t| NodeKind::Symlink { target: t }),
@@ -161,17 +170,19 @@ pub(crate) mod tests {
             any::<u64>(),
             any::<(u32, u32)>(),
         )
-            .prop_map(|(name, kind, mode, mtime, mtime_nanos, size, (uid, gid))| Node {
-                name,
-                kind,
-                mode,
-                mtime,
-                mtime_nanos,
-                size,
-                uid,
-                gid,
-                flags: 0,
-            })
+            .prop_map(
+                |(name, kind, mode, mtime, mtime_nanos, size, (uid, gid))| Node {
+                    name,
+                    kind,
+                    mode,
+                    mtime,
+                    mtime_nanos,
+                    size,
+                    uid,
+                    gid,
+                    flags: 0,
+                },
+            )
     }
 
     proptest! {

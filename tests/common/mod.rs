@@ -70,13 +70,25 @@ pub fn make_tree(root: &Path) {
     fs::create_dir_all(root.join("copies")).unwrap();
     fs::write(root.join("empty file"), b"").unwrap();
     fs::write(root.join("one byte"), b"x").unwrap();
-    fs::write(root.join("photos/2024/big video.mp4"), noise(5 * 1024 * 1024 + 12345, 1)).unwrap();
+    fs::write(
+        root.join("photos/2024/big video.mp4"),
+        noise(5 * 1024 * 1024 + 12345, 1),
+    )
+    .unwrap();
     let twenty = noise(20 * 1024 * 1024, 2);
     fs::write(root.join("photos/2024/random-20MiB.bin"), &twenty).unwrap();
     fs::write(root.join("copies/random-20MiB copy.bin"), &twenty).unwrap();
     fs::write(root.join("photos/Ünïcødé 写真 🌅.jpg"), noise(300_000, 3)).unwrap();
-    fs::write(root.join(OsStr::from_bytes(b"non-utf8-\xff\xfe.raw")), noise(1000, 4)).unwrap();
-    fs::write(root.join("notes.txt"), b"some compressible text\n".repeat(10_000)).unwrap();
+    fs::write(
+        root.join(OsStr::from_bytes(b"non-utf8-\xff\xfe.raw")),
+        noise(1000, 4),
+    )
+    .unwrap();
+    fs::write(
+        root.join("notes.txt"),
+        b"some compressible text\n".repeat(10_000),
+    )
+    .unwrap();
     let exe = root.join("run me.sh");
     fs::write(&exe, b"#!/bin/sh\necho hi\n").unwrap();
     fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
@@ -95,9 +107,18 @@ pub fn set_mtime(p: &Path, secs: i64) {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Entry {
-    File { mode: u32, mtime: (i64, i64), content: Vec<u8> },
-    Dir { mode: u32, mtime: (i64, i64) },
-    Link { target: Vec<u8> },
+    File {
+        mode: u32,
+        mtime: (i64, i64),
+        content: Vec<u8>,
+    },
+    Dir {
+        mode: u32,
+        mtime: (i64, i64),
+    },
+    Link {
+        target: Vec<u8>,
+    },
 }
 
 /// Everything below `root` (not root itself), by relative path bytes.
@@ -111,7 +132,12 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Entry>) {
     for e in fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
         let p = e.path();
-        let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let rel = p
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
         let md = fs::symlink_metadata(&p).unwrap();
         let mtime = (md.mtime(), md.mtime_nsec());
         if md.file_type().is_symlink() {
@@ -147,8 +173,14 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Entry>) {
 pub fn assert_same_tree(expected: &Path, actual: &Path) {
     let a = snapshot_tree(expected);
     let b = snapshot_tree(actual);
-    let ka: Vec<_> = a.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
-    let kb: Vec<_> = b.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    let ka: Vec<_> = a
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    let kb: Vec<_> = b
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
     assert_eq!(ka, kb, "different file lists");
     for (k, va) in &a {
         let vb = &b[k];
@@ -164,8 +196,16 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
 fn describe(a: &Entry, b: &Entry) -> String {
     match (a, b) {
         (
-            Entry::File { mode: m1, mtime: t1, content: c1 },
-            Entry::File { mode: m2, mtime: t2, content: c2 },
+            Entry::File {
+                mode: m1,
+                mtime: t1,
+                content: c1,
+            },
+            Entry::File {
+                mode: m2,
+                mtime: t2,
+                content: c2,
+            },
         ) => format!(
             "mode {m1:o} vs {m2:o}, mtime {t1:?} vs {t2:?}, content equal: {}",
             c1 == c2
@@ -200,7 +240,11 @@ pub fn objects(repo: &Path, dir: &str) -> Vec<PathBuf> {
 /// Flip one bit of a file at `pos` (negative counts from the end).
 pub fn flip_byte(p: &Path, pos: i64) {
     let mut b = fs::read(p).unwrap();
-    let i = if pos < 0 { (b.len() as i64 + pos) as usize } else { pos as usize };
+    let i = if pos < 0 {
+        (b.len() as i64 + pos) as usize
+    } else {
+        pos as usize
+    };
     b[i] ^= 0x01;
     // Repository files are written read-only for the group/others but owner-writable.
     fs::write(p, b).unwrap();
