@@ -169,6 +169,7 @@ struct Shared {
     failure: Mutex<Option<Error>>,
     abort: AtomicBool,
     progress: Arc<Progress>,
+    packs_indexed: AtomicU64,
     bytes_read: AtomicU64,
     bytes_added: AtomicU64,
     blobs_new: AtomicU64,
@@ -184,6 +185,9 @@ impl Shared {
         self.abort.store(true, Ordering::SeqCst);
     }
     fn aborted(&self) -> bool {
+        if crate::interrupt::requested() && !self.abort.load(Ordering::Relaxed) {
+            self.fail(Error::Interrupted);
+        }
         self.abort.load(Ordering::Relaxed)
     }
     /// Claim a blob id: true when it is new and the caller must store it.
@@ -574,18 +578,35 @@ fn seal_and_send(shared: &Shared, b: PackBuilder, sealed: &Sender<SealedPack>) {
     }
 }
 
+/// Index the stored packs every this many packs (about 512 MiB), so that an interrupted or
+/// killed backup leaves its work indexed and the next run reuses it instead of uploading again.
+const CHECKPOINT_PACKS: usize = 32;
+
 fn uploader(shared: &Shared, repo: &Repository, sealed: Receiver<SealedPack>) {
     for s in sealed {
         if shared.aborted() {
             continue;
         }
-        match repo.put_pack(&s.desc.id, s.bytes) {
-            Ok(()) => shared
-                .written
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(s.desc),
-            Err(e) => shared.fail(e),
+        if let Err(e) = repo.put_pack(&s.desc.id, s.bytes) {
+            shared.fail(e);
+            continue;
+        }
+        let batch = {
+            let mut w = shared.written.lock().unwrap_or_else(|p| p.into_inner());
+            w.push(s.desc);
+            if w.len() >= CHECKPOINT_PACKS {
+                std::mem::take(&mut *w)
+            } else {
+                Vec::new()
+            }
+        };
+        if !batch.is_empty() {
+            shared
+                .packs_indexed
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            if let Err(e) = repo.put_index(&batch) {
+                shared.fail(e);
+            }
         }
     }
 }
@@ -628,6 +649,7 @@ pub fn backup(
         failure: Mutex::new(None),
         abort: AtomicBool::new(false),
         progress: progress.clone(),
+        packs_indexed: AtomicU64::new(0),
         bytes_read: AtomicU64::new(0),
         bytes_added: AtomicU64::new(0),
         blobs_new: AtomicU64::new(0),
@@ -722,19 +744,24 @@ pub fn backup(
         shared.abort.store(true, Ordering::SeqCst); // stop the scanner if still running
         root
     });
-    if let Some(e) = shared
+    // Write order: packs are all stored; now the index; the snapshot last.
+    let written = std::mem::take(&mut *shared.written.lock().unwrap_or_else(|p| p.into_inner()));
+    let failure = shared
         .failure
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .take()
-    {
-        return Err(e);
-    }
-    let root_id = root_id?;
-
-    // Write order: packs are all stored; now the index; the snapshot last.
-    let written = std::mem::take(&mut *shared.written.lock().unwrap_or_else(|p| p.into_inner()));
-    summary.packs_written = written.len() as u64;
+        .take();
+    let root_id = match (failure, root_id) {
+        (None, Ok(id)) => id,
+        (Some(e), _) | (None, Err(e)) => {
+            // Index what was stored so that the next run reuses it instead of uploading again.
+            if !written.is_empty() {
+                let _ = repo.put_index(&written);
+            }
+            return Err(e);
+        }
+    };
+    summary.packs_written = written.len() as u64 + shared.packs_indexed.load(Ordering::Relaxed);
     let mut batch: Vec<PackDesc> = Vec::new();
     let mut count = 0;
     for p in written {

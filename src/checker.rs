@@ -136,6 +136,9 @@ pub fn check(
         progress.total_files.store(rep.packs, Ordering::Relaxed);
         progress.scan_finished.store(true, Ordering::Relaxed);
         for p in &repo.index().packs {
+            if crate::interrupt::requested() {
+                return Err(Error::Interrupted);
+            }
             if bad_packs.contains(&p.id) {
                 for e in by_pack.get(&p.id).into_iter().flatten() {
                     damaged_blobs.insert(e.id);

@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod error;
 pub mod format;
 pub mod ids;
+pub mod interrupt;
 pub mod keys;
 pub mod packer;
 pub mod repo;

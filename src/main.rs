@@ -8,10 +8,32 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Exit status after Ctrl-C, as shells report it.
+const EXIT_INTERRUPTED: u8 = 130;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    let _ = ctrlc::set_handler(|| {
+        if vault::interrupt::requested() {
+            // Second Ctrl-C: the user insists. Everything written so far is consistent.
+            std::process::exit(EXIT_INTERRUPTED as i32);
+        }
+        vault::interrupt::request();
+        eprintln!(
+            "\ninterrupting: finishing the current step (press Ctrl-C again to quit at once)"
+        );
+    });
     match cli::run(args) {
         Ok(code) => ExitCode::from(code),
+        Err(e)
+            if matches!(
+                e.downcast_ref::<vault::Error>(),
+                Some(vault::Error::Interrupted)
+            ) =>
+        {
+            eprintln!("vault: interrupted; nothing already stored was lost, and running the command again continues");
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
         Err(e) => {
             // One line: the error and its causes, no backtrace, no secrets.
             eprintln!("vault: error: {e:#}");

@@ -370,17 +370,23 @@ impl Repository {
         index::decode(&plain, &self.keys.repo_id).map_err(|e| relabel(e, &what))
     }
 
-    /// Write an index object describing `packs`. Returns its name.
+    /// Write an index object describing `packs` and add them to the in-memory index.
     pub fn write_index(&mut self, packs: &[PackDesc]) -> Result<String> {
+        let name = self.put_index(packs)?;
+        for p in packs {
+            self.index.add(p);
+        }
+        Ok(name)
+    }
+
+    /// Store an index object describing `packs` (already stored). Returns its name.
+    pub fn put_index(&self, packs: &[PackDesc]) -> Result<String> {
         let name = Id::random().to_hex();
         let ct = self
             .keys
             .recipient
             .encrypt(&index::encode(&self.keys.repo_id, packs))?;
         self.store.put(FileType::Index, &name, ct)?;
-        for p in packs {
-            self.index.add(p);
-        }
         Ok(name)
     }
 

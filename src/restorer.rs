@@ -231,6 +231,9 @@ pub fn restore(
         r.map(|_| (dirs, matched))
     });
     let (dirs, matched) = walk_result?;
+    if crate::interrupt::requested() {
+        return Err(Error::Interrupted);
+    }
     for (i, m) in matched.iter().enumerate() {
         if !m {
             return Err(Error::Invalid(format!(
@@ -318,6 +321,9 @@ fn walk(
         return Ok(());
     }
     for node in tree.nodes {
+        if crate::interrupt::requested() {
+            return Err(Error::Interrupted);
+        }
         let mut child = path.clone();
         child.push(node.name.clone());
         let child_shown = show_path(&child);
@@ -429,6 +435,9 @@ fn restore_symlink(
 }
 
 fn restore_file(ctx: &Ctx<'_>, readers: &mut PackReaders, job: FileJob) {
+    if crate::interrupt::requested() {
+        return;
+    }
     let name = OsStr::from_bytes(&job.name);
     if let Ok(md) = job.dir.symlink_metadata(name) {
         if !ctx.overwrite {
@@ -475,6 +484,9 @@ fn write_verified(
     let mut hasher = ctx.repo.keys().file_hash.hasher();
     let mut total = 0u64;
     for id in blobs {
+        if crate::interrupt::requested() {
+            return Err("interrupted".into());
+        }
         let data = ctx
             .repo
             .read_blob(id, BlobType::Data, readers)

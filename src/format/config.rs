@@ -46,9 +46,9 @@ impl Config {
             && self.chunk_max <= 16 << 20
             && self.chunk_min < self.chunk_avg
             && self.chunk_avg < self.chunk_max
-            && self.chunk_min % 2 == 0
-            && self.chunk_avg % 2 == 0
-            && self.chunk_max % 2 == 0
+            && self.chunk_min.is_multiple_of(2)
+            && self.chunk_avg.is_multiple_of(2)
+            && self.chunk_max.is_multiple_of(2)
             && self.pack_target >= 1 << 16
             && self.pack_target <= 1 << 30
             && (1..=19).contains(&self.zstd_level);
