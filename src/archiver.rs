@@ -629,13 +629,7 @@ pub fn backup(
 ) -> Result<BackupSummary> {
     let roots = prepare_paths(&opts.paths)?;
     let excludes = Excludes::new(&opts.excludes)?;
-    let threads = if opts.threads == 0 {
-        thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    } else {
-        opts.threads
-    };
+    let threads = crate::worker_count(opts.threads);
     let cfg = repo.config().clone();
     let shared = Shared {
         keys: repo.keys().clone(),

@@ -19,3 +19,13 @@ pub mod restorer;
 
 pub use error::{Error, Result};
 pub use ids::Id;
+
+/// Worker threads per CPU stage: `requested`, or one per core when it is 0.
+pub fn worker_count(requested: usize) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}

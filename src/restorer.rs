@@ -193,13 +193,7 @@ pub fn restore(
             .store(snap.summary.bytes, Ordering::Relaxed);
         progress.scan_finished.store(true, Ordering::Relaxed);
     }
-    let threads = if opts.threads == 0 {
-        thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    } else {
-        opts.threads
-    };
+    let threads = crate::worker_count(opts.threads);
     let walk_result = thread::scope(|scope| -> Result<(Vec<DirMeta>, Vec<bool>)> {
         let (tx, rx) = bounded::<FileJob>(threads * 8);
         let ctx_ref = &ctx;

@@ -250,6 +250,49 @@ fn special_files_are_skipped_and_reported_with_exit_3() {
 }
 
 #[test]
+fn a_file_that_changes_while_read_is_reported() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let log = src.join("growing.mov");
+    fs::write(&log, noise(30 * 1024 * 1024, 77)).unwrap();
+    env.init();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, log) = (stop.clone(), log.clone());
+        std::thread::spawn(move || {
+            let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+            let block = noise(4096, 5);
+            while !stop.load(Ordering::Relaxed) {
+                f.write_all(&block).unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = env
+        .vault()
+        .args(["backup", "--json"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let w = &v["warnings"][0];
+    assert!(w["path"].as_str().unwrap().ends_with("growing.mov"));
+    assert!(w["reason"]
+        .as_str()
+        .unwrap()
+        .contains("changed while it was read"));
+    assert_eq!(v["files"], 1, "the file is still stored");
+}
+
+#[test]
 fn missing_folder_is_a_clear_error_and_creates_nothing() {
     let env = Env::new();
     env.vault()
