@@ -20,6 +20,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
+use crate::backend::RequestStats;
 use crate::chunker::Chunker;
 use crate::compress::Compressor;
 use crate::error::{Error, Result};
@@ -40,6 +41,8 @@ pub struct BackupOptions {
     pub host: String,
     /// Worker threads for each CPU stage; 0 means one per core.
     pub threads: usize,
+    /// Packs uploaded at the same time (each holds one pack in memory); 0 means 2.
+    pub uploads: usize,
 }
 
 /// Live counters, read by the progress display.
@@ -75,6 +78,8 @@ pub struct BackupSummary {
     pub skipped: Vec<Skipped>,
     /// Files backed up with a caveat (they changed while being read).
     pub warnings: Vec<Skipped>,
+    /// Requests this run made to the repository storage, retries included.
+    pub requests: RequestStats,
 }
 
 #[derive(Clone, Copy)]
@@ -673,7 +678,8 @@ pub fn backup(
         let (job_tx, job_rx) = bounded::<FileJob>(threads * 4);
         let (ev_tx, ev_rx) = bounded::<Event>(8192);
         let (blob_tx, blob_rx) = bounded::<NewBlob>(threads * 2);
-        let (seal_tx, seal_rx) = bounded::<SealedPack>(2);
+        let uploads = if opts.uploads == 0 { 2 } else { opts.uploads };
+        let (seal_tx, seal_rx) = bounded::<SealedPack>(uploads);
         let shared = &shared;
         let excludes = &excludes;
         let roots = &roots;
@@ -703,7 +709,7 @@ pub fn backup(
         }
         drop(blob_rx);
         let mut uploaders = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..uploads {
             let rx = seal_rx.clone();
             uploaders.push(scope.spawn(move || uploader(shared, repo_ro, rx)));
         }
@@ -802,6 +808,7 @@ pub fn backup(
     };
     let id = repo.write_snapshot(&snap)?;
     summary.snapshot = id.to_hex();
+    summary.requests = repo.store().stats();
     Ok(summary)
 }
 

@@ -11,9 +11,11 @@ use serde::Serialize;
 
 use vault::archiver::{self, BackupOptions, Progress};
 use vault::backend::local::LocalBackend;
+use vault::backend::s3::{S3Backend, S3Options};
 use vault::backend::Store;
 use vault::checker::{self, CheckOptions};
 use vault::crypto;
+use vault::format::config::{LockMode, ObjectLock};
 use vault::format::tree::NodeKind;
 use vault::repo::{InitOptions, PackReaders, Repository};
 use vault::restorer::{self, show_path, split_path, RestoreOptions};
@@ -49,8 +51,51 @@ pub struct Cli {
     /// Print nothing but errors
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// S3 endpoint URL for non-AWS services (MinIO, Garage, SeaweedFS, B2, R2, Wasabi, ...)
+    #[arg(long, env = "AWS_ENDPOINT_URL", global = true, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// S3 region (default: from the AWS profile, else us-east-1)
+    #[arg(long, env = "AWS_REGION", global = true, value_name = "REGION")]
+    s3_region: Option<String>,
+    /// S3 addressing style; default: path style with a custom endpoint, virtual-hosted on AWS
+    #[arg(long, env = "VAULT_S3_ADDRESSING", global = true, value_enum)]
+    s3_addressing: Option<Addressing>,
+    /// Seconds allowed for one S3 request attempt before it is retried
+    #[arg(
+        long,
+        env = "VAULT_S3_TIMEOUT",
+        global = true,
+        default_value_t = 300,
+        hide = true
+    )]
+    s3_timeout: u64,
+    /// Attempts per S3 request before giving up
+    #[arg(
+        long,
+        env = "VAULT_S3_ATTEMPTS",
+        global = true,
+        default_value_t = 8,
+        hide = true
+    )]
+    s3_attempts: u32,
+    /// Uploads and downloads in flight at once (default: 4 for S3, 2 for folders)
+    #[arg(long, env = "VAULT_CONNECTIONS", global = true, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    connections: Option<u16>,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Addressing {
+    Path,
+    Virtual,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LockModeArg {
+    Governance,
+    Compliance,
 }
 
 #[derive(Subcommand)]
@@ -61,6 +106,19 @@ enum Cmd {
         #[arg(long, default_value_t = crypto::DEFAULT_SCRYPT_LOG_N, value_name = "N",
               value_parser = clap::value_parser!(u8).range(10..=22))]
         kdf_log_n: u8,
+        /// S3 only: keep every object undeletable for N days (Object Lock; the bucket is created
+        /// with Object Lock if it does not exist)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=36500))]
+        object_lock_days: Option<u32>,
+        /// Object Lock mode: governance (can be lifted with special permission) or compliance
+        /// (nobody can delete before the date, not even the account owner)
+        #[arg(
+            long,
+            value_enum,
+            default_value = "governance",
+            requires = "object_lock_days"
+        )]
+        object_lock_mode: LockModeArg,
     },
     /// Back up files and folders (creates the default repository on first use)
     Backup {
@@ -112,6 +170,7 @@ enum Cmd {
 
 enum RepoSpec {
     Local(PathBuf),
+    S3(S3Options),
 }
 
 fn default_repo() -> Result<PathBuf> {
@@ -123,7 +182,18 @@ impl Cli {
     fn repo_spec(&self) -> Result<(RepoSpec, bool)> {
         match &self.repo {
             Some(r) if r.starts_with("s3://") => {
-                bail!("S3 repositories are not supported by this version yet; use a folder path")
+                let mut o = S3Options::parse(r)?;
+                o.endpoint = self.s3_endpoint.clone().filter(|e| !e.is_empty());
+                o.region = self.s3_region.clone().filter(|e| !e.is_empty());
+                o.path_style = self.s3_addressing.map(|a| matches!(a, Addressing::Path));
+                o.attempt_timeout = std::time::Duration::from_secs(self.s3_timeout.max(1));
+                o.max_attempts = self.s3_attempts.max(1);
+                Ok((RepoSpec::S3(o), false))
+            }
+            Some(r) if r.contains("://") => {
+                bail!(
+                    "unsupported repository address {r:?}: use a folder path or s3://bucket/prefix"
+                )
             }
             Some(r) => Ok((RepoSpec::Local(PathBuf::from(r)), false)),
             None => Ok((RepoSpec::Local(default_repo()?), true)),
@@ -132,8 +202,9 @@ impl Cli {
 
     fn store(&self) -> Result<(Store, bool)> {
         let (spec, is_default) = self.repo_spec()?;
-        let backend = match spec {
+        let backend: Arc<dyn vault::backend::Backend> = match spec {
             RepoSpec::Local(p) => Arc::new(LocalBackend::new(p)),
+            RepoSpec::S3(o) => Arc::new(S3Backend::new(o)),
         };
         Ok((Store::new(backend)?, is_default))
     }
@@ -162,6 +233,15 @@ impl Cli {
         Ok(repo)
     }
 
+    /// Transfers in flight: the option, else 4 for S3 and 2 for folders.
+    fn connections(&self) -> usize {
+        match (self.connections, &self.repo) {
+            (Some(n), _) => n as usize,
+            (None, Some(r)) if r.starts_with("s3://") => 4,
+            _ => 2,
+        }
+    }
+
     fn progress(&self) -> bool {
         !self.quiet && !self.json
     }
@@ -177,7 +257,20 @@ fn json_out<T: Serialize>(v: &T) -> Result<()> {
 /// Run the parsed command; returns the exit status for a completed run.
 pub fn run(cli: Cli) -> Result<u8> {
     match &cli.cmd {
-        Cmd::Init { kdf_log_n } => init(&cli, *kdf_log_n),
+        Cmd::Init {
+            kdf_log_n,
+            object_lock_days,
+            object_lock_mode,
+        } => {
+            let lock = object_lock_days.map(|days| ObjectLock {
+                days,
+                mode: match object_lock_mode {
+                    LockModeArg::Governance => LockMode::Governance,
+                    LockModeArg::Compliance => LockMode::Compliance,
+                },
+            });
+            init(&cli, *kdf_log_n, lock)
+        }
         Cmd::Backup {
             paths,
             tag,
@@ -196,7 +289,12 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-fn create(cli: &Cli, store: Store, log_n: u8) -> Result<Repository> {
+fn create(
+    cli: &Cli,
+    store: Store,
+    log_n: u8,
+    object_lock: Option<ObjectLock>,
+) -> Result<Repository> {
     let pass = ui::passphrase(
         cli.password_file.as_deref(),
         &format!("New passphrase for {}: ", store.location()),
@@ -208,6 +306,7 @@ fn create(cli: &Cli, store: Store, log_n: u8) -> Result<Repository> {
         &pass,
         &InitOptions {
             scrypt_log_n: log_n,
+            object_lock,
         },
     )?;
     if !cli.quiet {
@@ -220,9 +319,9 @@ fn create(cli: &Cli, store: Store, log_n: u8) -> Result<Repository> {
     Ok(repo)
 }
 
-fn init(cli: &Cli, log_n: u8) -> Result<u8> {
+fn init(cli: &Cli, log_n: u8, object_lock: Option<ObjectLock>) -> Result<u8> {
     let (store, _) = cli.store()?;
-    let repo = create(cli, store, log_n)?;
+    let repo = create(cli, store, log_n, object_lock)?;
     if cli.json {
         json_out(
             &serde_json::json!({ "repository": repo.repo_id().to_hex(), "location": repo.store().location() }),
@@ -250,7 +349,7 @@ fn backup(
                 store.location()
             );
         }
-        create(cli, store, crypto::DEFAULT_SCRYPT_LOG_N)?
+        create(cli, store, crypto::DEFAULT_SCRYPT_LOG_N, None)?
     } else {
         cli.open_store(store)?
     };
@@ -261,6 +360,7 @@ fn backup(
         excludes: excludes.to_vec(),
         host,
         threads: 0,
+        uploads: cli.connections(),
     };
     let progress = Arc::new(Progress::default());
     let view = ui::ProgressView::start(progress.clone(), "backup", cli.progress());
@@ -495,7 +595,7 @@ fn restore(
         target: target.to_path_buf(),
         includes: include.to_vec(),
         overwrite,
-        threads: 0,
+        threads: vault::worker_count(0).max(cli.connections()),
     };
     let progress = Arc::new(Progress::default());
     let view = ui::ProgressView::start(progress.clone(), "restore", cli.progress());

@@ -35,18 +35,12 @@ pub enum Error {
     AmbiguousSnapshot(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("storage: {context}: {source}")]
-    Storage {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is part of the message and deliberately not a `source()`, so that printing the
+    // error chain does not repeat it.
+    #[error("storage: {context}: {cause}")]
+    Storage { context: String, cause: io::Error },
+    #[error("{context}: {cause}")]
+    Io { context: String, cause: io::Error },
     #[error("interrupted")]
     Interrupted,
 }
@@ -64,7 +58,7 @@ impl Error {
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            cause: source,
         }
     }
 
@@ -72,7 +66,7 @@ impl Error {
     pub fn storage(context: impl Into<String>, source: io::Error) -> Self {
         Error::Storage {
             context: context.into(),
-            source,
+            cause: source,
         }
     }
 

@@ -9,7 +9,7 @@ use crate::backend::{valid_name, FileType, RangeReader, Store};
 use crate::compress;
 use crate::crypto::{self, Passphrase, Unwrap};
 use crate::error::{Error, Result};
-use crate::format::config::Config;
+use crate::format::config::{Config, ObjectLock};
 use crate::format::index::{self, PackDesc};
 use crate::format::keyfile::{self, KeyInfo, Method};
 use crate::format::snapshot::Snapshot;
@@ -39,12 +39,15 @@ fn parse_marker(data: &[u8], location: &str) -> Result<u32> {
 /// Options for creating a repository.
 pub struct InitOptions {
     pub scrypt_log_n: u8,
+    /// Retention for every object (S3 Object Lock), fixed for the repository's life.
+    pub object_lock: Option<ObjectLock>,
 }
 
 impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
             scrypt_log_n: crypto::DEFAULT_SCRYPT_LOG_N,
+            object_lock: None,
         }
     }
 }
@@ -156,10 +159,11 @@ impl Repository {
         if pass.is_empty() {
             return Err(Error::Invalid("the passphrase must not be empty".into()));
         }
+        store.backend().set_object_lock(opts.object_lock)?;
+        store.create()?;
         if store.stat(FileType::Marker, "")?.is_some() {
             return Err(Error::AlreadyExists(store.location()));
         }
-        store.create()?;
         let keys = Keys::generate();
         let info = KeyInfo {
             method: Method::Passphrase,
@@ -169,7 +173,8 @@ impl Repository {
         let plain = keyfile::encode(&keys.material(), &info);
         let sealed = crypto::seal_with_passphrase(pass, opts.scrypt_log_n, &plain)?;
         store.put(FileType::Key, &Id::random().to_hex(), sealed)?;
-        let config = Config::new(keys.repo_id, now().0);
+        let mut config = Config::new(keys.repo_id, now().0);
+        config.object_lock = opts.object_lock;
         let ct = keys.recipient.encrypt(&config.encode(&keys.config_mac))?;
         store.put(FileType::Config, "", ct)?;
         // The marker goes last: a folder without it is not (yet) a repository.
@@ -223,6 +228,8 @@ impl Repository {
         let ct = store.get(FileType::Config, "")?;
         let plain = keys.identity.decrypt(&ct, "config")?;
         let config = Config::decode(&plain, &keys.repo_id, &keys.config_mac)?;
+        // A local copy of a locked repository cannot lock; everything else keeps the rule.
+        let _ = store.backend().set_object_lock(config.object_lock);
         let mut repo = Repository {
             store,
             keys: Arc::new(keys),

@@ -1,5 +1,5 @@
-//! Format test vectors: pin the v1 byte layout of every structure and the key derivation.
-//! tests/vectors/format-v1.txt holds `name hex` lines; docs/design.md refers to them.
+//! Format test vectors: pin the v2 byte layout of every structure and the key derivation.
+//! tests/vectors/format-v2.txt holds `name hex` lines; docs/design.md refers to them.
 //! A deliberate format change bumps the format version and regenerates the file with
 //! VAULT_REGEN_VECTORS=1.
 
@@ -16,7 +16,7 @@ use vault::format::{pack, BlobEntry, BlobType, Compression};
 use vault::keys::Keys;
 use vault::Id;
 
-const FILE: &str = "tests/vectors/format-v1.txt";
+const FILE: &str = "tests/vectors/format-v2.txt";
 /// A fixed age identity used only by these vectors.
 const IDENTITY: &str = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX";
 
@@ -40,6 +40,12 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
     v.insert("config-mac-key", k.config_mac.expose().to_vec());
     v.insert("snapshot-id-key", k.snapshot_id.expose().to_vec());
     let cfg = Config::new(k.repo_id, 1_700_000_000);
+    let mut locked = cfg.clone();
+    locked.object_lock = Some(vault::format::config::ObjectLock {
+        mode: vault::format::config::LockMode::Compliance,
+        days: 30,
+    });
+    v.insert("config-object-lock", locked.encode(&k.config_mac));
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let data: Vec<u8> = (0..12_000_000)
         .map(|_| {
@@ -174,10 +180,10 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
 }
 
 #[test]
-fn v1_layout_is_pinned() {
+fn v2_layout_is_pinned() {
     let got = vectors();
     if std::env::var_os("VAULT_REGEN_VECTORS").is_some() {
-        let mut s = String::from("# vault repository format v1 test vectors: name hex\n");
+        let mut s = String::from("# vault repository format v2 test vectors: name hex\n");
         for (k, v) in &got {
             s.push_str(&format!("{k} {}\n", hex::encode(v)));
         }
@@ -199,7 +205,7 @@ fn v1_layout_is_pinned() {
     for (k, v) in &got {
         assert!(
             want[k] == *v,
-            "vector {k} changed: the v1 format must not change"
+            "vector {k} changed: the v2 format must not change"
         );
     }
 }

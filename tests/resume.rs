@@ -22,13 +22,22 @@ fn interrupted_backup_is_resumed_not_repeated() {
     }
     let store = Store::new(Arc::new(LocalBackend::new(tmp.path().join("repo")))).unwrap();
     let pass = Passphrase::new("pw".into());
-    let mut repo = Repository::init(store, &pass, &InitOptions { scrypt_log_n: 10 }).unwrap();
+    let mut repo = Repository::init(
+        store,
+        &pass,
+        &InitOptions {
+            scrypt_log_n: 10,
+            object_lock: None,
+        },
+    )
+    .unwrap();
     let opts = BackupOptions {
         paths: vec![src.clone()],
         tags: vec![],
         excludes: vec![],
         host: "h".into(),
         threads: 2,
+        uploads: 2,
     };
     let progress = Arc::new(Progress::default());
     let watcher = {

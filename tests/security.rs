@@ -139,7 +139,15 @@ fn malicious_snapshot_restores_nothing_outside_the_target() {
     fs::create_dir_all(&outside).unwrap();
     let store = Store::new(Arc::new(LocalBackend::new(tmp.path().join("repo")))).unwrap();
     let pass = Passphrase::new("pw".into());
-    let mut repo = Repository::init(store, &pass, &InitOptions { scrypt_log_n: 10 }).unwrap();
+    let mut repo = Repository::init(
+        store,
+        &pass,
+        &InitOptions {
+            scrypt_log_n: 10,
+            object_lock: None,
+        },
+    )
+    .unwrap();
 
     let content = b"attacker payload".to_vec();
     let ids = repo

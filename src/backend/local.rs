@@ -13,11 +13,15 @@ use crate::error::{Error, Result};
 
 pub struct LocalBackend {
     root: PathBuf,
+    counters: super::Counters,
 }
 
 impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            counters: super::Counters::default(),
+        }
     }
 
     fn path(&self, t: FileType, name: &str) -> PathBuf {
@@ -117,12 +121,13 @@ impl Backend for LocalBackend {
         self.root.display().to_string()
     }
 
+    fn counters(&self) -> &super::Counters {
+        &self.counters
+    }
+
     async fn create(&self) -> Result<()> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
-            if root.join("VAULT").exists() {
-                return Err(Error::AlreadyExists(root.display().to_string()));
-            }
             for d in ["", "keys", "data", "index", "snapshots", "tmp"] {
                 let p = root.join(d);
                 mkdir_private(&p).map_err(|e| storage("creating folder", &p, e))?;
@@ -134,6 +139,8 @@ impl Backend for LocalBackend {
     }
 
     async fn put(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
+        self.counters.count(&self.counters.put);
+        self.counters.sent(data.len());
         let root = self.root.clone();
         let path = self.path(t, name);
         tokio::task::spawn_blocking(move || put_blocking(&root, &path, &data))
@@ -142,6 +149,7 @@ impl Backend for LocalBackend {
     }
 
     async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+        self.counters.count(&self.counters.get);
         let path = self.path(t, name);
         match tokio::fs::read(&path).await {
             Ok(v) => Ok(v),
@@ -151,6 +159,7 @@ impl Backend for LocalBackend {
     }
 
     async fn get_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.counters.count(&self.counters.get);
         let path = self.path(t, name);
         let (t2, name2) = (t, name.to_string());
         tokio::task::spawn_blocking(move || {
@@ -172,6 +181,7 @@ impl Backend for LocalBackend {
     }
 
     async fn list(&self, t: FileType) -> Result<Vec<(String, u64)>> {
+        self.counters.count(&self.counters.list);
         let dir = self.root.join(t.dir());
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
@@ -197,6 +207,7 @@ impl Backend for LocalBackend {
     }
 
     async fn stat(&self, t: FileType, name: &str) -> Result<Option<u64>> {
+        self.counters.count(&self.counters.head);
         let path = self.path(t, name);
         match tokio::fs::metadata(&path).await {
             Ok(m) => Ok(Some(m.len())),
@@ -206,6 +217,7 @@ impl Backend for LocalBackend {
     }
 
     async fn delete(&self, t: FileType, name: &str) -> Result<()> {
+        self.counters.count(&self.counters.delete);
         let path = self.path(t, name);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),

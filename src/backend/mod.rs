@@ -2,13 +2,18 @@
 //! next), and `Store`, the blocking facade the worker threads use.
 
 pub mod local;
+pub mod s3;
 
 use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use serde::Serialize;
+
 use crate::error::{Error, Result};
+use crate::format::config::ObjectLock;
 
 /// The kinds of object a repository holds; each maps to a fixed place in the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,13 +70,77 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Requests made to the store (every attempt, retries included) and bytes moved.
+#[derive(Default)]
+pub struct Counters {
+    pub put: AtomicU64,
+    pub get: AtomicU64,
+    pub list: AtomicU64,
+    pub head: AtomicU64,
+    pub delete: AtomicU64,
+    pub retries: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+}
+
+impl Counters {
+    pub fn count(&self, c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn sent(&self, n: usize) {
+        self.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    pub fn received(&self, n: usize) {
+        self.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    pub fn snapshot(&self) -> RequestStats {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RequestStats {
+            put: l(&self.put),
+            get: l(&self.get),
+            list: l(&self.list),
+            head: l(&self.head),
+            delete: l(&self.delete),
+            retries: l(&self.retries),
+            bytes_sent: l(&self.bytes_sent),
+            bytes_received: l(&self.bytes_received),
+        }
+    }
+}
+
+/// A copy of [`Counters`] for reports.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct RequestStats {
+    pub put: u64,
+    pub get: u64,
+    pub list: u64,
+    pub head: u64,
+    pub delete: u64,
+    /// Attempts that failed and were retried (included in the counts above).
+    pub retries: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
 /// A place to keep repository objects. Objects are immutable: `put` never replaces different
 /// content, and putting identical content again succeeds (so retries are harmless).
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// Human-readable location (no credentials).
     fn location(&self) -> String;
-    /// Prepare an empty store (create the folder, check the bucket). Fails if a repository exists.
+    /// Request counters of this backend.
+    fn counters(&self) -> &Counters;
+    /// Write every later object with this retention. Backends without Object Lock refuse.
+    fn set_object_lock(&self, lock: Option<ObjectLock>) -> Result<()> {
+        match lock {
+            None => Ok(()),
+            Some(_) => Err(Error::Invalid(
+                "Object Lock needs an S3 repository (s3://bucket/prefix)".into(),
+            )),
+        }
+    }
+    /// Prepare the store for a new repository (create the folder or bucket; check that the
+    /// bucket can hold it). The caller checks that no repository exists there yet.
     async fn create(&self) -> Result<()>;
     async fn put(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()>;
     async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>>;
@@ -115,6 +184,9 @@ impl Store {
     pub fn location(&self) -> String {
         self.backend.location()
     }
+    pub fn stats(&self) -> RequestStats {
+        self.backend.counters().snapshot()
+    }
 
     pub fn create(&self) -> Result<()> {
         self.rt.block_on(self.backend.create())
@@ -149,6 +221,7 @@ pub struct RangeReader {
     size: u64,
     pos: u64,
     window: u64,
+    max_window: u64,
     buf: Vec<u8>,
     buf_start: u64,
 }
@@ -162,6 +235,7 @@ impl RangeReader {
             size,
             pos: 0,
             window: window.max(64 * 1024),
+            max_window: 16 << 20,
             buf: Vec::new(),
             buf_start: 0,
         }
@@ -176,12 +250,17 @@ impl Read for RangeReader {
         let in_buf =
             self.pos >= self.buf_start && self.pos < self.buf_start + self.buf.len() as u64;
         if !in_buf {
+            // Sequential reading (a whole file, check) doubles the read-ahead, so one pack costs a
+            // few requests; a random read (one photo) fetches only a small window.
+            if !self.buf.is_empty() && self.pos == self.buf_start + self.buf.len() as u64 {
+                self.window = (self.window * 2).min(self.max_window);
+            }
             let len = self.window.max(out.len() as u64).min(self.size - self.pos);
             self.buf = self
                 .store
                 .get_range(self.t, &self.name, self.pos, len)
                 .map_err(|e| match e {
-                    Error::Storage { source, .. } => source,
+                    Error::Storage { cause, .. } => cause,
                     other => io::Error::other(other.to_string()),
                 })?;
             self.buf_start = self.pos;

@@ -6,6 +6,23 @@ use crate::crypto::SecretKey;
 use crate::error::{Error, Result};
 use crate::ids::Id;
 
+/// S3 Object Lock retention mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    Governance = 1,
+    Compliance = 2,
+}
+
+/// Retention every object of the repository is written with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    pub days: u32,
+}
+
+/// Extension key for [`ObjectLock`] in the config.
+const EXT_OBJECT_LOCK: &str = "object-lock";
+
 /// Parameters fixed at `init` and shared by every client of the repository.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -20,6 +37,8 @@ pub struct Config {
     pub zstd_level: u8,
     /// Unix seconds.
     pub created: i64,
+    /// Retention set on every object written (S3 Object Lock).
+    pub object_lock: Option<ObjectLock>,
 }
 
 impl Config {
@@ -33,6 +52,7 @@ impl Config {
             pack_min: 512 * 1024,
             zstd_level: 3,
             created,
+            object_lock: None,
         }
     }
 
@@ -69,6 +89,20 @@ impl Config {
         w.u32(self.pack_min);
         w.u8(self.zstd_level);
         w.i64(self.created);
+        // Extensions: (key, value) pairs. Readers refuse keys they do not know, so an older
+        // client never writes to a repository whose rules it cannot follow.
+        let mut ext: Vec<(&str, Vec<u8>)> = Vec::new();
+        if let Some(l) = &self.object_lock {
+            let mut v = Writer::new();
+            v.u8(l.mode as u8);
+            v.u32(l.days);
+            ext.push((EXT_OBJECT_LOCK, v.into_vec()));
+        }
+        w.u32(ext.len() as u32);
+        for (k, v) in ext {
+            w.str(k);
+            w.bytes(&v);
+        }
         let mac = mac_key.keyed_hash(&w.buf);
         w.id(&mac);
         w.into_vec()
@@ -87,7 +121,32 @@ impl Config {
             pack_min: r.u32()?,
             zstd_level: r.u8()?,
             created: r.i64()?,
+            object_lock: None,
         };
+        let mut c = c;
+        let n = r.count(8)?;
+        for _ in 0..n {
+            let key = r.str()?;
+            let value = r.bytes()?;
+            match key.as_str() {
+                EXT_OBJECT_LOCK => {
+                    let mut v = Reader::new(value, "config");
+                    let mode = match v.u8()? {
+                        1 => LockMode::Governance,
+                        2 => LockMode::Compliance,
+                        m => return Err(Error::corrupt("config", format!("unknown lock mode {m}"))),
+                    };
+                    let days = v.u32()?;
+                    v.finish()?;
+                    c.object_lock = Some(ObjectLock { mode, days });
+                }
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "this repository uses a feature ({other}) this version of vault does not know; upgrade vault"
+                    )))
+                }
+            }
+        }
         let body = r.pos();
         let mac = r.id()?;
         r.finish()?;
@@ -106,9 +165,15 @@ mod tests {
     #[test]
     fn round_trip_and_mac() {
         let key = SecretKey::generate();
-        let c = Config::new(Id::random(), 1_700_000_000);
+        let mut c = Config::new(Id::random(), 1_700_000_000);
         let enc = c.encode(&key);
         assert_eq!(Config::decode(&enc, &c.repo_id, &key).unwrap(), c);
+        c.object_lock = Some(ObjectLock {
+            mode: LockMode::Compliance,
+            days: 30,
+        });
+        let locked = c.encode(&key);
+        assert_eq!(Config::decode(&locked, &c.repo_id, &key).unwrap(), c);
         let mut bad = enc.clone();
         bad[50] ^= 1;
         assert!(Config::decode(&bad, &c.repo_id, &key).is_err());
