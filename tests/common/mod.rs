@@ -11,21 +11,65 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+pub mod proxy;
+
 pub const PASS: &str = "correct horse battery staple";
+
+/// The S3 server started by scripts/test-all.sh, if any. With VAULT_TEST_S3_REQUIRED set, a
+/// missing server is a failure rather than a skip.
+pub fn s3_endpoint() -> Option<String> {
+    match std::env::var("VAULT_TEST_S3_ENDPOINT") {
+        Ok(e) if !e.is_empty() => Some(e),
+        _ => {
+            assert!(
+                std::env::var_os("VAULT_TEST_S3_REQUIRED").is_none(),
+                "VAULT_TEST_S3_REQUIRED is set but VAULT_TEST_S3_ENDPOINT is not"
+            );
+            eprintln!("skipping S3 test: no S3 server (run scripts/test-all.sh)");
+            None
+        }
+    }
+}
+
+/// A fresh bucket name for one test.
+pub fn unique_bucket() -> String {
+    let mut b = [0u8; 6];
+    vault::crypto::fill_random(&mut b);
+    format!("vault-test-{}", hex::encode(b))
+}
 
 /// An isolated world: its own HOME, data dir and repository.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// `s3://...` for S3 repositories; the local folder `repo` otherwise.
+    pub url: Option<String>,
+    /// S3 endpoint the `vault` commands use (may be a fault proxy).
+    pub endpoint: Option<String>,
 }
 
 impl Env {
     pub fn new() -> Env {
         Env {
             dir: tempfile::tempdir().expect("tempdir"),
+            url: None,
+            endpoint: None,
         }
+    }
+    /// An environment whose repository is a new bucket on the test S3 server.
+    pub fn s3(endpoint: &str) -> Env {
+        let mut e = Env::new();
+        e.url = Some(format!("s3://{}/repo", unique_bucket()));
+        e.endpoint = Some(endpoint.to_string());
+        e
     }
     pub fn repo(&self) -> PathBuf {
         self.dir.path().join("repo")
+    }
+    pub fn repo_arg(&self) -> std::ffi::OsString {
+        match &self.url {
+            Some(u) => u.into(),
+            None => self.repo().into_os_string(),
+        }
     }
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
@@ -38,7 +82,15 @@ impl Env {
             .env("HOME", self.path("home"))
             .env("XDG_DATA_HOME", self.path("home/.local/share"))
             .env("VAULT_PASSWORD", PASS)
-            .env("VAULT_REPO", self.repo());
+            .env("VAULT_REPO", self.repo_arg());
+        for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"] {
+            if let Some(v) = std::env::var_os(k) {
+                c.env(k, v);
+            }
+        }
+        if let Some(e) = &self.endpoint {
+            c.env("AWS_ENDPOINT_URL", e);
+        }
         c
     }
     pub fn init(&self) {
