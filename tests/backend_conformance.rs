@@ -124,7 +124,11 @@ fn s3_backend_conforms() {
     let Some(ep) = common::s3_endpoint() else {
         return;
     };
-    let mut o = S3Options::parse(&format!("s3://{}/some/prefix", common::unique_bucket())).unwrap();
+    let url = match std::env::var("VAULT_TEST_S3_BUCKET") {
+        Ok(b) if !b.is_empty() => format!("s3://{b}/{}", common::unique_bucket()),
+        _ => format!("s3://{}/some/prefix", common::unique_bucket()),
+    };
+    let mut o = S3Options::parse(&url).unwrap();
     o.endpoint = Some(ep);
     let backend: Arc<dyn Backend> = Arc::new(S3Backend::new(o));
     let store = Store::new(backend).unwrap();

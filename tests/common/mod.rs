@@ -31,6 +31,11 @@ pub fn s3_endpoint() -> Option<String> {
     }
 }
 
+/// True when the test S3 server supports Object Lock (Garage does not).
+pub fn s3_has_object_lock() -> bool {
+    std::env::var_os("VAULT_TEST_S3_NO_OBJECT_LOCK").is_none()
+}
+
 /// A fresh bucket name for one test.
 pub fn unique_bucket() -> String {
     let mut b = [0u8; 6];
@@ -55,10 +60,14 @@ impl Env {
             endpoint: None,
         }
     }
-    /// An environment whose repository is a new bucket on the test S3 server.
+    /// An environment whose repository is a new bucket on the test S3 server (or a new prefix in
+    /// VAULT_TEST_S3_BUCKET, for servers where tests cannot create buckets).
     pub fn s3(endpoint: &str) -> Env {
         let mut e = Env::new();
-        e.url = Some(format!("s3://{}/repo", unique_bucket()));
+        e.url = Some(match std::env::var("VAULT_TEST_S3_BUCKET") {
+            Ok(b) if !b.is_empty() => format!("s3://{b}/{}/repo", unique_bucket()),
+            _ => format!("s3://{}/repo", unique_bucket()),
+        });
         e.endpoint = Some(endpoint.to_string());
         e
     }
