@@ -41,6 +41,8 @@ impl CheckReport {
 
 pub struct CheckOptions {
     pub read_data: bool,
+    /// Packs downloaded and verified at once.
+    pub threads: usize,
 }
 
 pub fn check(
@@ -136,25 +138,47 @@ pub fn check(
         progress.total_files.store(rep.packs, Ordering::Relaxed);
         progress.scan_finished.store(true, Ordering::Relaxed);
         for p in &repo.index().packs {
-            if crate::interrupt::requested() {
-                return Err(Error::Interrupted);
-            }
             if bad_packs.contains(&p.id) {
                 for e in by_pack.get(&p.id).into_iter().flatten() {
                     damaged_blobs.insert(e.id);
                 }
-                continue;
             }
-            let entries = by_pack.get(&p.id).cloned().unwrap_or_default();
-            let (errs, damaged, verified) = read_pack(repo, p, &entries);
+        }
+        // Packs are downloaded and verified by several workers at once.
+        let todo: Vec<&crate::repo::PackInfo> = repo
+            .index()
+            .packs
+            .iter()
+            .filter(|p| !bad_packs.contains(&p.id))
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..opts.threads.max(1) {
+                scope.spawn(|| loop {
+                    if crate::interrupt::requested() {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(p) = todo.get(i) else { return };
+                    let entries = by_pack.get(&p.id).cloned().unwrap_or_default();
+                    let r = read_pack(repo, p, &entries);
+                    progress.files_done.fetch_add(1, Ordering::Relaxed);
+                    progress
+                        .bytes_done
+                        .fetch_add(p.object_len, Ordering::Relaxed);
+                    results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                });
+            }
+        });
+        if crate::interrupt::requested() {
+            return Err(Error::Interrupted);
+        }
+        for (errs, damaged, verified) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
             rep.errors.extend(errs);
             damaged_blobs.extend(damaged);
             rep.blobs_verified += verified;
             rep.packs_read += 1;
-            progress.files_done.fetch_add(1, Ordering::Relaxed);
-            progress
-                .bytes_done
-                .fetch_add(p.object_len, Ordering::Relaxed);
         }
     } else {
         if !bad_packs.is_empty() {

@@ -635,7 +635,14 @@ fn check(cli: &Cli, read_data: bool) -> Result<u8> {
     let repo = cli.open()?;
     let progress = Arc::new(Progress::default());
     let view = ui::ProgressView::start(progress.clone(), "check", cli.progress() && read_data);
-    let res = checker::check(&repo, &CheckOptions { read_data }, progress);
+    let res = checker::check(
+        &repo,
+        &CheckOptions {
+            read_data,
+            threads: vault::worker_count(0).max(cli.connections()),
+        },
+        progress,
+    );
     view.finish();
     let r = res?;
     if cli.json {

@@ -43,6 +43,8 @@ pub struct RestoreSummary {
     pub skipped: Vec<Skipped>,
     /// Not restored because of damage or refusal (unsafe names, unreadable data).
     pub errors: Vec<Skipped>,
+    /// Requests made to the repository storage by this run (opening it included).
+    pub requests: crate::backend::RequestStats,
 }
 
 /// Refuse any name that is not one plain path component.
@@ -246,7 +248,8 @@ pub fn restore(
             );
         }
     }
-    let s = ctx.summary.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut s = ctx.summary.into_inner().unwrap_or_else(|p| p.into_inner());
+    s.requests = repo.store().stats();
     Ok(s)
 }
 
