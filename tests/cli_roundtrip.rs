@@ -328,6 +328,27 @@ fn backup_creates_the_default_repository_on_first_use() {
 }
 
 #[test]
+fn init_refuses_a_folder_that_holds_other_files() {
+    let env = Env::new();
+    fs::create_dir_all(env.repo()).unwrap();
+    fs::write(env.repo().join("IMG_0001.JPG"), b"a photo").unwrap();
+    env.vault()
+        .args(["init", "--kdf-log-n", "10"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is not empty"));
+    let names: Vec<_> = fs::read_dir(env.repo())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("IMG_0001.JPG")],
+        "nothing was added"
+    );
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let env = Env::new();
     env.vault().arg("backup").assert().code(2);

@@ -128,6 +128,27 @@ impl Backend for LocalBackend {
     async fn create(&self) -> Result<()> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
+            // Never scatter repository folders into a folder of photos given by mistake.
+            if let Ok(rd) = fs::read_dir(&root) {
+                let ours = [
+                    "keys",
+                    "data",
+                    "index",
+                    "snapshots",
+                    "tmp",
+                    "config",
+                    "VAULT",
+                ];
+                let foreign = rd
+                    .flatten()
+                    .any(|e| !ours.contains(&e.file_name().to_string_lossy().as_ref()));
+                if foreign {
+                    return Err(Error::Invalid(format!(
+                        "{} is not empty; a new repository needs an empty or new folder",
+                        root.display()
+                    )));
+                }
+            }
             for d in ["", "keys", "data", "index", "snapshots", "tmp"] {
                 let p = root.join(d);
                 mkdir_private(&p).map_err(|e| storage("creating folder", &p, e))?;

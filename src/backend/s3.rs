@@ -544,7 +544,7 @@ impl Backend for S3Backend {
                         )));
                     }
                 }
-                Ok(())
+                self.ensure_empty_prefix().await
             }
             Err(e) if status_of(&e) == Some(404) => {
                 self.counters.count(&self.counters.put);
@@ -710,6 +710,38 @@ impl Backend for S3Backend {
 }
 
 impl S3Backend {
+    /// A new repository needs a prefix holding nothing but (possibly) an unfinished repository.
+    async fn ensure_empty_prefix(&self) -> Result<()> {
+        let client = self.client().await;
+        let endpoint = self.endpoint_name();
+        let prefix = if self.opts.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.opts.prefix)
+        };
+        self.counters.count(&self.counters.list);
+        let page = client
+            .list_objects_v2()
+            .bucket(&self.opts.bucket)
+            .prefix(&prefix)
+            .max_keys(50)
+            .send()
+            .await
+            .map_err(|e| self.fail("listing the bucket", classify(&e, &endpoint)))?;
+        let ours = ["keys/", "data/", "index/", "snapshots/", "config", "VAULT"];
+        let foreign = page.contents().iter().filter_map(|o| o.key()).any(|k| {
+            let rel = &k[prefix.len().min(k.len())..];
+            !ours.iter().any(|o| rel.starts_with(o))
+        });
+        if foreign {
+            return Err(Error::Invalid(format!(
+                "{} already holds other objects; a new repository needs an empty bucket or prefix",
+                self.location()
+            )));
+        }
+        Ok(())
+    }
+
     fn not_found_or(&self, t: FileType, name: &str, f: Failure) -> Error {
         if f.status == Some(404) && f.code.as_deref() != Some("NoSuchBucket") {
             Error::NotFound(format!("{} {}", t.name(), short(name)))
