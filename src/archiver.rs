@@ -654,7 +654,12 @@ pub fn backup(
         blobs_new: AtomicU64::new(0),
         blobs_reused: AtomicU64::new(0),
     };
-    let (snapshots, _) = repo.snapshots()?;
+    // A write-only device cannot read snapshots: no parent, and no place in the chain.
+    let (snapshots, _) = if repo.keys().is_write_only() {
+        (Vec::new(), Vec::new())
+    } else {
+        repo.snapshots()?
+    };
     let parent = snapshots
         .iter()
         .rev()

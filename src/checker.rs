@@ -50,6 +50,7 @@ pub fn check(
     opts: &CheckOptions,
     progress: Arc<Progress>,
 ) -> Result<CheckReport> {
+    repo.keys().data_identity()?;
     let mut rep = CheckReport::default();
     for (name, e) in &repo.index_errors {
         rep.errors.push(format!("index {}: {e}", &name[..8]));
@@ -252,7 +253,11 @@ fn read_pack(
             return (errors, d, v);
         }
     };
-    let open = || repo.keys().identity.open(Cursor::new(&bytes[..]), &what);
+    let open = || {
+        repo.keys()
+            .data_identity()?
+            .open(Cursor::new(&bytes[..]), &what)
+    };
     let mut s = match open() {
         Ok(s) => s,
         Err(e) => {

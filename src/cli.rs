@@ -17,7 +17,7 @@ use vault::checker::{self, CheckOptions};
 use vault::crypto;
 use vault::format::config::{LockMode, ObjectLock};
 use vault::format::tree::NodeKind;
-use vault::repo::{InitOptions, PackReaders, Repository};
+use vault::repo::{InitOptions, Method, PackReaders, Repository, Unlock, Wrap};
 use vault::restorer::{self, show_path, split_path, RestoreOptions};
 
 use crate::ui;
@@ -45,6 +45,10 @@ pub struct Cli {
     /// Read the passphrase from this file
     #[arg(long, env = "VAULT_PASSWORD_FILE", global = true, value_name = "FILE")]
     password_file: Option<PathBuf>,
+    /// Unlock with an age identity file (age-keygen output, or a saved recovery key) instead of
+    /// the passphrase
+    #[arg(long, env = "VAULT_IDENTITY_FILE", global = true, value_name = "FILE")]
+    identity: Option<PathBuf>,
     /// Print machine-readable JSON on standard output
     #[arg(long, global = true)]
     json: bool,
@@ -119,7 +123,13 @@ enum Cmd {
             requires = "object_lock_days"
         )]
         object_lock_mode: LockModeArg,
+        /// Also write the recovery key to this file (created 0600; keep it off this computer)
+        #[arg(long, value_name = "FILE")]
+        recovery_key_file: Option<PathBuf>,
     },
+    /// Manage the ways to unlock the repository (passphrases, recovery keys, identity files)
+    #[command(subcommand)]
+    Key(KeyCmd),
     /// Back up files and folders (creates the default repository on first use)
     Backup {
         /// Files and folders to back up
@@ -166,6 +176,41 @@ enum Cmd {
         #[arg(long)]
         read_data: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// List the key files (one per unlock method)
+    List,
+    /// Add an unlock method; only key files are written
+    Add {
+        /// A new passphrase (from VAULT_NEW_PASSWORD, or asked twice)
+        #[arg(long, group = "method")]
+        passphrase: bool,
+        /// A new recovery key, shown once (and written to --recovery-key-file if given)
+        #[arg(long, group = "method")]
+        recovery: bool,
+        /// An age identity file (age-keygen output) that will unlock the repository
+        #[arg(long, group = "method", value_name = "FILE")]
+        identity_file: Option<PathBuf>,
+        /// An age recipient (age1...) whose identity will unlock the repository
+        #[arg(long, group = "method", value_name = "AGE1...")]
+        recipient: Option<String>,
+        /// With --recovery: write the recovery key to this file too (created 0600)
+        #[arg(long, value_name = "FILE", requires = "recovery")]
+        recovery_key_file: Option<PathBuf>,
+        /// With --passphrase: scrypt work factor (log2)
+        #[arg(long, default_value_t = crypto::DEFAULT_SCRYPT_LOG_N, value_name = "N",
+              value_parser = clap::value_parser!(u8).range(10..=22))]
+        kdf_log_n: u8,
+    },
+    /// Remove an unlock method by key id (see `vault key list`); the last one cannot be removed
+    Remove {
+        /// At least 4 hex digits of the key id
+        id: String,
+    },
+    /// Prove that a recovery key (or the --identity file) unlocks the repository; changes nothing
+    VerifyRecovery,
 }
 
 enum RepoSpec {
@@ -218,12 +263,17 @@ impl Cli {
         if !Repository::exists(&store)? {
             return Err(vault::Error::NoRepository(store.location()).into());
         }
-        let pass = ui::passphrase(
-            self.password_file.as_deref(),
-            &format!("Passphrase for {}: ", store.location()),
-            false,
-        )?;
-        let repo = Repository::open(store, &pass)?;
+        let repo = if let Some(file) = &self.identity {
+            let ids = ui::identity_file(file)?;
+            Repository::unlock(store, &Unlock::Identities(&ids, "identity"))?
+        } else {
+            let pass = ui::passphrase(
+                self.password_file.as_deref(),
+                &format!("Passphrase for {}: ", store.location()),
+                false,
+            )?;
+            Repository::open(store, &pass)?
+        };
         for (name, e) in &repo.index_errors {
             eprintln!(
                 "warning: index {} is unreadable ({e}); run `vault check`",
@@ -261,6 +311,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             kdf_log_n,
             object_lock_days,
             object_lock_mode,
+            recovery_key_file,
         } => {
             let lock = object_lock_days.map(|days| ObjectLock {
                 days,
@@ -269,8 +320,9 @@ pub fn run(cli: Cli) -> Result<u8> {
                     LockModeArg::Compliance => LockMode::Compliance,
                 },
             });
-            init(&cli, *kdf_log_n, lock)
+            init(&cli, *kdf_log_n, lock, recovery_key_file.as_deref())
         }
+        Cmd::Key(k) => key(&cli, k),
         Cmd::Backup {
             paths,
             tag,
@@ -294,6 +346,7 @@ fn create(
     store: Store,
     log_n: u8,
     object_lock: Option<ObjectLock>,
+    recovery_file: Option<&std::path::Path>,
 ) -> Result<Repository> {
     let pass = ui::passphrase(
         cli.password_file.as_deref(),
@@ -311,17 +364,55 @@ fn create(
     )?;
     if !cli.quiet {
         eprintln!(
-            "created repository {} at {location}\n\
-             Keep the passphrase safe: without it nobody, not even you, can read these backups.",
+            "created repository {} at {location}",
             repo.repo_id().short()
         );
     }
+    add_recovery_key(&repo, recovery_file)?;
     Ok(repo)
 }
 
-fn init(cli: &Cli, log_n: u8, object_lock: Option<ObjectLock>) -> Result<u8> {
+/// Generate a recovery key, add it as a key file, and show it once.
+fn add_recovery_key(repo: &Repository, file: Option<&std::path::Path>) -> Result<()> {
+    let recovery = crypto::DataIdentity::generate();
+    let id = repo.add_key(
+        &Wrap::Recipient(&recovery.recipient()),
+        Method::RecoveryKey,
+        "recovery key",
+    )?;
+    let secret = recovery.to_secret_string();
+    if let Some(f) = file {
+        ui::write_secret_file(
+            f,
+            &format!(
+                "# vault recovery key for repository {}\n{}\n",
+                repo.repo_id().short(),
+                *secret
+            ),
+        )?;
+    }
+    // Shown on the terminal, never in --json output or logs.
+    eprintln!(
+        "\nRECOVERY KEY (key {id}) for repository {}:\n\n    {}\n\n\
+         Write it down or print it and keep it away from this computer. With it you can read your\n\
+         backups if you forget the passphrase: save it in a file and use `--identity FILE`.\n\
+         This is the only time it is shown{}.",
+        repo.repo_id().short(),
+        *secret,
+        file.map(|f| format!(" (also saved to {})", f.display()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn init(
+    cli: &Cli,
+    log_n: u8,
+    object_lock: Option<ObjectLock>,
+    recovery_file: Option<&std::path::Path>,
+) -> Result<u8> {
     let (store, _) = cli.store()?;
-    let repo = create(cli, store, log_n, object_lock)?;
+    let repo = create(cli, store, log_n, object_lock, recovery_file)?;
     if cli.json {
         json_out(
             &serde_json::json!({ "repository": repo.repo_id().to_hex(), "location": repo.store().location() }),
@@ -349,7 +440,7 @@ fn backup(
                 store.location()
             );
         }
-        create(cli, store, crypto::DEFAULT_SCRYPT_LOG_N, None)?
+        create(cli, store, crypto::DEFAULT_SCRYPT_LOG_N, None, None)?
     } else {
         cli.open_store(store)?
     };
@@ -678,4 +769,88 @@ fn check(cli: &Cli, read_data: bool) -> Result<u8> {
         }
     }
     Ok(if r.ok() { 0 } else { 1 })
+}
+
+fn key(cli: &Cli, cmd: &KeyCmd) -> Result<u8> {
+    if let KeyCmd::VerifyRecovery = cmd {
+        return verify_recovery(cli);
+    }
+    let repo = cli.open()?;
+    match cmd {
+        KeyCmd::List => {
+            let keys = repo.key_files()?;
+            if cli.json {
+                json_out(&keys)?;
+            } else {
+                for k in &keys {
+                    println!(
+                        "{}  {:<13}{}",
+                        k.id,
+                        k.kind,
+                        if k.current { "  (used now)" } else { "" }
+                    );
+                }
+            }
+        }
+        KeyCmd::Add {
+            passphrase,
+            recovery,
+            identity_file,
+            recipient,
+            recovery_key_file,
+            kdf_log_n,
+        } => {
+            let id = if *passphrase {
+                let p = ui::new_passphrase()?;
+                repo.add_key(
+                    &Wrap::Passphrase(&p, *kdf_log_n),
+                    Method::Passphrase,
+                    "passphrase",
+                )?
+            } else if *recovery {
+                add_recovery_key(&repo, recovery_key_file.as_deref())?;
+                String::new()
+            } else if let Some(f) = identity_file {
+                let r = ui::recipient_of_identity_file(f)?;
+                repo.add_key(&Wrap::Recipient(&r), Method::Identity, "identity file")?
+            } else if let Some(r) = recipient {
+                let r = crypto::DataRecipient::parse(r)?;
+                repo.add_key(&Wrap::Recipient(&r), Method::Identity, "age recipient")?
+            } else {
+                bail!("say which method to add: --passphrase, --recovery, --identity-file or --recipient");
+            };
+            if !id.is_empty() && !cli.quiet {
+                println!("added key {id}");
+            }
+        }
+        KeyCmd::Remove { id } => {
+            let removed = repo.remove_key(id)?;
+            if !cli.quiet {
+                println!("removed key {removed}; that method no longer unlocks the repository");
+            }
+        }
+        KeyCmd::VerifyRecovery => {}
+    }
+    Ok(0)
+}
+
+fn verify_recovery(cli: &Cli) -> Result<u8> {
+    let (store, _) = cli.store()?;
+    if !Repository::exists(&store)? {
+        return Err(vault::Error::NoRepository(store.location()).into());
+    }
+    let ids = match &cli.identity {
+        Some(f) => ui::identity_file(f)?,
+        None => ui::prompt_identity("Recovery key (AGE-SECRET-KEY-1...): ")?,
+    };
+    let repo = Repository::unlock(store, &Unlock::Identities(&ids, "recovery key"))?;
+    if cli.json {
+        json_out(&serde_json::json!({ "repository": repo.repo_id().to_hex(), "unlocks": true }))?;
+    } else if !cli.quiet {
+        println!(
+            "the recovery key unlocks repository {}; nothing was changed",
+            repo.repo_id().short()
+        );
+    }
+    Ok(0)
 }

@@ -140,19 +140,39 @@ impl DataIdentity {
 #[derive(Clone)]
 pub struct DataRecipient(age::x25519::Recipient);
 
+impl std::fmt::Display for DataRecipient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Encrypt `plaintext` into one age object readable by any of `recipients`.
+pub fn encrypt_to_all(recipients: &[&DataRecipient], plaintext: &[u8]) -> Result<Vec<u8>> {
+    let enc =
+        age::Encryptor::with_recipients(recipients.iter().map(|r| &r.0 as &dyn age::Recipient))
+            .map_err(|e| Error::Invalid(format!("cannot set up encryption: {e}")))?;
+    let mut out = Vec::with_capacity(plaintext.len() + plaintext.len() / 4000 + 1024);
+    let mut w = enc
+        .wrap_output(&mut out)
+        .map_err(|e| Error::io("encrypting", e))?;
+    w.write_all(plaintext)
+        .map_err(|e| Error::io("encrypting", e))?;
+    w.finish().map_err(|e| Error::io("encrypting", e))?;
+    Ok(out)
+}
+
 impl DataRecipient {
+    /// Parse the `age1...` form.
+    pub fn parse(s: &str) -> Result<Self> {
+        s.trim()
+            .parse::<age::x25519::Recipient>()
+            .map(DataRecipient)
+            .map_err(|_| Error::Invalid(format!("not an age X25519 recipient: {s:?}")))
+    }
+
     /// Encrypt `plaintext` into one age object. Returns the object bytes.
     pub fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
-        let enc = age::Encryptor::with_recipients(iter::once(&self.0 as &dyn age::Recipient))
-            .map_err(|e| Error::Invalid(format!("cannot set up encryption: {e}")))?;
-        let mut out = Vec::with_capacity(plaintext.len() + plaintext.len() / 4000 + 512);
-        let mut w = enc
-            .wrap_output(&mut out)
-            .map_err(|e| Error::io("encrypting", e))?;
-        w.write_all(plaintext)
-            .map_err(|e| Error::io("encrypting", e))?;
-        w.finish().map_err(|e| Error::io("encrypting", e))?;
-        Ok(out)
+        encrypt_to_all(&[self], plaintext)
     }
 }
 
@@ -191,13 +211,116 @@ pub fn seal_with_passphrase(pass: &Passphrase, log_n: u8, plaintext: &[u8]) -> R
     Ok(out)
 }
 
-/// Outcome of trying a passphrase on one key file.
+/// Outcome of trying an unlock method on one key file.
 pub enum Unwrap {
     Opened(Zeroizing<Vec<u8>>),
-    /// The passphrase is wrong for this file.
+    /// The passphrase or identity is wrong for this file.
     WrongPassphrase,
-    /// Not a passphrase key file (another unlock method).
+    /// The file is for another kind of method (passphrase vs identity).
     NotPassphrase,
+}
+
+/// age identities given by the user: an identity file (`age-keygen` output, several lines and
+/// comments allowed), a recovery key, or a device key. No `Debug`.
+pub struct Identities(Vec<Box<dyn age::Identity + Send + Sync>>);
+
+impl Identities {
+    /// Parse identity-file text: `AGE-SECRET-KEY-1...` lines; `#` comments and blank lines ignored.
+    pub fn parse(text: &str) -> Result<Identities> {
+        let mut ids: Vec<Box<dyn age::Identity + Send + Sync>> = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if line.starts_with("AGE-PLUGIN-") {
+                return Err(Error::Invalid(
+                    "age plugin identities (YubiKey and others) are not supported by this build yet".into(),
+                ));
+            }
+            let id = line.parse::<age::x25519::Identity>().map_err(|_| {
+                Error::Invalid("the identity file holds a line that is not an age identity (AGE-SECRET-KEY-1...)".into())
+            })?;
+            ids.push(Box::new(id));
+        }
+        if ids.is_empty() {
+            return Err(Error::Invalid(
+                "the identity file holds no age identity".into(),
+            ));
+        }
+        Ok(Identities(ids))
+    }
+
+    pub fn from_identity(id: DataIdentity) -> Identities {
+        Identities(vec![Box::new(id.0)])
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &dyn age::Identity> {
+        self.0.iter().map(|b| b.as_ref() as &dyn age::Identity)
+    }
+}
+
+/// Try identities on a key file.
+pub fn open_with_identities(ids: &Identities, ciphertext: &[u8], what: &str) -> Result<Unwrap> {
+    let dec = age::Decryptor::new_buffered(ciphertext)
+        .map_err(|e| Error::corrupt(what, format!("not a readable age file: {e}")))?;
+    if dec.is_scrypt() {
+        return Ok(Unwrap::NotPassphrase);
+    }
+    match dec.decrypt(ids.iter()) {
+        Ok(mut r) => {
+            let mut out = Zeroizing::new(Vec::new());
+            r.read_to_end(&mut out)
+                .map_err(|e| Error::corrupt(what, format!("decryption failed: {e}")))?;
+            Ok(Unwrap::Opened(out))
+        }
+        Err(age::DecryptError::NoMatchingKeys) | Err(age::DecryptError::DecryptionFailed) => {
+            Ok(Unwrap::WrongPassphrase)
+        }
+        Err(e) => Err(Error::corrupt(what, format!("cannot decrypt: {e}"))),
+    }
+}
+
+/// Encrypt a key file to one X25519 recipient (recovery key, identity file, device key).
+pub fn seal_to(recipient: &DataRecipient, plaintext: &[u8]) -> Result<Vec<u8>> {
+    encrypt_to_all(&[recipient], plaintext)
+}
+
+/// The header (and nonce) of an age file, without its payload: enough to recognise the method
+/// it was made for, useless to decrypt anything.
+pub fn header_only(object: &[u8]) -> Option<Vec<u8>> {
+    age_payload_offset(object).map(|n| object[..n as usize].to_vec())
+}
+
+/// The kind of unlock method an age file was made for, read from its public header.
+pub fn stanza_kind(object: &[u8]) -> &'static str {
+    match age::Decryptor::new_buffered(object) {
+        Ok(d) if d.is_scrypt() => "passphrase",
+        Ok(_) if object.windows(10).any(|w| w == b"-> X25519 ") => "age identity",
+        Ok(_) => "plugin",
+        Err(_) => "unreadable",
+    }
+}
+
+/// True when `header` (from [`header_only`]) was made for this passphrase or these identities:
+/// used only to say "this method was removed" rather than "wrong passphrase".
+pub fn header_matches_passphrase(pass: &Passphrase, header: &[u8]) -> bool {
+    let Ok(dec) = age::Decryptor::new_buffered(header) else {
+        return false;
+    };
+    if !dec.is_scrypt() {
+        return false;
+    }
+    let mut id = age::scrypt::Identity::new(pass.0.clone());
+    id.set_max_work_factor(MAX_SCRYPT_LOG_N);
+    dec.decrypt(iter::once(&id as &dyn age::Identity)).is_ok()
+}
+
+pub fn header_matches_identities(ids: &Identities, header: &[u8]) -> bool {
+    let Ok(dec) = age::Decryptor::new_buffered(header) else {
+        return false;
+    };
+    !dec.is_scrypt() && dec.decrypt(ids.iter()).is_ok()
 }
 
 /// Try to open a passphrase-wrapped key file.

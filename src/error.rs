@@ -43,6 +43,12 @@ pub enum Error {
     Io { context: String, cause: io::Error },
     #[error("interrupted")]
     Interrupted,
+    #[error("this device holds a write-only key: it can back up, but it cannot read backups (restore, ls, check and snapshots need a full key)")]
+    WriteOnly,
+    #[error("this {0} does not unlock the repository")]
+    WrongKey(String),
+    #[error("this {0} was removed from the repository and no longer unlocks it")]
+    KeyRemoved(String),
 }
 
 impl Error {

@@ -1,6 +1,7 @@
 //! The key hierarchy: subkeys derived from the repository master secret, one per purpose.
 
 use crate::crypto::{DataIdentity, DataRecipient, SecretKey};
+use crate::error::{Error, Result};
 use crate::format::keyfile::KeyMaterial;
 use crate::ids::Id;
 
@@ -16,7 +17,8 @@ pub mod context {
     pub const NAME: &str = "vault v1 name hash";
 }
 
-/// Every key a client with full access holds. No `Debug`, zeroed on drop.
+/// Every key a client holds. No `Debug`, zeroed on drop. A write-only device has no data
+/// identity: it can encrypt to the data recipient but never decrypt.
 pub struct Keys {
     pub repo_id: Id,
     pub master: SecretKey,
@@ -26,8 +28,14 @@ pub struct Keys {
     pub snapshot_mac: SecretKey,
     pub snapshot_id: SecretKey,
     pub config_mac: SecretKey,
-    pub identity: DataIdentity,
+    identity: Option<DataIdentity>,
     pub recipient: DataRecipient,
+    pub index_identity: DataIdentity,
+    pub index_recipient: DataRecipient,
+}
+
+fn clone_identity(id: &DataIdentity) -> DataIdentity {
+    DataIdentity::parse(&id.to_secret_string()).expect("own identity re-parses")
 }
 
 impl Keys {
@@ -41,29 +49,53 @@ impl Keys {
             snapshot_mac: d(context::SNAPSHOT_MAC),
             snapshot_id: d(context::SNAPSHOT_ID),
             config_mac: d(context::CONFIG_MAC),
-            recipient: m.identity.recipient(),
-            identity: m.identity,
+            recipient: m.data_recipient,
+            identity: m.data_identity,
+            index_recipient: m.index_identity.recipient(),
+            index_identity: m.index_identity,
             master: m.master,
         }
     }
 
     /// A new random key set for `init`.
     pub fn generate() -> Keys {
+        let data = DataIdentity::generate();
         Keys::from_material(KeyMaterial {
             repo_id: Id::random(),
             master: SecretKey::generate(),
-            identity: DataIdentity::generate(),
+            data_recipient: data.recipient(),
+            data_identity: Some(data),
+            index_identity: DataIdentity::generate(),
         })
     }
 
-    /// The material to wrap into a key file.
+    /// The material to wrap into a key file (a full key, or write-only when this device is).
     pub fn material(&self) -> KeyMaterial {
         KeyMaterial {
             repo_id: self.repo_id,
             master: self.master.clone(),
-            identity: DataIdentity::parse(&self.identity.to_secret_string())
-                .expect("own identity re-parses"),
+            data_identity: self.identity.as_ref().map(clone_identity),
+            data_recipient: self.recipient.clone(),
+            index_identity: clone_identity(&self.index_identity),
         }
+    }
+
+    /// Material for a write-only device profile: everything but the data identity.
+    pub fn write_only_material(&self) -> KeyMaterial {
+        KeyMaterial {
+            data_identity: None,
+            ..self.material()
+        }
+    }
+
+    /// True when this device can only write.
+    pub fn is_write_only(&self) -> bool {
+        self.identity.is_none()
+    }
+
+    /// The identity that decrypts packs, trees and snapshots.
+    pub fn data_identity(&self) -> Result<&DataIdentity> {
+        self.identity.as_ref().ok_or(Error::WriteOnly)
     }
 
     /// Keyed id of a blob's plaintext.

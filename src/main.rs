@@ -11,7 +11,21 @@ use clap::Parser;
 /// Exit status after Ctrl-C, as shells report it.
 const EXIT_INTERRUPTED: u8 = 130;
 
+/// Keys live in this process's memory: no core dump may carry them to disk, and other processes
+/// of the same user may not attach to read them.
+fn harden_process() {
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Core,
+        rustix::process::Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    );
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+}
+
 fn main() -> ExitCode {
+    harden_process();
     let args = cli::Cli::parse();
     let _ = ctrlc::set_handler(|| {
         if vault::interrupt::requested() {

@@ -149,7 +149,11 @@ mod tests {
         assert!(first.windows(2).any(|w| w[1] != w[0] + 1));
         let sealed = seal(full.pop().unwrap(), &keys, 1 << 20).unwrap();
         assert!(sealed.desc.plain_len >= 1 << 20);
-        let plain = keys.identity.decrypt(&sealed.bytes, "p").unwrap();
+        let plain = keys
+            .data_identity()
+            .unwrap()
+            .decrypt(&sealed.bytes, "p")
+            .unwrap();
         let table = pack::decode_table(&plain, &keys.repo_id, plain.len() as u64).unwrap();
         assert_eq!(table, sealed.desc.blobs);
     }

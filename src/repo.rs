@@ -11,7 +11,8 @@ use crate::crypto::{self, Passphrase, Unwrap};
 use crate::error::{Error, Result};
 use crate::format::config::{Config, ObjectLock};
 use crate::format::index::{self, PackDesc};
-use crate::format::keyfile::{self, KeyInfo, Method};
+pub use crate::format::keyfile::Method;
+use crate::format::keyfile::{self, KeyInfo};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
 use crate::format::{self, codec::Reader, BlobEntry, BlobType, Compression, ObjectKind};
@@ -50,6 +51,38 @@ impl Default for InitOptions {
             object_lock: None,
         }
     }
+}
+
+/// How to unlock a repository.
+pub enum Unlock<'a> {
+    Passphrase(&'a Passphrase),
+    /// An identity file, a recovery key or a device key.
+    Identities(&'a crypto::Identities, &'a str),
+}
+
+impl Unlock<'_> {
+    fn kind(&self) -> String {
+        match self {
+            Unlock::Passphrase(_) => "passphrase".into(),
+            Unlock::Identities(_, kind) => kind.to_string(),
+        }
+    }
+}
+
+/// How a new key file is wrapped.
+pub enum Wrap<'a> {
+    Passphrase(&'a Passphrase, u8),
+    Recipient(&'a crypto::DataRecipient),
+}
+
+/// A key file as `key list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyFileInfo {
+    pub id: String,
+    /// From the public age header: passphrase, age identity or plugin.
+    pub kind: &'static str,
+    /// The key file this run unlocked with.
+    pub current: bool,
 }
 
 /// A pack as the index knows it.
@@ -144,6 +177,8 @@ pub struct Repository {
     index: Index,
     /// Index objects that could not be read, with the reason.
     pub index_errors: Vec<(String, Error)>,
+    /// Name of the key file this run unlocked with.
+    unlocked_with: String,
 }
 
 fn now() -> (i64, u32) {
@@ -172,10 +207,14 @@ impl Repository {
         };
         let plain = keyfile::encode(&keys.material(), &info);
         let sealed = crypto::seal_with_passphrase(pass, opts.scrypt_log_n, &plain)?;
-        store.put(FileType::Key, &Id::random().to_hex(), sealed)?;
+        let key_name = Id::random().to_hex();
+        store.put(FileType::Key, &key_name, sealed)?;
         let mut config = Config::new(keys.repo_id, now().0);
         config.object_lock = opts.object_lock;
-        let ct = keys.recipient.encrypt(&config.encode(&keys.config_mac))?;
+        let ct = crypto::encrypt_to_all(
+            &[&keys.recipient, &keys.index_recipient],
+            &config.encode(&keys.config_mac),
+        )?;
         store.put(FileType::Config, "", ct)?;
         // The marker goes last: a folder without it is not (yet) a repository.
         store.put(
@@ -189,6 +228,7 @@ impl Repository {
             config,
             index: Index::default(),
             index_errors: vec![],
+            unlocked_with: key_name,
         })
     }
 
@@ -199,6 +239,11 @@ impl Repository {
 
     /// Unlock with a passphrase and load the index.
     pub fn open(store: Store, pass: &Passphrase) -> Result<Repository> {
+        Repository::unlock(store, &Unlock::Passphrase(pass))
+    }
+
+    /// Unlock with any method and load the index.
+    pub fn unlock(store: Store, how: &Unlock<'_>) -> Result<Repository> {
         let marker = match store.get(FileType::Marker, "") {
             Ok(m) => m,
             Err(Error::NotFound(_)) => return Err(Error::NoRepository(store.location())),
@@ -212,21 +257,37 @@ impl Repository {
             });
         }
         let mut material = None;
+        let mut hostile = None;
         for (name, _) in store.list(FileType::Key)? {
             let data = store.get(FileType::Key, &name)?;
             let what = format!("key file {}", &name[..8]);
-            match crypto::open_with_passphrase(pass, &data, &what)? {
-                Unwrap::Opened(plain) => {
-                    material = Some(keyfile::decode(&plain)?.0);
+            let tried = match how {
+                Unlock::Passphrase(p) => crypto::open_with_passphrase(p, &data, &what),
+                Unlock::Identities(ids, _) => crypto::open_with_identities(ids, &data, &what),
+            };
+            match tried {
+                Ok(Unwrap::Opened(plain)) => {
+                    material = Some((keyfile::decode(&plain)?.0, name));
                     break;
                 }
-                Unwrap::WrongPassphrase | Unwrap::NotPassphrase => continue,
+                Ok(Unwrap::WrongPassphrase | Unwrap::NotPassphrase) => continue,
+                // A key file planted to make us spend gigabytes or hours: skip it, keep trying.
+                Err(e @ Error::WorkFactorTooHigh(..)) => hostile = Some(e),
+                // One damaged key file must not lock the owner out: try the others.
+                Err(e) if e.is_corrupt() => continue,
+                Err(e) => return Err(e),
             }
         }
-        let material = material.ok_or(Error::WrongPassphrase)?;
+        let Some((material, unlocked_with)) = material else {
+            return Err(Self::why_locked(&store, how, hostile)?);
+        };
         let keys = Keys::from_material(material);
         let ct = store.get(FileType::Config, "")?;
-        let plain = keys.identity.decrypt(&ct, "config")?;
+        // Write-only devices read the config with the index identity.
+        let plain = match keys.data_identity() {
+            Ok(id) => id.decrypt(&ct, "config")?,
+            Err(_) => keys.index_identity.decrypt(&ct, "config")?,
+        };
         let config = Config::decode(&plain, &keys.repo_id, &keys.config_mac)?;
         // A local copy of a locked repository cannot lock; everything else keeps the rule.
         let _ = store.backend().set_object_lock(config.object_lock);
@@ -236,9 +297,109 @@ impl Repository {
             config,
             index: Index::default(),
             index_errors: vec![],
+            unlocked_with,
         };
         repo.load_index()?;
         Ok(repo)
+    }
+
+    /// The most helpful error when no key file opened.
+    fn why_locked(store: &Store, how: &Unlock<'_>, hostile: Option<Error>) -> Result<Error> {
+        for (name, _) in store.list(FileType::Revoked)? {
+            let Ok(header) = store.get(FileType::Revoked, &name) else {
+                continue;
+            };
+            let matched = match how {
+                Unlock::Passphrase(p) => crypto::header_matches_passphrase(p, &header),
+                Unlock::Identities(ids, _) => crypto::header_matches_identities(ids, &header),
+            };
+            if matched {
+                return Ok(Error::KeyRemoved(how.kind()));
+            }
+        }
+        Ok(match (hostile, how) {
+            (Some(e), _) => e,
+            (None, Unlock::Passphrase(_)) => Error::WrongPassphrase,
+            (None, Unlock::Identities(..)) => Error::WrongKey(how.kind()),
+        })
+    }
+
+    /// The key files, as far as their public headers tell.
+    pub fn key_files(&self) -> Result<Vec<KeyFileInfo>> {
+        let mut out = Vec::new();
+        for (name, _) in self.store.list(FileType::Key)? {
+            let data = self.store.get(FileType::Key, &name)?;
+            out.push(KeyFileInfo {
+                id: name[..8].to_string(),
+                kind: crypto::stanza_kind(&data),
+                current: name == self.unlocked_with,
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Add an unlock method: a new key file wrapping this repository's keys. Only key files are
+    /// written. Returns the new key file's short id.
+    pub fn add_key(&self, wrap: &Wrap<'_>, method: Method, label: &str) -> Result<String> {
+        if self.keys.is_write_only() {
+            return Err(Error::WriteOnly);
+        }
+        let info = KeyInfo {
+            method,
+            created: now().0,
+            label: label.to_string(),
+        };
+        let plain = keyfile::encode(&self.keys.material(), &info);
+        let sealed = match wrap {
+            Wrap::Passphrase(p, log_n) => {
+                if p.is_empty() {
+                    return Err(Error::Invalid("the passphrase must not be empty".into()));
+                }
+                crypto::seal_with_passphrase(p, *log_n, &plain)?
+            }
+            Wrap::Recipient(r) => crypto::seal_to(r, &plain)?,
+        };
+        let name = Id::random().to_hex();
+        self.store.put(FileType::Key, &name, sealed)?;
+        Ok(name[..8].to_string())
+    }
+
+    /// Remove an unlock method by key file id prefix. Keeps the key file's public header under
+    /// `revoked/` so the removed method is recognised (and refused) later; the secrets it wrapped
+    /// are deleted. Refuses to remove the last key file.
+    pub fn remove_key(&self, prefix: &str) -> Result<String> {
+        let keys = self.store.list(FileType::Key)?;
+        let matching: Vec<&String> = keys
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| prefix.len() >= 4 && n.starts_with(&prefix.to_ascii_lowercase()))
+            .collect();
+        let name = match matching.as_slice() {
+            [one] => (*one).clone(),
+            [] => {
+                return Err(Error::Invalid(format!(
+                    "no key file {prefix:?}; see `vault key list`"
+                )))
+            }
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{prefix:?} matches several key files; give more digits"
+                )))
+            }
+        };
+        if keys.len() <= 1 {
+            return Err(Error::Invalid(
+                "refusing to remove the last key: the repository would be unreadable forever"
+                    .into(),
+            ));
+        }
+        let data = self.store.get(FileType::Key, &name)?;
+        let header = crypto::header_only(&data)
+            .ok_or_else(|| Error::corrupt(format!("key file {}", &name[..8]), "no age header"))?;
+        self.store.put(FileType::Revoked, &name, header)?;
+        self.store.delete(FileType::Key, &name)?;
+        Ok(name[..8].to_string())
     }
 
     pub fn store(&self) -> &Store {
@@ -373,7 +534,7 @@ impl Repository {
     pub fn read_index_object(&self, name: &str) -> Result<Vec<PackDesc>> {
         let ct = self.store.get(FileType::Index, name)?;
         let what = format!("index {}", &name[..8.min(name.len())]);
-        let plain = self.keys.identity.decrypt(&ct, &what)?;
+        let plain = self.keys.index_identity.decrypt(&ct, &what)?;
         index::decode(&plain, &self.keys.repo_id).map_err(|e| relabel(e, &what))
     }
 
@@ -391,7 +552,7 @@ impl Repository {
         let name = Id::random().to_hex();
         let ct = self
             .keys
-            .recipient
+            .index_recipient
             .encrypt(&index::encode(&self.keys.repo_id, packs))?;
         self.store.put(FileType::Index, &name, ct)?;
         Ok(name)
@@ -410,7 +571,7 @@ impl Repository {
     pub fn read_snapshot(&self, id: &Id) -> Result<Snapshot> {
         let what = format!("snapshot {}", id.short());
         let ct = self.store.get(FileType::Snapshot, &id.to_hex())?;
-        let plain = self.keys.identity.decrypt(&ct, &what)?;
+        let plain = self.keys.data_identity()?.decrypt(&ct, &what)?;
         if self.keys.snapshot_id.keyed_hash(&plain) != *id {
             return Err(Error::corrupt(&what, "content does not match its name"));
         }
@@ -420,6 +581,7 @@ impl Repository {
 
     /// All readable snapshots sorted by time, plus the ones that failed to read.
     pub fn snapshots(&self) -> Result<SnapshotList> {
+        self.keys.data_identity()?;
         let mut ok = vec![];
         let mut bad = vec![];
         for (name, _) in self.store.list(FileType::Snapshot)? {
@@ -523,7 +685,7 @@ impl Repository {
             pack.object_len,
             1 << 20,
         );
-        let mut s = self.keys.identity.open(rr, &what)?;
+        let mut s = self.keys.data_identity()?.open(rr, &what)?;
         let mut hdr = [0u8; format::HEADER_LEN];
         s.read_exact(&mut hdr)
             .map_err(|e| crypto::read_error(&what, e))?;

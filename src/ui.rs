@@ -145,6 +145,89 @@ pub fn passphrase(password_file: Option<&Path>, prompt: &str, confirm: bool) -> 
     Err(vault::Error::NoPassphrase.into())
 }
 
+/// Warn, as ssh does, when a file holding a secret is readable by others.
+fn warn_if_open(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            eprintln!(
+                "warning: {} is readable by other users; run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+}
+
+/// Read an age identity file (age-keygen output, or a saved recovery key).
+pub fn identity_file(path: &Path) -> Result<vault::crypto::Identities> {
+    warn_if_open(path);
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the identity file {}", path.display()))?,
+    );
+    Ok(vault::crypto::Identities::parse(&text)?)
+}
+
+/// The recipient (public key) of the first identity in an identity file.
+pub fn recipient_of_identity_file(path: &Path) -> Result<vault::crypto::DataRecipient> {
+    warn_if_open(path);
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the identity file {}", path.display()))?,
+    );
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .context("the identity file holds no age identity (AGE-SECRET-KEY-1...)")?;
+    Ok(vault::crypto::DataIdentity::parse(line)?.recipient())
+}
+
+/// Ask for an identity (a pasted recovery key) on the terminal.
+pub fn prompt_identity(prompt: &str) -> Result<vault::crypto::Identities> {
+    if !std::io::stdin().is_terminal() {
+        bail!("give the recovery key with --identity FILE (no terminal to ask on)");
+    }
+    let k =
+        zeroize::Zeroizing::new(rpassword::prompt_password(prompt).context("cannot read the key")?);
+    Ok(vault::crypto::Identities::parse(&k)?)
+}
+
+/// A new passphrase: VAULT_NEW_PASSWORD, or asked twice on the terminal.
+pub fn new_passphrase() -> Result<Passphrase> {
+    if let Ok(p) = std::env::var("VAULT_NEW_PASSWORD") {
+        return Ok(Passphrase::new(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("set VAULT_NEW_PASSWORD or run on a terminal to choose the new passphrase");
+    }
+    let p = rpassword::prompt_password("New passphrase: ").context("cannot read the passphrase")?;
+    let again = rpassword::prompt_password("Repeat the new passphrase: ")
+        .context("cannot read the passphrase")?;
+    if p != again {
+        bail!("the two passphrases differ; nothing was changed");
+    }
+    Ok(Passphrase::new(p))
+}
+
+/// Create a file readable only by its owner (refusing to replace an existing one).
+pub fn write_secret_file(path: &Path, content: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(content.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

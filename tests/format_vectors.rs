@@ -1,5 +1,5 @@
-//! Format test vectors: pin the v2 byte layout of every structure and the key derivation.
-//! tests/vectors/format-v2.txt holds `name hex` lines; docs/design.md refers to them.
+//! Format test vectors: pin the v3 byte layout of every structure and the key derivation.
+//! tests/vectors/format-v3.txt holds `name hex` lines; docs/design.md refers to them.
 //! A deliberate format change bumps the format version and regenerates the file with
 //! VAULT_REGEN_VECTORS=1.
 
@@ -16,15 +16,21 @@ use vault::format::{pack, BlobEntry, BlobType, Compression};
 use vault::keys::Keys;
 use vault::Id;
 
-const FILE: &str = "tests/vectors/format-v2.txt";
+const FILE: &str = "tests/vectors/format-v3.txt";
 /// A fixed age identity used only by these vectors.
 const IDENTITY: &str = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX";
+/// A second fixed identity, the index identity of the vectors.
+const INDEX_IDENTITY: &str =
+    "AGE-SECRET-KEY-1EGTZVFFV20835NWYV6270LXYVK2VKNX2MMDKWYKLMGR48UAWX40Q2P2LM0";
 
 fn keys() -> Keys {
+    let data = DataIdentity::parse(IDENTITY).unwrap();
     Keys::from_material(KeyMaterial {
         repo_id: Id([0x11; 32]),
         master: SecretKey::from_bytes([0x42; 32]),
-        identity: DataIdentity::parse(IDENTITY).unwrap(),
+        data_recipient: data.recipient(),
+        data_identity: Some(data),
+        index_identity: DataIdentity::parse(INDEX_IDENTITY).unwrap(),
     })
 }
 
@@ -180,10 +186,10 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
 }
 
 #[test]
-fn v2_layout_is_pinned() {
+fn v3_layout_is_pinned() {
     let got = vectors();
     if std::env::var_os("VAULT_REGEN_VECTORS").is_some() {
-        let mut s = String::from("# vault repository format v2 test vectors: name hex\n");
+        let mut s = String::from("# vault repository format v3 test vectors: name hex\n");
         for (k, v) in &got {
             s.push_str(&format!("{k} {}\n", hex::encode(v)));
         }
@@ -205,7 +211,7 @@ fn v2_layout_is_pinned() {
     for (k, v) in &got {
         assert!(
             want[k] == *v,
-            "vector {k} changed: the v2 format must not change"
+            "vector {k} changed: the v3 format must not change"
         );
     }
 }

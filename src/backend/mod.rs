@@ -25,6 +25,8 @@ pub enum FileType {
     Pack,
     Index,
     Snapshot,
+    /// Headers of removed key files: recognise a removed method without it unlocking anything.
+    Revoked,
 }
 
 impl FileType {
@@ -36,6 +38,7 @@ impl FileType {
             FileType::Pack => "data",
             FileType::Index => "index",
             FileType::Snapshot => "snapshots",
+            FileType::Revoked => "revoked",
         }
     }
 
@@ -47,6 +50,7 @@ impl FileType {
             FileType::Pack => "pack",
             FileType::Index => "index",
             FileType::Snapshot => "snapshot",
+            FileType::Revoked => "removed key",
         }
     }
 }

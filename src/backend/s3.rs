@@ -728,7 +728,15 @@ impl S3Backend {
             .send()
             .await
             .map_err(|e| self.fail("listing the bucket", classify(&e, &endpoint)))?;
-        let ours = ["keys/", "data/", "index/", "snapshots/", "config", "VAULT"];
+        let ours = [
+            "keys/",
+            "data/",
+            "index/",
+            "snapshots/",
+            "revoked/",
+            "config",
+            "VAULT",
+        ];
         let foreign = page.contents().iter().filter_map(|o| o.key()).any(|k| {
             let rel = &k[prefix.len().min(k.len())..];
             !ours.iter().any(|o| rel.starts_with(o))
