@@ -49,6 +49,15 @@ pub struct Cli {
     /// the passphrase
     #[arg(long, env = "VAULT_IDENTITY_FILE", global = true, value_name = "FILE")]
     identity: Option<PathBuf>,
+    /// Use a write-only device profile (from `vault key add --write-only`): back up, never read
+    #[arg(
+        long,
+        env = "VAULT_PROFILE_FILE",
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "identity"
+    )]
+    profile: Option<PathBuf>,
     /// Print machine-readable JSON on standard output
     #[arg(long, global = true)]
     json: bool,
@@ -196,6 +205,15 @@ enum KeyCmd {
         /// An age recipient (age1...) whose identity will unlock the repository
         #[arg(long, group = "method", value_name = "AGE1...")]
         recipient: Option<String>,
+        /// A write-only device profile, written to --profile-file: it backs up and reads nothing
+        #[arg(long, group = "method", requires = "profile_file")]
+        write_only: bool,
+        /// With --write-only: where to write the profile (created 0600)
+        #[arg(long, value_name = "FILE")]
+        profile_file: Option<PathBuf>,
+        /// With --write-only: a name for the device
+        #[arg(long, default_value = "write-only device")]
+        label: String,
         /// With --recovery: write the recovery key to this file too (created 0600)
         #[arg(long, value_name = "FILE", requires = "recovery")]
         recovery_key_file: Option<PathBuf>,
@@ -263,7 +281,13 @@ impl Cli {
         if !Repository::exists(&store)? {
             return Err(vault::Error::NoRepository(store.location()).into());
         }
-        let repo = if let Some(file) = &self.identity {
+        let repo = if let Some(file) = &self.profile {
+            let text =
+                zeroize::Zeroizing::new(std::fs::read_to_string(file).with_context(|| {
+                    format!("cannot read the device profile {}", file.display())
+                })?);
+            Repository::open_with_material(store, vault::repo::parse_profile(&text)?)?
+        } else if let Some(file) = &self.identity {
             let ids = ui::identity_file(file)?;
             Repository::unlock(store, &Unlock::Identities(&ids, "identity"))?
         } else {
@@ -433,7 +457,7 @@ fn backup(
     for p in paths {
         std::fs::symlink_metadata(p).with_context(|| format!("cannot back up {}", p.display()))?;
     }
-    let mut repo = if is_default && !Repository::exists(&store)? {
+    let mut repo = if is_default && cli.profile.is_none() && !Repository::exists(&store)? {
         if !cli.quiet {
             eprintln!(
                 "no repository yet; creating the default one at {}",
@@ -799,6 +823,9 @@ fn key(cli: &Cli, cmd: &KeyCmd) -> Result<u8> {
             recipient,
             recovery_key_file,
             kdf_log_n,
+            write_only,
+            profile_file,
+            label,
         } => {
             let id = if *passphrase {
                 let p = ui::new_passphrase()?;
@@ -813,6 +840,20 @@ fn key(cli: &Cli, cmd: &KeyCmd) -> Result<u8> {
             } else if let Some(f) = identity_file {
                 let r = ui::recipient_of_identity_file(f)?;
                 repo.add_key(&Wrap::Recipient(&r), Method::Identity, "identity file")?
+            } else if *write_only {
+                let f = profile_file
+                    .as_deref()
+                    .context("--write-only needs --profile-file")?;
+                let text = repo.write_only_profile(label)?;
+                ui::write_secret_file(f, &text)?;
+                if !cli.quiet {
+                    println!(
+                        "wrote a write-only device profile to {}: use it with `vault --profile {} backup ...`",
+                        f.display(),
+                        f.display()
+                    );
+                }
+                String::new()
             } else if let Some(r) = recipient {
                 let r = crypto::DataRecipient::parse(r)?;
                 repo.add_key(&Wrap::Recipient(&r), Method::Identity, "age recipient")?

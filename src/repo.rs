@@ -12,12 +12,13 @@ use crate::error::{Error, Result};
 use crate::format::config::{Config, ObjectLock};
 use crate::format::index::{self, PackDesc};
 pub use crate::format::keyfile::Method;
-use crate::format::keyfile::{self, KeyInfo};
+use crate::format::keyfile::{self, KeyInfo, KeyMaterial};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
 use crate::format::{self, codec::Reader, BlobEntry, BlobType, Compression, ObjectKind};
 use crate::ids::Id;
 use crate::keys::Keys;
+use zeroize::Zeroizing;
 
 /// Plaintext content of the `VAULT` marker object.
 pub fn marker_text(version: u32) -> String {
@@ -51,6 +52,26 @@ impl Default for InitOptions {
             object_lock: None,
         }
     }
+}
+
+/// First characters of the profile line in a write-only profile file.
+pub const PROFILE_PREFIX: &str = "VAULT-WRITE-ONLY-PROFILE-3:";
+
+/// Parse a write-only profile file's text.
+pub fn parse_profile(text: &str) -> Result<KeyMaterial> {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(PROFILE_PREFIX))
+        .ok_or_else(|| Error::Invalid("not a vault device profile".into()))?;
+    let bytes = Zeroizing::new(
+        hex::decode(line).map_err(|_| Error::Invalid("the device profile is damaged".into()))?,
+    );
+    let (material, info) = keyfile::decode(&bytes)?;
+    if info.method != Method::WriteOnly {
+        return Err(Error::Invalid("not a write-only device profile".into()));
+    }
+    Ok(material)
 }
 
 /// How to unlock a repository.
@@ -301,6 +322,66 @@ impl Repository {
         };
         repo.load_index()?;
         Ok(repo)
+    }
+
+    /// Open with a device profile's key material directly (write-only devices); no key file is
+    /// involved. The config must verify under the profile's keys.
+    pub fn open_with_material(store: Store, material: KeyMaterial) -> Result<Repository> {
+        let marker = match store.get(FileType::Marker, "") {
+            Ok(m) => m,
+            Err(Error::NotFound(_)) => return Err(Error::NoRepository(store.location())),
+            Err(e) => return Err(e),
+        };
+        let version = parse_marker(&marker, &store.location())?;
+        if version != format::FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: format::FORMAT_VERSION,
+            });
+        }
+        let keys = Keys::from_material(material);
+        let ct = store.get(FileType::Config, "")?;
+        let plain = match keys.data_identity() {
+            Ok(id) => id.decrypt(&ct, "config")?,
+            Err(_) => keys.index_identity.decrypt(&ct, "config")?,
+        };
+        let config =
+            Config::decode(&plain, &keys.repo_id, &keys.config_mac).map_err(|e| match e {
+                Error::Corrupt { .. } => {
+                    Error::Invalid("this device profile belongs to another repository".into())
+                }
+                other => other,
+            })?;
+        let _ = store.backend().set_object_lock(config.object_lock);
+        let mut repo = Repository {
+            store,
+            keys: Arc::new(keys),
+            config,
+            index: Index::default(),
+            index_errors: vec![],
+            unlocked_with: String::new(),
+        };
+        repo.load_index()?;
+        Ok(repo)
+    }
+
+    /// A write-only device profile for this repository, as text to save in a file.
+    pub fn write_only_profile(&self, label: &str) -> Result<Zeroizing<String>> {
+        if self.keys.is_write_only() {
+            return Err(Error::WriteOnly);
+        }
+        let info = KeyInfo {
+            method: Method::WriteOnly,
+            created: now().0,
+            label: label.to_string(),
+        };
+        let plain = keyfile::encode(&self.keys.write_only_material(), &info);
+        Ok(Zeroizing::new(format!(
+            "# vault write-only device profile for repository {} at {}\n# It can back up into the repository and read nothing back. Keep it private (0600).\n{PROFILE_PREFIX}{}\n",
+            self.keys.repo_id.short(),
+            self.store.location(),
+            hex::encode(&plain[..])
+        )))
     }
 
     /// The most helpful error when no key file opened.
