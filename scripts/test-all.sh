@@ -69,5 +69,21 @@ export VAULT_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 # The S3 tests fail rather than skip when this is set.
 export VAULT_TEST_S3_REQUIRED=1
 
+step "keyring (Linux kernel keyutils)"
+if [ "$(uname -s)" = Linux ]; then
+    if ! command -v keyctl >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get install -y -qq keyutils >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq keyutils >/dev/null; }
+    fi
+fi
+run_tests=(cargo test --all-targets --locked)
+if command -v keyctl >/dev/null; then
+    # One session keyring for the whole run: the device-key tests store and read real entries.
+    export VAULT_TEST_KEYRING=keyutils VAULT_TEST_KEYRING_REQUIRED=1
+    run_tests=(keyctl session - "${run_tests[@]}")
+    echo "tests run in a kernel keyring session"
+else
+    echo "keyctl not available: the device-key test will skip" >&2
+fi
+
 step "tests"
-cargo test --all-targets --locked
+"${run_tests[@]}"

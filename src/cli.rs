@@ -49,6 +49,16 @@ pub struct Cli {
     /// the passphrase
     #[arg(long, env = "VAULT_IDENTITY_FILE", global = true, value_name = "FILE")]
     identity: Option<PathBuf>,
+    /// Where device keys are kept: the platform store (Secret Service, Keychain, Credential
+    /// Manager), the Linux kernel keyutils store, or none
+    #[arg(
+        long,
+        env = "VAULT_KEYRING",
+        global = true,
+        value_enum,
+        default_value = "platform"
+    )]
+    keyring: KeyringArg,
     /// Use a write-only device profile (from `vault key add --write-only`): back up, never read
     #[arg(
         long,
@@ -103,6 +113,13 @@ pub struct Cli {
 enum Addressing {
     Path,
     Virtual,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum KeyringArg {
+    Platform,
+    Keyutils,
+    None,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -229,6 +246,10 @@ enum KeyCmd {
     },
     /// Prove that a recovery key (or the --identity file) unlocks the repository; changes nothing
     VerifyRecovery,
+    /// Keep a device key in the OS keyring so this device runs without a passphrase
+    Remember,
+    /// Remove this device's key from the OS keyring and from the repository
+    ForgetDevice,
 }
 
 enum RepoSpec {
@@ -290,6 +311,8 @@ impl Cli {
         } else if let Some(file) = &self.identity {
             let ids = ui::identity_file(file)?;
             Repository::unlock(store, &Unlock::Identities(&ids, "identity"))?
+        } else if let Some(repo) = self.unlock_with_device_key(&store)? {
+            repo
         } else {
             let pass = ui::passphrase(
                 self.password_file.as_deref(),
@@ -305,6 +328,51 @@ impl Cli {
             );
         }
         Ok(repo)
+    }
+
+    fn keyring_store(&self) -> Option<vault::devicekey::Store> {
+        match self.keyring {
+            KeyringArg::Platform => Some(vault::devicekey::Store::Platform),
+            KeyringArg::Keyutils => Some(vault::devicekey::Store::Keyutils),
+            KeyringArg::None => None,
+        }
+    }
+
+    /// The name under which this repository's device key is kept.
+    fn keyring_name(&self, store: &Store) -> String {
+        match &self.repo {
+            Some(r) if r.starts_with("s3://") => match &self.s3_endpoint {
+                Some(e) if !e.is_empty() => format!("{r} at {e}"),
+                _ => r.clone(),
+            },
+            _ => std::path::absolute(store.location())
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| store.location()),
+        }
+    }
+
+    /// Unlock with the device key from the OS keyring, unless a passphrase was given explicitly.
+    fn unlock_with_device_key(&self, store: &Store) -> Result<Option<Repository>> {
+        if std::env::var_os("VAULT_PASSWORD").is_some() || self.password_file.is_some() {
+            return Ok(None);
+        }
+        let Some(kr) = self.keyring_store() else {
+            return Ok(None);
+        };
+        let Some(dk) = vault::devicekey::recall(kr, &self.keyring_name(store))? else {
+            return Ok(None);
+        };
+        let ids = vault::crypto::Identities::parse(&dk.identity)?;
+        match Repository::unlock(store.clone(), &Unlock::Identities(&ids, "device key")) {
+            Ok(r) => Ok(Some(r)),
+            Err(e @ (vault::Error::WrongKey(_) | vault::Error::KeyRemoved(_))) => {
+                eprintln!(
+                    "warning: {e}; asking for the passphrase (run `vault key remember` again)"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Transfers in flight: the option, else 4 for S3 and 2 for folders.
@@ -799,6 +867,9 @@ fn key(cli: &Cli, cmd: &KeyCmd) -> Result<u8> {
     if let KeyCmd::VerifyRecovery = cmd {
         return verify_recovery(cli);
     }
+    if let KeyCmd::ForgetDevice = cmd {
+        return forget_device(cli);
+    }
     let repo = cli.open()?;
     match cmd {
         KeyCmd::List => {
@@ -870,7 +941,66 @@ fn key(cli: &Cli, cmd: &KeyCmd) -> Result<u8> {
                 println!("removed key {removed}; that method no longer unlocks the repository");
             }
         }
-        KeyCmd::VerifyRecovery => {}
+        KeyCmd::Remember => remember_device(cli, &repo)?,
+        KeyCmd::VerifyRecovery | KeyCmd::ForgetDevice => {}
+    }
+    Ok(0)
+}
+
+fn remember_device(cli: &Cli, repo: &Repository) -> Result<()> {
+    let kr = cli
+        .keyring_store()
+        .context("--keyring none: no store to remember the device key in")?;
+    let name = cli.keyring_name(repo.store());
+    let device = crypto::DataIdentity::generate();
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let id = repo.add_key(
+        &Wrap::Recipient(&device.recipient()),
+        Method::Device,
+        &format!("device key on {host}"),
+    )?;
+    let dk = vault::devicekey::DeviceKey {
+        key_file: id.clone(),
+        identity: device.to_secret_string(),
+    };
+    if let Err(e) = vault::devicekey::remember(kr, &name, &dk) {
+        // Do not leave a key file nobody holds.
+        let _ = repo.remove_key(&id);
+        return Err(e.into());
+    }
+    if !cli.quiet {
+        println!("this device now unlocks {} from the OS keyring (key {id}); `vault key forget-device` undoes it", repo.store().location());
+    }
+    Ok(())
+}
+
+fn forget_device(cli: &Cli) -> Result<u8> {
+    let (store, _) = cli.store()?;
+    let kr = cli
+        .keyring_store()
+        .context("--keyring none: no store to forget from")?;
+    let name = cli.keyring_name(&store);
+    let Some(dk) = vault::devicekey::recall(kr, &name)? else {
+        if !cli.quiet {
+            println!("this device keeps no key for {}", store.location());
+        }
+        return Ok(0);
+    };
+    // Remove the key file too, so a copy of the keyring entry unlocks nothing.
+    let ids = vault::crypto::Identities::parse(&dk.identity)?;
+    match Repository::unlock(store.clone(), &Unlock::Identities(&ids, "device key")) {
+        Ok(repo) => {
+            repo.remove_key(&dk.key_file)?;
+        }
+        Err(vault::Error::KeyRemoved(_) | vault::Error::WrongKey(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    vault::devicekey::forget(kr, &name)?;
+    if !cli.quiet {
+        println!(
+            "forgot this device's key for {}; it will ask for the passphrase again",
+            store.location()
+        );
     }
     Ok(0)
 }

@@ -8,6 +8,7 @@ pub mod checker;
 pub mod chunker;
 pub mod compress;
 pub mod crypto;
+pub mod devicekey;
 pub mod error;
 pub mod format;
 pub mod ids;

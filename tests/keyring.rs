@@ -1,0 +1,130 @@
+//! Device keys in a real OS keyring store: the Linux kernel keyutils store, which
+//! scripts/test-all.sh provides by running the tests inside `keyctl session`.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use std::fs;
+
+fn keyring_store() -> Option<String> {
+    match std::env::var("VAULT_TEST_KEYRING") {
+        Ok(k) if !k.is_empty() => Some(k),
+        _ => {
+            assert!(
+                std::env::var_os("VAULT_TEST_KEYRING_REQUIRED").is_none(),
+                "VAULT_TEST_KEYRING_REQUIRED is set but VAULT_TEST_KEYRING is not"
+            );
+            eprintln!("skipping keyring test: no keyring store (run scripts/test-all.sh)");
+            None
+        }
+    }
+}
+
+#[test]
+fn remembered_device_key_runs_backup_and_restore_without_a_passphrase() {
+    let Some(store) = keyring_store() else { return };
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src);
+    let unattended = || {
+        let mut c = env.vault();
+        c.env_remove("VAULT_PASSWORD").env("VAULT_KEYRING", &store);
+        c
+    };
+    // Without a remembered key there is no way in.
+    unattended()
+        .arg("snapshots")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no passphrase"));
+    env.vault()
+        .env("VAULT_KEYRING", &store)
+        .args(["key", "remember"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("now unlocks"));
+    unattended().arg("backup").arg(&src).assert().success();
+    let out = env.path("out");
+    unattended()
+        .args(["restore", "--target"])
+        .arg(&out)
+        .assert()
+        .success();
+    assert_same_tree(&src, &restored(&out, &src));
+    // The device key is a key file of its own, and nothing secret was written to disk.
+    let keys = env
+        .vault()
+        .args(["key", "list", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&keys.stdout).unwrap();
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        3,
+        "passphrase, recovery, device"
+    );
+    let home = env.path("home");
+    for f in if home.exists() {
+        all_files(&home)
+    } else {
+        vec![]
+    } {
+        let data = fs::read(&f).unwrap();
+        assert!(
+            !data.windows(15).any(|w| w == b"AGE-SECRET-KEY-"),
+            "secret in {}",
+            f.display()
+        );
+    }
+
+    unattended()
+        .args(["key", "forget-device"])
+        .assert()
+        .success();
+    unattended()
+        .arg("backup")
+        .arg(&src)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no passphrase"));
+    let keys = env
+        .vault()
+        .args(["key", "list", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&keys.stdout).unwrap();
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        2,
+        "the device key file is gone too"
+    );
+}
+
+#[test]
+fn no_store_means_a_clear_message_not_a_file() {
+    if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some() {
+        return; // a desktop with a Secret Service: the platform store exists
+    }
+    let env = Env::new();
+    env.init();
+    env.vault()
+        .env("VAULT_KEYRING", "platform")
+        .args(["key", "remember"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no OS keyring is available"));
+    let keys = env
+        .vault()
+        .args(["key", "list", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&keys.stdout).unwrap();
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        2,
+        "no device key file was left behind"
+    );
+    assert!(!env.path("home").exists() || all_files(&env.path("home")).is_empty());
+}
