@@ -468,7 +468,7 @@ fn create(
 fn add_recovery_key(repo: &Repository, file: Option<&std::path::Path>) -> Result<()> {
     let recovery = crypto::DataIdentity::generate();
     let id = repo.add_key(
-        &Wrap::Recipient(&recovery.recipient()),
+        &Wrap::Recipients(&crypto::KeyRecipients::x25519(&recovery.recipient())),
         Method::RecoveryKey,
         "recovery key",
     )?;
@@ -909,8 +909,13 @@ fn key(cli: &Cli, cmd: &KeyCmd) -> Result<u8> {
                 add_recovery_key(&repo, recovery_key_file.as_deref())?;
                 String::new()
             } else if let Some(f) = identity_file {
-                let r = ui::recipient_of_identity_file(f)?;
-                repo.add_key(&Wrap::Recipient(&r), Method::Identity, "identity file")?
+                let (r, plugin) = ui::recipients_of_identity_file(f)?;
+                let (method, label) = if plugin {
+                    (Method::Plugin, "age plugin identity")
+                } else {
+                    (Method::Identity, "identity file")
+                };
+                repo.add_key(&Wrap::Recipients(&r), method, label)?
             } else if *write_only {
                 let f = profile_file
                     .as_deref()
@@ -927,7 +932,11 @@ fn key(cli: &Cli, cmd: &KeyCmd) -> Result<u8> {
                 String::new()
             } else if let Some(r) = recipient {
                 let r = crypto::DataRecipient::parse(r)?;
-                repo.add_key(&Wrap::Recipient(&r), Method::Identity, "age recipient")?
+                repo.add_key(
+                    &Wrap::Recipients(&crypto::KeyRecipients::x25519(&r)),
+                    Method::Identity,
+                    "age recipient",
+                )?
             } else {
                 bail!("say which method to add: --passphrase, --recovery, --identity-file or --recipient");
             };
@@ -955,7 +964,7 @@ fn remember_device(cli: &Cli, repo: &Repository) -> Result<()> {
     let device = crypto::DataIdentity::generate();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let id = repo.add_key(
-        &Wrap::Recipient(&device.recipient()),
+        &Wrap::Recipients(&crypto::KeyRecipients::x25519(&device.recipient())),
         Method::Device,
         &format!("device key on {host}"),
     )?;

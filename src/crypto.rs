@@ -220,29 +220,69 @@ pub enum Unwrap {
     NotPassphrase,
 }
 
-/// age identities given by the user: an identity file (`age-keygen` output, several lines and
-/// comments allowed), a recovery key, or a device key. No `Debug`.
+/// The terminal side of age plugins (a YubiKey asking for its PIN or a touch).
+#[derive(Clone)]
+struct TerminalCallbacks;
+
+impl age::Callbacks for TerminalCallbacks {
+    fn display_message(&self, message: &str) {
+        eprintln!("{message}");
+    }
+
+    fn confirm(&self, message: &str, yes: &str, no: Option<&str>) -> Option<bool> {
+        use std::io::{BufRead, IsTerminal};
+        if !std::io::stdin().is_terminal() {
+            return None;
+        }
+        eprint!(
+            "{message} [{yes}{}]: ",
+            no.map(|n| format!("/{n}")).unwrap_or_default()
+        );
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).ok()?;
+        Some(line.trim() == yes)
+    }
+
+    fn request_public_string(&self, description: &str) -> Option<String> {
+        use std::io::{BufRead, IsTerminal};
+        if !std::io::stdin().is_terminal() {
+            return None;
+        }
+        eprint!("{description} ");
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).ok()?;
+        Some(line.trim().to_string())
+    }
+
+    fn request_passphrase(&self, description: &str) -> Option<SecretString> {
+        rpassword::prompt_password(format!("{description} "))
+            .ok()
+            .map(SecretString::from)
+    }
+}
+
+fn identity_file(text: &str) -> Result<age::IdentityFile<TerminalCallbacks>> {
+    age::IdentityFile::from_buffer(text.as_bytes())
+        .map(|f| f.with_callbacks(TerminalCallbacks))
+        .map_err(|_| {
+            Error::Invalid(
+                "not an age identity file (expected AGE-SECRET-KEY-1... or AGE-PLUGIN-... lines)"
+                    .into(),
+            )
+        })
+}
+
+/// age identities given by the user: an identity file (`age-keygen` output, or a plugin identity
+/// such as age-plugin-yubikey's, run through the age plugin protocol), a recovery key, or a
+/// device key. No `Debug`.
 pub struct Identities(Vec<Box<dyn age::Identity + Send + Sync>>);
 
 impl Identities {
-    /// Parse identity-file text: `AGE-SECRET-KEY-1...` lines; `#` comments and blank lines ignored.
+    /// Parse identity-file text; `#` comments and blank lines are ignored.
     pub fn parse(text: &str) -> Result<Identities> {
-        let mut ids: Vec<Box<dyn age::Identity + Send + Sync>> = Vec::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            if line.starts_with("AGE-PLUGIN-") {
-                return Err(Error::Invalid(
-                    "age plugin identities (YubiKey and others) are not supported by this build yet".into(),
-                ));
-            }
-            let id = line.parse::<age::x25519::Identity>().map_err(|_| {
-                Error::Invalid("the identity file holds a line that is not an age identity (AGE-SECRET-KEY-1...)".into())
-            })?;
-            ids.push(Box::new(id));
-        }
+        let ids = identity_file(text)?
+            .into_identities()
+            .map_err(|e| Error::Invalid(format!("cannot use the identity file: {e}")))?;
         if ids.is_empty() {
             return Err(Error::Invalid(
                 "the identity file holds no age identity".into(),
@@ -258,6 +298,50 @@ impl Identities {
     fn iter(&self) -> impl Iterator<Item = &dyn age::Identity> {
         self.0.iter().map(|b| b.as_ref() as &dyn age::Identity)
     }
+}
+
+/// Whom a new key file is encrypted to: one X25519 recipient, or the recipients of an identity
+/// file (plugin identities wrap through their plugin).
+pub struct KeyRecipients(Vec<Box<dyn age::Recipient + Send>>);
+
+impl KeyRecipients {
+    pub fn x25519(r: &DataRecipient) -> KeyRecipients {
+        KeyRecipients(vec![Box::new(r.0.clone())])
+    }
+
+    /// The recipients matching the identities of an identity file, and whether any is a plugin.
+    pub fn of_identity_file(text: &str) -> Result<(KeyRecipients, bool)> {
+        let plugin = text.lines().any(|l| l.trim().starts_with("AGE-PLUGIN-"));
+        let r = identity_file(text)?
+            .to_recipients()
+            .map_err(|e| Error::Invalid(format!("cannot use the identity file: {e}")))?;
+        if r.is_empty() {
+            return Err(Error::Invalid(
+                "the identity file holds no age identity".into(),
+            ));
+        }
+        Ok((KeyRecipients(r), plugin))
+    }
+}
+
+/// Encrypt a key file to `recipients`.
+pub fn seal_to_recipients(recipients: &KeyRecipients, plaintext: &[u8]) -> Result<Vec<u8>> {
+    let enc = age::Encryptor::with_recipients(
+        recipients
+            .0
+            .iter()
+            .map(|r| r.as_ref() as &dyn age::Recipient),
+    )
+    .map_err(|e| Error::Invalid(format!("cannot set up encryption: {e}")))?;
+    let mut out = Vec::new();
+    let mut w = enc
+        .wrap_output(&mut out)
+        .map_err(|e| Error::io("encrypting key file", e))?;
+    w.write_all(plaintext)
+        .map_err(|e| Error::io("encrypting key file", e))?;
+    w.finish()
+        .map_err(|e| Error::io("encrypting key file", e))?;
+    Ok(out)
 }
 
 /// Try identities on a key file.
@@ -279,11 +363,6 @@ pub fn open_with_identities(ids: &Identities, ciphertext: &[u8], what: &str) -> 
         }
         Err(e) => Err(Error::corrupt(what, format!("cannot decrypt: {e}"))),
     }
-}
-
-/// Encrypt a key file to one X25519 recipient (recovery key, identity file, device key).
-pub fn seal_to(recipient: &DataRecipient, plaintext: &[u8]) -> Result<Vec<u8>> {
-    encrypt_to_all(&[recipient], plaintext)
 }
 
 /// The header (and nonce) of an age file, without its payload: enough to recognise the method

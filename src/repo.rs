@@ -93,7 +93,7 @@ impl Unlock<'_> {
 /// How a new key file is wrapped.
 pub enum Wrap<'a> {
     Passphrase(&'a Passphrase, u8),
-    Recipient(&'a crypto::DataRecipient),
+    Recipients(&'a crypto::KeyRecipients),
 }
 
 /// A key file as `key list` shows it.
@@ -439,7 +439,7 @@ impl Repository {
                 }
                 crypto::seal_with_passphrase(p, *log_n, &plain)?
             }
-            Wrap::Recipient(r) => crypto::seal_to(r, &plain)?,
+            Wrap::Recipients(r) => crypto::seal_to_recipients(r, &plain)?,
         };
         let name = Id::random().to_hex();
         self.store.put(FileType::Key, &name, sealed)?;

@@ -169,19 +169,15 @@ pub fn identity_file(path: &Path) -> Result<vault::crypto::Identities> {
     Ok(vault::crypto::Identities::parse(&text)?)
 }
 
-/// The recipient (public key) of the first identity in an identity file.
-pub fn recipient_of_identity_file(path: &Path) -> Result<vault::crypto::DataRecipient> {
+/// The recipients of the identities in an identity file (plugin ones through their plugin), and
+/// whether any is a plugin identity.
+pub fn recipients_of_identity_file(path: &Path) -> Result<(vault::crypto::KeyRecipients, bool)> {
     warn_if_open(path);
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the identity file {}", path.display()))?,
     );
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
-        .context("the identity file holds no age identity (AGE-SECRET-KEY-1...)")?;
-    Ok(vault::crypto::DataIdentity::parse(line)?.recipient())
+    Ok(vault::crypto::KeyRecipients::of_identity_file(&text)?)
 }
 
 /// Ask for an identity (a pasted recovery key) on the terminal.
