@@ -43,6 +43,9 @@ pub struct BackupOptions {
     pub threads: usize,
     /// Packs uploaded at the same time (each holds one pack in memory); 0 means 2.
     pub uploads: usize,
+    /// Paths never backed up whatever the patterns say (the repository itself, when it lies
+    /// inside a backed-up folder).
+    pub exclude_paths: Vec<PathBuf>,
 }
 
 /// Live counters, read by the progress display.
@@ -218,10 +221,11 @@ fn display(p: &Path) -> String {
 struct Excludes {
     full: GlobSet,
     base: GlobSet,
+    paths: Vec<PathBuf>,
 }
 
 impl Excludes {
-    fn new(patterns: &[String]) -> Result<Excludes> {
+    fn new(patterns: &[String], paths: &[PathBuf]) -> Result<Excludes> {
         let mut full = GlobSetBuilder::new();
         let mut base = GlobSetBuilder::new();
         for p in patterns {
@@ -240,10 +244,15 @@ impl Excludes {
         Ok(Excludes {
             full: build(full)?,
             base: build(base)?,
+            paths: paths
+                .iter()
+                .filter_map(|p| fs::canonicalize(p).ok())
+                .collect(),
         })
     }
     fn matches(&self, path: &Path) -> bool {
-        self.full.is_match(path)
+        self.paths.iter().any(|p| p == path)
+            || self.full.is_match(path)
             || path
                 .file_name()
                 .map(|n| self.base.is_match(Path::new(n)))
@@ -633,7 +642,7 @@ pub fn backup(
     progress: Arc<Progress>,
 ) -> Result<BackupSummary> {
     let roots = prepare_paths(&opts.paths)?;
-    let excludes = Excludes::new(&opts.excludes)?;
+    let excludes = Excludes::new(&opts.excludes, &opts.exclude_paths)?;
     let threads = crate::worker_count(opts.threads);
     let cfg = repo.config().clone();
     let shared = Shared {

@@ -544,6 +544,11 @@ fn backup(
         host,
         threads: 0,
         uploads: cli.connections(),
+        // Backing up a folder that holds the repository must not copy the repository into itself.
+        exclude_paths: match cli.repo_spec()? {
+            (RepoSpec::Local(p), _) => vec![p],
+            _ => vec![],
+        },
     };
     let progress = Arc::new(Progress::default());
     let view = ui::ProgressView::start(progress.clone(), "backup", cli.progress());

@@ -349,6 +349,44 @@ fn init_refuses_a_folder_that_holds_other_files() {
 }
 
 #[test]
+fn a_repository_inside_the_backed_up_folder_is_not_backed_up_into_itself() {
+    let env = Env::new();
+    let home = env.path("home-folder");
+    fs::create_dir_all(home.join("Pictures")).unwrap();
+    fs::write(home.join("Pictures/a.jpg"), noise(10_000, 1)).unwrap();
+    let repo = home.join(".local/share/vault/repo");
+    env.vault()
+        .env("VAULT_REPO", &repo)
+        .args(["init", "--kdf-log-n", "10"])
+        .assert()
+        .success();
+    env.vault()
+        .env("VAULT_REPO", &repo)
+        .arg("backup")
+        .arg(&home)
+        .assert()
+        .success();
+    let out = env
+        .vault()
+        .env("VAULT_REPO", &repo)
+        .args(["ls", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.iter().any(|p| p.ends_with("Pictures/a.jpg")));
+    assert!(
+        !paths.iter().any(|p| p.contains("/vault/repo")),
+        "{paths:?}"
+    );
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let env = Env::new();
     env.vault().arg("backup").assert().code(2);

@@ -38,6 +38,7 @@ fn interrupted_backup_is_resumed_not_repeated() {
         host: "h".into(),
         threads: 2,
         uploads: 2,
+        exclude_paths: vec![],
     };
     let progress = Arc::new(Progress::default());
     let watcher = {
