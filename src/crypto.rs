@@ -146,11 +146,14 @@ impl std::fmt::Display for DataRecipient {
     }
 }
 
-/// Encrypt `plaintext` into one age object readable by any of `recipients`.
-pub fn encrypt_to_all(recipients: &[&DataRecipient], plaintext: &[u8]) -> Result<Vec<u8>> {
-    let enc =
-        age::Encryptor::with_recipients(recipients.iter().map(|r| &r.0 as &dyn age::Recipient))
-            .map_err(|e| Error::Invalid(format!("cannot set up encryption: {e}")))?;
+/// The one place age encryption happens: `plaintext` into one age object for `recipients`.
+fn age_encrypt<'a>(
+    recipients: impl Iterator<Item = &'a dyn age::Recipient>,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let enc = age::Encryptor::with_recipients(recipients)
+        .map_err(|e| Error::Invalid(format!("cannot set up encryption: {e}")))?;
+    // STREAM adds 16 bytes per 64 KiB chunk; reserve it so large packs never reallocate.
     let mut out = Vec::with_capacity(plaintext.len() + plaintext.len() / 4000 + 1024);
     let mut w = enc
         .wrap_output(&mut out)
@@ -159,6 +162,14 @@ pub fn encrypt_to_all(recipients: &[&DataRecipient], plaintext: &[u8]) -> Result
         .map_err(|e| Error::io("encrypting", e))?;
     w.finish().map_err(|e| Error::io("encrypting", e))?;
     Ok(out)
+}
+
+/// Encrypt `plaintext` into one age object readable by any of `recipients`.
+pub fn encrypt_to_all(recipients: &[&DataRecipient], plaintext: &[u8]) -> Result<Vec<u8>> {
+    age_encrypt(
+        recipients.iter().map(|r| &r.0 as &dyn age::Recipient),
+        plaintext,
+    )
 }
 
 impl DataRecipient {
@@ -198,17 +209,7 @@ pub fn seal_with_passphrase(pass: &Passphrase, log_n: u8, plaintext: &[u8]) -> R
     }
     let mut r = age::scrypt::Recipient::new(pass.0.clone());
     r.set_work_factor(log_n);
-    let enc = age::Encryptor::with_recipients(iter::once(&r as &dyn age::Recipient))
-        .map_err(|e| Error::Invalid(format!("cannot set up encryption: {e}")))?;
-    let mut out = Vec::new();
-    let mut w = enc
-        .wrap_output(&mut out)
-        .map_err(|e| Error::io("encrypting key file", e))?;
-    w.write_all(plaintext)
-        .map_err(|e| Error::io("encrypting key file", e))?;
-    w.finish()
-        .map_err(|e| Error::io("encrypting key file", e))?;
-    Ok(out)
+    age_encrypt(iter::once(&r as &dyn age::Recipient), plaintext)
 }
 
 /// Outcome of trying an unlock method on one key file.
@@ -326,22 +327,13 @@ impl KeyRecipients {
 
 /// Encrypt a key file to `recipients`.
 pub fn seal_to_recipients(recipients: &KeyRecipients, plaintext: &[u8]) -> Result<Vec<u8>> {
-    let enc = age::Encryptor::with_recipients(
+    age_encrypt(
         recipients
             .0
             .iter()
             .map(|r| r.as_ref() as &dyn age::Recipient),
+        plaintext,
     )
-    .map_err(|e| Error::Invalid(format!("cannot set up encryption: {e}")))?;
-    let mut out = Vec::new();
-    let mut w = enc
-        .wrap_output(&mut out)
-        .map_err(|e| Error::io("encrypting key file", e))?;
-    w.write_all(plaintext)
-        .map_err(|e| Error::io("encrypting key file", e))?;
-    w.finish()
-        .map_err(|e| Error::io("encrypting key file", e))?;
-    Ok(out)
 }
 
 /// Try identities on a key file.

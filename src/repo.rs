@@ -38,6 +38,23 @@ fn parse_marker(data: &[u8], location: &str) -> Result<u32> {
         .ok_or_else(|| Error::NotARepository(location.into()))
 }
 
+/// Check the plaintext marker: a repository, of a format version this build reads.
+fn check_marker(store: &Store) -> Result<()> {
+    let marker = match store.get(FileType::Marker, "") {
+        Ok(m) => m,
+        Err(Error::NotFound(_)) => return Err(Error::NoRepository(store.location())),
+        Err(e) => return Err(e),
+    };
+    let version = parse_marker(&marker, &store.location())?;
+    if version != format::FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            found: version,
+            supported: format::FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
 /// Options for creating a repository.
 pub struct InitOptions {
     pub scrypt_log_n: u8,
@@ -265,18 +282,7 @@ impl Repository {
 
     /// Unlock with any method and load the index.
     pub fn unlock(store: Store, how: &Unlock<'_>) -> Result<Repository> {
-        let marker = match store.get(FileType::Marker, "") {
-            Ok(m) => m,
-            Err(Error::NotFound(_)) => return Err(Error::NoRepository(store.location())),
-            Err(e) => return Err(e),
-        };
-        let version = parse_marker(&marker, &store.location())?;
-        if version != format::FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                found: version,
-                supported: format::FORMAT_VERSION,
-            });
-        }
+        check_marker(&store)?;
         let mut material = None;
         let mut hostile = None;
         for (name, _) in store.list(FileType::Key)? {
@@ -302,7 +308,11 @@ impl Repository {
         let Some((material, unlocked_with)) = material else {
             return Err(Self::why_locked(&store, how, hostile)?);
         };
-        let keys = Keys::from_material(material);
+        Repository::finish_open(store, Keys::from_material(material), unlocked_with)
+    }
+
+    /// Read the config with the unlocked keys and load the index.
+    fn finish_open(store: Store, keys: Keys, unlocked_with: String) -> Result<Repository> {
         let ct = store.get(FileType::Config, "")?;
         // Write-only devices read the config with the index identity.
         let plain = match keys.data_identity() {
@@ -327,42 +337,15 @@ impl Repository {
     /// Open with a device profile's key material directly (write-only devices); no key file is
     /// involved. The config must verify under the profile's keys.
     pub fn open_with_material(store: Store, material: KeyMaterial) -> Result<Repository> {
-        let marker = match store.get(FileType::Marker, "") {
-            Ok(m) => m,
-            Err(Error::NotFound(_)) => return Err(Error::NoRepository(store.location())),
-            Err(e) => return Err(e),
-        };
-        let version = parse_marker(&marker, &store.location())?;
-        if version != format::FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                found: version,
-                supported: format::FORMAT_VERSION,
-            });
-        }
-        let keys = Keys::from_material(material);
-        let ct = store.get(FileType::Config, "")?;
-        let plain = match keys.data_identity() {
-            Ok(id) => id.decrypt(&ct, "config")?,
-            Err(_) => keys.index_identity.decrypt(&ct, "config")?,
-        };
-        let config =
-            Config::decode(&plain, &keys.repo_id, &keys.config_mac).map_err(|e| match e {
-                Error::Corrupt { .. } => {
+        check_marker(&store)?;
+        Repository::finish_open(store, Keys::from_material(material), String::new()).map_err(|e| {
+            match e {
+                Error::Corrupt { what, .. } if what == "config" => {
                     Error::Invalid("this device profile belongs to another repository".into())
                 }
                 other => other,
-            })?;
-        let _ = store.backend().set_object_lock(config.object_lock);
-        let mut repo = Repository {
-            store,
-            keys: Arc::new(keys),
-            config,
-            index: Index::default(),
-            index_errors: vec![],
-            unlocked_with: String::new(),
-        };
-        repo.load_index()?;
-        Ok(repo)
+            }
+        })
     }
 
     /// A write-only device profile for this repository, as text to save in a file.
