@@ -41,5 +41,5 @@ done
 echo "garage answered HTTP $code"
 export AWS_ACCESS_KEY_ID=$key_id AWS_SECRET_ACCESS_KEY=$secret AWS_REGION=garage
 export VAULT_TEST_S3_ENDPOINT=http://127.0.0.1:23900 VAULT_TEST_S3_REQUIRED=1
-export VAULT_TEST_S3_BUCKET=vault-compat VAULT_TEST_S3_NO_OBJECT_LOCK=1
+export VAULT_TEST_S3_BUCKET=vault-compat VAULT_TEST_S3_NO_OBJECT_LOCK=1 VAULT_TEST_S3_NO_CREATE_ONLY=1
 cargo test --locked --test s3 --test backend_conformance -- --nocapture --test-threads 2

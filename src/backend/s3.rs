@@ -191,7 +191,15 @@ fn status_of<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
 
 fn explain(code: Option<&str>, status: Option<u16>, msg: Option<&str>) -> String {
     let detail = msg.map(|m| format!(" ({m})")).unwrap_or_default();
+    // Some servers (Garage) report a bad signature as AccessDenied with a message saying so.
+    let lower = msg.map(str::to_lowercase).unwrap_or_default();
     match (code, status) {
+        (Some("AccessDenied"), _) if lower.contains("signature") => {
+            "the S3 secret key is wrong (the server rejected the request signature)".to_string()
+        }
+        (Some("AccessDenied"), _) if lower.contains("no such key") => {
+            format!("the S3 server does not know this access key{detail}")
+        }
         (Some("InvalidAccessKeyId"), _) => {
             format!("the S3 server does not know this access key{detail}")
         }
