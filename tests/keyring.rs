@@ -54,12 +54,7 @@ fn remembered_device_key_runs_backup_and_restore_without_a_passphrase() {
         .success();
     assert_same_tree(&src, &restored(&out, &src));
     // The device key is a key file of its own, and nothing secret was written to disk.
-    let keys = env
-        .vault()
-        .args(["key", "list", "--json"])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&keys.stdout).unwrap();
+    let v = serde_json::Value::Array(env.key_list());
     assert_eq!(
         v.as_array().unwrap().len(),
         3,
@@ -89,12 +84,7 @@ fn remembered_device_key_runs_backup_and_restore_without_a_passphrase() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("no passphrase"));
-    let keys = env
-        .vault()
-        .args(["key", "list", "--json"])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&keys.stdout).unwrap();
+    let v = serde_json::Value::Array(env.key_list());
     assert_eq!(
         v.as_array().unwrap().len(),
         2,
@@ -115,12 +105,7 @@ fn no_store_means_a_clear_message_not_a_file() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("no OS keyring is available"));
-    let keys = env
-        .vault()
-        .args(["key", "list", "--json"])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&keys.stdout).unwrap();
+    let v = serde_json::Value::Array(env.key_list());
     assert_eq!(
         v.as_array().unwrap().len(),
         2,

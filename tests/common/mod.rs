@@ -102,6 +102,18 @@ impl Env {
         }
         c
     }
+    /// The repository's key files, as `vault key list --json` reports them.
+    pub fn key_list(&self) -> Vec<serde_json::Value> {
+        let out = self
+            .vault()
+            .args(["key", "list", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array().unwrap().clone()
+    }
+
     pub fn init(&self) {
         self.vault()
             .args(["init", "--kdf-log-n", "10"])
