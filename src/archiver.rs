@@ -21,6 +21,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
 use crate::backend::RequestStats;
+use crate::cache::{FileEntry, LocalCache};
+use crate::changes::{self, FileStat, Verdict};
 use crate::chunker::Chunker;
 use crate::compress::Compressor;
 use crate::error::{Error, Result};
@@ -46,6 +48,8 @@ pub struct BackupOptions {
     /// Paths never backed up whatever the patterns say (the repository itself, when it lies
     /// inside a backed-up folder).
     pub exclude_paths: Vec<PathBuf>,
+    /// Read every file even when the local index says it is unchanged.
+    pub force_reread: bool,
 }
 
 /// Live counters, read by the progress display.
@@ -72,7 +76,12 @@ pub struct BackupSummary {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// File content bytes read (not counting the head-and-tail samples).
     pub bytes_read: u64,
+    /// Files taken from the local index without reading their content.
+    pub files_unchanged: u64,
+    /// Bytes read to re-verify files whose inode or device changed (head and tail samples).
+    pub bytes_sampled: u64,
     /// Bytes of new blobs as stored (after compression, before encryption and padding).
     pub bytes_added: u64,
     pub blobs_new: u64,
@@ -93,6 +102,14 @@ struct Meta {
     size: u64,
     uid: u32,
     gid: u32,
+    ctime: i64,
+    ctime_nanos: u32,
+    ino: u64,
+    dev: u64,
+}
+
+fn nanos(n: i64) -> u32 {
+    n.clamp(0, 999_999_999) as u32
 }
 
 impl Meta {
@@ -100,10 +117,25 @@ impl Meta {
         Meta {
             mode: m.mode(),
             mtime: m.mtime(),
-            mtime_nanos: m.mtime_nsec().clamp(0, 999_999_999) as u32,
+            mtime_nanos: nanos(m.mtime_nsec()),
             size: m.len(),
             uid: m.uid(),
             gid: m.gid(),
+            ctime: m.ctime(),
+            ctime_nanos: nanos(m.ctime_nsec()),
+            ino: m.ino(),
+            dev: m.dev(),
+        }
+    }
+    fn stat(&self) -> FileStat {
+        FileStat {
+            size: self.size,
+            mtime: self.mtime,
+            mtime_nanos: self.mtime_nanos,
+            ctime: self.ctime,
+            ctime_nanos: self.ctime_nanos,
+            ino: self.ino,
+            dev: self.dev,
         }
     }
     fn node(&self, name: Vec<u8>, kind: NodeKind, size: u64) -> Node {
@@ -126,6 +158,15 @@ struct FileDone {
     hash: Id,
     size: u64,
     changed: bool,
+    /// What the local index must learn about this path.
+    update: CacheUpdate,
+}
+
+enum CacheUpdate {
+    None,
+    /// Unchanged, but not yet marked as seen today.
+    Seen(Id),
+    Write(Id, FileEntry),
 }
 
 type FileResult = std::result::Result<FileDone, String>;
@@ -164,13 +205,20 @@ struct NewBlob {
 }
 
 /// State shared by all stages.
-struct Shared {
+struct Shared<'a> {
     keys: Arc<Keys>,
+    cache: &'a LocalCache,
     chunker: Chunker,
     zstd_level: u8,
     pack_min: u64,
-    /// Blobs known to the repository or already queued in this run.
-    known: Mutex<HashSet<Id>>,
+    force_reread: bool,
+    /// Files modified this close to the start of the run (seconds) get no local-index entry:
+    /// a change within the same timestamp tick after we read them would go unnoticed (FAT
+    /// stores mtimes to 2 s).
+    racy_after: i64,
+    today: i64,
+    /// Blobs first seen in this run (the repository's are looked up in the local index).
+    claimed: Mutex<HashSet<Id>>,
     data_packer: Mutex<Packer>,
     tree_packer: Mutex<Packer>,
     written: Mutex<Vec<PackDesc>>,
@@ -182,9 +230,11 @@ struct Shared {
     bytes_added: AtomicU64,
     blobs_new: AtomicU64,
     blobs_reused: AtomicU64,
+    files_unchanged: AtomicU64,
+    bytes_sampled: AtomicU64,
 }
 
-impl Shared {
+impl Shared<'_> {
     fn fail(&self, e: Error) {
         let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         if f.is_none() {
@@ -200,11 +250,15 @@ impl Shared {
     }
     /// Claim a blob id: true when it is new and the caller must store it.
     fn claim(&self, id: Id) -> bool {
-        let new = self
-            .known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id);
+        let claimed = || self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+        let new = !claimed().contains(&id)
+            && match self.cache.has_blob(&id) {
+                Ok(stored) => !stored && claimed().insert(id),
+                Err(e) => {
+                    self.fail(e);
+                    false
+                }
+            };
         if new {
             self.blobs_new.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -291,7 +345,7 @@ fn prepare_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 struct Walker<'a> {
-    shared: &'a Shared,
+    shared: &'a Shared<'a>,
     excludes: &'a Excludes,
     events: Sender<Event>,
     jobs: Sender<FileJob>,
@@ -480,13 +534,73 @@ fn file_worker(shared: &Shared, jobs: Receiver<FileJob>, blobs: Sender<NewBlob>)
         let res = if shared.aborted() {
             Err("backup aborted".to_string())
         } else {
-            read_file(shared, &job, &mut buf, &blobs)
+            let key = shared.keys.name.keyed_hash(job.path.as_os_str().as_bytes());
+            match from_cache(shared, &job, &key) {
+                Ok(Some(done)) => Ok(done),
+                Ok(None) => read_file(shared, &job, &key, &mut buf, &blobs),
+                Err(e) => {
+                    shared.fail(e);
+                    Err("backup aborted".to_string())
+                }
+            }
         };
         let _ = job.reply.send(res);
     }
 }
 
-fn read_file(shared: &Shared, job: &FileJob, buf: &mut [u8], out: &Sender<NewBlob>) -> FileResult {
+/// The file's content as the local index remembers it, when the rules in `changes` say it
+/// is unchanged and every blob it lists is in the repository.
+fn from_cache(shared: &Shared, job: &FileJob, key: &Id) -> Result<Option<FileDone>> {
+    if shared.force_reread {
+        return Ok(None);
+    }
+    let Some((entry, seen)) = shared.cache.file(key)? else {
+        return Ok(None);
+    };
+    let now = job.meta.stat();
+    let update = match changes::classify(&entry, &now) {
+        Verdict::Changed => return Ok(None),
+        Verdict::Unchanged if seen == shared.today => CacheUpdate::None,
+        Verdict::Unchanged => CacheUpdate::Seen(*key),
+        Verdict::MetadataOnly => CacheUpdate::Write(*key, changes::refreshed(&entry, &now)),
+        Verdict::VerifySample => {
+            let Ok(f) = File::open(&job.path) else {
+                return Ok(None);
+            };
+            let Ok((sample, n)) = changes::sample_hash(&shared.keys.sample, &f, now.size) else {
+                return Ok(None);
+            };
+            shared.bytes_sampled.fetch_add(n, Ordering::Relaxed);
+            if sample != entry.sample {
+                return Ok(None);
+            }
+            CacheUpdate::Write(*key, changes::refreshed(&entry, &now))
+        }
+    };
+    if !shared.cache.has_blobs(&entry.blobs)? {
+        return Ok(None);
+    }
+    shared.files_unchanged.fetch_add(1, Ordering::Relaxed);
+    shared
+        .progress
+        .bytes_done
+        .fetch_add(entry.stat.size, Ordering::Relaxed);
+    Ok(Some(FileDone {
+        size: entry.stat.size,
+        hash: entry.hash,
+        blobs: entry.blobs,
+        changed: false,
+        update,
+    }))
+}
+
+fn read_file(
+    shared: &Shared,
+    job: &FileJob,
+    key: &Id,
+    buf: &mut [u8],
+    out: &Sender<NewBlob>,
+) -> FileResult {
     let mut f = File::open(&job.path).map_err(|e| e.to_string())?;
     let mut hasher = shared.keys.file_hash.hasher();
     let mut blobs = Vec::new();
@@ -540,13 +654,32 @@ fn read_file(shared: &Shared, job: &FileJob, buf: &mut [u8], out: &Sender<NewBlo
     let after = f.metadata().map_err(|e| e.to_string())?;
     let changed = after.len() != job.meta.size
         || after.mtime() != job.meta.mtime
-        || after.mtime_nsec() as u32 != job.meta.mtime_nanos
+        || nanos(after.mtime_nsec()) != job.meta.mtime_nanos
         || total != job.meta.size;
+    let hash = hasher.finalize();
+    // Only a file read whole and quietly is worth remembering.
+    let update = if changed || job.meta.mtime >= shared.racy_after {
+        CacheUpdate::None
+    } else {
+        match changes::sample_hash(&shared.keys.sample, &f, total) {
+            Ok((sample, _)) => CacheUpdate::Write(
+                *key,
+                FileEntry {
+                    stat: job.meta.stat(),
+                    hash,
+                    sample,
+                    blobs: blobs.clone(),
+                },
+            ),
+            Err(_) => CacheUpdate::None,
+        }
+    };
     Ok(FileDone {
         blobs,
-        hash: hasher.finalize(),
+        hash,
         size: total,
         changed,
+        update,
     })
 }
 
@@ -637,7 +770,7 @@ const INDEX_BLOBS_PER_OBJECT: usize = 50_000;
 
 /// Run a backup into `repo`.
 pub fn backup(
-    repo: &mut Repository,
+    repo: &Repository,
     opts: &BackupOptions,
     progress: Arc<Progress>,
 ) -> Result<BackupSummary> {
@@ -645,12 +778,21 @@ pub fn backup(
     let excludes = Excludes::new(&opts.excludes, &opts.exclude_paths)?;
     let threads = crate::worker_count(opts.threads);
     let cfg = repo.config().clone();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let cache = repo.cache()?;
     let shared = Shared {
         keys: repo.keys().clone(),
+        cache,
         chunker: Chunker::new(&repo.keys().chunker, &cfg),
         zstd_level: cfg.zstd_level,
         pack_min: cfg.pack_min as u64,
-        known: Mutex::new(repo.index().blob_ids().copied().collect()),
+        force_reread: opts.force_reread,
+        racy_after: started - 2,
+        today: crate::cache::today(),
+        claimed: Mutex::new(HashSet::new()),
         data_packer: Mutex::new(Packer::new(BlobType::Data, 2, cfg.pack_target as usize)),
         tree_packer: Mutex::new(Packer::new(BlobType::Tree, 1, cfg.pack_target as usize)),
         written: Mutex::new(Vec::new()),
@@ -662,6 +804,8 @@ pub fn backup(
         bytes_added: AtomicU64::new(0),
         blobs_new: AtomicU64::new(0),
         blobs_reused: AtomicU64::new(0),
+        files_unchanged: AtomicU64::new(0),
+        bytes_sampled: AtomicU64::new(0),
     };
     // A write-only device cannot read snapshots: no parent, and no place in the chain.
     let (snapshots, _) = if repo.keys().is_write_only() {
@@ -687,6 +831,7 @@ pub fn backup(
         .map(|(id, s)| (*id, s.sequence));
 
     let mut summary = BackupSummary::default();
+    let mut updates = CacheUpdates::default();
     let repo_ro: &Repository = repo;
     let root_id = thread::scope(|scope| -> Result<Id> {
         let (job_tx, job_rx) = bounded::<FileJob>(threads * 4);
@@ -729,7 +874,7 @@ pub fn backup(
         }
         drop(seal_rx);
 
-        let root = assemble(shared, ev_rx, &blob_tx, &mut summary);
+        let root = assemble(shared, ev_rx, &blob_tx, &mut summary, &mut updates);
         drop(blob_tx);
         for w in blob_workers {
             let _ = w.join();
@@ -758,6 +903,9 @@ pub fn backup(
         shared.abort.store(true, Ordering::SeqCst); // stop the scanner if still running
         root
     });
+    // Entries are safe to keep even from a failed run: each is used only while every blob it
+    // lists is in the repository's index.
+    let flushed = updates.flush(cache);
     // Write order: packs are all stored; now the index; the snapshot last.
     let written = std::mem::take(&mut *shared.written.lock().unwrap_or_else(|p| p.into_inner()));
     let failure = shared
@@ -775,6 +923,7 @@ pub fn backup(
             return Err(e);
         }
     };
+    flushed?;
     summary.packs_written = written.len() as u64 + shared.packs_indexed.load(Ordering::Relaxed);
     let mut batch: Vec<PackDesc> = Vec::new();
     let mut count = 0;
@@ -782,18 +931,20 @@ pub fn backup(
         count += p.blobs.len();
         batch.push(p);
         if count >= INDEX_BLOBS_PER_OBJECT {
-            repo.write_index(&batch)?;
+            repo.put_index(&batch)?;
             batch.clear();
             count = 0;
         }
     }
     if !batch.is_empty() {
-        repo.write_index(&batch)?;
+        repo.put_index(&batch)?;
     }
     summary.bytes_read = shared.bytes_read.load(Ordering::Relaxed);
     summary.bytes_added = shared.bytes_added.load(Ordering::Relaxed);
     summary.blobs_new = shared.blobs_new.load(Ordering::Relaxed);
     summary.blobs_reused = shared.blobs_reused.load(Ordering::Relaxed);
+    summary.files_unchanged = shared.files_unchanged.load(Ordering::Relaxed);
+    summary.bytes_sampled = shared.bytes_sampled.load(Ordering::Relaxed);
     let (time, time_nanos) = {
         let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -822,8 +973,38 @@ pub fn backup(
     };
     let id = repo.write_snapshot(&snap)?;
     summary.snapshot = id.to_hex();
+    cache.expire_files()?;
     summary.requests = repo.store().stats();
     Ok(summary)
+}
+
+/// Local-index writes collected by the assembler, written in batches (one transaction each).
+#[derive(Default)]
+struct CacheUpdates {
+    entries: Vec<(Id, FileEntry)>,
+    seen: Vec<Id>,
+}
+
+const CACHE_BATCH: usize = 2048;
+
+impl CacheUpdates {
+    fn add(&mut self, u: CacheUpdate, cache: &LocalCache) -> Result<()> {
+        match u {
+            CacheUpdate::None => return Ok(()),
+            CacheUpdate::Seen(k) => self.seen.push(k),
+            CacheUpdate::Write(k, e) => self.entries.push((k, e)),
+        }
+        if self.entries.len() + self.seen.len() >= CACHE_BATCH {
+            self.flush(cache)?;
+        }
+        Ok(())
+    }
+    fn flush(&mut self, cache: &LocalCache) -> Result<()> {
+        let r = cache.put_files(&self.entries, &self.seen);
+        self.entries.clear();
+        self.seen.clear();
+        r
+    }
 }
 
 /// Consume the walker's events in order, build trees bottom-up, return the root tree id.
@@ -832,6 +1013,7 @@ fn assemble(
     events: Receiver<Event>,
     blobs: &Sender<NewBlob>,
     summary: &mut BackupSummary,
+    updates: &mut CacheUpdates,
 ) -> Result<Id> {
     let mut stack = vec![DirBuilder {
         name: vec![],
@@ -900,6 +1082,7 @@ fn assemble(
                         }
                         summary.files += 1;
                         shared.progress.files_done.fetch_add(1, Ordering::Relaxed);
+                        updates.add(done.update, shared.cache)?;
                         let parent = stack.last_mut().ok_or(Error::Interrupted)?;
                         parent.nodes.push(meta.node(
                             name,

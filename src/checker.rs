@@ -52,15 +52,18 @@ pub fn check(
 ) -> Result<CheckReport> {
     repo.keys().data_identity()?;
     let mut rep = CheckReport::default();
-    for (name, e) in &repo.index_errors {
-        rep.errors.push(format!("index {}: {e}", &name[..8]));
+    // The repository itself is checked, not the local index: read every index object.
+    let (index, index_errors) = repo.full_index()?;
+    for (name, e) in &index_errors {
+        rep.errors
+            .push(format!("index {}: {e}", &name[..8.min(name.len())]));
     }
     // Packs: indexed ones must exist with the recorded size.
     let stored: HashMap<String, u64> = repo.store().list(FileType::Pack)?.into_iter().collect();
-    rep.packs = repo.index().packs.len() as u64;
+    rep.packs = index.packs.len() as u64;
     let mut bad_packs: HashSet<Id> = HashSet::new();
     let mut indexed = HashSet::new();
-    for p in &repo.index().packs {
+    for p in &index.packs {
         let name = p.id.to_hex();
         indexed.insert(name.clone());
         match stored.get(&name) {
@@ -87,7 +90,7 @@ pub fn check(
     }
 
     // Snapshots and trees.
-    let (snaps, bad) = repo.snapshots()?;
+    let (snaps, bad) = repo.snapshots_with(true)?;
     for (name, e) in &bad {
         rep.errors.push(format!("snapshot {}: {e}", &name[..8]));
     }
@@ -116,7 +119,7 @@ pub fn check(
                     NodeKind::Dir { subtree } => stack.push(*subtree),
                     NodeKind::File { blobs, .. } => {
                         for b in blobs {
-                            if !repo.index().contains(b) && missing_blobs.insert(*b) {
+                            if !index.contains(b) && missing_blobs.insert(*b) {
                                 rep.errors
                                     .push(format!("blob {} is not in the index", b.short()));
                             }
@@ -131,14 +134,14 @@ pub fn check(
     // Every byte of every pack.
     let mut damaged_blobs: HashSet<Id> = HashSet::new();
     if opts.read_data {
-        let by_pack = repo.index().entries_by_pack();
+        let by_pack = index.entries_by_pack();
         progress.total_bytes.store(
-            repo.index().packs.iter().map(|p| p.object_len).sum(),
+            index.packs.iter().map(|p| p.object_len).sum(),
             Ordering::Relaxed,
         );
         progress.total_files.store(rep.packs, Ordering::Relaxed);
         progress.scan_finished.store(true, Ordering::Relaxed);
-        for p in &repo.index().packs {
+        for p in &index.packs {
             if bad_packs.contains(&p.id) {
                 for e in by_pack.get(&p.id).into_iter().flatten() {
                     damaged_blobs.insert(e.id);
@@ -146,8 +149,7 @@ pub fn check(
             }
         }
         // Packs are downloaded and verified by several workers at once.
-        let todo: Vec<&crate::repo::PackInfo> = repo
-            .index()
+        let todo: Vec<&crate::repo::PackInfo> = index
             .packs
             .iter()
             .filter(|p| !bad_packs.contains(&p.id))
@@ -183,7 +185,7 @@ pub fn check(
         }
     } else {
         if !bad_packs.is_empty() {
-            let by_pack = repo.index().entries_by_pack();
+            let by_pack = index.entries_by_pack();
             for p in &bad_packs {
                 for e in by_pack.get(p).into_iter().flatten() {
                     damaged_blobs.insert(e.id);

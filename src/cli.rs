@@ -13,6 +13,7 @@ use vault::archiver::{self, BackupOptions, Progress};
 use vault::backend::local::LocalBackend;
 use vault::backend::s3::{S3Backend, S3Options};
 use vault::backend::Store;
+use vault::cache::CachePlace;
 use vault::checker::{self, CheckOptions};
 use vault::crypto;
 use vault::format::config::{LockMode, ObjectLock};
@@ -105,6 +106,13 @@ pub struct Cli {
     #[arg(long, env = "VAULT_CONNECTIONS", global = true, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=64))]
     connections: Option<u16>,
+    /// Folder for the local index (default: $XDG_CACHE_HOME/vault); only a cache, every row
+    /// encrypted, rebuilt from the repository when missing
+    #[arg(long, env = "VAULT_CACHE_DIR", global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Keep the local index in memory only (rebuilt from the repository on every run)
+    #[arg(long, global = true, conflicts_with = "cache_dir")]
+    no_cache: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -170,6 +178,10 @@ enum Cmd {
         /// Host name recorded in the snapshot
         #[arg(long)]
         host: Option<String>,
+        /// Read every file, even those whose size, mtime and inode say they are unchanged
+        /// (catches content edited in place with the mtime set back; slower)
+        #[arg(long)]
+        force_reread: bool,
     },
     /// List snapshots
     Snapshots,
@@ -321,13 +333,17 @@ impl Cli {
             )?;
             Repository::open(store, &pass)?
         };
-        for (name, e) in &repo.index_errors {
-            eprintln!(
-                "warning: index {} is unreadable ({e}); run `vault check`",
-                &name[..8]
-            );
-        }
+        let mut repo = repo;
+        repo.set_cache_place(self.cache_place());
         Ok(repo)
+    }
+
+    fn cache_place(&self) -> CachePlace {
+        match &self.cache_dir {
+            _ if self.no_cache => CachePlace::Memory,
+            Some(d) => CachePlace::Dir(d.clone()),
+            None => CachePlace::from_env(),
+        }
     }
 
     fn keyring_store(&self) -> Option<vault::devicekey::Store> {
@@ -420,7 +436,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             tag,
             exclude,
             host,
-        } => backup(&cli, paths, tag, exclude, host.clone()),
+            force_reread,
+        } => backup(&cli, paths, tag, exclude, host.clone(), *force_reread),
         Cmd::Snapshots => snapshots(&cli),
         Cmd::Ls { snapshot, path } => ls(&cli, snapshot, path.as_deref()),
         Cmd::Restore {
@@ -446,7 +463,7 @@ fn create(
         true,
     )?;
     let location = store.location();
-    let repo = Repository::init(
+    let mut repo = Repository::init(
         store,
         &pass,
         &InitOptions {
@@ -461,7 +478,22 @@ fn create(
         );
     }
     add_recovery_key(&repo, recovery_file)?;
+    repo.set_cache_place(cli.cache_place());
     Ok(repo)
+}
+
+/// Say when the local index is not where it should be, or the repository index is damaged.
+fn warn_index(repo: &Repository) -> Result<()> {
+    if let Some(why) = &repo.cache()?.fallback {
+        eprintln!("warning: the local index is kept in memory this run ({why})");
+    }
+    for (name, e) in repo.index_errors()? {
+        eprintln!(
+            "warning: index {} is unreadable ({e}); run `vault check`",
+            &name[..8.min(name.len())]
+        );
+    }
+    Ok(())
 }
 
 /// Generate a recovery key, add it as a key file, and show it once.
@@ -519,13 +551,14 @@ fn backup(
     tags: &[String],
     excludes: &[String],
     host: Option<String>,
+    force_reread: bool,
 ) -> Result<u8> {
     let (store, is_default) = cli.store()?;
     // Check the paths before asking for a passphrase or creating anything.
     for p in paths {
         std::fs::symlink_metadata(p).with_context(|| format!("cannot back up {}", p.display()))?;
     }
-    let mut repo = if is_default && cli.profile.is_none() && !Repository::exists(&store)? {
+    let repo = if is_default && cli.profile.is_none() && !Repository::exists(&store)? {
         if !cli.quiet {
             eprintln!(
                 "no repository yet; creating the default one at {}",
@@ -549,19 +582,22 @@ fn backup(
             (RepoSpec::Local(p), _) => vec![p],
             _ => vec![],
         },
+        force_reread,
     };
     let progress = Arc::new(Progress::default());
     let view = ui::ProgressView::start(progress.clone(), "backup", cli.progress());
-    let res = archiver::backup(&mut repo, &opts, progress);
+    let res = archiver::backup(&repo, &opts, progress);
     view.finish();
     let s = res?;
+    warn_index(&repo)?;
     if cli.json {
         json_out(&s)?;
     } else if !cli.quiet {
         println!("snapshot {} saved", &s.snapshot[..8]);
         println!(
-            "  {} files, {} folders, {} symlinks; read {}, added {} ({} new chunks, {} reused, {} packs)",
+            "  {} files ({} unchanged, not read), {} folders, {} symlinks; read {}, added {} ({} new chunks, {} reused, {} packs)",
             s.files,
+            s.files_unchanged,
             s.dirs,
             s.symlinks,
             ui::bytes(s.bytes_read),
@@ -790,6 +826,7 @@ fn restore(
     let res = restorer::restore(&repo, &id, &snap, &opts, progress);
     view.finish();
     let s = res?;
+    warn_index(&repo)?;
     if cli.json {
         json_out(&s)?;
     } else if !cli.quiet {

@@ -79,6 +79,51 @@ impl SecretKey {
     }
 }
 
+/// Authenticated encryption of local-index rows (XChaCha20-Poly1305, random 192-bit nonces).
+/// The row's key is the associated data, so a row moved to another key does not open.
+pub struct RowCipher(chacha20poly1305::XChaCha20Poly1305);
+
+/// Bytes a sealed row adds to its plaintext: nonce and tag.
+pub const ROW_OVERHEAD: usize = 24 + 16;
+
+impl RowCipher {
+    pub fn new(key: &SecretKey) -> RowCipher {
+        use chacha20poly1305::KeyInit;
+        RowCipher(chacha20poly1305::XChaCha20Poly1305::new(
+            key.expose().into(),
+        ))
+    }
+
+    /// Encrypt `plain` bound to `aad`: nonce, then ciphertext and tag.
+    pub fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        use chacha20poly1305::aead::{Aead, Payload};
+        let mut nonce = [0u8; 24];
+        fill_random(&mut nonce);
+        let ct = self
+            .0
+            .encrypt((&nonce).into(), Payload { msg: plain, aad })
+            // Encryption fails only for messages beyond 256 GiB; rows are a few KiB.
+            .expect("row encryption cannot fail for row-sized input");
+        let mut out = Vec::with_capacity(24 + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Decrypt a row sealed with `aad`; `None` when it does not authenticate.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        use chacha20poly1305::aead::{Aead, Payload};
+        if sealed.len() < ROW_OVERHEAD {
+            return None;
+        }
+        let (nonce, ct) = sealed.split_at(24);
+        self.0
+            .decrypt(nonce.into(), Payload { msg: ct, aad })
+            .ok()
+            .map(Zeroizing::new)
+    }
+}
+
 /// Incremental keyed BLAKE3.
 pub struct KeyedHasher(Box<blake3::Hasher>);
 

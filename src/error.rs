@@ -47,6 +47,8 @@ pub enum Error {
     WriteOnly,
     #[error("this {0} does not unlock the repository")]
     WrongKey(String),
+    #[error("local index {path}: {detail} (it is only a cache: delete that folder and vault rebuilds it from the repository)")]
+    Cache { path: String, detail: String },
     #[error("this {0} was removed from the repository and no longer unlocks it")]
     KeyRemoved(String),
 }

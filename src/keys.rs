@@ -15,6 +15,7 @@ pub mod context {
     pub const CONFIG_MAC: &str = "vault v1 config mac";
     pub const CACHE: &str = "vault v1 local cache";
     pub const NAME: &str = "vault v1 name hash";
+    pub const SAMPLE: &str = "vault v1 file sample";
 }
 
 /// Every key a client holds. No `Debug`, zeroed on drop. A write-only device has no data
@@ -28,6 +29,12 @@ pub struct Keys {
     pub snapshot_mac: SecretKey,
     pub snapshot_id: SecretKey,
     pub config_mac: SecretKey,
+    /// Encrypts the rows of the local index (never leaves the device).
+    pub cache: SecretKey,
+    /// Keys the path hashes that index the local file-change cache.
+    pub name: SecretKey,
+    /// Keys the head-and-tail sample hash used to re-verify a file cheaply.
+    pub sample: SecretKey,
     identity: Option<DataIdentity>,
     pub recipient: DataRecipient,
     pub index_identity: DataIdentity,
@@ -49,6 +56,9 @@ impl Keys {
             snapshot_mac: d(context::SNAPSHOT_MAC),
             snapshot_id: d(context::SNAPSHOT_ID),
             config_mac: d(context::CONFIG_MAC),
+            cache: d(context::CACHE),
+            name: d(context::NAME),
+            sample: d(context::SAMPLE),
             recipient: m.data_recipient,
             identity: m.data_identity,
             index_recipient: m.index_identity.recipient(),

@@ -4,6 +4,8 @@
 
 pub mod archiver;
 pub mod backend;
+pub mod cache;
+pub mod changes;
 pub mod checker;
 pub mod chunker;
 pub mod compress;

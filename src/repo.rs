@@ -1,11 +1,14 @@
-//! An open repository: unlocking, the in-memory blob index, and reading and writing every kind
-//! of object with the checks the format demands (headers, MACs, keyed ids).
+//! An open repository: unlocking, keeping the local index in step with the repository, and
+//! reading and writing every kind of object with the checks the format demands (headers, MACs,
+//! keyed ids).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::{valid_name, FileType, RangeReader, Store};
+use crate::cache::{CachePlace, LocalCache};
 use crate::compress;
 use crate::crypto::{self, Passphrase, Unwrap};
 use crate::error::{Error, Result};
@@ -140,7 +143,8 @@ pub struct BlobLoc {
     pub entry: BlobEntry,
 }
 
-/// The union of all index objects, held in memory.
+/// The union of all index objects, held in memory (for `check`, which verifies the
+/// repository itself rather than trusting the local index).
 #[derive(Default)]
 pub struct Index {
     pub packs: Vec<PackInfo>,
@@ -207,14 +211,25 @@ impl Index {
 /// Readable snapshots (sorted by time) and the names of unreadable ones with the reason.
 pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<(String, Error)>);
 
+/// The local index, brought up to date with the repository.
+struct Synced {
+    cache: LocalCache,
+    /// Index objects that could not be read, with the reason.
+    index_errors: Vec<(String, Error)>,
+}
+
+/// Repository objects fetched at once when the local index catches up.
+const FETCH_THREADS: usize = 8;
+
 /// An unlocked repository.
 pub struct Repository {
     store: Store,
     keys: Arc<Keys>,
     config: Config,
-    index: Index,
-    /// Index objects that could not be read, with the reason.
-    pub index_errors: Vec<(String, Error)>,
+    cache_place: CachePlace,
+    /// Opened and synced on first use, so that commands that need no index never read it.
+    synced: OnceLock<Synced>,
+    sync_lock: Mutex<()>,
     /// Name of the key file this run unlocked with.
     unlocked_with: String,
 }
@@ -260,14 +275,7 @@ impl Repository {
             "",
             marker_text(format::FORMAT_VERSION).into_bytes(),
         )?;
-        Ok(Repository {
-            store,
-            keys: Arc::new(keys),
-            config,
-            index: Index::default(),
-            index_errors: vec![],
-            unlocked_with: key_name,
-        })
+        Ok(Repository::new(store, keys, config, key_name))
     }
 
     /// True when the store holds a repository marker.
@@ -275,12 +283,12 @@ impl Repository {
         Ok(store.stat(FileType::Marker, "")?.is_some())
     }
 
-    /// Unlock with a passphrase and load the index.
+    /// Unlock with a passphrase.
     pub fn open(store: Store, pass: &Passphrase) -> Result<Repository> {
         Repository::unlock(store, &Unlock::Passphrase(pass))
     }
 
-    /// Unlock with any method and load the index.
+    /// Unlock with any method.
     pub fn unlock(store: Store, how: &Unlock<'_>) -> Result<Repository> {
         check_marker(&store)?;
         let mut material = None;
@@ -311,7 +319,7 @@ impl Repository {
         Repository::finish_open(store, Keys::from_material(material), unlocked_with)
     }
 
-    /// Read the config with the unlocked keys and load the index.
+    /// Read the config with the unlocked keys.
     fn finish_open(store: Store, keys: Keys, unlocked_with: String) -> Result<Repository> {
         let ct = store.get(FileType::Config, "")?;
         // Write-only devices read the config with the index identity.
@@ -322,16 +330,25 @@ impl Repository {
         let config = Config::decode(&plain, &keys.repo_id, &keys.config_mac)?;
         // A local copy of a locked repository cannot lock; everything else keeps the rule.
         let _ = store.backend().set_object_lock(config.object_lock);
-        let mut repo = Repository {
+        Ok(Repository::new(store, keys, config, unlocked_with))
+    }
+
+    fn new(store: Store, keys: Keys, config: Config, unlocked_with: String) -> Repository {
+        Repository {
             store,
             keys: Arc::new(keys),
             config,
-            index: Index::default(),
-            index_errors: vec![],
+            cache_place: CachePlace::Memory,
+            synced: OnceLock::new(),
+            sync_lock: Mutex::new(()),
             unlocked_with,
-        };
-        repo.load_index()?;
-        Ok(repo)
+        }
+    }
+
+    /// Where the local index lives (in memory unless set). Takes effect at the next use.
+    pub fn set_cache_place(&mut self, place: CachePlace) {
+        self.cache_place = place;
+        self.synced = OnceLock::new();
     }
 
     /// Open with a device profile's key material directly (write-only devices); no key file is
@@ -475,50 +492,135 @@ impl Repository {
     pub fn config(&self) -> &Config {
         &self.config
     }
-    pub fn index(&self) -> &Index {
-        &self.index
-    }
     pub fn repo_id(&self) -> Id {
         self.keys.repo_id
     }
 
-    /// Read every index object. Damaged ones are recorded in `index_errors`, not fatal: the rest
-    /// of the repository stays usable.
-    pub fn load_index(&mut self) -> Result<()> {
-        self.index = Index::default();
-        self.index_errors.clear();
-        for (name, _) in self.store.list(FileType::Index)? {
-            match self.read_index_object(&name) {
-                Ok(packs) => {
-                    for p in &packs {
-                        self.index.add(p);
-                    }
-                }
-                Err(e) => self.index_errors.push((name, e)),
-            }
+    fn synced(&self) -> Result<&Synced> {
+        if let Some(s) = self.synced.get() {
+            return Ok(s);
         }
-        if !self.index_errors.is_empty() {
-            // Damaged index: the packs' own tables still say what they hold.
-            self.recover_unindexed_packs()?;
+        let _guard = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.synced.get().is_none() {
+            let s = self.sync()?;
+            let _ = self.synced.set(s);
         }
-        Ok(())
+        self.synced
+            .get()
+            .ok_or_else(|| Error::Invalid("the local index could not be opened".into()))
     }
 
-    /// Add index entries for stored packs that no readable index object describes, from the
-    /// blob tables inside the packs. Returns how many packs were recovered.
-    pub fn recover_unindexed_packs(&mut self) -> Result<usize> {
-        let mut n = 0;
-        for (name, size) in self.store.list(FileType::Pack)? {
-            let id: Id = name.parse()?;
-            if self.index.pack(&id).is_some() {
-                continue;
-            }
-            if let Ok(desc) = self.read_pack_table(&id, size) {
-                self.index.add(&desc);
-                n += 1;
+    /// The local index, opened and brought up to date with the repository on first use.
+    pub fn cache(&self) -> Result<&LocalCache> {
+        Ok(&self.synced()?.cache)
+    }
+
+    /// Index objects that could not be read when the local index was brought up to date.
+    pub fn index_errors(&self) -> Result<&[(String, Error)]> {
+        Ok(&self.synced()?.index_errors)
+    }
+
+    /// Open the local index and merge the index objects it has not seen. When one it had
+    /// merged is gone from the repository (compacted or removed elsewhere), start over.
+    fn sync(&self) -> Result<Synced> {
+        let cache = LocalCache::open(&self.cache_place, &self.keys)?;
+        let listed = self.names(FileType::Index)?;
+        let listed_set: HashSet<&str> = listed.iter().map(|s| s.as_str()).collect();
+        let mut merged = cache.index_objects()?;
+        if merged.iter().any(|m| !listed_set.contains(m.as_str())) {
+            cache.clear_index()?;
+            merged.clear();
+        }
+        let new: Vec<String> = listed.into_iter().filter(|n| !merged.contains(n)).collect();
+        let mut index_errors = Vec::new();
+        for (name, r) in self.fetch_all(new, |name| {
+            let packs = self.read_index_object(name)?;
+            cache.add_packs(Some(name), &packs)
+        }) {
+            if let Err(e) = r {
+                if matches!(e, Error::Cache { .. }) {
+                    return Err(e);
+                }
+                index_errors.push((name, e));
             }
         }
-        Ok(n)
+        if !index_errors.is_empty() {
+            // Damaged index: the packs' own tables still say what they hold.
+            for (name, size) in self.store.list(FileType::Pack)? {
+                let id: Id = name.parse()?;
+                if cache.has_pack(&id)? {
+                    continue;
+                }
+                if let Ok(desc) = self.read_pack_table(&id, size) {
+                    cache.add_packs(None, &[desc])?;
+                }
+            }
+        }
+        Ok(Synced {
+            cache,
+            index_errors,
+        })
+    }
+
+    fn names(&self, t: FileType) -> Result<Vec<String>> {
+        Ok(self.store.list(t)?.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// Run `f` on each name with a few threads (repository reads are mostly waiting).
+    /// Results come back in input order.
+    fn fetch_all<T: Send>(
+        &self,
+        names: Vec<String>,
+        f: impl Fn(&str) -> Result<T> + Sync,
+    ) -> Vec<(String, Result<T>)> {
+        let next = AtomicUsize::new(0);
+        let out = Mutex::new(Vec::with_capacity(names.len()));
+        std::thread::scope(|scope| {
+            for _ in 0..FETCH_THREADS.min(names.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(name) = names.get(i) else { return };
+                    let r = f(name);
+                    out.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
+                });
+            }
+        });
+        let mut out = out.into_inner().unwrap_or_else(|p| p.into_inner());
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter()
+            .map(|(i, r)| (names[i].clone(), r))
+            .collect()
+    }
+
+    /// Every index object read straight from the repository into memory, for `check`. Damaged
+    /// ones are returned with the reason; the packs they described are recovered from the packs'
+    /// own tables.
+    pub fn full_index(&self) -> Result<(Index, Vec<(String, Error)>)> {
+        let names = self.names(FileType::Index)?;
+        let mut index = Index::default();
+        let mut errors = Vec::new();
+        for (name, r) in self.fetch_all(names, |n| self.read_index_object(n)) {
+            match r {
+                Ok(packs) => packs.iter().for_each(|p| index.add(p)),
+                Err(e) => errors.push((name, e)),
+            }
+        }
+        if !errors.is_empty() {
+            for (name, size) in self.store.list(FileType::Pack)? {
+                let id: Id = name.parse()?;
+                if index.pack(&id).is_none() {
+                    if let Ok(desc) = self.read_pack_table(&id, size) {
+                        index.add(&desc);
+                    }
+                }
+            }
+        }
+        Ok((index, errors))
+    }
+
+    /// True when the repository holds the blob (as far as the local index knows).
+    pub fn has_blob(&self, id: &Id) -> Result<bool> {
+        self.cache()?.has_blob(id)
     }
 
     /// Read a pack's blob table straight from the pack (no index needed).
@@ -563,7 +665,7 @@ impl Repository {
 
     /// Store blobs directly (compressed when that pays, one pack per call, then an index object).
     /// Blobs already in the repository are skipped. Returns the ids in input order.
-    pub fn write_blobs(&mut self, blobs: Vec<(BlobType, Vec<u8>)>) -> Result<Vec<Id>> {
+    pub fn write_blobs(&self, blobs: Vec<(BlobType, Vec<u8>)>) -> Result<Vec<Id>> {
         let mut comp = compress::Compressor::new(self.config.zstd_level)?;
         let mut packers = [
             crate::packer::Packer::new(BlobType::Data, 1, usize::MAX),
@@ -574,7 +676,7 @@ impl Repository {
         for (t, data) in blobs {
             let id = self.keys.blob_id(&data);
             ids.push(id);
-            if self.index.contains(&id) || !seen.insert(id) {
+            if !seen.insert(id) || self.has_blob(&id)? {
                 continue;
             }
             let (c, out) = comp.compress(&data);
@@ -590,7 +692,7 @@ impl Repository {
             }
         }
         if !descs.is_empty() {
-            self.write_index(&descs)?;
+            self.put_index(&descs)?;
         }
         Ok(ids)
     }
@@ -602,16 +704,8 @@ impl Repository {
         index::decode(&plain, &self.keys.repo_id).map_err(|e| relabel(e, &what))
     }
 
-    /// Write an index object describing `packs` and add them to the in-memory index.
-    pub fn write_index(&mut self, packs: &[PackDesc]) -> Result<String> {
-        let name = self.put_index(packs)?;
-        for p in packs {
-            self.index.add(p);
-        }
-        Ok(name)
-    }
-
-    /// Store an index object describing `packs` (already stored). Returns its name.
+    /// Store an index object describing `packs` (already stored) and merge it into the local
+    /// index. Returns its name.
     pub fn put_index(&self, packs: &[PackDesc]) -> Result<String> {
         let name = Id::random().to_hex();
         let ct = self
@@ -619,6 +713,7 @@ impl Repository {
             .index_recipient
             .encrypt(&index::encode(&self.keys.repo_id, packs))?;
         self.store.put(FileType::Index, &name, ct)?;
+        self.cache()?.add_packs(Some(&name), packs)?;
         Ok(name)
     }
 
@@ -628,35 +723,80 @@ impl Repository {
         let id = self.keys.snapshot_id.keyed_hash(&plain);
         let ct = self.keys.recipient.encrypt(&plain)?;
         self.store.put(FileType::Snapshot, &id.to_hex(), ct)?;
+        if !self.keys.is_write_only() {
+            self.cache()?.put_snapshot(&id, &plain)?;
+        }
         Ok(id)
     }
 
-    /// Read one snapshot, checking its MAC, header and that its name is its keyed id.
+    /// Read one snapshot, checking its MAC, header and that its name is its keyed id. The local
+    /// index keeps snapshots already verified; their MAC is checked again on every read.
     pub fn read_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        self.keys.data_identity()?;
+        let cache = self.cache()?;
+        if let Some(plain) = cache.snapshot(id)? {
+            return Snapshot::decode(&plain, &self.keys.repo_id, &self.keys.snapshot_mac)
+                .map_err(|e| relabel(e, &format!("snapshot {}", id.short())));
+        }
+        let (snap, plain) = self.fetch_snapshot(id)?;
+        cache.put_snapshot(id, &plain)?;
+        Ok(snap)
+    }
+
+    /// Download and verify one snapshot, bypassing the local index.
+    fn fetch_snapshot(&self, id: &Id) -> Result<(Snapshot, Zeroizing<Vec<u8>>)> {
         let what = format!("snapshot {}", id.short());
         let ct = self.store.get(FileType::Snapshot, &id.to_hex())?;
         let plain = self.keys.data_identity()?.decrypt(&ct, &what)?;
         if self.keys.snapshot_id.keyed_hash(&plain) != *id {
             return Err(Error::corrupt(&what, "content does not match its name"));
         }
-        Snapshot::decode(&plain, &self.keys.repo_id, &self.keys.snapshot_mac)
-            .map_err(|e| relabel(e, &what))
+        let snap = Snapshot::decode(&plain, &self.keys.repo_id, &self.keys.snapshot_mac)
+            .map_err(|e| relabel(e, &what))?;
+        Ok((snap, Zeroizing::new(plain)))
     }
 
-    /// All readable snapshots sorted by time, plus the ones that failed to read.
-    pub fn snapshots(&self) -> Result<SnapshotList> {
+    /// All readable snapshots sorted by time, plus the ones that failed to read. Only snapshots
+    /// the local index has not seen are downloaded; ones gone from the repository are dropped
+    /// from it. With `verify_stored`, every snapshot is downloaded and verified (for `check`).
+    pub fn snapshots_with(&self, verify_stored: bool) -> Result<SnapshotList> {
         self.keys.data_identity()?;
+        let cache = self.cache()?;
+        let names = self.names(FileType::Snapshot)?;
+        let known = cache.snapshot_ids()?;
+        let mut listed = HashSet::new();
         let mut ok = vec![];
         let mut bad = vec![];
-        for (name, _) in self.store.list(FileType::Snapshot)? {
-            let id: Id = name.parse()?;
-            match self.read_snapshot(&id) {
-                Ok(s) => ok.push((id, s)),
+        for (name, r) in self.fetch_all(names, |n| {
+            let id: Id = n.parse()?;
+            if verify_stored {
+                self.fetch_snapshot(&id).map(|(s, _)| (id, s))
+            } else {
+                self.read_snapshot(&id).map(|s| (id, s))
+            }
+        }) {
+            match r {
+                Ok((id, s)) => {
+                    listed.insert(id);
+                    ok.push((id, s));
+                }
+                Err(e @ Error::Cache { .. }) => return Err(e),
                 Err(e) => bad.push((name, e)),
+            }
+        }
+        if !verify_stored {
+            let gone: Vec<Id> = known.difference(&listed).copied().collect();
+            if !gone.is_empty() {
+                cache.remove_snapshots(&gone)?;
             }
         }
         ok.sort_by_key(|(_, s)| (s.time, s.time_nanos, s.sequence));
         Ok((ok, bad))
+    }
+
+    /// [`Self::snapshots_with`] through the local index.
+    pub fn snapshots(&self) -> Result<SnapshotList> {
+        self.snapshots_with(false)
     }
 
     /// Resolve `latest` or a hex prefix (at least 4 digits) to one snapshot.
@@ -705,8 +845,8 @@ impl Repository {
     /// Read, decompress and verify one blob.
     pub fn read_blob(&self, id: &Id, want: BlobType, readers: &mut PackReaders) -> Result<Vec<u8>> {
         let (pack, entry) = self
-            .index
-            .get(id)
+            .cache()?
+            .blob(id)?
             .ok_or_else(|| Error::NotFound(format!("blob {}", id.short())))?;
         if entry.blob_type != want {
             return Err(Error::corrupt(
@@ -714,8 +854,6 @@ impl Repository {
                 "has the wrong type",
             ));
         }
-        let pack = pack.clone();
-        let entry = *entry;
         let stored = readers.read(self, &pack, entry.offset, entry.stored_len as usize)?;
         self.decode_blob(&entry, stored)
     }

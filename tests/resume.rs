@@ -22,7 +22,7 @@ fn interrupted_backup_is_resumed_not_repeated() {
     }
     let store = Store::new(Arc::new(LocalBackend::new(tmp.path().join("repo")))).unwrap();
     let pass = Passphrase::new("pw".into());
-    let mut repo = Repository::init(
+    let repo = Repository::init(
         store,
         &pass,
         &InitOptions {
@@ -39,6 +39,7 @@ fn interrupted_backup_is_resumed_not_repeated() {
         threads: 2,
         uploads: 2,
         exclude_paths: vec![],
+        force_reread: false,
     };
     let progress = Arc::new(Progress::default());
     let watcher = {
@@ -51,7 +52,7 @@ fn interrupted_backup_is_resumed_not_repeated() {
             vault::interrupt::request();
         })
     };
-    let r = backup(&mut repo, &opts, progress);
+    let r = backup(&repo, &opts, progress);
     watcher.join().unwrap();
     assert!(
         matches!(r, Err(vault::Error::Interrupted)),
@@ -59,10 +60,11 @@ fn interrupted_backup_is_resumed_not_repeated() {
     );
     vault::interrupt::reset();
 
-    let mut repo = Repository::open(repo.store().clone(), &pass).unwrap();
-    let indexed = repo.index().blob_count();
+    // A fresh in-memory local index: what counts is what the repository holds.
+    let repo = Repository::open(repo.store().clone(), &pass).unwrap();
+    let indexed = repo.cache().unwrap().blob_count().unwrap() as usize;
     assert!(indexed > 0, "the interrupted run must index what it stored");
-    let s = backup(&mut repo, &opts, Arc::new(Progress::default())).unwrap();
+    let s = backup(&repo, &opts, Arc::new(Progress::default())).unwrap();
     assert!(
         s.blobs_reused as usize >= indexed,
         "reused {} of {indexed}",

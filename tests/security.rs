@@ -95,13 +95,38 @@ fn no_name_or_exif_text_reaches_the_repository() {
     )
     .unwrap();
     std::os::unix::fs::symlink("CANARYLINK_target", dir.join("CANARYLINK_name")).unwrap();
+    let tmp = env.path("tmp");
+    fs::create_dir_all(&tmp).unwrap();
     env.init();
+    // Two backups (the second uses the local index), a listing and a restore: everything that
+    // writes to the local index or to temporary files.
+    for _ in 0..2 {
+        env.vault()
+            .env("TMPDIR", &tmp)
+            .args(["backup", "--tag", "t"])
+            .arg(&src)
+            .assert()
+            .success();
+    }
+    env.vault().env("TMPDIR", &tmp).arg("ls").assert().success();
     env.vault()
-        .args(["backup", "--tag", "t"])
-        .arg(&src)
+        .env("TMPDIR", &tmp)
+        .args(["restore", "--target"])
+        .arg(env.path("out"))
         .assert()
         .success();
-    for f in all_files(&env.repo()) {
+    let cache = env.path("home/.cache/vault");
+    let cache_files = all_files(&cache);
+    assert!(
+        cache_files.iter().any(|f| f.ends_with("index.sqlite")),
+        "the local index is where the docs say: {cache_files:?}"
+    );
+    for f in &cache_files {
+        let mode = fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is not private", f.display());
+    }
+    let searched: Vec<_> = [all_files(&env.repo()), cache_files, all_files(&tmp)].concat();
+    for f in searched {
         let name = f.to_string_lossy().into_owned();
         assert!(!name.contains("CANARY"), "object name leaks: {name}");
         let data = fs::read(&f).unwrap();
@@ -139,7 +164,7 @@ fn malicious_snapshot_restores_nothing_outside_the_target() {
     fs::create_dir_all(&outside).unwrap();
     let store = Store::new(Arc::new(LocalBackend::new(tmp.path().join("repo")))).unwrap();
     let pass = Passphrase::new("pw".into());
-    let mut repo = Repository::init(
+    let repo = Repository::init(
         store,
         &pass,
         &InitOptions {

@@ -86,21 +86,30 @@ impl Env {
     /// `vault` with the passphrase and repository set, and nothing from the real HOME.
     pub fn vault(&self) -> Command {
         let mut c = Command::cargo_bin("vault").expect("binary");
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.path("home"))
-            .env("XDG_DATA_HOME", self.path("home/.local/share"))
-            .env("VAULT_PASSWORD", PASS)
-            .env("VAULT_REPO", self.repo_arg());
+        c.env_clear().envs(self.envs());
+        c
+    }
+    /// The whole environment `vault()` runs with.
+    pub fn envs(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        let mut v: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
+            ("PATH".into(), std::env::var_os("PATH").unwrap_or_default()),
+            ("HOME".into(), self.path("home").into()),
+            (
+                "XDG_DATA_HOME".into(),
+                self.path("home/.local/share").into(),
+            ),
+            ("VAULT_PASSWORD".into(), PASS.into()),
+            ("VAULT_REPO".into(), self.repo_arg()),
+        ];
         for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"] {
-            if let Some(v) = std::env::var_os(k) {
-                c.env(k, v);
+            if let Some(val) = std::env::var_os(k) {
+                v.push((k.into(), val));
             }
         }
         if let Some(e) = &self.endpoint {
-            c.env("AWS_ENDPOINT_URL", e);
+            v.push(("AWS_ENDPOINT_URL".into(), e.into()));
         }
-        c
+        v
     }
     /// The repository's key files, as `vault key list --json` reports them.
     pub fn key_list(&self) -> Vec<serde_json::Value> {
