@@ -7,6 +7,7 @@ use common::*;
 use predicates::prelude::*;
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
