@@ -21,7 +21,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
 use crate::backend::RequestStats;
-use crate::cache::{FileEntry, LocalCache};
+use crate::cache::{FileEntry, FolderFiles, FolderRow, LocalCache};
 use crate::changes::{self, FileStat, Verdict};
 use crate::chunker::Chunker;
 use crate::compress::Compressor;
@@ -50,6 +50,9 @@ pub struct BackupOptions {
     pub exclude_paths: Vec<PathBuf>,
     /// Read every file even when the local index says it is unchanged.
     pub force_reread: bool,
+    /// Count files and bytes first (on another thread) so that progress can show totals; only
+    /// worth its extra `stat` per file when someone watches.
+    pub count_first: bool,
 }
 
 /// Live counters, read by the progress display.
@@ -76,6 +79,8 @@ pub struct BackupSummary {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// Total size of the files in the snapshot.
+    pub bytes: u64,
     /// File content bytes read (not counting the head-and-tail samples).
     pub bytes_read: u64,
     /// Files taken from the local index without reading their content.
@@ -158,18 +163,25 @@ struct FileDone {
     hash: Id,
     size: u64,
     changed: bool,
-    /// What the local index must learn about this path.
-    update: CacheUpdate,
-}
-
-enum CacheUpdate {
-    None,
-    /// Unchanged, but not yet marked as seen today.
-    Seen(Id),
-    Write(Id, FileEntry),
+    /// The local-index entry for the file, when it may be remembered.
+    entry: Option<FileEntry>,
+    /// The entry differs from the one the local index holds.
+    fresh: bool,
 }
 
 type FileResult = std::result::Result<FileDone, String>;
+
+/// A file's result: known at once (unchanged, from the local index) or from a file worker.
+enum Pending {
+    Ready(FileResult),
+    Wait(Receiver<FileResult>),
+}
+
+/// A folder's key in the local index and the row it held at the start of the run.
+struct FolderCtx {
+    key: Id,
+    old: Option<Arc<FolderRow>>,
+}
 
 struct FileJob {
     path: PathBuf,
@@ -182,13 +194,14 @@ enum Event {
         name: Vec<u8>,
         meta: Meta,
         ancestor: bool,
+        folder: FolderCtx,
     },
     Leave,
     File {
         name: Vec<u8>,
         path: PathBuf,
         meta: Meta,
-        result: Receiver<FileResult>,
+        result: Pending,
     },
     Symlink {
         name: Vec<u8>,
@@ -347,13 +360,32 @@ fn prepare_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 struct Walker<'a> {
     shared: &'a Shared<'a>,
     excludes: &'a Excludes,
-    events: Sender<Event>,
+    events: Sender<Vec<Event>>,
+    /// Events not yet sent: they travel in batches, because a hand-off per file costs more
+    /// than looking the file up when most files are unchanged.
+    batch: std::cell::RefCell<Vec<Event>>,
     jobs: Sender<FileJob>,
 }
 
+/// Events per batch sent to the assembler.
+const EVENT_BATCH: usize = 256;
+
 impl Walker<'_> {
     fn send(&self, e: Event) -> bool {
-        !self.shared.aborted() && self.events.send(e).is_ok()
+        if self.shared.aborted() {
+            return false;
+        }
+        let full = {
+            let mut b = self.batch.borrow_mut();
+            b.push(e);
+            b.len() >= EVENT_BATCH
+        };
+        !full || self.flush()
+    }
+
+    fn flush(&self) -> bool {
+        let b = std::mem::take(&mut *self.batch.borrow_mut());
+        b.is_empty() || self.events.send(b).is_ok()
     }
 
     fn skip(&self, path: &Path, reason: impl Into<String>) -> bool {
@@ -363,12 +395,91 @@ impl Walker<'_> {
         }))
     }
 
-    /// Emit one entry (and everything under it). Returns false when the run is aborting.
-    fn item(&self, path: &Path, name: Vec<u8>) -> bool {
+    /// The local-index row of a folder (none with --force-reread).
+    fn folder(&self, path: &Path) -> FolderCtx {
+        let key = self
+            .shared
+            .keys
+            .name
+            .keyed_hash(path.as_os_str().as_bytes());
+        let old = if self.shared.force_reread {
+            None
+        } else {
+            match self.shared.cache.folder(&key) {
+                Ok(r) => r.map(Arc::new),
+                Err(e) => {
+                    self.shared.fail(e);
+                    None
+                }
+            }
+        };
+        FolderCtx { key, old }
+    }
+
+    /// The file's result from the local index, when the rules in `changes` say its content is
+    /// unchanged and every blob it lists is in the repository.
+    fn reuse(&self, path: &Path, name: &[u8], meta: &Meta, row: &FolderRow) -> Option<FileDone> {
+        let shared = self.shared;
+        let entry = row.get(name)?;
+        let now = meta.stat();
+        let (entry, fresh) = match changes::classify(entry, &now) {
+            Verdict::Changed => return None,
+            Verdict::Unchanged => (entry.clone(), false),
+            Verdict::MetadataOnly => (changes::refreshed(entry, &now), true),
+            Verdict::VerifySample => {
+                let f = File::open(path).ok()?;
+                let (sample, n) = changes::sample_hash(&shared.keys.sample, &f, now.size).ok()?;
+                shared.bytes_sampled.fetch_add(n, Ordering::Relaxed);
+                if sample != entry.sample {
+                    return None;
+                }
+                (changes::refreshed(entry, &now), true)
+            }
+        };
+        if !row.confirmed {
+            match shared.cache.has_blobs(&entry.blobs) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    shared.fail(e);
+                    return None;
+                }
+            }
+        }
+        shared.files_unchanged.fetch_add(1, Ordering::Relaxed);
+        shared
+            .progress
+            .bytes_done
+            .fetch_add(entry.stat.size, Ordering::Relaxed);
+        Some(FileDone {
+            size: entry.stat.size,
+            hash: entry.hash,
+            blobs: entry.blobs.clone(),
+            changed: false,
+            entry: Some(entry),
+            fresh,
+        })
+    }
+
+    /// Emit one entry (and everything under it). `row` is the parent folder's local-index row.
+    /// Returns false when the run is aborting.
+    fn item(&self, path: &Path, name: Vec<u8>, row: Option<&FolderRow>) -> bool {
+        self.item_with(path, name, row, None)
+    }
+
+    /// [`Self::item`] with the metadata already read from the parent folder's listing
+    /// (`fstatat` on the folder handle instead of resolving the whole path again).
+    fn item_with(
+        &self,
+        path: &Path,
+        name: Vec<u8>,
+        row: Option<&FolderRow>,
+        md: Option<io::Result<fs::Metadata>>,
+    ) -> bool {
         if self.excludes.matches(path) {
             return true;
         }
-        let md = match fs::symlink_metadata(path) {
+        let md = match md.unwrap_or_else(|| fs::symlink_metadata(path)) {
             Ok(m) => m,
             Err(e) => return self.skip(path, e.to_string()),
         };
@@ -379,34 +490,43 @@ impl Walker<'_> {
                 Ok(v) => v,
                 Err(e) => return self.skip(path, format!("cannot list folder: {e}")),
             };
+            let folder = self.folder(path);
+            let old = folder.old.clone();
             if !self.send(Event::Enter {
                 name,
                 meta,
                 ancestor: false,
+                folder,
             }) {
                 return false;
             }
-            for (child_name, child_path) in entries {
-                if !self.item(&child_path, child_name) {
+            for (child_name, child_path, md) in entries {
+                if !self.item_with(&child_path, child_name, old.as_deref(), Some(md)) {
                     return false;
                 }
             }
             self.send(Event::Leave)
         } else if ft.is_file() {
-            let (tx, rx) = bounded(1);
-            let job = FileJob {
-                path: path.to_path_buf(),
-                meta,
-                reply: tx,
+            let result = match row.and_then(|r| self.reuse(path, &name, &meta, r)) {
+                Some(done) => Pending::Ready(Ok(done)),
+                None => {
+                    let (tx, rx) = bounded(1);
+                    let job = FileJob {
+                        path: path.to_path_buf(),
+                        meta,
+                        reply: tx,
+                    };
+                    if self.jobs.send(job).is_err() {
+                        return false;
+                    }
+                    Pending::Wait(rx)
+                }
             };
-            if self.jobs.send(job).is_err() {
-                return false;
-            }
             self.send(Event::File {
                 name,
                 path: path.to_path_buf(),
                 meta,
-                result: rx,
+                result,
             })
         } else if ft.is_symlink() {
             match fs::read_link(path) {
@@ -423,7 +543,14 @@ impl Walker<'_> {
     }
 
     fn run(&self, roots: &[PathBuf]) {
+        self.walk_roots(roots);
+        self.flush();
+    }
+
+    fn walk_roots(&self, roots: &[PathBuf]) {
         let mut stack: Vec<Vec<u8>> = Vec::new();
+        // Local-index rows of the ancestor folders on `stack`.
+        let mut rows: Vec<Option<Arc<FolderRow>>> = Vec::new();
         for root in roots {
             let comps: Vec<Vec<u8>> = root
                 .components()
@@ -434,8 +561,8 @@ impl Walker<'_> {
                 // Backing up "/" itself: its entries become the snapshot root's entries.
                 match read_dir_sorted(root) {
                     Ok(entries) => {
-                        for (n, p) in entries {
-                            if !self.item(&p, n) {
+                        for (n, p, md) in entries {
+                            if !self.item_with(&p, n, None, Some(md)) {
                                 return;
                             }
                         }
@@ -449,6 +576,7 @@ impl Walker<'_> {
             let parents = &comps[..comps.len() - 1];
             while !parents.starts_with(&stack) {
                 stack.pop();
+                rows.pop();
                 if !self.send(Event::Leave) {
                     return;
                 }
@@ -473,15 +601,19 @@ impl Walker<'_> {
                     mtime_nanos: 0,
                     ..meta
                 };
+                let folder = self.folder(&p);
+                rows.push(folder.old.clone());
                 if !self.send(Event::Enter {
                     name: c.clone(),
                     meta,
                     ancestor: true,
+                    folder,
                 }) {
                     return;
                 }
             }
-            if !self.item(root, comps[comps.len() - 1].clone()) {
+            let row = rows.last().cloned().flatten();
+            if !self.item(root, comps[comps.len() - 1].clone(), row.as_deref()) {
                 return;
             }
         }
@@ -493,11 +625,14 @@ impl Walker<'_> {
     }
 }
 
-fn read_dir_sorted(dir: &Path) -> io::Result<Vec<(Vec<u8>, PathBuf)>> {
+type Listing = Vec<(Vec<u8>, PathBuf, io::Result<fs::Metadata>)>;
+
+/// A folder's entries sorted by name, each with its metadata (not following symlinks).
+fn read_dir_sorted(dir: &Path) -> io::Result<Listing> {
     let mut v = Vec::new();
     for e in fs::read_dir(dir)? {
         let e = e?;
-        v.push((e.file_name().as_bytes().to_vec(), e.path()));
+        v.push((e.file_name().as_bytes().to_vec(), e.path(), e.metadata()));
     }
     v.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(v)
@@ -534,73 +669,13 @@ fn file_worker(shared: &Shared, jobs: Receiver<FileJob>, blobs: Sender<NewBlob>)
         let res = if shared.aborted() {
             Err("backup aborted".to_string())
         } else {
-            let key = shared.keys.name.keyed_hash(job.path.as_os_str().as_bytes());
-            match from_cache(shared, &job, &key) {
-                Ok(Some(done)) => Ok(done),
-                Ok(None) => read_file(shared, &job, &key, &mut buf, &blobs),
-                Err(e) => {
-                    shared.fail(e);
-                    Err("backup aborted".to_string())
-                }
-            }
+            read_file(shared, &job, &mut buf, &blobs)
         };
         let _ = job.reply.send(res);
     }
 }
 
-/// The file's content as the local index remembers it, when the rules in `changes` say it
-/// is unchanged and every blob it lists is in the repository.
-fn from_cache(shared: &Shared, job: &FileJob, key: &Id) -> Result<Option<FileDone>> {
-    if shared.force_reread {
-        return Ok(None);
-    }
-    let Some((entry, seen)) = shared.cache.file(key)? else {
-        return Ok(None);
-    };
-    let now = job.meta.stat();
-    let update = match changes::classify(&entry, &now) {
-        Verdict::Changed => return Ok(None),
-        Verdict::Unchanged if seen == shared.today => CacheUpdate::None,
-        Verdict::Unchanged => CacheUpdate::Seen(*key),
-        Verdict::MetadataOnly => CacheUpdate::Write(*key, changes::refreshed(&entry, &now)),
-        Verdict::VerifySample => {
-            let Ok(f) = File::open(&job.path) else {
-                return Ok(None);
-            };
-            let Ok((sample, n)) = changes::sample_hash(&shared.keys.sample, &f, now.size) else {
-                return Ok(None);
-            };
-            shared.bytes_sampled.fetch_add(n, Ordering::Relaxed);
-            if sample != entry.sample {
-                return Ok(None);
-            }
-            CacheUpdate::Write(*key, changes::refreshed(&entry, &now))
-        }
-    };
-    if !shared.cache.has_blobs(&entry.blobs)? {
-        return Ok(None);
-    }
-    shared.files_unchanged.fetch_add(1, Ordering::Relaxed);
-    shared
-        .progress
-        .bytes_done
-        .fetch_add(entry.stat.size, Ordering::Relaxed);
-    Ok(Some(FileDone {
-        size: entry.stat.size,
-        hash: entry.hash,
-        blobs: entry.blobs,
-        changed: false,
-        update,
-    }))
-}
-
-fn read_file(
-    shared: &Shared,
-    job: &FileJob,
-    key: &Id,
-    buf: &mut [u8],
-    out: &Sender<NewBlob>,
-) -> FileResult {
+fn read_file(shared: &Shared, job: &FileJob, buf: &mut [u8], out: &Sender<NewBlob>) -> FileResult {
     let mut f = File::open(&job.path).map_err(|e| e.to_string())?;
     let mut hasher = shared.keys.file_hash.hasher();
     let mut blobs = Vec::new();
@@ -658,28 +733,25 @@ fn read_file(
         || total != job.meta.size;
     let hash = hasher.finalize();
     // Only a file read whole and quietly is worth remembering.
-    let update = if changed || job.meta.mtime >= shared.racy_after {
-        CacheUpdate::None
+    let entry = if changed || job.meta.mtime >= shared.racy_after {
+        None
     } else {
-        match changes::sample_hash(&shared.keys.sample, &f, total) {
-            Ok((sample, _)) => CacheUpdate::Write(
-                *key,
-                FileEntry {
-                    stat: job.meta.stat(),
-                    hash,
-                    sample,
-                    blobs: blobs.clone(),
-                },
-            ),
-            Err(_) => CacheUpdate::None,
-        }
+        changes::sample_hash(&shared.keys.sample, &f, total)
+            .ok()
+            .map(|(sample, _)| FileEntry {
+                stat: job.meta.stat(),
+                hash,
+                sample,
+                blobs: blobs.clone(),
+            })
     };
     Ok(FileDone {
         blobs,
         hash,
         size: total,
         changed,
-        update,
+        entry,
+        fresh: true,
     })
 }
 
@@ -763,6 +835,11 @@ struct DirBuilder {
     meta: Option<Meta>,
     ancestor: bool,
     nodes: Vec<Node>,
+    /// The folder's local-index row at the start and the entries for its new row.
+    folder: Option<FolderCtx>,
+    files: FolderFiles,
+    /// Some entry differs from the old row.
+    changed: bool,
 }
 
 /// Largest number of blobs one index object describes.
@@ -831,18 +908,20 @@ pub fn backup(
         .map(|(id, s)| (*id, s.sequence));
 
     let mut summary = BackupSummary::default();
-    let mut updates = CacheUpdates::default();
+    let mut updates = CacheUpdates::new(shared.today);
     let repo_ro: &Repository = repo;
     let root_id = thread::scope(|scope| -> Result<Id> {
         let (job_tx, job_rx) = bounded::<FileJob>(threads * 4);
-        let (ev_tx, ev_rx) = bounded::<Event>(8192);
+        let (ev_tx, ev_rx) = bounded::<Vec<Event>>(32);
         let (blob_tx, blob_rx) = bounded::<NewBlob>(threads * 2);
         let uploads = if opts.uploads == 0 { 2 } else { opts.uploads };
         let (seal_tx, seal_rx) = bounded::<SealedPack>(uploads);
         let shared = &shared;
         let excludes = &excludes;
         let roots = &roots;
-        scope.spawn(move || scan(roots, excludes, &shared.progress, &shared.abort));
+        if opts.count_first {
+            scope.spawn(move || scan(roots, excludes, &shared.progress, &shared.abort));
+        }
         {
             let job_tx = job_tx.clone();
             scope.spawn(move || {
@@ -850,6 +929,7 @@ pub fn backup(
                     shared,
                     excludes,
                     events: ev_tx,
+                    batch: std::cell::RefCell::new(Vec::with_capacity(EVENT_BATCH)),
                     jobs: job_tx,
                 }
                 .run(roots)
@@ -939,6 +1019,8 @@ pub fn backup(
     if !batch.is_empty() {
         repo.put_index(&batch)?;
     }
+    // Everything this run stored is indexed: its folder rows need no blob checks from now on.
+    cache.confirm_run(updates.run)?;
     summary.bytes_read = shared.bytes_read.load(Ordering::Relaxed);
     summary.bytes_added = shared.bytes_added.load(Ordering::Relaxed);
     summary.blobs_new = shared.blobs_new.load(Ordering::Relaxed);
@@ -968,41 +1050,81 @@ pub fn backup(
         summary: Summary {
             files: summary.files,
             dirs: summary.dirs,
-            bytes: summary.bytes_read,
+            bytes: summary.bytes,
         },
     };
     let id = repo.write_snapshot(&snap)?;
     summary.snapshot = id.to_hex();
-    cache.expire_files()?;
+    cache.expire_folders()?;
     summary.requests = repo.store().stats();
     Ok(summary)
 }
 
 /// Local-index writes collected by the assembler, written in batches (one transaction each).
-#[derive(Default)]
 struct CacheUpdates {
-    entries: Vec<(Id, FileEntry)>,
+    rows: Vec<(Id, FolderFiles)>,
+    pending_files: usize,
     seen: Vec<Id>,
+    today: i64,
+    /// This run's id: its rows count as confirmed once everything it stored is indexed.
+    run: i64,
 }
 
-const CACHE_BATCH: usize = 2048;
+/// Entries written per transaction.
+const CACHE_BATCH: usize = 4096;
 
 impl CacheUpdates {
-    fn add(&mut self, u: CacheUpdate, cache: &LocalCache) -> Result<()> {
-        match u {
-            CacheUpdate::None => return Ok(()),
-            CacheUpdate::Seen(k) => self.seen.push(k),
-            CacheUpdate::Write(k, e) => self.entries.push((k, e)),
+    fn new(today: i64) -> CacheUpdates {
+        CacheUpdates {
+            rows: Vec::new(),
+            pending_files: 0,
+            seen: Vec::new(),
+            today,
+            run: 1 + crate::crypto::random_below(i64::MAX as usize - 1) as i64,
         }
-        if self.entries.len() + self.seen.len() >= CACHE_BATCH {
+    }
+
+    /// A folder is complete: write its row when anything in it changed.
+    fn folder_done(&mut self, d: &mut DirBuilder, cache: &LocalCache) -> Result<()> {
+        let Some(FolderCtx { key, old }) = d.folder.take() else {
+            return Ok(());
+        };
+        let mut files = std::mem::take(&mut d.files);
+        if d.ancestor {
+            // Only some entries of an ancestor folder were backed up: keep the others.
+            if let Some(o) = &old {
+                for (n, e) in &o.files {
+                    if files.binary_search_by(|(m, _)| m.cmp(n)).is_err() {
+                        files.push((n.clone(), e.clone()));
+                    }
+                }
+                files.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+        }
+        let same = !d.changed
+            && match &old {
+                Some(o) => o.confirmed && o.files.len() == files.len(),
+                None => files.is_empty(),
+            };
+        if same {
+            if old.is_some_and(|o| o.seen != self.today) {
+                self.seen.push(key);
+            }
+        } else {
+            self.pending_files += files.len() + 1;
+            self.rows.push((key, files));
+        }
+        if self.pending_files + self.seen.len() >= CACHE_BATCH {
             self.flush(cache)?;
         }
         Ok(())
     }
+
     fn flush(&mut self, cache: &LocalCache) -> Result<()> {
-        let r = cache.put_files(&self.entries, &self.seen);
-        self.entries.clear();
+        let r = cache.put_folders(&self.rows, &self.seen, self.run);
+        self.rows.clear();
         self.seen.clear();
+        self.pending_files = 0;
         r
     }
 }
@@ -1010,7 +1132,7 @@ impl CacheUpdates {
 /// Consume the walker's events in order, build trees bottom-up, return the root tree id.
 fn assemble(
     shared: &Shared,
-    events: Receiver<Event>,
+    events: Receiver<Vec<Event>>,
     blobs: &Sender<NewBlob>,
     summary: &mut BackupSummary,
     updates: &mut CacheUpdates,
@@ -1020,6 +1142,9 @@ fn assemble(
         meta: None,
         ancestor: true,
         nodes: vec![],
+        folder: None,
+        files: vec![],
+        changed: false,
     }];
     let save_tree = |nodes: Vec<Node>| -> Result<Id> {
         let mut t = Tree { nodes };
@@ -1037,20 +1162,25 @@ fn assemble(
         }
         Ok(id)
     };
-    for ev in events {
+    for ev in events.into_iter().flatten() {
         match ev {
             Event::Enter {
                 name,
                 meta,
                 ancestor,
+                folder,
             } => stack.push(DirBuilder {
                 name,
                 meta: Some(meta),
                 ancestor,
                 nodes: vec![],
+                folder: Some(folder),
+                files: vec![],
+                changed: false,
             }),
             Event::Leave => {
-                let d = stack.pop().ok_or(Error::Interrupted)?;
+                let mut d = stack.pop().ok_or(Error::Interrupted)?;
+                updates.folder_done(&mut d, shared.cache)?;
                 let id = save_tree(d.nodes)?;
                 summary.dirs += 1;
                 let meta = d.meta.ok_or(Error::Interrupted)?;
@@ -1067,9 +1197,22 @@ fn assemble(
                 meta,
                 result,
             } => {
-                let res = result
-                    .recv()
-                    .unwrap_or_else(|_| Err("backup aborted".into()));
+                let res = match result {
+                    Pending::Ready(r) => r,
+                    Pending::Wait(rx) => rx.recv().unwrap_or_else(|_| Err("backup aborted".into())),
+                };
+                let parent = stack.last_mut().ok_or(Error::Interrupted)?;
+                match &res {
+                    Ok(FileDone {
+                        entry: Some(e),
+                        fresh,
+                        ..
+                    }) => {
+                        parent.files.push((name.clone(), e.clone()));
+                        parent.changed |= *fresh;
+                    }
+                    _ => parent.changed = true,
+                }
                 match res {
                     Ok(done) => {
                         if done.changed {
@@ -1081,9 +1224,8 @@ fn assemble(
                             });
                         }
                         summary.files += 1;
+                        summary.bytes += done.size;
                         shared.progress.files_done.fetch_add(1, Ordering::Relaxed);
-                        updates.add(done.update, shared.cache)?;
-                        let parent = stack.last_mut().ok_or(Error::Interrupted)?;
                         parent.nodes.push(meta.node(
                             name,
                             NodeKind::File {

@@ -29,7 +29,7 @@ use crate::keys::Keys;
 use crate::repo::PackInfo;
 
 /// Layout version of the database; a different one is discarded and rebuilt.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Where the local index lives.
 #[derive(Clone, Debug)]
@@ -66,12 +66,8 @@ pub struct FileEntry {
     pub blobs: Vec<Id>,
 }
 
-const FILE_ENTRY_VERSION: u8 = 1;
-
 impl FileEntry {
-    fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.u8(FILE_ENTRY_VERSION);
+    fn write(&self, w: &mut Writer) {
         let s = &self.stat;
         w.u64(s.size);
         w.i64(s.mtime);
@@ -86,14 +82,9 @@ impl FileEntry {
         for b in &self.blobs {
             w.id(b);
         }
-        w.into_vec()
     }
 
-    fn decode(data: &[u8]) -> Result<FileEntry> {
-        let mut r = Reader::new(data, "local file entry");
-        if r.u8()? != FILE_ENTRY_VERSION {
-            return Err(r.err("unknown entry version"));
-        }
+    fn read(r: &mut Reader<'_>) -> Result<FileEntry> {
         let mut e = FileEntry {
             stat: FileStat {
                 size: r.u64()?,
@@ -114,6 +105,60 @@ impl FileEntry {
             e.blobs.push(r.id()?);
         }
         Ok(e)
+    }
+}
+
+/// A folder's entries: (file name, entry), sorted by name.
+pub type FolderFiles = Vec<(Vec<u8>, FileEntry)>;
+
+/// The file-change entries of one folder: one row per folder, so that a folder of photos costs
+/// one lookup and one decryption, and its entries sit together on disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FolderRow {
+    pub files: FolderFiles,
+    /// Written by a run that completed: every blob its entries list is in the blob index.
+    /// Entries of an unconfirmed row are used only after checking their blobs.
+    pub confirmed: bool,
+    /// Day the row was last written or marked as seen.
+    pub seen: i64,
+}
+
+const FOLDER_ROW_VERSION: u8 = 1;
+
+impl FolderRow {
+    pub fn get(&self, name: &[u8]) -> Option<&FileEntry> {
+        self.files
+            .binary_search_by(|(n, _)| n.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.files[i].1)
+    }
+
+    fn encode(files: &[(Vec<u8>, FileEntry)]) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(FOLDER_ROW_VERSION);
+        w.u32(files.len() as u32);
+        for (name, e) in files {
+            w.bytes(name);
+            e.write(&mut w);
+        }
+        w.into_vec()
+    }
+
+    fn decode(data: &[u8]) -> Result<FolderFiles> {
+        let mut r = Reader::new(data, "local folder entry");
+        if r.u8()? != FOLDER_ROW_VERSION {
+            return Err(r.err("unknown entry version"));
+        }
+        let n = r.count(4 + 8 + 8 + 4 + 8 + 4 + 8 + 8 + 32 + 32 + 4)?;
+        let mut files = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = r.bytes()?.to_vec();
+            files.push((name, FileEntry::read(&mut r)?));
+        }
+        if !files.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err(r.err("names out of order"));
+        }
+        Ok(files)
     }
 }
 
@@ -290,6 +335,7 @@ impl LocalCache {
                  DROP TABLE IF EXISTS blobs;
                  DROP TABLE IF EXISTS snapshots;
                  DROP TABLE IF EXISTS files;
+                 DROP TABLE IF EXISTS folders;
                  DELETE FROM meta;
                  COMMIT;",
             )
@@ -300,7 +346,7 @@ impl LocalCache {
              CREATE TABLE IF NOT EXISTS packs (n INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, info BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, loc BLOB NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS files (key BLOB PRIMARY KEY, seen INTEGER NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;",
+             CREATE TABLE IF NOT EXISTS folders (key BLOB PRIMARY KEY, seen INTEGER NOT NULL, run INTEGER NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;",
         )
         .map_err(e)?;
         if fresh {
@@ -326,11 +372,13 @@ impl LocalCache {
             .map_err(|e| self.err(e))
     }
 
-    /// Forget the blob index (an index object disappeared from the repository).
+    /// Forget the blob index (an index object disappeared from the repository). Folder rows
+    /// stay but lose their confirmation: their blobs are checked before they are used again.
     pub fn clear_index(&self) -> Result<()> {
         self.lock()
             .execute_batch(
-                "BEGIN IMMEDIATE; DELETE FROM index_objects; DELETE FROM blobs; DELETE FROM packs; COMMIT;",
+                "BEGIN IMMEDIATE; DELETE FROM index_objects; DELETE FROM blobs; DELETE FROM packs;
+                 UPDATE folders SET run = -1; COMMIT;",
             )
             .map_err(|e| self.err(e))
     }
@@ -515,29 +563,34 @@ impl LocalCache {
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// The entry for a path key and the day it was last seen.
-    pub fn file(&self, key: &Id) -> Result<Option<(FileEntry, i64)>> {
+    /// The row of a folder, by the keyed hash of its path. A row that does not open is treated
+    /// as absent: the files are simply read again.
+    pub fn folder(&self, key: &Id) -> Result<Option<FolderRow>> {
         let conn = self.lock();
         let mut st = conn
-            .prepare_cached("SELECT seen, body FROM files WHERE key = ?1")
+            .prepare_cached("SELECT seen, run, body FROM folders WHERE key = ?1")
             .map_err(|e| self.err(e))?;
-        let row: Option<(i64, Vec<u8>)> = st
-            .query_row([&key.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+        let row: Option<(i64, i64, Vec<u8>)> = st
+            .query_row([&key.0[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((seen, body)) = row else {
+        let Some((seen, run, body)) = row else {
             return Ok(None);
         };
-        // A row that does not open is treated as absent: the file is simply read again.
         let Some(plain) = self.rows.open(&key.0, &body) else {
             return Ok(None);
         };
-        Ok(FileEntry::decode(&plain).ok().map(|e| (e, seen)))
+        Ok(FolderRow::decode(&plain).ok().map(|files| FolderRow {
+            files,
+            confirmed: run == 0,
+            seen,
+        }))
     }
 
-    /// Write new or changed path entries and mark others as seen today, in one transaction.
-    pub fn put_files(&self, entries: &[(Id, FileEntry)], seen: &[Id]) -> Result<()> {
-        if entries.is_empty() && seen.is_empty() {
+    /// Write folder rows for run `run` (unconfirmed until [`Self::confirm_run`]) and mark
+    /// others as seen today, in one transaction.
+    pub fn put_folders(&self, rows: &[(Id, FolderFiles)], seen: &[Id], run: i64) -> Result<()> {
+        if rows.is_empty() && seen.is_empty() {
             return Ok(());
         }
         let day = today();
@@ -546,16 +599,16 @@ impl LocalCache {
         {
             let mut ins = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO files (key, seen, body) VALUES (?1, ?2, ?3)",
+                    "INSERT OR REPLACE INTO folders (key, seen, run, body) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(|e| self.err(e))?;
-            for (key, e) in entries {
-                let body = self.rows.seal(&key.0, &e.encode());
-                ins.execute(params![&key.0[..], day, body])
+            for (key, files) in rows {
+                let body = self.rows.seal(&key.0, &FolderRow::encode(files));
+                ins.execute(params![&key.0[..], day, run, body])
                     .map_err(|e| self.err(e))?;
             }
             let mut touch = tx
-                .prepare_cached("UPDATE files SET seen = ?2 WHERE key = ?1")
+                .prepare_cached("UPDATE folders SET seen = ?2 WHERE key = ?1")
                 .map_err(|e| self.err(e))?;
             for key in seen {
                 touch
@@ -566,11 +619,19 @@ impl LocalCache {
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// Drop path entries not seen for [`FILE_ENTRY_EXPIRY_DAYS`].
-    pub fn expire_files(&self) -> Result<usize> {
+    /// Mark the rows of a run as confirmed: call once everything the run stored is indexed.
+    pub fn confirm_run(&self, run: i64) -> Result<()> {
+        self.lock()
+            .execute("UPDATE folders SET run = 0 WHERE run = ?1", [run])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Drop folder rows not seen for [`FILE_ENTRY_EXPIRY_DAYS`].
+    pub fn expire_folders(&self) -> Result<usize> {
         self.lock()
             .execute(
-                "DELETE FROM files WHERE seen < ?1",
+                "DELETE FROM folders WHERE seen < ?1",
                 [today() - FILE_ENTRY_EXPIRY_DAYS],
             )
             .map_err(|e| self.err(e))
@@ -658,7 +719,12 @@ mod tests {
             assert!(c.fallback.is_none());
             c.add_packs(Some("idx1"), &[pack(1, &[Id([2; 32]), Id([3; 32])])])
                 .unwrap();
-            c.put_files(&[(Id([4; 32]), entry())], &[]).unwrap();
+            c.put_folders(
+                &[(Id([4; 32]), vec![(b"a.jpg".to_vec(), entry())])],
+                &[],
+                77,
+            )
+            .unwrap();
             c.put_snapshot(&Id([5; 32]), b"snapshot bytes").unwrap();
         }
         let c = LocalCache::open(&place, &k).unwrap();
@@ -674,13 +740,19 @@ mod tests {
             (1000, 200, 800)
         );
         assert_eq!((e.offset, e.stored_len), (10, 10));
-        assert_eq!(c.file(&Id([4; 32])).unwrap().unwrap().0, entry());
+        let row = c.folder(&Id([4; 32])).unwrap().unwrap();
+        assert_eq!(row.get(b"a.jpg"), Some(&entry()));
+        assert_eq!(row.get(b"b.jpg"), None);
+        assert!(!row.confirmed);
+        c.confirm_run(77).unwrap();
+        assert!(c.folder(&Id([4; 32])).unwrap().unwrap().confirmed);
         assert_eq!(
             &c.snapshot(&Id([5; 32])).unwrap().unwrap()[..],
             b"snapshot bytes"
         );
         c.clear_index().unwrap();
         assert!(!c.has_blob(&Id([3; 32])).unwrap());
+        assert!(!c.folder(&Id([4; 32])).unwrap().unwrap().confirmed);
         assert!(c.index_objects().unwrap().is_empty());
     }
 
@@ -736,23 +808,25 @@ mod tests {
     fn tampered_rows_are_not_trusted() {
         let k = keys();
         let c = LocalCache::open(&CachePlace::Memory, &k).unwrap();
-        c.put_files(&[(Id([4; 32]), entry())], &[]).unwrap();
+        c.put_folders(&[(Id([4; 32]), vec![(b"a".to_vec(), entry())])], &[], 1)
+            .unwrap();
         // Move the row to another key: it must not open there.
         c.lock()
-            .execute("UPDATE files SET key = ?1", [&[1u8; 32][..]])
+            .execute("UPDATE folders SET key = ?1", [&[1u8; 32][..]])
             .unwrap();
-        assert!(c.file(&Id([1; 32])).unwrap().is_none());
+        assert!(c.folder(&Id([1; 32])).unwrap().is_none());
     }
 
     proptest::proptest! {
         #[test]
-        fn file_entries_round_trip(size: u64, mtime: i64, ino: u64, n in 0usize..40) {
+        fn folder_rows_round_trip(size: u64, mtime: i64, ino: u64, n in 0usize..40, files in 0usize..5) {
             let mut e = entry();
             e.stat.size = size;
             e.stat.mtime = mtime;
             e.stat.ino = ino;
             e.blobs = (0..n).map(|i| Id([i as u8; 32])).collect();
-            proptest::prop_assert_eq!(FileEntry::decode(&e.encode()).unwrap(), e);
+            let row: Vec<_> = (0..files).map(|i| (format!("f{i}").into_bytes(), e.clone())).collect();
+            proptest::prop_assert_eq!(FolderRow::decode(&FolderRow::encode(&row)).unwrap(), row);
         }
     }
 }

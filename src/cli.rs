@@ -583,6 +583,7 @@ fn backup(
             _ => vec![],
         },
         force_reread,
+        count_first: ui::ProgressView::shown(cli.progress()),
     };
     let progress = Arc::new(Progress::default());
     let view = ui::ProgressView::start(progress.clone(), "backup", cli.progress());

@@ -58,9 +58,14 @@ pub struct ProgressView {
 }
 
 impl ProgressView {
+    /// True when a progress display would be shown (enabled, and stderr is a terminal).
+    pub fn shown(enabled: bool) -> bool {
+        enabled && std::io::stderr().is_terminal()
+    }
+
     pub fn start(progress: Arc<Progress>, verb: &'static str, enabled: bool) -> ProgressView {
         let stop = Arc::new(AtomicBool::new(false));
-        if !enabled || !std::io::stderr().is_terminal() {
+        if !Self::shown(enabled) {
             return ProgressView { stop, handle: None };
         }
         let stop2 = stop.clone();

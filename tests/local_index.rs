@@ -91,6 +91,10 @@ fn unchanged_and_chmodded_files_are_not_read_and_force_reread_catches_hidden_edi
 
     let again = backup(&env, &src, &[]);
     assert_eq!(n(&again, "files"), 24);
+    // Regression: the snapshot's size is the files' total, not what this run happened to read.
+    assert_eq!(n(&again, "bytes"), total);
+    let listed = snapshots(&env);
+    assert_eq!(listed[1]["bytes"].as_u64(), Some(total), "{listed}");
     assert_eq!(n(&again, "files_unchanged"), 24);
     assert_eq!(n(&again, "bytes_read"), 0);
     assert_eq!(n(&again, "bytes_sampled"), 0);

@@ -40,6 +40,7 @@ fn interrupted_backup_is_resumed_not_repeated() {
         uploads: 2,
         exclude_paths: vec![],
         force_reread: false,
+        count_first: true,
     };
     let progress = Arc::new(Progress::default());
     let watcher = {
