@@ -915,7 +915,9 @@ pub fn backup(
         let (ev_tx, ev_rx) = bounded::<Vec<Event>>(32);
         let (blob_tx, blob_rx) = bounded::<NewBlob>(threads * 2);
         let uploads = if opts.uploads == 0 { 2 } else { opts.uploads };
-        let (seal_tx, seal_rx) = bounded::<SealedPack>(uploads);
+        // A sealed pack is handed straight to a free uploader: queued packs would each hold
+        // another pack's worth of memory.
+        let (seal_tx, seal_rx) = bounded::<SealedPack>(0);
         let shared = &shared;
         let excludes = &excludes;
         let roots = &roots;

@@ -6,6 +6,12 @@ mod ui;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: with glibc, the multi-megabyte pack buffers that backup
+/// threads allocate and free raise the dynamic mmap threshold, after which they come from
+/// per-thread heaps that never shrink; peak memory then grows with the length of the run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 /// Exit status after Ctrl-C, as shells report it.

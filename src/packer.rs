@@ -16,11 +16,18 @@ pub struct PackBuilder {
 }
 
 impl PackBuilder {
-    fn new(blob_type: BlobType) -> Self {
+    fn new(blob_type: BlobType, target: usize) -> Self {
+        // Room for a full pack and its last blob, reserved at once: growing by doubling would
+        // leave up to twice the pack size allocated (pages are only committed as written).
+        let capacity = if target <= 1 << 30 {
+            target + (8 << 20)
+        } else {
+            0
+        };
         PackBuilder {
             blob_type,
             entries: Vec::new(),
-            data: Vec::new(),
+            data: Vec::with_capacity(capacity),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -49,7 +56,7 @@ impl Packer {
         Packer {
             blob_type,
             open: (0..n_open.max(1))
-                .map(|_| PackBuilder::new(blob_type))
+                .map(|_| PackBuilder::new(blob_type, target))
                 .collect(),
             target,
         }
@@ -75,7 +82,10 @@ impl Packer {
         });
         b.data.extend_from_slice(stored);
         if b.data.len() >= self.target {
-            Some(std::mem::replace(b, PackBuilder::new(self.blob_type)))
+            Some(std::mem::replace(
+                b,
+                PackBuilder::new(self.blob_type, self.target),
+            ))
         } else {
             None
         }
@@ -83,10 +93,10 @@ impl Packer {
 
     /// Take every non-empty open pack (end of a backup).
     pub fn flush(&mut self) -> Vec<PackBuilder> {
-        let t = self.blob_type;
+        let (t, target) = (self.blob_type, self.target);
         self.open
             .iter_mut()
-            .map(|b| std::mem::replace(b, PackBuilder::new(t)))
+            .map(|b| std::mem::replace(b, PackBuilder::new(t, target)))
             .filter(|b| !b.is_empty())
             .collect()
     }
