@@ -318,12 +318,14 @@ impl Excludes {
         })
     }
     fn matches(&self, path: &Path) -> bool {
-        self.paths.iter().any(|p| p == path)
-            || self.full.is_match(path)
-            || path
-                .file_name()
-                .map(|n| self.base.is_match(Path::new(n)))
-                .unwrap_or(false)
+        // Called for every entry: the common no-pattern case must not build glob candidates.
+        self.paths.iter().any(|p| p.as_os_str() == path.as_os_str())
+            || (!self.full.is_empty() && self.full.is_match(path))
+            || (!self.base.is_empty()
+                && path
+                    .file_name()
+                    .map(|n| self.base.is_match(Path::new(n)))
+                    .unwrap_or(false))
     }
 }
 
@@ -1204,19 +1206,15 @@ fn assemble(
                     Pending::Wait(rx) => rx.recv().unwrap_or_else(|_| Err("backup aborted".into())),
                 };
                 let parent = stack.last_mut().ok_or(Error::Interrupted)?;
-                match &res {
-                    Ok(FileDone {
-                        entry: Some(e),
-                        fresh,
-                        ..
-                    }) => {
-                        parent.files.push((name.clone(), e.clone()));
-                        parent.changed |= *fresh;
-                    }
-                    _ => parent.changed = true,
-                }
                 match res {
-                    Ok(done) => {
+                    Ok(mut done) => {
+                        match done.entry.take() {
+                            Some(e) => {
+                                parent.files.push((name.clone(), e));
+                                parent.changed |= done.fresh;
+                            }
+                            None => parent.changed = true,
+                        }
                         if done.changed {
                             summary.warnings.push(Skipped {
                                 path: display(&path),
@@ -1237,10 +1235,13 @@ fn assemble(
                             done.size,
                         ));
                     }
-                    Err(reason) => summary.skipped.push(Skipped {
-                        path: display(&path),
-                        reason,
-                    }),
+                    Err(reason) => {
+                        parent.changed = true;
+                        summary.skipped.push(Skipped {
+                            path: display(&path),
+                            reason,
+                        })
+                    }
                 }
             }
             Event::Symlink { name, meta, target } => {

@@ -267,6 +267,36 @@ fn deleting_the_local_index_changes_no_result() {
     assert_eq!(snapshots(&env).as_array().unwrap().len(), 3);
 }
 
+#[test]
+fn a_pruned_repository_is_the_truth_not_the_local_index() {
+    // Another device forgets every snapshot and prunes every pack (as a future `prune` may):
+    // this machine's local index still lists the files and their blobs, and must not trust it.
+    let env = Env::new();
+    let src = env.path("src");
+    let total = library(&src, 10);
+    env.init();
+    backup(&env, &src, &[]);
+    for dir in ["snapshots", "index", "data"] {
+        for f in objects(&env.repo(), dir) {
+            fs::remove_file(f).unwrap();
+        }
+    }
+    let s = backup(&env, &src, &[]);
+    assert_eq!(n(&s, "bytes_read"), total, "{s}");
+    assert!(n(&s, "packs_written") > 0);
+    env.vault()
+        .args(["check", "--read-data"])
+        .assert()
+        .success();
+    let out = env.path("out");
+    env.vault()
+        .args(["restore", "--target"])
+        .arg(&out)
+        .assert()
+        .success();
+    assert_same_tree(&src, &restored(&out, &src));
+}
+
 /// Two `vault backup` processes started together into one repository. `shared_home`: both
 /// use the same local index (two runs on one machine); otherwise two devices.
 fn concurrent_backups(env: &Env, shared_home: bool) {
