@@ -315,6 +315,14 @@ impl LocalCache {
         // Sorting and temporary tables stay in memory: no temp file outside the cache dir.
         conn.pragma_update(None, "temp_store", "MEMORY")
             .map_err(e)?;
+        // Lookups by keyed hash are random: with SQLite's default 2 MiB page cache a large
+        // library re-reads pages many times per run. Up to 64 MiB, used only as touched.
+        conn.pragma_update(None, "cache_size", -65536).map_err(e)?;
+        if on_disk {
+            // Read pages in place instead of copying each into the page cache.
+            conn.pragma_update(None, "mmap_size", 1i64 << 30)
+                .map_err(e)?;
+        }
         let check = keys.cache.keyed_hash(b"vault local index key check");
         conn.execute_batch("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL)")
             .map_err(e)?;
@@ -828,5 +836,27 @@ mod tests {
             let row: Vec<_> = (0..files).map(|i| (format!("f{i}").into_bytes(), e.clone())).collect();
             proptest::prop_assert_eq!(FolderRow::decode(&FolderRow::encode(&row)).unwrap(), row);
         }
+    }
+}
+#[cfg(test)]
+mod pragmas {
+    // Regression: these settings were once silently lost in an edit.
+    #[test]
+    fn page_cache_and_mmap_are_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = super::LocalCache::open(
+            &super::CachePlace::Dir(dir.path().into()),
+            &crate::keys::Keys::generate(),
+        )
+        .unwrap();
+        let v: i64 = c
+            .lock()
+            .query_row("PRAGMA mmap_size", [], |r| r.get(0))
+            .unwrap();
+        let cs: i64 = c
+            .lock()
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((v, cs), (256 << 20, -65536));
     }
 }
