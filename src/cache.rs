@@ -319,8 +319,9 @@ impl LocalCache {
         // library re-reads pages many times per run. Up to 64 MiB, used only as touched.
         conn.pragma_update(None, "cache_size", -65536).map_err(e)?;
         if on_disk {
-            // Read pages in place instead of copying each into the page cache.
-            conn.pragma_update(None, "mmap_size", 1i64 << 30)
+            // Read pages in place instead of copying each into the page cache; capped so that
+            // a run's resident size stays bounded for very large libraries.
+            conn.pragma_update(None, "mmap_size", 256i64 << 20)
                 .map_err(e)?;
         }
         let check = keys.cache.keyed_hash(b"vault local index key check");
