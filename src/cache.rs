@@ -223,6 +223,9 @@ impl LocalCache {
                 let dir = dir.join(keys.repo_id.to_hex());
                 match Self::open_file(&dir, keys) {
                     Ok(c) => Ok(c),
+                    Err(Error::Cache { path, detail }) => {
+                        Self::open_memory(keys, Some(format!("{path}: {detail}")))
+                    }
                     Err(e) => Self::open_memory(keys, Some(e.to_string())),
                 }
             }
