@@ -10,7 +10,7 @@ cargo build --release --quiet
 bin=$PWD/target/release/vault
 work=$(mktemp -d "${TMPDIR:-/tmp}/vault-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-export VAULT_PASSWORD=bench VAULT_REPO=$work/repo
+export VAULT_PASSWORD=bench VAULT_REPO=$work/repo VAULT_CACHE_DIR=$work/cache
 
 measure() { # label, command...
     local label=$1; shift
@@ -21,7 +21,7 @@ measure() { # label, command...
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 for g in "${sizes[@]}"; do
-    rm -rf "$work/repo" "$work/src" "$work/out"
+    rm -rf "$work/repo" "$work/cache" "$work/src" "$work/out"
     mkdir -p "$work/src"
     head -c "$((g * 1024 * 1024 * 1024))" /dev/urandom >"$work/src/video.mp4"
     "$bin" init --kdf-log-n 10 --quiet

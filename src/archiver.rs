@@ -683,6 +683,8 @@ fn read_file(shared: &Shared, job: &FileJob, buf: &mut [u8], out: &Sender<NewBlo
     let mut blobs = Vec::new();
     let max = shared.chunker.max_size();
     let (mut start, mut end, mut total, mut eof) = (0usize, 0usize, 0u64, false);
+    // The whole file is still in `buf` when it was read in one fill.
+    let mut one_fill = true;
     loop {
         while !eof && end < buf.len() {
             match f.read(&mut buf[end..]) {
@@ -724,6 +726,7 @@ fn read_file(shared: &Shared, job: &FileJob, buf: &mut [u8], out: &Sender<NewBlo
         if shared.aborted() {
             return Err("backup aborted".into());
         }
+        one_fill = false;
         buf.copy_within(start..end, 0);
         end -= start;
         start = 0;
@@ -738,14 +741,20 @@ fn read_file(shared: &Shared, job: &FileJob, buf: &mut [u8], out: &Sender<NewBlo
     let entry = if changed || job.meta.mtime >= shared.racy_after {
         None
     } else {
-        changes::sample_hash(&shared.keys.sample, &f, total)
-            .ok()
-            .map(|(sample, _)| FileEntry {
-                stat: job.meta.stat(),
-                hash,
-                sample,
-                blobs: blobs.clone(),
-            })
+        let sample = if one_fill {
+            Ok(changes::sample_hash_of(
+                &shared.keys.sample,
+                &buf[..total as usize],
+            ))
+        } else {
+            changes::sample_hash(&shared.keys.sample, &f, total).map(|(s, _)| s)
+        };
+        sample.ok().map(|sample| FileEntry {
+            stat: job.meta.stat(),
+            hash,
+            sample,
+            blobs: blobs.clone(),
+        })
     };
     Ok(FileDone {
         blobs,

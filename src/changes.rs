@@ -63,21 +63,41 @@ pub fn classify(entry: &FileEntry, now: &FileStat) -> Verdict {
     }
 }
 
+/// Where the sampled ranges of a `size`-byte file lie: the head length and the tail start.
+fn sample_ranges(size: u64) -> (u64, u64) {
+    let head = size.min(SAMPLE_LEN);
+    (head, size.saturating_sub(SAMPLE_LEN).max(head))
+}
+
+fn sample_of(key: &SecretKey, size: u64, head: &[u8], tail: &[u8]) -> Id {
+    let mut h = key.hasher();
+    h.update(&size.to_le_bytes());
+    h.update(head);
+    h.update(tail);
+    h.finalize()
+}
+
 /// Keyed hash of the size and the first and last [`SAMPLE_LEN`] bytes (the whole file when
 /// shorter than both). Returns the hash and the bytes read.
 pub fn sample_hash(key: &SecretKey, f: &File, size: u64) -> std::io::Result<(Id, u64)> {
-    let mut h = key.hasher();
-    h.update(&size.to_le_bytes());
-    let head = size.min(SAMPLE_LEN);
-    let tail_start = size.saturating_sub(SAMPLE_LEN).max(head);
-    let mut buf = vec![0u8; head as usize];
-    f.read_exact_at(&mut buf, 0)?;
-    h.update(&buf);
-    let tail = size - tail_start;
-    buf.resize(tail as usize, 0);
-    f.read_exact_at(&mut buf, tail_start)?;
-    h.update(&buf);
-    Ok((h.finalize(), head + tail))
+    let (head, tail_start) = sample_ranges(size);
+    let mut h = vec![0u8; head as usize];
+    f.read_exact_at(&mut h, 0)?;
+    let mut t = vec![0u8; (size - tail_start) as usize];
+    f.read_exact_at(&mut t, tail_start)?;
+    Ok((sample_of(key, size, &h, &t), head + (size - tail_start)))
+}
+
+/// [`sample_hash`] of content already in memory (a file read in one piece).
+pub fn sample_hash_of(key: &SecretKey, content: &[u8]) -> Id {
+    let size = content.len() as u64;
+    let (head, tail_start) = sample_ranges(size);
+    sample_of(
+        key,
+        size,
+        &content[..head as usize],
+        &content[tail_start as usize..],
+    )
 }
 
 /// An entry's metadata fields set from `now`, content fields kept.
@@ -177,5 +197,13 @@ mod tests {
         }
         std::fs::write(&p, vec![1u8; 129 * 1024]).unwrap();
         assert_eq!(hash(&p).1, 2 * SAMPLE_LEN);
+        // The in-memory form agrees with the file form at every boundary.
+        for len in [
+            0usize, 1, 65535, 65536, 65537, 131071, 131072, 131073, 300_000,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            std::fs::write(&p, &data).unwrap();
+            assert_eq!(hash(&p).0, sample_hash_of(&key, &data), "length {len}");
+        }
     }
 }

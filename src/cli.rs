@@ -110,8 +110,9 @@ pub struct Cli {
     /// encrypted, rebuilt from the repository when missing
     #[arg(long, env = "VAULT_CACHE_DIR", global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
-    /// Keep the local index in memory only (rebuilt from the repository on every run)
-    #[arg(long, global = true, conflicts_with = "cache_dir")]
+    /// Keep the local index in memory only (rebuilt from the repository on every run);
+    /// overrides --cache-dir and VAULT_CACHE_DIR
+    #[arg(long, global = true)]
     no_cache: bool,
     #[command(subcommand)]
     cmd: Cmd,
