@@ -268,6 +268,41 @@ fn deleting_the_local_index_changes_no_result() {
 }
 
 #[test]
+fn cache_dir_option_and_no_cache() {
+    let env = Env::new();
+    let src = env.path("src");
+    library(&src, 2);
+    env.init();
+    let dir = env.path("elsewhere");
+    env.vault()
+        .env("VAULT_CACHE_DIR", &dir)
+        .arg("backup")
+        .arg(&src)
+        .assert()
+        .success();
+    assert!(dir.is_dir(), "VAULT_CACHE_DIR is used");
+    assert!(!env.path("home/.cache/vault").exists());
+    // Regression: --no-cache conflicted with a VAULT_CACHE_DIR from the environment.
+    let other = env.path("unused");
+    let s: Value = serde_json::from_slice(
+        &env.vault()
+            .env("VAULT_CACHE_DIR", &other)
+            .args(["--no-cache", "--json", "backup"])
+            .arg(&src)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        n(&s, "files_unchanged"),
+        0,
+        "memory only: nothing remembered"
+    );
+    assert!(!other.exists());
+}
+
+#[test]
 fn a_pruned_repository_is_the_truth_not_the_local_index() {
     // Another device forgets every snapshot and prunes every pack (as a future `prune` may):
     // this machine's local index still lists the files and their blobs, and must not trust it.
