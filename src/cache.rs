@@ -191,8 +191,8 @@ pub fn today() -> i64 {
         .unwrap_or(0)
 }
 
-/// Path entries not seen for this many days are dropped (they only cost a re-read).
-pub const FILE_ENTRY_EXPIRY_DAYS: i64 = 90;
+/// Folder rows not seen for this many days are dropped (they only cost a re-read).
+pub const ROW_EXPIRY_DAYS: i64 = 90;
 
 /// An open local index.
 pub struct LocalCache {
@@ -455,11 +455,7 @@ impl LocalCache {
     }
 
     pub fn has_blob(&self, id: &Id) -> Result<bool> {
-        let conn = self.lock();
-        let mut st = conn
-            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
-            .map_err(|e| self.err(e))?;
-        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+        self.has_blobs(std::slice::from_ref(id))
     }
 
     /// True when every blob in `ids` is indexed.
@@ -639,12 +635,12 @@ impl LocalCache {
             .map_err(|e| self.err(e))
     }
 
-    /// Drop folder rows not seen for [`FILE_ENTRY_EXPIRY_DAYS`].
+    /// Drop folder rows not seen for [`ROW_EXPIRY_DAYS`].
     pub fn expire_folders(&self) -> Result<usize> {
         self.lock()
             .execute(
                 "DELETE FROM folders WHERE seen < ?1",
-                [today() - FILE_ENTRY_EXPIRY_DAYS],
+                [today() - ROW_EXPIRY_DAYS],
             )
             .map_err(|e| self.err(e))
     }

@@ -176,19 +176,8 @@ impl Index {
             });
         }
     }
-    pub fn get(&self, id: &Id) -> Option<(&PackInfo, &BlobEntry)> {
-        self.blobs
-            .get(id)
-            .map(|l| (&self.packs[l.pack as usize], &l.entry))
-    }
     pub fn contains(&self, id: &Id) -> bool {
         self.blobs.contains_key(id)
-    }
-    pub fn blob_ids(&self) -> impl Iterator<Item = &Id> {
-        self.blobs.keys()
-    }
-    pub fn blob_count(&self) -> usize {
-        self.blobs.len()
     }
     pub fn pack(&self, id: &Id) -> Option<&PackInfo> {
         self.pack_pos.get(id).map(|p| &self.packs[*p as usize])
@@ -545,15 +534,8 @@ impl Repository {
             }
         }
         if !index_errors.is_empty() {
-            // Damaged index: the packs' own tables still say what they hold.
-            for (name, size) in self.store.list(FileType::Pack)? {
-                let id: Id = name.parse()?;
-                if cache.has_pack(&id)? {
-                    continue;
-                }
-                if let Ok(desc) = self.read_pack_table(&id, size) {
-                    cache.add_packs(None, &[desc])?;
-                }
+            for desc in self.unindexed_packs(|id| cache.has_pack(id))? {
+                cache.add_packs(None, &[desc])?;
             }
         }
         Ok(Synced {
@@ -606,16 +588,26 @@ impl Repository {
             }
         }
         if !errors.is_empty() {
-            for (name, size) in self.store.list(FileType::Pack)? {
-                let id: Id = name.parse()?;
-                if index.pack(&id).is_none() {
-                    if let Ok(desc) = self.read_pack_table(&id, size) {
-                        index.add(&desc);
-                    }
-                }
+            for desc in self.unindexed_packs(|id| Ok(index.pack(id).is_some()))? {
+                index.add(&desc);
             }
         }
         Ok((index, errors))
+    }
+
+    /// After a damaged index object: every stored pack that `known` does not know, described
+    /// from the blob table inside the pack. Unreadable packs are left for `check` to report.
+    fn unindexed_packs(&self, known: impl Fn(&Id) -> Result<bool>) -> Result<Vec<PackDesc>> {
+        let mut out = Vec::new();
+        for (name, size) in self.store.list(FileType::Pack)? {
+            let id: Id = name.parse()?;
+            if !known(&id)? {
+                if let Ok(desc) = self.read_pack_table(&id, size) {
+                    out.push(desc);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// True when the repository holds the blob (as far as the local index knows).
@@ -763,7 +755,6 @@ impl Repository {
         self.keys.data_identity()?;
         let cache = self.cache()?;
         let names = self.names(FileType::Snapshot)?;
-        let known = cache.snapshot_ids()?;
         let mut listed = HashSet::new();
         let mut ok = vec![];
         let mut bad = vec![];
@@ -785,7 +776,7 @@ impl Repository {
             }
         }
         if !verify_stored {
-            let gone: Vec<Id> = known.difference(&listed).copied().collect();
+            let gone: Vec<Id> = cache.snapshot_ids()?.difference(&listed).copied().collect();
             if !gone.is_empty() {
                 cache.remove_snapshots(&gone)?;
             }

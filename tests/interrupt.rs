@@ -40,23 +40,11 @@ fn killed_backups_leave_a_valid_repository() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
-        env.vault()
-            .args(["check", "--read-data"])
-            .assert()
-            .success();
+        env.check_read_data();
     }
     env.vault().arg("backup").arg(&src).assert().success();
-    env.vault()
-        .args(["check", "--read-data"])
-        .assert()
-        .success();
-    let out = env.path("out");
-    env.vault()
-        .args(["restore", "--target"])
-        .arg(&out)
-        .assert()
-        .success();
-    assert_same_tree(&src, &restored(&out, &src));
+    env.check_read_data();
+    env.assert_restores(&src, "out");
 }
 
 fn sigint_after(mut cmd: std::process::Command, delay_ms: u64) -> std::process::Output {
@@ -102,10 +90,7 @@ fn ctrl_c_stops_cleanly_and_leaves_no_partial_files() {
     if code == Some(130) {
         assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
     }
-    env.vault()
-        .args(["check", "--read-data"])
-        .assert()
-        .success();
+    env.check_read_data();
     env.vault().arg("backup").arg(&src).assert().success();
 
     let target = env.path("out");

@@ -60,13 +60,7 @@ fn restore_with(env: &Env, src: &std::path::Path, out: &str, args: &[&std::ffi::
 fn each_method_unlocks_and_restores_identical_data() {
     let (env, src, rk) = setup();
     // Passphrase.
-    let out = env.path("by-pass");
-    env.vault()
-        .args(["restore", "--target"])
-        .arg(&out)
-        .assert()
-        .success();
-    assert_same_tree(&src, &restored(&out, &src));
+    env.assert_restores(&src, "by-pass");
     // Recovery key written by init.
     assert_eq!(
         fs::metadata(&rk).unwrap().permissions().mode() & 0o777,

@@ -120,13 +120,7 @@ fn unchanged_and_chmodded_files_are_not_read_and_force_reread_catches_hidden_edi
         chmod_rchar < total / 4,
         "chmod run read {chmod_rchar} bytes"
     );
-    let out = env.path("chmod-restore");
-    env.vault()
-        .args(["restore", "--target"])
-        .arg(&out)
-        .assert()
-        .success();
-    assert_same_tree(&src, &restored(&out, &src));
+    env.assert_restores(&src, "chmod-restore");
 
     // Same size, same mtime, content edited in place: the documented blind spot of a
     // metadata check...
@@ -183,13 +177,7 @@ fn new_inode_with_same_times_is_verified_by_sample_and_edits_are_caught() {
     let s = backup(&env, &src, &[]);
     assert_eq!(n(&s, "bytes_read"), size);
     assert_eq!(n(&s, "files_unchanged"), 5);
-    let out = env.path("out");
-    env.vault()
-        .args(["restore", "--target"])
-        .arg(&out)
-        .assert()
-        .success();
-    assert_same_tree(&src, &restored(&out, &src));
+    env.assert_restores(&src, "out");
 
     // A renamed file is read again (its path is new) but its data is not stored again.
     fs::rename(
@@ -232,13 +220,7 @@ fn deleting_the_local_index_changes_no_result() {
     fs::remove_dir_all(&cache).unwrap();
     assert_eq!(ls(&env, &snap[..8]), listing);
     fs::remove_dir_all(&cache).unwrap();
-    let out = env.path("out");
-    env.vault()
-        .args(["restore", "--target"])
-        .arg(&out)
-        .assert()
-        .success();
-    assert_same_tree(&src, &restored(&out, &src));
+    env.assert_restores(&src, "out");
 
     // The next backup after losing the index reads the files again, stores nothing new and
     // records the same tree; the one after that reads nothing.
@@ -319,17 +301,8 @@ fn a_pruned_repository_is_the_truth_not_the_local_index() {
     let s = backup(&env, &src, &[]);
     assert_eq!(n(&s, "bytes_read"), total, "{s}");
     assert!(n(&s, "packs_written") > 0);
-    env.vault()
-        .args(["check", "--read-data"])
-        .assert()
-        .success();
-    let out = env.path("out");
-    env.vault()
-        .args(["restore", "--target"])
-        .arg(&out)
-        .assert()
-        .success();
-    assert_same_tree(&src, &restored(&out, &src));
+    env.check_read_data();
+    env.assert_restores(&src, "out");
 }
 
 /// Two `vault backup` processes started together into one repository. `shared_home`: both
@@ -367,10 +340,7 @@ fn concurrent_backups(env: &Env, shared_home: bool) {
     );
     assert!(oa.status.success(), "{oa:?}");
     assert!(ob.status.success(), "{ob:?}");
-    env.vault()
-        .args(["check", "--read-data"])
-        .assert()
-        .success();
+    env.check_read_data();
     let snaps = snapshots(env);
     assert_eq!(snaps.as_array().unwrap().len(), 2);
     for (src, out) in [(&a, "out-a"), (&b, "out-b")] {

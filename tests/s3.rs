@@ -40,13 +40,7 @@ fn s3_backup_restore_check_round_trip() {
         v["requests"]["list"], 3,
         "LIST only to load state: keys, index, snapshots"
     );
-    let out = env.path("out");
-    env.vault()
-        .args(["restore", "--target"])
-        .arg(&out)
-        .assert()
-        .success();
-    assert_same_tree(&src, &restored(&out, &src));
+    env.assert_restores(&src, "out");
     env.vault()
         .args(["check", "--read-data"])
         .assert()
@@ -83,57 +77,60 @@ fn s3_errors_are_one_clear_line() {
     let Some(ep) = s3_endpoint() else { return };
     let env = Env::s3(&ep);
     env.init();
-    let out = env
-        .vault()
-        .env("AWS_SECRET_ACCESS_KEY", "wrong-secret")
-        .arg("snapshots")
-        .output()
-        .unwrap();
-    one_line_error(&out, "the S3 secret key is wrong");
-    let out = env
-        .vault()
-        .env("AWS_ACCESS_KEY_ID", "nobody")
-        .arg("snapshots")
-        .output()
-        .unwrap();
-    one_line_error(&out, "does not know this access key");
-    let out = env
-        .vault()
-        .env("VAULT_REPO", "s3://vault-no-such-bucket/x")
-        .arg("snapshots")
-        .output()
-        .unwrap();
-    one_line_error(&out, "the bucket vault-no-such-bucket does not exist");
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let out = env
-        .vault()
-        .env("AWS_ENDPOINT_URL", format!("http://{closed}"))
-        .env("VAULT_S3_ATTEMPTS", "2")
-        .arg("snapshots")
-        .output()
-        .unwrap();
-    one_line_error(&out, "cannot reach the S3 endpoint");
-    let out = env
-        .vault()
-        .env("AWS_ENDPOINT_URL", "http://no-such-host.invalid:9")
-        .env("VAULT_S3_ATTEMPTS", "2")
-        .arg("snapshots")
-        .output()
-        .unwrap();
-    one_line_error(&out, "cannot resolve the S3 endpoint");
-    let out = env
-        .vault()
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("VAULT_S3_ATTEMPTS", "1")
-        .arg("snapshots")
-        .output()
-        .unwrap();
-    one_line_error(&out, "no S3 credentials found");
+    let closed = format!("http://{closed}");
+    // Environment changes (None: removed) and the message expected.
+    type Case<'a> = (Vec<(&'a str, Option<&'a str>)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("AWS_SECRET_ACCESS_KEY", Some("wrong-secret"))],
+            "the S3 secret key is wrong",
+        ),
+        (
+            vec![("AWS_ACCESS_KEY_ID", Some("nobody"))],
+            "does not know this access key",
+        ),
+        (
+            vec![("VAULT_REPO", Some("s3://vault-no-such-bucket/x"))],
+            "the bucket vault-no-such-bucket does not exist",
+        ),
+        (
+            vec![
+                ("AWS_ENDPOINT_URL", Some(closed.as_str())),
+                ("VAULT_S3_ATTEMPTS", Some("2")),
+            ],
+            "cannot reach the S3 endpoint",
+        ),
+        (
+            vec![
+                ("AWS_ENDPOINT_URL", Some("http://no-such-host.invalid:9")),
+                ("VAULT_S3_ATTEMPTS", Some("2")),
+            ],
+            "cannot resolve the S3 endpoint",
+        ),
+        (
+            vec![
+                ("AWS_ACCESS_KEY_ID", None),
+                ("AWS_SECRET_ACCESS_KEY", None),
+                ("AWS_EC2_METADATA_DISABLED", Some("true")),
+                ("VAULT_S3_ATTEMPTS", Some("1")),
+            ],
+            "no S3 credentials found",
+        ),
+    ];
+    for (changes, expected) in cases {
+        let mut c = env.vault();
+        for (k, v) in changes {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        one_line_error(&c.arg("snapshots").output().unwrap(), expected);
+    }
 }
 
 fn sdk_client(endpoint: &str) -> (tokio::runtime::Runtime, aws_sdk_s3::Client) {
@@ -202,10 +199,7 @@ fn object_lock_objects_cannot_be_deleted() {
         "every locked object version must refuse deletion"
     );
     // Everything is still there and readable.
-    env.vault()
-        .args(["check", "--read-data"])
-        .assert()
-        .success();
+    env.check_read_data();
 
     // A bucket without Object Lock is refused with a clear message.
     let plain = Env::s3(&ep);
@@ -352,15 +346,6 @@ fn backups_survive_injected_network_faults() {
     assert!(faults >= 10, "enough faults to mean something");
     // Verify directly against the server: every snapshot complete, every byte readable.
     env.endpoint = Some(ep.clone());
-    env.vault()
-        .args(["check", "--read-data"])
-        .assert()
-        .success();
-    let out = env.path("out");
-    env.vault()
-        .args(["restore", "--target"])
-        .arg(&out)
-        .assert()
-        .success();
-    assert_same_tree(&src, &restored(&out, &src));
+    env.check_read_data();
+    env.assert_restores(&src, "out");
 }

@@ -106,10 +106,7 @@ fn flipped_byte_in_any_pack_is_found_and_only_affected_files_fail() {
         }
         flip_byte(pack, len / 2);
     }
-    env.vault()
-        .args(["check", "--read-data"])
-        .assert()
-        .success();
+    env.check_read_data();
 }
 
 #[test]
@@ -134,13 +131,7 @@ fn flipped_byte_in_an_index_is_reported_and_data_stays_restorable() {
         .stderr(predicate::str::contains("unreadable"));
     assert_same_tree(&src, &restored(&out, &src));
     // This machine merged the index before it was damaged: its local index still serves.
-    let out = env.path("out2");
-    env.vault()
-        .args(["restore", "--target"])
-        .arg(&out)
-        .assert()
-        .success();
-    assert_same_tree(&src, &restored(&out, &src));
+    env.assert_restores(&src, "out2");
 }
 
 #[test]

@@ -123,6 +123,29 @@ impl Env {
         v.as_array().unwrap().clone()
     }
 
+    /// `vault restore` of the latest snapshot into `dir` (under the environment) succeeds.
+    pub fn restore_into(&self, dir: &str) -> PathBuf {
+        let out = self.path(dir);
+        self.vault()
+            .args(["restore", "--target"])
+            .arg(&out)
+            .assert()
+            .success();
+        out
+    }
+    /// The latest snapshot restores into `dir` as an exact copy of `src`.
+    pub fn assert_restores(&self, src: &Path, dir: &str) {
+        let out = self.restore_into(dir);
+        assert_same_tree(src, &restored(&out, src));
+    }
+    /// `vault check --read-data` passes.
+    pub fn check_read_data(&self) {
+        self.vault()
+            .args(["check", "--read-data"])
+            .assert()
+            .success();
+    }
+
     pub fn init(&self) {
         self.vault()
             .args(["init", "--kdf-log-n", "10"])
