@@ -37,7 +37,10 @@ cat >"$s3dir/s3.json" <<JSON
 JSON
 mkdir -p "$s3dir/data"
 S3_PORT=28333
+# Every bucket takes at least one volume, and the number of volumes is free disk space divided by
+# the volume size: small volumes leave room for the tests' many buckets on a small disk.
 (cd "$s3dir" && exec "$venv/bin/weed" mini -dir="$s3dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -master.volumeSizeLimitMB=64 \
     -s3.config="$s3dir/s3.json" -s3.allowDeleteBucketNotEmpty=false -webdav=false -admin.ui=false \
     -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false \
     -s3.port=$S3_PORT -master.port=29333 -volume.port=28080 -filer.port=28888 \

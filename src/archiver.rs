@@ -285,14 +285,14 @@ fn display(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-struct Excludes {
+pub(crate) struct Excludes {
     full: GlobSet,
     base: GlobSet,
     paths: Vec<PathBuf>,
 }
 
 impl Excludes {
-    fn new(patterns: &[String], paths: &[PathBuf]) -> Result<Excludes> {
+    pub(crate) fn new(patterns: &[String], paths: &[PathBuf]) -> Result<Excludes> {
         let mut full = GlobSetBuilder::new();
         let mut base = GlobSetBuilder::new();
         for p in patterns {
@@ -317,7 +317,7 @@ impl Excludes {
                 .collect(),
         })
     }
-    fn matches(&self, path: &Path) -> bool {
+    pub(crate) fn matches(&self, path: &Path) -> bool {
         // Called for every entry: the common no-pattern case must not build glob candidates.
         self.paths.iter().any(|p| p.as_os_str() == path.as_os_str())
             || (!self.full.is_empty() && self.full.is_match(path))
@@ -330,7 +330,8 @@ impl Excludes {
 }
 
 /// Absolute, symlink-resolved, de-nested backup roots in tree order.
-fn prepare_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// Canonical absolute roots, sorted, without duplicates or paths inside another root.
+pub fn prepare_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
         return Err(Error::Invalid(
             "nothing to back up: give at least one path".into(),
@@ -862,6 +863,22 @@ pub fn backup(
     opts: &BackupOptions,
     progress: Arc<Progress>,
 ) -> Result<BackupSummary> {
+    let (mut summary, snap) = backup_draft(repo, opts, progress)?;
+    let id = repo.write_snapshot(&snap)?;
+    summary.snapshot = id.to_hex();
+    repo.cache()?.expire_folders()?;
+    summary.requests = repo.store().stats();
+    Ok(summary)
+}
+
+/// Store the data and trees of a backup and return the snapshot that would describe it, without
+/// writing the snapshot (`vault move` writes it only after reading the data back). Until a
+/// snapshot refers to them, the stored packs are harmless leftovers that later runs reuse.
+pub fn backup_draft(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<(BackupSummary, Snapshot)> {
     let roots = prepare_paths(&opts.paths)?;
     let excludes = Excludes::new(&opts.excludes, &opts.exclude_paths)?;
     let threads = crate::worker_count(opts.threads);
@@ -1060,17 +1077,16 @@ pub fn backup(
         parent,
         previous: previous.map(|p| p.0),
         sequence: previous.map(|p| p.1 + 1).unwrap_or(1),
+        original: None,
         summary: Summary {
             files: summary.files,
             dirs: summary.dirs,
             bytes: summary.bytes,
+            vault_only: 0,
         },
     };
-    let id = repo.write_snapshot(&snap)?;
-    summary.snapshot = id.to_hex();
-    cache.expire_folders()?;
     summary.requests = repo.store().stats();
-    Ok(summary)
+    Ok((summary, snap))
 }
 
 /// Local-index writes collected by the assembler, written in batches (one transaction each).

@@ -37,6 +37,22 @@ pub struct FileStat {
     pub dev: u64,
 }
 
+impl FileStat {
+    pub fn of(m: &std::fs::Metadata) -> FileStat {
+        use std::os::unix::fs::MetadataExt;
+        let nanos = |n: i64| n.clamp(0, 999_999_999) as u32;
+        FileStat {
+            size: m.len(),
+            mtime: m.mtime(),
+            mtime_nanos: nanos(m.mtime_nsec()),
+            ctime: m.ctime(),
+            ctime_nanos: nanos(m.ctime_nsec()),
+            ino: m.ino(),
+            dev: m.dev(),
+        }
+    }
+}
+
 /// What to do with a file that has an entry in the local index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {

@@ -12,7 +12,7 @@ use crate::archiver::Progress;
 use crate::backend::FileType;
 use crate::crypto;
 use crate::error::{Error, Result};
-use crate::format::tree::NodeKind;
+use crate::format::tree::{NodeKind, FLAG_VAULT_ONLY};
 use crate::format::{self, pack, BlobType};
 use crate::ids::Id;
 use crate::repo::{PackReaders, Repository};
@@ -31,6 +31,11 @@ pub struct CheckReport {
     pub notes: Vec<String>,
     /// Files whose content is affected by the errors: "snapshot-id:path".
     pub damaged_files: Vec<String>,
+    /// The damaged files among them that were moved into the vault (their originals are gone):
+    /// "snapshot-id:path".
+    pub vault_only_damaged: Vec<String>,
+    /// Files marked vault-only in this repository's snapshots.
+    pub vault_only_files: u64,
 }
 
 impl CheckReport {
@@ -99,6 +104,7 @@ pub fn check(
     let mut bad_trees: HashSet<Id> = HashSet::new();
     let mut seen_trees: HashSet<Id> = HashSet::new();
     let mut readers = PackReaders::default();
+    let mut vault_only_seen = 0;
     for (_, s) in &snaps {
         let mut stack = vec![s.root];
         while let Some(t) = stack.pop() {
@@ -115,6 +121,9 @@ pub fn check(
                 }
             };
             for n in &tree.nodes {
+                if n.flags & FLAG_VAULT_ONLY != 0 {
+                    vault_only_seen += 1;
+                }
                 match &n.kind {
                     NodeKind::Dir { subtree } => stack.push(*subtree),
                     NodeKind::File { blobs, .. } => {
@@ -218,11 +227,11 @@ pub fn check(
                         NodeKind::Dir { subtree } => stack.push((subtree, p)),
                         NodeKind::File { blobs, .. } => {
                             if blobs.iter().any(|b| affected.contains(b)) {
-                                rep.damaged_files.push(format!(
-                                    "{}:{}",
-                                    sid.short(),
-                                    show_path(&p)
-                                ));
+                                let f = format!("{}:{}", sid.short(), show_path(&p));
+                                if n.flags & FLAG_VAULT_ONLY != 0 {
+                                    rep.vault_only_damaged.push(f.clone());
+                                }
+                                rep.damaged_files.push(f);
                             }
                         }
                         NodeKind::Symlink { .. } => {}
@@ -231,7 +240,9 @@ pub fn check(
             }
         }
         rep.damaged_files.sort();
+        rep.vault_only_damaged.sort();
     }
+    rep.vault_only_files = vault_only_seen;
     Ok(rep)
 }
 

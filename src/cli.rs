@@ -20,8 +20,11 @@ use vault::format::config::{LockMode, ObjectLock};
 use vault::format::tree::NodeKind;
 use vault::repo::{InitOptions, Method, PackReaders, Repository, Unlock, Wrap};
 use vault::restorer::{self, show_path, split_path, RestoreOptions};
+use vault::settings::{RepoEntry, Settings};
 
 use crate::ui;
+
+mod moving;
 
 /// Exit status: finished, but some files were skipped or not restored.
 pub const EXIT_PARTIAL: u8 = 3;
@@ -170,6 +173,10 @@ enum Cmd {
         /// Files and folders to back up
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Back up to these repositories, one after the other (names from `vault repo list`
+        /// or addresses, comma-separated) instead of --repo
+        #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+        to: Vec<String>,
         /// Tag the snapshot (repeatable)
         #[arg(long, value_name = "TAG")]
         tag: Vec<String>,
@@ -184,6 +191,52 @@ enum Cmd {
         #[arg(long)]
         force_reread: bool,
     },
+    /// Move files into the vault: back up, read every copy back and verify it, then delete the
+    /// local originals
+    #[command(long_about = moving::MOVE_HELP)]
+    Move {
+        /// Files and folders to move
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Repositories to move into (names or addresses, comma-separated); default: every
+        /// repository in `vault repo list`, else --repo
+        #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+        to: Vec<String>,
+        /// Repositories a file must verify in before its original is deleted; 1 means the
+        /// vault holds the only copy
+        #[arg(long, default_value_t = 2, value_name = "N",
+              value_parser = clap::value_parser!(u16).range(1..=16))]
+        copies: u16,
+        /// Show what would move, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Leave paths matching this glob in place; without '/' it matches file names (repeatable)
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+        /// Tag the snapshot (repeatable; "moved" is always added)
+        #[arg(long, value_name = "TAG")]
+        tag: Vec<String>,
+        /// Host name recorded in the snapshot
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Copy snapshots from one repository into another (re-encrypted for the destination's keys,
+    /// then read back and verified there); snapshots copied before are skipped
+    Copy {
+        /// Source repository (a name from `vault repo list`, or an address)
+        #[arg(long, value_name = "REPO")]
+        from: String,
+        /// Destination repository
+        #[arg(long, value_name = "REPO")]
+        to: String,
+        /// Snapshots to copy (`latest` or at least 4 hex digits); default: all
+        #[arg(value_name = "SNAPSHOT")]
+        snapshots: Vec<String>,
+    },
+    /// Name repositories (an external drive, a bucket) to back up to, move into and check
+    /// together
+    #[command(subcommand)]
+    Repo(RepoCmd),
     /// List snapshots
     Snapshots,
     /// List files in a snapshot
@@ -193,28 +246,66 @@ enum Cmd {
         snapshot: String,
         /// Only list under this path inside the snapshot
         path: Option<String>,
+        /// List the files that live only in the vault (moved with `vault move`), from every
+        /// snapshot; a path narrows the list
+        #[arg(long, conflicts_with = "snapshot")]
+        vault_only: bool,
     },
     /// Restore files from a snapshot, verifying every byte
     Restore {
         /// `latest` or at least 4 hex digits of a snapshot id
         #[arg(default_value = "latest")]
         snapshot: String,
-        /// Folder to restore into (snapshot paths are recreated below it)
-        #[arg(short, long, value_name = "DIR")]
-        target: PathBuf,
+        /// Folder to restore into (snapshot paths are recreated below it); with --vault-only
+        /// the default is `/`, the files' original places
+        #[arg(
+            short,
+            long,
+            value_name = "DIR",
+            required_unless_present = "vault_only"
+        )]
+        target: Option<PathBuf>,
         /// Restore only this path from the snapshot (repeatable)
         #[arg(long, value_name = "PATH")]
         include: Vec<String>,
         /// Replace files that already exist in the target
         #[arg(long)]
         overwrite: bool,
+        /// Bring back the files moved into the vault (from every snapshot, the newest copy of
+        /// each), to their original places unless --target is given
+        #[arg(long, conflicts_with = "snapshot")]
+        vault_only: bool,
     },
     /// Verify the repository; --read-data also downloads and verifies every pack
     Check {
         /// Read and verify all data, not just the structure
         #[arg(long)]
         read_data: bool,
+        /// Check every repository in `vault repo list`
+        #[arg(long)]
+        all: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum RepoCmd {
+    /// Name a repository: `vault repo add drive /media/me/disk/vault`,
+    /// `vault repo add cloud s3://bucket/vault --s3-endpoint URL`
+    Add {
+        /// A short name (letters, digits, '-', '_') to use with --repo and --to
+        name: String,
+        /// A folder path or s3://bucket/prefix (the S3 endpoint, region and addressing given
+        /// now are remembered with it)
+        #[arg(value_name = "REPO")]
+        address: String,
+        /// Read this repository's passphrase from this file (for unattended runs)
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// List the named repositories
+    List,
+    /// Forget a name (the repository itself is not touched)
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -275,21 +366,121 @@ fn default_repo() -> Result<PathBuf> {
     Ok(base.join("vault").join("repo"))
 }
 
+/// One repository a command works on: the default one, an address, or a name from the settings
+/// file (whose own S3 settings and passphrase file take precedence over the global ones).
+#[derive(Clone)]
+pub(crate) struct Target {
+    /// The settings name, when the repository was named.
+    name: Option<String>,
+    /// Folder path or s3:// address; None for the default repository.
+    address: Option<String>,
+    entry: RepoEntry,
+}
+
+impl Target {
+    /// How messages refer to it: its name, else its address.
+    pub(crate) fn label(&self, store: &Store) -> String {
+        self.name.clone().unwrap_or_else(|| store.location())
+    }
+}
+
+/// A name from the settings file, unless it looks like a path or an address.
+fn looks_like_name(s: &str) -> bool {
+    vault::settings::valid_name(s) && !s.contains('/')
+}
+
 impl Cli {
-    fn repo_spec(&self) -> Result<(RepoSpec, bool)> {
+    fn settings(&self) -> Result<Settings> {
+        let path = Settings::default_path()
+            .context("cannot find your configuration folder; set VAULT_CONFIG")?;
+        Ok(Settings::load(&path)?)
+    }
+
+    /// The repository of `--repo` (a name or an address), else the default one.
+    fn target(&self) -> Result<Target> {
         match &self.repo {
+            Some(r) => self.resolve(r),
+            None => Ok(Target {
+                name: None,
+                address: None,
+                entry: RepoEntry::default(),
+            }),
+        }
+    }
+
+    /// A repository given by name (from the settings file) or by address.
+    fn resolve(&self, r: &str) -> Result<Target> {
+        if looks_like_name(r) {
+            if let Some(e) = self.settings()?.get(r) {
+                return Ok(Target {
+                    name: Some(r.to_string()),
+                    address: Some(e.address.clone()),
+                    entry: e.clone(),
+                });
+            }
+        }
+        Ok(Target {
+            name: None,
+            address: Some(r.to_string()),
+            entry: RepoEntry::default(),
+        })
+    }
+
+    /// `--to a,b` (names or addresses); empty means every repository in the settings file.
+    fn targets(&self, names: &[String]) -> Result<Vec<Target>> {
+        if names.is_empty() {
+            let s = self.settings()?;
+            let all: Vec<Target> = s
+                .repositories()
+                .map(|(n, e)| Target {
+                    name: Some(n.clone()),
+                    address: Some(e.address.clone()),
+                    entry: e.clone(),
+                })
+                .collect();
+            if all.is_empty() {
+                return Ok(vec![self.target()?]);
+            }
+            return Ok(all);
+        }
+        let mut out: Vec<Target> = Vec::new();
+        for n in names {
+            let t = self.resolve(n)?;
+            if out.iter().any(|o| o.address == t.address) {
+                bail!("{n} is given twice");
+            }
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    fn repo_spec(&self, t: &Target) -> Result<(RepoSpec, bool)> {
+        match &t.address {
             Some(r) if r.starts_with("s3://") => {
                 let mut o = S3Options::parse(r)?;
-                o.endpoint = self.s3_endpoint.clone().filter(|e| !e.is_empty());
-                o.region = self.s3_region.clone().filter(|e| !e.is_empty());
-                o.path_style = self.s3_addressing.map(|a| matches!(a, Addressing::Path));
+                let pick = |own: &Option<String>, global: &Option<String>| {
+                    own.clone()
+                        .or_else(|| global.clone())
+                        .filter(|e| !e.is_empty())
+                };
+                o.endpoint = pick(&t.entry.endpoint, &self.s3_endpoint);
+                o.region = pick(&t.entry.region, &self.s3_region);
+                o.path_style = match t.entry.addressing.as_deref() {
+                    Some("path") => Some(true),
+                    Some("virtual") => Some(false),
+                    Some(other) => {
+                        bail!("addressing {other:?} in the settings file: use path or virtual")
+                    }
+                    None => self.s3_addressing.map(|a| matches!(a, Addressing::Path)),
+                };
                 o.attempt_timeout = std::time::Duration::from_secs(self.s3_timeout.max(1));
                 o.max_attempts = self.s3_attempts.max(1);
                 Ok((RepoSpec::S3(o), false))
             }
             Some(r) if r.contains("://") => {
                 bail!(
-                    "unsupported repository address {r:?}: use a folder path or s3://bucket/prefix"
+                    "unsupported repository address {r:?}: use a folder path, s3://bucket/prefix \
+                     or a name from `vault repo list`"
                 )
             }
             Some(r) => Ok((RepoSpec::Local(PathBuf::from(r)), false)),
@@ -298,7 +489,11 @@ impl Cli {
     }
 
     fn store(&self) -> Result<(Store, bool)> {
-        let (spec, is_default) = self.repo_spec()?;
+        self.store_of(&self.target()?)
+    }
+
+    fn store_of(&self, t: &Target) -> Result<(Store, bool)> {
+        let (spec, is_default) = self.repo_spec(t)?;
         let backend: Arc<dyn vault::backend::Backend> = match spec {
             RepoSpec::Local(p) => Arc::new(LocalBackend::new(p)),
             RepoSpec::S3(o) => Arc::new(S3Backend::new(o)),
@@ -307,11 +502,26 @@ impl Cli {
     }
 
     fn open(&self) -> Result<Repository> {
-        let (store, _) = self.store()?;
-        self.open_store(store)
+        let t = self.target()?;
+        let (store, _) = self.store_of(&t)?;
+        self.open_store(&t, store)
     }
 
-    fn open_store(&self, store: Store) -> Result<Repository> {
+    /// Open an existing repository; also returns how messages name it.
+    fn open_target(&self, t: &Target) -> Result<(Repository, String)> {
+        let (store, _) = self.store_of(t)?;
+        let label = t.label(&store);
+        Ok((self.open_store(t, store)?, label))
+    }
+
+    fn open_store(&self, t: &Target, store: Store) -> Result<Repository> {
+        Ok(self.open_store_how(t, store)?.0)
+    }
+
+    /// Open and unlock; also says whether a secret the user holds was used (a passphrase or an
+    /// identity file) rather than this device's keyring entry or a write-only profile.
+    fn open_store_how(&self, t: &Target, store: Store) -> Result<(Repository, bool)> {
+        let mut user_secret = false;
         if !Repository::exists(&store)? {
             return Err(vault::Error::NoRepository(store.location()).into());
         }
@@ -323,20 +533,25 @@ impl Cli {
             Repository::open_with_material(store, vault::repo::parse_profile(&text)?)?
         } else if let Some(file) = &self.identity {
             let ids = ui::identity_file(file)?;
+            user_secret = true;
             Repository::unlock(store, &Unlock::Identities(&ids, "identity"))?
-        } else if let Some(repo) = self.unlock_with_device_key(&store)? {
+        } else if let Some(repo) = self.unlock_with_device_key(t, &store)? {
             repo
         } else {
             let pass = ui::passphrase(
-                self.password_file.as_deref(),
+                t.entry
+                    .passphrase_file
+                    .as_deref()
+                    .or(self.password_file.as_deref()),
                 &format!("Passphrase for {}: ", store.location()),
                 false,
             )?;
+            user_secret = true;
             Repository::open(store, &pass)?
         };
         let mut repo = repo;
         repo.set_cache_place(self.cache_place());
-        Ok(repo)
+        Ok((repo, user_secret))
     }
 
     fn cache_place(&self) -> CachePlace {
@@ -356,12 +571,14 @@ impl Cli {
     }
 
     /// The name under which this repository's device key is kept.
-    fn keyring_name(&self, store: &Store) -> String {
-        match &self.repo {
-            Some(r) if r.starts_with("s3://") => match &self.s3_endpoint {
-                Some(e) if !e.is_empty() => format!("{r} at {e}"),
-                _ => r.clone(),
-            },
+    fn keyring_name(&self, t: &Target, store: &Store) -> String {
+        match &t.address {
+            Some(r) if r.starts_with("s3://") => {
+                match t.entry.endpoint.as_ref().or(self.s3_endpoint.as_ref()) {
+                    Some(e) if !e.is_empty() => format!("{r} at {e}"),
+                    _ => r.clone(),
+                }
+            }
             _ => std::path::absolute(store.location())
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|_| store.location()),
@@ -369,14 +586,17 @@ impl Cli {
     }
 
     /// Unlock with the device key from the OS keyring, unless a passphrase was given explicitly.
-    fn unlock_with_device_key(&self, store: &Store) -> Result<Option<Repository>> {
-        if std::env::var_os("VAULT_PASSWORD").is_some() || self.password_file.is_some() {
+    fn unlock_with_device_key(&self, t: &Target, store: &Store) -> Result<Option<Repository>> {
+        if std::env::var_os("VAULT_PASSWORD").is_some()
+            || self.password_file.is_some()
+            || t.entry.passphrase_file.is_some()
+        {
             return Ok(None);
         }
         let Some(kr) = self.keyring_store() else {
             return Ok(None);
         };
-        let Some(dk) = vault::devicekey::recall(kr, &self.keyring_name(store))? else {
+        let Some(dk) = vault::devicekey::recall(kr, &self.keyring_name(t, store))? else {
             return Ok(None);
         };
         let ids = vault::crypto::Identities::parse(&dk.identity)?;
@@ -393,8 +613,8 @@ impl Cli {
     }
 
     /// Transfers in flight: the option, else 4 for S3 and 2 for folders.
-    fn connections(&self) -> usize {
-        match (self.connections, &self.repo) {
+    fn connections(&self, t: &Target) -> usize {
+        match (self.connections, &t.address) {
             (Some(n), _) => n as usize,
             (None, Some(r)) if r.starts_with("s3://") => 4,
             _ => 2,
@@ -434,20 +654,87 @@ pub fn run(cli: Cli) -> Result<u8> {
         Cmd::Key(k) => key(&cli, k),
         Cmd::Backup {
             paths,
+            to,
             tag,
             exclude,
             host,
             force_reread,
-        } => backup(&cli, paths, tag, exclude, host.clone(), *force_reread),
+        } => backup(
+            &cli,
+            to,
+            &BackupArgs {
+                paths,
+                tags: tag,
+                excludes: exclude,
+                host: host.clone(),
+                force_reread: *force_reread,
+            },
+        ),
+        Cmd::Move {
+            paths,
+            to,
+            copies,
+            dry_run,
+            exclude,
+            tag,
+            host,
+        } => {
+            let mut tags = tag.clone();
+            tags.push("moved".into());
+            moving::move_files(
+                &cli,
+                to,
+                *copies as usize,
+                *dry_run,
+                &BackupArgs {
+                    paths,
+                    tags: &tags,
+                    excludes: exclude,
+                    host: host.clone(),
+                    force_reread: true,
+                },
+            )
+        }
+        Cmd::Repo(r) => moving::repo_cmd(&cli, r),
+        Cmd::Copy {
+            from,
+            to,
+            snapshots,
+        } => moving::copy(&cli, from, to, snapshots),
         Cmd::Snapshots => snapshots(&cli),
-        Cmd::Ls { snapshot, path } => ls(&cli, snapshot, path.as_deref()),
+        Cmd::Ls {
+            vault_only: true,
+            path,
+            ..
+        } => moving::ls_vault_only(&cli, path.as_deref()),
+        Cmd::Ls { snapshot, path, .. } => ls(&cli, snapshot, path.as_deref()),
+        Cmd::Restore {
+            target,
+            include,
+            overwrite,
+            vault_only: true,
+            ..
+        } => moving::restore_vault_only(&cli, target.as_deref(), include, *overwrite),
         Cmd::Restore {
             snapshot,
             target,
             include,
             overwrite,
-        } => restore(&cli, snapshot, target, include, *overwrite),
-        Cmd::Check { read_data } => check(&cli, *read_data),
+            ..
+        } => restore(
+            &cli,
+            snapshot,
+            target.as_deref().context("--target is required")?,
+            include,
+            *overwrite,
+        ),
+        Cmd::Check { read_data, all } => {
+            if *all {
+                moving::check_all(&cli, *read_data)
+            } else {
+                check(&cli, &cli.target()?, *read_data)
+            }
+        }
     }
 }
 
@@ -546,56 +833,114 @@ fn init(
     Ok(0)
 }
 
-fn backup(
-    cli: &Cli,
-    paths: &[PathBuf],
-    tags: &[String],
-    excludes: &[String],
+struct BackupArgs<'a> {
+    paths: &'a [PathBuf],
+    tags: &'a [String],
+    excludes: &'a [String],
     host: Option<String>,
     force_reread: bool,
-) -> Result<u8> {
-    let (store, is_default) = cli.store()?;
+}
+
+fn backup(cli: &Cli, to: &[String], a: &BackupArgs<'_>) -> Result<u8> {
     // Check the paths before asking for a passphrase or creating anything.
-    for p in paths {
+    for p in a.paths {
         std::fs::symlink_metadata(p).with_context(|| format!("cannot back up {}", p.display()))?;
     }
-    let repo = if is_default && cli.profile.is_none() && !Repository::exists(&store)? {
-        if !cli.quiet {
-            eprintln!(
-                "no repository yet; creating the default one at {}",
-                store.location()
-            );
+    if to.is_empty() {
+        let t = cli.target()?;
+        let (store, is_default) = cli.store_of(&t)?;
+        let repo = if is_default && cli.profile.is_none() && !Repository::exists(&store)? {
+            if !cli.quiet {
+                eprintln!(
+                    "no repository yet; creating the default one at {}",
+                    store.location()
+                );
+            }
+            create(cli, store, crypto::DEFAULT_SCRYPT_LOG_N, None, None)?
+        } else {
+            cli.open_store(&t, store)?
+        };
+        let s = backup_into(cli, &t, &repo, a)?;
+        if cli.json {
+            json_out(&s)?;
         }
-        create(cli, store, crypto::DEFAULT_SCRYPT_LOG_N, None, None)?
-    } else {
-        cli.open_store(store)?
-    };
-    let host = host.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
-    let opts = BackupOptions {
-        paths: paths.to_vec(),
-        tags: tags.to_vec(),
-        excludes: excludes.to_vec(),
-        host,
+        return Ok(report_backup(cli, None, &s));
+    }
+    // Several repositories: each gets its own backup (their chunking keys differ), one after the
+    // other; one that fails does not stop the others.
+    let mut status = 0;
+    let mut out = Vec::new();
+    for t in cli.targets(to)? {
+        let r = cli.open_target(&t).and_then(|(repo, label)| {
+            if !cli.quiet && !cli.json {
+                eprintln!("backing up to {label}");
+            }
+            Ok((backup_into(cli, &t, &repo, a)?, label))
+        });
+        match r {
+            Ok((s, label)) => {
+                status = status.max(report_backup(cli, Some(&label), &s));
+                out.push(serde_json::json!({ "repository": label, "summary": s }));
+            }
+            Err(e) => {
+                let label = t.name.clone().or(t.address.clone()).unwrap_or_default();
+                eprintln!("error: {label}: {e:#}");
+                status = 1;
+                out.push(serde_json::json!({ "repository": label, "error": format!("{e:#}") }));
+            }
+        }
+    }
+    if cli.json {
+        json_out(&out)?;
+    }
+    Ok(status)
+}
+
+fn backup_options(cli: &Cli, t: &Target, a: &BackupArgs<'_>) -> Result<BackupOptions> {
+    Ok(BackupOptions {
+        paths: a.paths.to_vec(),
+        tags: a.tags.to_vec(),
+        excludes: a.excludes.to_vec(),
+        host: a
+            .host
+            .clone()
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
         threads: 0,
-        uploads: cli.connections(),
+        uploads: cli.connections(t),
         // Backing up a folder that holds the repository must not copy the repository into itself.
-        exclude_paths: match cli.repo_spec()? {
+        exclude_paths: match cli.repo_spec(t)? {
             (RepoSpec::Local(p), _) => vec![p],
             _ => vec![],
         },
-        force_reread,
+        force_reread: a.force_reread,
         count_first: ui::ProgressView::shown(cli.progress()),
-    };
+    })
+}
+
+fn backup_into(
+    cli: &Cli,
+    t: &Target,
+    repo: &Repository,
+    a: &BackupArgs<'_>,
+) -> Result<archiver::BackupSummary> {
+    let opts = backup_options(cli, t, a)?;
     let progress = Arc::new(Progress::default());
     let view = ui::ProgressView::start(progress.clone(), "backup", cli.progress());
-    let res = archiver::backup(&repo, &opts, progress);
+    let res = archiver::backup(repo, &opts, progress);
     view.finish();
     let s = res?;
-    warn_index(&repo)?;
-    if cli.json {
-        json_out(&s)?;
-    } else if !cli.quiet {
-        println!("snapshot {} saved", &s.snapshot[..8]);
+    warn_index(repo)?;
+    Ok(s)
+}
+
+/// Print a backup's outcome (not the JSON); returns its exit status.
+fn report_backup(cli: &Cli, label: Option<&str>, s: &archiver::BackupSummary) -> u8 {
+    if !cli.json && !cli.quiet {
+        println!(
+            "{}snapshot {} saved",
+            label.map(|l| format!("{l}: ")).unwrap_or_default(),
+            &s.snapshot[..8]
+        );
         println!(
             "  {} files ({} unchanged, not read), {} folders, {} symlinks; read {}, added {} ({} new chunks, {} reused, {} packs)",
             s.files,
@@ -617,12 +962,12 @@ fn backup(
     }
     if !s.skipped.is_empty() {
         eprintln!("{} item(s) were skipped (exit status 3)", s.skipped.len());
-        return Ok(EXIT_PARTIAL);
+        return EXIT_PARTIAL;
     }
     if !s.warnings.is_empty() {
-        return Ok(EXIT_PARTIAL);
+        return EXIT_PARTIAL;
     }
-    Ok(0)
+    0
 }
 
 #[derive(Serialize)]
@@ -819,9 +1164,10 @@ fn restore(
     let (id, snap) = repo.find_snapshot(snapshot)?;
     let opts = RestoreOptions {
         target: target.to_path_buf(),
-        includes: include.to_vec(),
+        includes: include.iter().map(|s| split_path(s)).collect(),
         overwrite,
-        threads: vault::worker_count(0).max(cli.connections()),
+        threads: vault::worker_count(0).max(cli.connections(&cli.target()?)),
+        vault_only: false,
     };
     let progress = Arc::new(Progress::default());
     let view = ui::ProgressView::start(progress.clone(), "restore", cli.progress());
@@ -858,15 +1204,15 @@ fn restore(
     Ok(0)
 }
 
-fn check(cli: &Cli, read_data: bool) -> Result<u8> {
-    let repo = cli.open()?;
+fn check(cli: &Cli, t: &Target, read_data: bool) -> Result<u8> {
+    let (repo, _) = cli.open_target(t)?;
     let progress = Arc::new(Progress::default());
     let view = ui::ProgressView::start(progress.clone(), "check", cli.progress() && read_data);
     let res = checker::check(
         &repo,
         &CheckOptions {
             read_data,
-            threads: vault::worker_count(0).max(cli.connections()),
+            threads: vault::worker_count(0).max(cli.connections(t)),
         },
         progress,
     );
@@ -886,12 +1232,24 @@ fn check(cli: &Cli, read_data: bool) -> Result<u8> {
         for f in &r.damaged_files {
             eprintln!("damaged: {f}");
         }
+        for f in &r.vault_only_damaged {
+            eprintln!(
+                "error: vault-only file damaged or missing: {f}: its original was moved into the \
+                 vault; restore it from another repository (`vault --repo OTHER restore \
+                 --vault-only`) and move it again"
+            );
+        }
         if !cli.quiet {
             println!(
-                "{} snapshots, {} trees, {} packs{}: {}",
+                "{} snapshots, {} trees, {} packs{}{}: {}",
                 r.snapshots,
                 r.trees,
                 r.packs,
+                if r.vault_only_files > 0 {
+                    format!(", {} vault-only files", r.vault_only_files)
+                } else {
+                    String::new()
+                },
                 if read_data {
                     format!(
                         " ({} read, {} blobs verified)",
@@ -900,7 +1258,16 @@ fn check(cli: &Cli, read_data: bool) -> Result<u8> {
                 } else {
                     String::new()
                 },
-                if r.ok() { "no errors" } else { "ERRORS FOUND" }
+                if r.ok() {
+                    "no errors".to_string()
+                } else if r.vault_only_damaged.is_empty() {
+                    "ERRORS FOUND".to_string()
+                } else {
+                    format!(
+                        "ERRORS FOUND, {} of them in vault-only files",
+                        r.vault_only_damaged.len()
+                    )
+                }
             );
         }
     }
@@ -1004,7 +1371,7 @@ fn remember_device(cli: &Cli, repo: &Repository) -> Result<()> {
     let kr = cli
         .keyring_store()
         .context("--keyring none: no store to remember the device key in")?;
-    let name = cli.keyring_name(repo.store());
+    let name = cli.keyring_name(&cli.target()?, repo.store());
     let device = crypto::DataIdentity::generate();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let id = repo.add_key(
@@ -1032,7 +1399,7 @@ fn forget_device(cli: &Cli) -> Result<u8> {
     let kr = cli
         .keyring_store()
         .context("--keyring none: no store to forget from")?;
-    let name = cli.keyring_name(&store);
+    let name = cli.keyring_name(&cli.target()?, &store);
     let Some(dk) = vault::devicekey::recall(kr, &name)? else {
         if !cli.quiet {
             println!("this device keeps no key for {}", store.location());
@@ -1068,6 +1435,7 @@ fn verify_recovery(cli: &Cli) -> Result<u8> {
         None => ui::prompt_identity("Recovery key (AGE-SECRET-KEY-1...): ")?,
     };
     let repo = Repository::unlock(store, &Unlock::Identities(&ids, "recovery key"))?;
+    moving::note_recovery_verified(&repo);
     if cli.json {
         json_out(&serde_json::json!({ "repository": repo.repo_id().to_hex(), "unlocks": true }))?;
     } else if !cli.quiet {

@@ -1,4 +1,4 @@
-//! vault: encrypted, deduplicated backups of photos and videos to a local folder or (soon) any
+//! vault: encrypted, deduplicated backups of photos and videos to local folders and any
 //! S3-compatible bucket. See docs/design.md for the repository format.
 #![forbid(unsafe_code)]
 
@@ -9,6 +9,7 @@ pub mod changes;
 pub mod checker;
 pub mod chunker;
 pub mod compress;
+pub mod copier;
 pub mod crypto;
 pub mod devicekey;
 pub mod error;
@@ -16,9 +17,11 @@ pub mod format;
 pub mod ids;
 pub mod interrupt;
 pub mod keys;
+pub mod mover;
 pub mod packer;
 pub mod repo;
 pub mod restorer;
+pub mod settings;
 
 pub use error::{Error, Result};
 pub use ids::Id;

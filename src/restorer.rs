@@ -1,6 +1,7 @@
 //! Restore: recreate a snapshot's files under a target folder, verifying every byte, and never
 //! writing outside the target whatever the snapshot says (names are untrusted input).
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -19,17 +20,20 @@ use serde::Serialize;
 use crate::archiver::{Progress, Skipped};
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Node, NodeKind, FLAG_ANCESTOR};
+use crate::format::tree::{Node, NodeKind, FLAG_ANCESTOR, FLAG_VAULT_ONLY};
 use crate::format::BlobType;
 use crate::ids::Id;
 use crate::repo::{PackReaders, Repository};
 
 pub struct RestoreOptions {
     pub target: PathBuf,
-    /// Paths inside the snapshot (as `ls` shows them) to restore; empty means everything.
-    pub includes: Vec<String>,
+    /// Paths inside the snapshot (components, see [`split_path`]) to restore; empty means
+    /// everything.
+    pub includes: Vec<Vec<Vec<u8>>>,
     pub overwrite: bool,
     pub threads: usize,
+    /// Only files and symlinks marked vault-only (with the folders leading to them).
+    pub vault_only: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -88,23 +92,51 @@ enum Sel {
     None,
 }
 
-fn select(includes: &[Vec<Vec<u8>>], path: &[Vec<u8>]) -> Sel {
-    if includes.is_empty() {
-        return Sel::All;
+/// The paths to restore, arranged so that each node costs O(depth) whatever their number
+/// (`restore --vault-only` passes one per moved file).
+struct Selection {
+    /// Index of each include in the caller's list.
+    includes: HashMap<Vec<Vec<u8>>, usize>,
+    /// Every proper prefix of an include.
+    prefixes: HashSet<Vec<Vec<u8>>>,
+}
+
+impl Selection {
+    fn new(list: &[Vec<Vec<u8>>]) -> Self {
+        let mut prefixes = HashSet::new();
+        for inc in list {
+            for k in 0..inc.len() {
+                prefixes.insert(inc[..k].to_vec());
+            }
+        }
+        Selection {
+            includes: list
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.clone(), i))
+                .collect(),
+            prefixes,
+        }
     }
-    let mut partial = false;
-    for inc in includes {
-        if path.starts_with(inc) {
+
+    fn select(&self, path: &[Vec<u8>]) -> Sel {
+        if self.includes.is_empty() {
             return Sel::All;
         }
-        if inc.starts_with(path) {
-            partial = true;
+        if (0..=path.len()).any(|k| self.includes.contains_key(&path[..k])) {
+            return Sel::All;
+        }
+        if self.prefixes.contains(path) {
+            Sel::Partial
+        } else {
+            Sel::None
         }
     }
-    if partial {
-        Sel::Partial
-    } else {
-        Sel::None
+
+    fn mark(&self, path: &[Vec<u8>], matched: &mut [bool]) {
+        if let Some(&i) = self.includes.get(path) {
+            matched[i] = true;
+        }
     }
 }
 
@@ -118,6 +150,9 @@ struct FileJob {
 struct DirMeta {
     path: Vec<Vec<u8>>,
     ancestor: bool,
+    /// The folder existed before this restore: its metadata is left as it is, unless the
+    /// user asked to overwrite (restoring into `/` must never chmod `/home` or `/tmp`).
+    existed: bool,
     mode: u32,
     mtime: i64,
     mtime_nanos: u32,
@@ -133,8 +168,9 @@ fn system_time(secs: i64, nanos: u32) -> std::time::SystemTime {
 
 struct Ctx<'a> {
     repo: &'a Repository,
-    includes: Vec<Vec<Vec<u8>>>,
+    sel: Selection,
     overwrite: bool,
+    vault_only: bool,
     summary: Mutex<RestoreSummary>,
     progress: Arc<Progress>,
 }
@@ -175,11 +211,11 @@ pub fn restore(
     let root = Dir::open_ambient_dir(&opts.target, cap_std::ambient_authority())
         .map_err(|e| Error::io(format!("cannot open {}", opts.target.display()), e))?;
     let root = Arc::new(root);
-    let includes: Vec<Vec<Vec<u8>>> = opts.includes.iter().map(|s| split_path(s)).collect();
     let ctx = Ctx {
         repo,
-        includes,
+        sel: Selection::new(&opts.includes),
         overwrite: opts.overwrite,
+        vault_only: opts.vault_only,
         summary: Mutex::new(RestoreSummary {
             snapshot: snap_id.to_hex(),
             ..Default::default()
@@ -211,14 +247,14 @@ pub fn restore(
         drop(rx);
         let mut readers = PackReaders::default();
         let mut dirs = Vec::new();
-        let mut matched = vec![false; ctx_ref.includes.len()];
+        let mut matched = vec![false; opts.includes.len()];
         let r = walk(
             ctx_ref,
             &mut readers,
             &snap.root,
             root.clone(),
             Vec::new(),
-            select(&ctx_ref.includes, &[]),
+            ctx_ref.sel.select(&[]),
             &tx,
             &mut dirs,
             &mut matched,
@@ -234,13 +270,18 @@ pub fn restore(
         if !m {
             return Err(Error::Invalid(format!(
                 "{} is not in snapshot {}",
-                opts.includes[i],
+                show_path(&opts.includes[i]),
                 snap_id.short()
             )));
         }
     }
     // Directory metadata last, children before parents, so later writes do not change it.
     for d in dirs.iter().rev() {
+        // Folders that were there before keep their metadata; with --overwrite the backed-up
+        // folders get theirs back, never the ancestors (restoring into `/` must not chmod /tmp).
+        if d.existed && (!opts.overwrite || d.ancestor) {
+            continue;
+        }
         if let Err(e) = set_dir_meta(&root, d) {
             ctx.error(
                 &show_path(&d.path),
@@ -297,11 +338,7 @@ fn walk(
     dirs: &mut Vec<DirMeta>,
     matched: &mut Vec<bool>,
 ) -> Result<()> {
-    for (i, inc) in ctx.includes.iter().enumerate() {
-        if inc == &path {
-            matched[i] = true;
-        }
-    }
+    ctx.sel.mark(&path, matched);
     let shown = show_path(&path);
     let tree = match ctx.repo.load_tree(tree_id, readers) {
         Ok(t) => t,
@@ -334,20 +371,23 @@ fn walk(
         let csel = if sel == Sel::All {
             Sel::All
         } else {
-            select(&ctx.includes, &child)
+            ctx.sel.select(&child)
         };
         if csel == Sel::None {
             continue;
         }
         if csel == Sel::All {
-            for (i, inc) in ctx.includes.iter().enumerate() {
-                if inc == &child {
-                    matched[i] = true;
-                }
-            }
+            ctx.sel.mark(&child, matched);
+        }
+        if ctx.vault_only
+            && !matches!(node.kind, NodeKind::Dir { .. })
+            && node.flags & FLAG_VAULT_ONLY == 0
+        {
+            continue;
         }
         match &node.kind {
             NodeKind::Dir { subtree } => {
+                let mut existed = true;
                 match dir.symlink_metadata(name) {
                     Ok(md) if md.is_dir() => {}
                     Ok(_) => {
@@ -359,6 +399,7 @@ fn walk(
                             ctx.error(&child_shown, format!("cannot create folder: {e}"));
                             continue;
                         }
+                        existed = false;
                     }
                 }
                 let sub = match dir.open_dir_nofollow(name) {
@@ -375,6 +416,7 @@ fn walk(
                     mtime: node.mtime,
                     mtime_nanos: node.mtime_nanos,
                     ancestor: node.flags & FLAG_ANCESTOR != 0,
+                    existed,
                 });
                 walk(ctx, readers, subtree, sub, child, csel, jobs, dirs, matched)?;
             }
@@ -543,10 +585,16 @@ mod tests {
 
     #[test]
     fn selection() {
-        let inc = vec![split_path("/a/b")];
-        assert!(select(&inc, &split_path("/a")) == Sel::Partial);
-        assert!(select(&inc, &split_path("/a/b/c")) == Sel::All);
-        assert!(select(&inc, &split_path("/a/c")) == Sel::None);
-        assert!(select(&[], &split_path("/x")) == Sel::All);
+        let s = Selection::new(&[split_path("/a/b"), split_path("/d")]);
+        assert!(s.select(&split_path("/")) == Sel::Partial);
+        assert!(s.select(&split_path("/a")) == Sel::Partial);
+        assert!(s.select(&split_path("/a/b")) == Sel::All);
+        assert!(s.select(&split_path("/a/b/c")) == Sel::All);
+        assert!(s.select(&split_path("/a/c")) == Sel::None);
+        assert!(s.select(&split_path("/d/e")) == Sel::All);
+        assert!(Selection::new(&[]).select(&split_path("/x")) == Sel::All);
+        let mut m = vec![false; 2];
+        s.mark(&split_path("/d"), &mut m);
+        assert_eq!(m, [false, true]);
     }
 }

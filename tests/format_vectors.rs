@@ -1,5 +1,5 @@
-//! Format test vectors: pin the v3 byte layout of every structure and the key derivation.
-//! tests/vectors/format-v3.txt holds `name hex` lines; docs/design.md refers to them.
+//! Format test vectors: pin the v4 byte layout of every structure and the key derivation.
+//! tests/vectors/format-v4.txt holds `name hex` lines; docs/design.md refers to them.
 //! A deliberate format change bumps the format version and regenerates the file with
 //! VAULT_REGEN_VECTORS=1.
 
@@ -16,7 +16,7 @@ use vault::format::{pack, BlobEntry, BlobType, Compression};
 use vault::keys::Keys;
 use vault::Id;
 
-const FILE: &str = "tests/vectors/format-v3.txt";
+const FILE: &str = "tests/vectors/format-v4.txt";
 /// A fixed age identity used only by these vectors.
 const IDENTITY: &str = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX";
 /// A second fixed identity, the index identity of the vectors.
@@ -83,7 +83,7 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
                 size: 2_000_000,
                 uid: 1000,
                 gid: 1000,
-                flags: 0,
+                flags: 2,
             },
             Node {
                 name: b"link".to_vec(),
@@ -125,10 +125,12 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
         parent: Some(Id([0x01; 32])),
         previous: None,
         sequence: 3,
+        original: Some(Id([0x02; 32])),
         summary: Summary {
             files: 10,
             dirs: 2,
             bytes: 12345,
+            vault_only: 1,
         },
     };
     let snap_bytes = snap.encode(&k.snapshot_mac);
@@ -186,10 +188,10 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
 }
 
 #[test]
-fn v3_layout_is_pinned() {
+fn v4_layout_is_pinned() {
     let got = vectors();
     if std::env::var_os("VAULT_REGEN_VECTORS").is_some() {
-        let mut s = String::from("# vault repository format v3 test vectors: name hex\n");
+        let mut s = String::from("# vault repository format v4 test vectors: name hex\n");
         for (k, v) in &got {
             s.push_str(&format!("{k} {}\n", hex::encode(v)));
         }
@@ -211,7 +213,7 @@ fn v3_layout_is_pinned() {
     for (k, v) in &got {
         assert!(
             want[k] == *v,
-            "vector {k} changed: the v3 format must not change"
+            "vector {k} changed: the v4 format must not change"
         );
     }
 }
@@ -225,6 +227,8 @@ fn pinned_bytes_decode_to_the_structures() {
     assert_eq!(tree.nodes[2].name, b"sub\xff");
     let s = Snapshot::decode(&v["snapshot"], &k.repo_id, &k.snapshot_mac).unwrap();
     assert_eq!(s.host, "laptop");
+    assert_eq!(s.summary.vault_only, 1);
+    assert_eq!(tree.nodes[0].flags, vault::format::tree::FLAG_VAULT_ONLY);
     let c = Config::decode(&v["config"], &k.repo_id, &k.config_mac).unwrap();
     assert_eq!(c.chunk_avg, 1 << 20);
     let idx = index::decode(&v["index"], &k.repo_id).unwrap();

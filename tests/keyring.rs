@@ -113,3 +113,48 @@ fn no_store_means_a_clear_message_not_a_file() {
     );
     assert!(!env.path("home").exists() || all_files(&env.path("home")).is_empty());
 }
+
+#[test]
+fn a_device_key_alone_does_not_authorise_a_move_until_the_recovery_key_is_proven() {
+    let Some(store) = keyring_store() else { return };
+    let env = Env::new();
+    env.init();
+    let src = env.path("Private");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.jpg"), noise(300_000, 1)).unwrap();
+    let recovery = env.path("recovery.txt");
+    env.vault()
+        .args(["key", "add", "--recovery", "--recovery-key-file"])
+        .arg(&recovery)
+        .assert()
+        .success();
+    env.vault()
+        .env("VAULT_KEYRING", &store)
+        .args(["key", "remember"])
+        .assert()
+        .success();
+    let unattended = || {
+        let mut c = env.vault();
+        c.env_remove("VAULT_PASSWORD").env("VAULT_KEYRING", &store);
+        c
+    };
+    // Opened from the keyring only: if this computer died, could the user still get in?
+    unattended()
+        .args(["move", "--copies", "1"])
+        .arg(&src)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("key verify-recovery"));
+    assert!(src.join("a.jpg").exists());
+    unattended()
+        .args(["key", "verify-recovery", "--identity"])
+        .arg(&recovery)
+        .assert()
+        .success();
+    unattended()
+        .args(["move", "--copies", "1"])
+        .arg(&src)
+        .assert()
+        .success();
+    assert!(!src.exists());
+}

@@ -246,6 +246,7 @@ fn malicious_snapshot_restores_nothing_outside_the_target() {
         parent: None,
         previous: None,
         sequence: 1,
+        original: None,
         summary: Summary::default(),
     };
     let sid = repo.write_snapshot(&snap).unwrap();
@@ -262,6 +263,7 @@ fn malicious_snapshot_restores_nothing_outside_the_target() {
             includes: vec![],
             overwrite: true,
             threads: 2,
+            vault_only: false,
         },
         Default::default(),
     )

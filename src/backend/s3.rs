@@ -572,13 +572,14 @@ impl Backend for S3Backend {
                             .build(),
                     );
                 }
-                req.send().await.map_err(|e| {
-                    self.fail(
-                        &format!("creating bucket {}", self.opts.bucket),
-                        classify(&e, &endpoint),
-                    )
-                })?;
-                Ok(())
+                match req.send().await {
+                    Ok(_) => Ok(()),
+                    Err(e) => match classify(&e, &endpoint) {
+                        // Another client (another repository prefix) created it meanwhile.
+                        f if f.code.as_deref() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+                        f => Err(self.fail(&format!("creating bucket {}", self.opts.bucket), f)),
+                    },
+                }
             }
             Err(e) => Err(self.fail(
                 &format!("bucket {}", self.opts.bucket),

@@ -16,7 +16,7 @@ use codec::{Reader, Writer};
 /// First bytes of every object's plaintext.
 pub const MAGIC: [u8; 8] = *b"vaultobj";
 /// The repository format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Size of the common object header: magic, version, repository id, object kind.
 pub const HEADER_LEN: usize = 8 + 4 + 32 + 1;
 
@@ -208,10 +208,10 @@ mod tests {
         )
         .is_err());
         let mut bad = v.clone();
-        bad[8] = 4;
+        bad[8] = 5;
         assert!(matches!(
             read_header(&mut Reader::new(&bad, "t"), None, ObjectKind::Index),
-            Err(Error::UnsupportedVersion { found: 4, .. })
+            Err(Error::UnsupportedVersion { found: 5, .. })
         ));
     }
 }

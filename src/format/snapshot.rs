@@ -11,6 +11,9 @@ pub struct Summary {
     pub files: u64,
     pub dirs: u64,
     pub bytes: u64,
+    /// Files marked vault-only in this snapshot's trees (their originals were moved into the
+    /// vault); lets listings and maintenance find such snapshots without walking every tree.
+    pub vault_only: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +31,9 @@ pub struct Snapshot {
     /// The newest snapshot the writer knew of, and one more than its sequence number.
     pub previous: Option<Id>,
     pub sequence: u64,
+    /// For a snapshot written by `vault copy`: the id of the snapshot it copies, in the source
+    /// repository (so that the next copy skips it).
+    pub original: Option<Id>,
     pub summary: Summary,
 }
 
@@ -74,9 +80,11 @@ impl Snapshot {
         opt_id(&mut w, &self.parent);
         opt_id(&mut w, &self.previous);
         w.u64(self.sequence);
+        opt_id(&mut w, &self.original);
         w.u64(self.summary.files);
         w.u64(self.summary.dirs);
         w.u64(self.summary.bytes);
+        w.u64(self.summary.vault_only);
         let mac = mac_key.keyed_hash(&w.buf);
         w.id(&mac);
         w.into_vec()
@@ -102,10 +110,12 @@ impl Snapshot {
         let parent = read_opt_id(&mut r)?;
         let previous = read_opt_id(&mut r)?;
         let sequence = r.u64()?;
+        let original = read_opt_id(&mut r)?;
         let summary = Summary {
             files: r.u64()?,
             dirs: r.u64()?,
             bytes: r.u64()?,
+            vault_only: r.u64()?,
         };
         let body = r.pos();
         let mac = r.id()?;
@@ -124,6 +134,7 @@ impl Snapshot {
             parent,
             previous,
             sequence,
+            original,
             summary,
         })
     }
@@ -142,7 +153,8 @@ mod tests {
             let key = SecretKey::generate();
             let s = Snapshot { repo_id: Id::random(), time, time_nanos: 7, host, paths, tags,
                 root: Id::random(), parent: parent.map(Id), previous: None, sequence: seq,
-                summary: Summary { files: 1, dirs: 2, bytes: 3 } };
+                original: parent.map(|p| Id([p[0]; 32])),
+                summary: Summary { files: 1, dirs: 2, bytes: 3, vault_only: seq % 5 } };
             let enc = s.encode(&key);
             prop_assert_eq!(Snapshot::decode(&enc, &s.repo_id, &key).unwrap(), s.clone());
             let mut bad = enc.clone();

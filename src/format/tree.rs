@@ -9,6 +9,11 @@ pub const TREE_VERSION: u8 = 1;
 
 /// Node flag: an ancestor folder of a backup root (mtime not recorded, not restored).
 pub const FLAG_ANCESTOR: u32 = 1;
+/// Node flag: a file moved into the vault (`vault move`): its local original was unlinked after
+/// its data was read back and verified, so this repository may hold the only copies.
+pub const FLAG_VAULT_ONLY: u32 = 2;
+/// Every flag this version knows; readers refuse nodes with other bits set.
+pub const KNOWN_FLAGS: u32 = FLAG_ANCESTOR | FLAG_VAULT_ONLY;
 
 /// What a directory entry is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +44,8 @@ pub struct Node {
     pub uid: u32,
     pub gid: u32,
     /// Bit 0 ([`FLAG_ANCESTOR`]): a folder above a backed-up path, recorded only so the path
-    /// can be recreated; its mtime is not recorded. Other bits are reserved and written as 0.
+    /// can be recreated; its mtime is not recorded. Bit 1 ([`FLAG_VAULT_ONLY`]): a file whose
+    /// original was moved into the vault. Other bits are reserved: written as 0, refused on read.
     pub flags: u32,
 }
 
@@ -102,6 +108,12 @@ impl Tree {
             let uid = r.u32()?;
             let gid = r.u32()?;
             let flags = r.u32()?;
+            if flags & !KNOWN_FLAGS != 0 {
+                return Err(r.err(format!("unknown node flags {flags:#x}")));
+            }
+            if flags & FLAG_VAULT_ONLY != 0 && k == 2 {
+                return Err(r.err("a folder cannot be vault-only"));
+            }
             let kind = match k {
                 1 => {
                     let hash = r.id()?;
@@ -169,18 +181,23 @@ pub(crate) mod tests {
             0u32..1_000_000_000,
             any::<u64>(),
             any::<(u32, u32)>(),
+            any::<bool>(),
         )
             .prop_map(
-                |(name, kind, mode, mtime, mtime_nanos, size, (uid, gid))| Node {
+                |(name, kind, mode, mtime, mtime_nanos, size, (uid, gid), vault_only)| Node {
                     name,
-                    kind,
                     mode,
                     mtime,
                     mtime_nanos,
                     size,
                     uid,
                     gid,
-                    flags: 0,
+                    flags: match kind {
+                        NodeKind::File { .. } if vault_only => FLAG_VAULT_ONLY,
+                        NodeKind::Dir { .. } if vault_only => FLAG_ANCESTOR,
+                        _ => 0,
+                    },
+                    kind,
                 },
             )
     }
