@@ -36,14 +36,16 @@ pub const EXIT_PARTIAL: u8 = 3;
     about = "Encrypted, deduplicated backups of photos and videos",
     long_about = "Encrypted, deduplicated backups of photos and videos.\n\n\
         Files are split into chunks, compressed when that helps, encrypted on this device with age \
-        and packed into a repository: a local folder or external drive (S3 buckets are coming). \
-        Without --repo or VAULT_REPO, the repository is ~/.local/share/vault/repo.\n\n\
+        and packed into a repository: a local folder, an external drive or an S3-compatible \
+        bucket (s3://bucket/prefix). Without --repo or VAULT_REPO, the repository is \
+        ~/.local/share/vault/repo; `vault repo add` names repositories.\n\n\
         The passphrase is read from VAULT_PASSWORD, from --password-file / VAULT_PASSWORD_FILE, \
         or asked for on the terminal.\n\n\
         Exit status: 0 success, 1 error, 2 usage error, 3 finished but some files were skipped."
 )]
 pub struct Cli {
-    /// Repository: a folder path (default: ~/.local/share/vault/repo)
+    /// Repository: a folder path, s3://bucket/prefix or a name from `vault repo list`
+    /// (default: ~/.local/share/vault/repo)
     #[arg(short, long, env = "VAULT_REPO", global = true, value_name = "REPO")]
     repo: Option<String>,
     /// Read the passphrase from this file

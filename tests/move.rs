@@ -234,6 +234,36 @@ fn move_to_a_folder_and_a_bucket_then_restore_vault_only_in_place() {
     let got = restored(&target, &one);
     assert_eq!(fs::read(&got).unwrap(), fs::read(&one).unwrap());
     assert_eq!(files_under(&target).len(), 1);
+
+    // Damage in one repository: check names the vault-only files it affects, apart.
+    let pack = objects(&t.drive, "data")
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let len = fs::metadata(&pack).unwrap().len() as i64;
+    flip_byte(&pack, len / 2);
+    let out = t
+        .vault()
+        .args(["check", "--all", "--read-data"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("== cloud") && stdout.contains("== drive"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("of them in vault-only files"), "{stdout}");
+    let flagged: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: vault-only file damaged or missing"))
+        .collect();
+    assert!(!flagged.is_empty(), "{stderr}");
+    assert!(
+        flagged.iter().all(|l| l.contains(src.to_str().unwrap())),
+        "{stderr}"
+    );
 }
 
 #[test]
