@@ -267,6 +267,29 @@ fn move_to_a_folder_and_a_bucket_then_restore_vault_only_in_place() {
 }
 
 #[test]
+fn a_repository_inside_the_moved_folder_is_left_alone() {
+    let t = Two::new();
+    let src = t.path("Disk");
+    photo_folder(&src, 1, 1);
+    // The second repository lives inside the folder being moved.
+    let inner = src.join("vault-repo");
+    t.init_named("inner", inner.to_str().unwrap());
+    let (r, code, stderr) = t.move_json(&["--to", "drive,inner", src.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(r["files_moved"], 4);
+    t.vault()
+        .args(["--repo", "inner", "check", "--read-data"])
+        .assert()
+        .success();
+    let mut left: Vec<_> = fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["empty", "vault-repo"]);
+}
+
+#[test]
 fn one_repository_is_refused_unless_copies_1() {
     let t = Two::new();
     let src = t.path("Private");
@@ -287,6 +310,20 @@ fn one_repository_is_refused_unless_copies_1() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(snapshot_tree(&src) == before);
     assert!(objects(&t.drive, "snapshots").is_empty());
+    // The same repository under two names is still one copy.
+    let out = t
+        .vault()
+        .args(["move", "--to"])
+        .arg(format!("drive,{}/.", t.drive.display()))
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the same repository"),
+        "{out:?}"
+    );
+    assert!(snapshot_tree(&src) == before);
 
     let (r, code, stderr) = t.move_json(&["--to", "drive", "--copies", "1", src.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
@@ -770,4 +807,49 @@ fn copy_replicates_snapshots_with_their_vault_only_marks_and_verifies_them() {
         .assert()
         .success();
     assert_same_tree(&expected, &private);
+}
+
+#[test]
+fn backup_to_several_named_repositories_keeps_going_past_one_that_fails() {
+    let t = Two::new();
+    let src = t.path("Albums");
+    photo_folder(&src, 1, 2);
+    let out = t.vault().args(["repo", "list", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["drive"]["address"], t.drive.to_str().unwrap());
+    assert_eq!(v["cloud"]["address"], t.cloud.as_str());
+    let missing = t.path("unplugged-disk");
+    let out = t
+        .vault()
+        .args(["backup", "--json", "--to"])
+        .arg(format!("drive,{},cloud", missing.display()))
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["summary"]["files"], 4);
+    assert!(
+        rows[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no vault repository"),
+        "{v}"
+    );
+    assert_eq!(rows[2]["summary"]["files"], 4);
+    for repo in ["drive", "cloud"] {
+        let out = t
+            .vault()
+            .args(["--repo", repo, "snapshots", "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1, "{repo}");
+    }
+    assert!(
+        !missing.exists(),
+        "a missing repository must not be created by backup --to"
+    );
 }

@@ -193,6 +193,15 @@ pub(super) fn move_files(
                 );
             }
         }
+        if let Some((other, _, _)) = repos
+            .iter()
+            .find(|(_, _, r): &&(String, &Target, Repository)| r.repo_id() == repo.repo_id())
+        {
+            bail!(
+                "{other} and {label} are the same repository: each copy must be in a repository \
+                 of its own (ideally on other hardware)"
+            );
+        }
         repos.push((label, t, repo));
     }
     if copies == 1 && !cli.quiet {
@@ -202,7 +211,17 @@ pub(super) fn move_files(
             repos[0].0
         );
     }
-    let bopts = backup_options(cli, repos[0].1, a)?;
+    let mut bopts = backup_options(cli, repos[0].1, a)?;
+    // Never move a repository (or the settings naming them) into the vault: it would delete the
+    // very copies the move relies on.
+    for (_, t, _) in &repos[1..] {
+        if let (RepoSpec::Local(p), _) = cli.repo_spec(t)? {
+            bopts.exclude_paths.push(p);
+        }
+    }
+    if let Some(p) = Settings::default_path() {
+        bopts.exclude_paths.push(p);
+    }
     if dry_run {
         let plan = mover::plan(&bopts)?;
         let names: Vec<&str> = repos.iter().map(|r| r.0.as_str()).collect();
