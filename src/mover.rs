@@ -237,6 +237,15 @@ pub fn run(
     let mut all: Vec<Comps> = verified.iter().flatten().cloned().collect();
     all.sort();
     all.dedup();
+    // What verified nowhere is never read again, but must still be reported.
+    for draft in drafts.iter().flatten() {
+        for c in draft.1.keys() {
+            if all.binary_search(c).is_err() && !kept.contains_key(c) {
+                let why = verified_in(0, opts.copies, &report.repositories, problems.get(c));
+                kept.insert(c.clone(), why);
+            }
+        }
+    }
     let keys: Vec<_> = dests.iter().map(|d| d.repo.keys().clone()).collect();
     let locals = read_local(&all, &keys, opts.threads, &mut kept)?;
     let mut marked: Vec<HashSet<Comps>> = vec![HashSet::new(); dests.len()];
@@ -379,6 +388,17 @@ pub fn run(
     }
     for r in &roots {
         report.dirs_removed += remove_empty_dirs(r, &emptied);
+    }
+    // Whatever is still here and has no reason yet was never verified (a repository failed as a
+    // whole, or the backup left it out): say so.
+    if let Ok((items, _)) = local_items(&opts.backup) {
+        for (p, _) in items {
+            let c = comps_of(&p);
+            let why = || verified_in(0, opts.copies, &report.repositories, problems.get(&c));
+            if let std::collections::btree_map::Entry::Vacant(v) = kept.entry(c.clone()) {
+                v.insert(why());
+            }
+        }
     }
     report.kept = kept
         .into_iter()
@@ -739,9 +759,29 @@ pub struct PlannedItem {
 
 /// `--dry-run`: list what the move would take, touching nothing.
 pub fn plan(opts: &BackupOptions) -> Result<Plan> {
+    let (items, kept) = local_items(opts)?;
+    let mut plan = Plan {
+        bytes: items.iter().map(|i| i.1).sum(),
+        files: items
+            .into_iter()
+            .map(|(p, size)| PlannedItem {
+                path: p.to_string_lossy().into_owned(),
+                size,
+            })
+            .collect(),
+        kept,
+    };
+    plan.files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(plan)
+}
+
+/// Files and symlinks (with sizes) under the roots after the excludes, and what cannot be moved.
+type LocalItems = (Vec<(PathBuf, u64)>, Vec<Skipped>);
+
+fn local_items(opts: &BackupOptions) -> Result<LocalItems> {
     let roots = archiver::prepare_paths(&opts.paths)?;
     let excludes = archiver::Excludes::new(&opts.excludes, &opts.exclude_paths)?;
-    let mut plan = Plan::default();
+    let mut plan = (Vec::new(), Vec::new());
     let mut stack: Vec<PathBuf> = roots;
     while let Some(p) = stack.pop() {
         if excludes.matches(&p) {
@@ -750,7 +790,7 @@ pub fn plan(opts: &BackupOptions) -> Result<Plan> {
         let md = match std::fs::symlink_metadata(&p) {
             Ok(m) => m,
             Err(e) => {
-                plan.kept.push(Skipped {
+                plan.1.push(Skipped {
                     path: p.to_string_lossy().into_owned(),
                     reason: format!("cannot read: {e}"),
                 });
@@ -761,26 +801,20 @@ pub fn plan(opts: &BackupOptions) -> Result<Plan> {
         if t.is_dir() {
             match std::fs::read_dir(&p) {
                 Ok(rd) => stack.extend(rd.flatten().map(|e| e.path())),
-                Err(e) => plan.kept.push(Skipped {
+                Err(e) => plan.1.push(Skipped {
                     path: p.to_string_lossy().into_owned(),
                     reason: format!("cannot read: {e}"),
                 }),
             }
         } else if t.is_file() || t.is_symlink() {
-            let size = if t.is_file() { md.len() } else { 0 };
-            plan.bytes += size;
-            plan.files.push(PlannedItem {
-                path: p.to_string_lossy().into_owned(),
-                size,
-            });
+            plan.0.push((p, if t.is_file() { md.len() } else { 0 }));
         } else {
-            plan.kept.push(Skipped {
+            plan.1.push(Skipped {
                 path: p.to_string_lossy().into_owned(),
                 reason: "not a file, folder or symlink".into(),
             });
         }
     }
-    plan.files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(plan)
 }
 

@@ -482,6 +482,79 @@ fn a_damaged_pack_keeps_every_file_whose_data_is_in_it() {
 }
 
 #[test]
+fn files_that_verify_nowhere_are_reported_too() {
+    let t = Two::new();
+    let src = t.path("Private");
+    photo_folder(&src, 2, 0);
+    let expected = t.path("expected");
+    copy_tree(&src, &expected);
+    let pause = t.path("pause");
+    let child = spawn_move(
+        &t,
+        &pause,
+        &["verify-0"],
+        &[],
+        &["--to", "drive", "--copies", "1", src.to_str().unwrap()],
+    );
+    let mut child = child;
+    wait_for(&pause.join("verify-0.ready"), &mut child);
+    // Every data pack (tree packs are the small ones: data packs are padded to 512 KiB).
+    for pack in objects(&t.drive, "data") {
+        let len = fs::metadata(&pack).unwrap().len() as i64;
+        if len > 500_000 {
+            flip_byte(&pack, len / 2);
+        }
+    }
+    fs::write(pause.join("verify-0.go"), b"").unwrap();
+    let (r, code, stderr) = finish(child);
+    assert_eq!(code, 3, "{stderr}");
+    // Every item is either moved or reported, and what did not verify anywhere is still here.
+    let kept = r["skipped"].as_array().unwrap();
+    assert!(!kept.is_empty(), "{r}");
+    assert_eq!(
+        r["files_moved"].as_u64().unwrap() as usize + kept.len(),
+        4,
+        "{r}"
+    );
+    for k in kept {
+        assert!(
+            k["reason"]
+                .as_str()
+                .unwrap()
+                .contains("verified in 0 of the 1"),
+            "{k}"
+        );
+        let p = PathBuf::from(k["path"].as_str().unwrap());
+        let rel = p.strip_prefix(&src).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), fs::read(expected.join(rel)).unwrap());
+    }
+    // Now the trees too: the repository fails as a whole, and every file left is still listed.
+    for pack in objects(&t.drive, "data") {
+        let len = fs::metadata(&pack).unwrap().len() as i64;
+        if len <= 500_000 {
+            flip_byte(&pack, len / 2);
+        }
+    }
+    let (r, code, stderr) = t.move_json(&["--to", "drive", "--copies", "1", src.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(r["files_moved"], 0);
+    assert!(
+        r["repositories"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("damaged"),
+        "{r}"
+    );
+    let kept = r["skipped"].as_array().unwrap();
+    assert_eq!(kept.len(), files_under(&src).len(), "{r}");
+    assert!(
+        kept.iter()
+            .all(|k| k["reason"].as_str().unwrap().contains("drive: ")),
+        "{r}"
+    );
+}
+
+#[test]
 fn files_changed_after_the_backup_are_kept_and_reported() {
     let t = Two::new();
     let src = t.path("Private");
