@@ -1207,6 +1207,15 @@ fn restore(
 }
 
 fn check(cli: &Cli, t: &Target, read_data: bool) -> Result<u8> {
+    let (code, r) = check_report(cli, t, read_data)?;
+    if cli.json {
+        json_out(&r)?;
+    }
+    Ok(code)
+}
+
+/// Run `check` on one repository and print the text report; the JSON is left to the caller.
+fn check_report(cli: &Cli, t: &Target, read_data: bool) -> Result<(u8, checker::CheckReport)> {
     let (repo, _) = cli.open_target(t)?;
     let progress = Arc::new(Progress::default());
     let view = ui::ProgressView::start(progress.clone(), "check", cli.progress() && read_data);
@@ -1220,9 +1229,7 @@ fn check(cli: &Cli, t: &Target, read_data: bool) -> Result<u8> {
     );
     view.finish();
     let r = res?;
-    if cli.json {
-        json_out(&r)?;
-    } else {
+    if !cli.json {
         for n in &r.notes {
             if !cli.quiet {
                 println!("note: {n}");
@@ -1273,7 +1280,7 @@ fn check(cli: &Cli, t: &Target, read_data: bool) -> Result<u8> {
             );
         }
     }
-    Ok(if r.ok() { 0 } else { 1 })
+    Ok((if r.ok() { 0 } else { 1 }, r))
 }
 
 fn key(cli: &Cli, cmd: &KeyCmd) -> Result<u8> {

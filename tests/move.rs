@@ -214,6 +214,16 @@ fn move_to_a_folder_and_a_bucket_then_restore_vault_only_in_place() {
     let out = t.vault().args(["check", "--all"]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("10 vault-only files"));
+    let out = t
+        .vault()
+        .args(["check", "--all", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for repo in ["drive", "cloud"] {
+        assert_eq!(v[repo]["vault_only_files"], 10, "{v}");
+        assert_eq!(v[repo]["vault_only_damaged"], serde_json::json!([]));
+    }
 
     // Back to their original places, from the bucket, with mode and mtime.
     t.vault()

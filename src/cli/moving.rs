@@ -474,18 +474,26 @@ pub(super) fn check_all(cli: &Cli, read_data: bool) -> Result<u8> {
         );
     }
     let mut status = 0;
+    let mut out = BTreeMap::new();
     for t in cli.targets(&names)? {
         let name = t.name.clone().unwrap_or_default();
         if !cli.quiet && !cli.json {
             println!("== {name}");
         }
-        match check(cli, &t, read_data) {
-            Ok(s) => status = status.max(s),
+        match check_report(cli, &t, read_data) {
+            Ok((s, r)) => {
+                status = status.max(s);
+                out.insert(name, serde_json::json!(r));
+            }
             Err(e) => {
                 eprintln!("error: {name}: {e:#}");
                 status = status.max(1);
+                out.insert(name, serde_json::json!({ "error": format!("{e:#}") }));
             }
         }
+    }
+    if cli.json {
+        json_out(&out)?;
     }
     Ok(status)
 }
