@@ -505,7 +505,21 @@ impl Cli {
 
     fn open(&self) -> Result<Repository> {
         let t = self.target()?;
-        let (store, _) = self.store_of(&t)?;
+        let (store, is_default) = self.store_of(&t)?;
+        if is_default && !Repository::exists(&store)? {
+            // Someone who works with named repositories forgot --repo.
+            let names: Vec<String> = self
+                .settings()
+                .map(|s| s.repositories().map(|(n, _)| n.clone()).collect())
+                .unwrap_or_default();
+            if !names.is_empty() {
+                bail!(
+                    "no vault repository at {} (the default); name one with --repo: {}",
+                    store.location(),
+                    names.join(", ")
+                );
+            }
+        }
         self.open_store(&t, store)
     }
 
