@@ -935,4 +935,14 @@ fn backup_to_several_named_repositories_keeps_going_past_one_that_fails() {
         !missing.exists(),
         "a missing repository must not be created by backup --to"
     );
+    // Forgetting --repo when only named repositories exist gets a hint, not just "no repository".
+    let out = t
+        .vault()
+        .env_remove("VAULT_REPO")
+        .args(["ls", "--vault-only"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("name one with --repo: cloud, drive"), "{err}");
 }
