@@ -284,13 +284,12 @@ pub fn run(
         }
     }
     // Whatever did not reach the required number of copies stays, and is not marked anywhere.
-    let eligible: HashSet<Comps> = locals
+    let mut eligible: HashSet<Comps> = locals
         .keys()
         .filter(|c| marked.iter().filter(|m| m.contains(*c)).count() >= opts.copies)
         .cloned()
         .collect();
     // A file that changed since it was read is not marked (checked again before each unlink).
-    let mut eligible = eligible;
     eligible.retain(|c| {
         let same = std::fs::symlink_metadata(&locals[c].path)
             .map(|m| FileStat::of(&m) == locals[c].stat)
