@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# vault against restic, rustic and borg on the same photo tree, each into a local encrypted
+# repository: initial backup, no-change re-backup, incremental backup after the corpus change set,
+# full restore (checked byte-identical with diff -r), repository size and object count, wall time
+# and peak RSS. Runs are interleaved (every tool does a step before the next step), RUNS rounds
+# (default 3); the table shows medians and the peers' time / vault's time.
+#
+# Usage: bench/compare.sh [PICTURES]   (default: the corpus of ../shared/corpus/make-corpus.sh,
+#        $CORPUS_DIR/base/Pictures). Peers missing are installed when possible (restic and borg
+#        with apt-get as root, rustic with `cargo install rustic-rs`), else skipped with a note.
+#        TOOLS="vault restic" limits the tools.
+#
+# Settings: vault defaults (zstd level 3 where it pays); restic repository v2 with its default
+# `auto` compression; rustic defaults; borg repokey-blake2 with `-C auto,zstd,3`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+corpus_dir=${CORPUS_DIR:-$HOME/.cache/vault-bench-corpus}
+pics=${1:-$corpus_dir/base/Pictures}
+runs=${RUNS:-3}
+shared=$root/../shared/corpus/make-corpus.sh
+if [ ! -d "$pics" ]; then
+    echo "no photo tree at $pics: build the corpus with $shared (about 25 minutes)" >&2
+    exit 1
+fi
+
+have() { command -v "$1" >/dev/null; }
+tools=()
+for t in ${TOOLS:-vault restic rustic borg}; do
+    case $t in
+    vault) tools+=(vault) ;;
+    restic | borg)
+        pkg=$t
+        [ "$t" = borg ] && pkg=borgbackup
+        if ! have "$t" && have apt-get && [ "$(id -u)" = 0 ]; then
+            apt-get install -y -qq "$pkg" >/dev/null 2>&1 ||
+                { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$pkg" >/dev/null 2>&1; } || true
+        fi
+        if have "$t"; then tools+=("$t"); else echo "skipping $t: not installed and cannot be installed here" >&2; fi
+        ;;
+    rustic)
+        if ! have rustic && have cargo; then
+            echo "installing rustic (cargo install rustic-rs, once; takes a while)" >&2
+            cargo install --locked --quiet rustic-rs >/dev/null 2>&1 || true
+        fi
+        if have rustic; then tools+=(rustic); else echo "skipping rustic: cannot be installed here" >&2; fi
+        ;;
+    esac
+done
+
+cargo build --release --quiet
+vault_bin=$root/target/release/vault
+work=$(mktemp -d "${TMPDIR:-/tmp}/vault-compare.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+export VAULT_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench RUSTIC_PASSWORD=bench
+export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+export BORG_BASE_DIR=$work/borg-home RESTIC_CACHE_DIR=$work/restic-cache
+results=$work/results.txt
+: >"$results"
+
+# run TOOL STEP COMMAND...: time one step, record "tool step seconds kib".
+run() {
+    local tool=$1 step=$2
+    shift 2
+    sync
+    if ! /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out.log" 2>&1; then
+        echo "$tool $step failed:" >&2
+        tail -5 "$work/out.log" >&2
+        exit 1
+    fi
+    read -r secs kib <"$work/time"
+    echo "$tool $step $secs $kib" >>"$results"
+}
+
+init() {
+    local t=$1 r=$work/repo-$1
+    rm -rf "$r" "$work/cache-$t" "$BORG_BASE_DIR" "$RESTIC_CACHE_DIR"
+    case $t in
+    vault) "$vault_bin" --repo "$r" init --quiet 2>/dev/null ;;
+    restic) restic -r "$r" init --repository-version 2 >/dev/null ;;
+    rustic) rustic -r "$r" init >/dev/null 2>&1 ;;
+    borg) borg init -e repokey-blake2 "$r" >/dev/null 2>&1 ;;
+    esac
+}
+
+backup() { # tool step
+    local t=$1 step=$2 r=$work/repo-$1
+    case $t in
+    vault) run "$t" "$step" env VAULT_CACHE_DIR="$work/cache-vault" "$vault_bin" --repo "$r" --quiet backup "$work/pics" ;;
+    restic) run "$t" "$step" restic -r "$r" backup --quiet "$work/pics" ;;
+    rustic) run "$t" "$step" rustic -r "$r" backup "$work/pics" ;;
+    borg) run "$t" "$step" borg create -C auto,zstd,3 "$r::$step" "$work/pics" ;;
+    esac
+}
+
+restore() {
+    local t=$1 r=$work/repo-$1 out=$work/out-$1
+    rm -rf "$out"
+    mkdir -p "$out"
+    case $t in
+    vault) run "$t" restore "$vault_bin" --repo "$r" --quiet restore --target "$out" ;;
+    restic) run "$t" restore restic -r "$r" restore latest --target "$out" ;;
+    rustic) run "$t" restore rustic -r "$r" restore latest "$out" ;;
+    borg) run "$t" restore sh -c "cd '$out' && borg extract '$r::incremental'" ;;
+    esac
+    local got=$out$work/pics
+    [ "$t" = rustic ] && got=$out
+    diff -r -q "$work/pics" "$got" >/dev/null || { echo "$t: restore differs from the source" >&2; exit 1; }
+    echo "$t size $(du -sb "$r" | cut -f1) $(find "$r" -type f | wc -l)" >>"$results"
+    rm -rf "$out"
+}
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem/ {print $2}') GiB"
+echo "tree: $pics ($(du -sh "$pics" | cut -f1), $(find "$pics" -type f | wc -l) files); tools: ${tools[*]}; $runs rounds"
+for round in $(seq 1 "$runs"); do
+    rm -rf "$work/pics"
+    cp -a "$pics" "$work/pics"
+    for t in "${tools[@]}"; do init "$t"; done
+    for t in "${tools[@]}"; do backup "$t" initial; done
+    for t in "${tools[@]}"; do backup "$t" nochange; done
+    bash "$shared" incremental "$work/pics" >/dev/null 2>&1
+    for t in "${tools[@]}"; do backup "$t" incremental; done
+    for t in "${tools[@]}"; do restore "$t"; done
+    echo "round $round done" >&2
+done
+
+python3 - "$results" "${tools[@]}" <<'PY'
+import statistics, sys
+path, tools = sys.argv[1], sys.argv[2:]
+rows = [l.split() for l in open(path)]
+def med(tool, step, col):
+    v = [float(r[col]) for r in rows if r[0] == tool and r[1] == step]
+    return statistics.median(v) if v else None
+print(f"{'step':<12}" + "".join(f"{t:>24}" for t in tools))
+for step in ["initial", "nochange", "incremental", "restore"]:
+    line = f"{step:<12}"
+    for t in tools:
+        s, k = med(t, step, 2), med(t, step, 3)
+        line += f"{s:>9.2f} s {k/1024:>7.0f} MiB" + " " * 3 if s is not None else f"{'-':>24}"
+    print(line)
+    ref = med("vault", step, 2)
+    if ref:
+        print(" " * 12 + "".join(f"{'x%.2f' % (med(t, step, 2) / ref):>24}" if t != "vault" else f"{'':>24}" for t in tools))
+line = f"{'repo size':<12}"
+for t in tools:
+    line += f"{med(t, 'size', 2) / 2**20:>13.1f} MiB {int(med(t, 'size', 3)):>6} obj"
+print(line)
+print("(xN: the peer's median time / vault's: above 1 means vault is faster)")
+PY
