@@ -12,14 +12,9 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/vault-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export VAULT_PASSWORD=bench VAULT_REPO=$work/repo VAULT_CACHE_DIR=$work/cache
 
-measure() { # label, command...
-    local label=$1; shift
-    /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null
-    read -r secs kb <"$work/time"
-    printf '%-28s %8.2f s %8.1f MiB peak RSS\n' "$label" "$secs" "$(echo "$kb/1024" | bc -l)"
-}
+source bench/lib.sh
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+machine
 for g in "${sizes[@]}"; do
     rm -rf "$work/repo" "$work/cache" "$work/src" "$work/out"
     mkdir -p "$work/src"

@@ -14,14 +14,9 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/vault-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export VAULT_PASSWORD=bench VAULT_CONFIG=$work/config.toml VAULT_CACHE_DIR=$work/cache
 
-measure() { # label, command...
-    local label=$1; shift
-    /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null
-    read -r secs kb <"$work/time"
-    printf '%-34s %8.2f s %8.1f MiB peak RSS\n' "$label" "$secs" "$(echo "$kb/1024" | bc -l)"
-}
+source bench/lib.sh
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+machine
 mkdir -p "$work/orig/Private"
 for i in $(seq 1 "$n"); do
     head -c "$((mib * 1024 * 1024))" /dev/urandom >"$work/orig/Private/IMG_$i.JPG"

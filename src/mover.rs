@@ -150,6 +150,23 @@ fn path_of(c: &Comps) -> PathBuf {
     p
 }
 
+/// Refuse a move into fewer repositories than the copies it must leave behind (callers check this
+/// before unlocking anything; [`run`] checks it again).
+pub fn require_copies(repositories: usize, copies: usize) -> Result<()> {
+    if copies == 0 {
+        return Err(Error::Invalid("--copies must be at least 1".into()));
+    }
+    if repositories < copies {
+        return Err(Error::Invalid(format!(
+            "a move needs {copies} repositories and {repositories} {} given: a photo kept in one \
+             place is not backed up. Name another with `vault repo add` and pass `--to A,B`, or \
+             accept a single copy with `--copies 1`",
+            if repositories == 1 { "was" } else { "were" }
+        )));
+    }
+    Ok(())
+}
+
 /// Move `opts.backup.paths` into `dests`. Returns what was moved and kept; an error only when
 /// nothing could be attempted (bad paths, too few repositories) or on interruption.
 pub fn run(
@@ -157,19 +174,7 @@ pub fn run(
     opts: &MoveOptions,
     progress: Arc<Progress>,
 ) -> Result<MoveReport> {
-    if opts.copies == 0 {
-        return Err(Error::Invalid("--copies must be at least 1".into()));
-    }
-    if dests.len() < opts.copies {
-        return Err(Error::Invalid(format!(
-            "a move needs {} repositories and {} {} given: a photo kept in one place is not backed \
-             up. Add another with `vault repo add` and `--to`, or accept a single copy with \
-             `--copies 1`",
-            opts.copies,
-            dests.len(),
-            if dests.len() == 1 { "was" } else { "were" }
-        )));
-    }
+    require_copies(dests.len(), opts.copies)?;
     for d in dests {
         if d.repo.keys().is_write_only() {
             return Err(Error::Invalid(format!(

@@ -166,15 +166,7 @@ pub(super) fn move_files(
         std::fs::symlink_metadata(p).with_context(|| format!("cannot move {}", p.display()))?;
     }
     let targets = cli.targets(to)?;
-    if targets.len() < copies {
-        bail!(
-            "a move needs {copies} repositories and {} {} given: a photo kept in one place is not \
-             backed up. Name another with `vault repo add` and pass `--to A,B`, or accept a single \
-             copy with `--copies 1`",
-            targets.len(),
-            if targets.len() == 1 { "was" } else { "were" }
-        );
-    }
+    mover::require_copies(targets.len(), copies)?;
     let mut repos = Vec::new();
     for t in &targets {
         let (store, _) = cli.store_of(t)?;
