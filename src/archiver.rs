@@ -1,10 +1,14 @@
-//! Backup: walk the given paths, chunk and hash files on worker threads, compress on others,
-//! pack, encrypt and upload, then write the index and finally the snapshot.
+//! Backup: walk the given paths, chunk, hash and compress files on worker threads, pack,
+//! encrypt and upload, then write the index and finally the snapshot.
 //!
 //! Threads and bounded queues:
-//! walker -> (file jobs) -> file workers -> (new blobs) -> blob workers -> packers -> uploaders.
-//! The walker also sends an ordered event stream to the assembler (the calling thread), which
-//! collects each file's result in order and builds the trees bottom-up.
+//! walker -> (file jobs) -> file workers -> packers -> (full packs) -> sealers/uploaders.
+//! A file worker copies each new chunk straight from its read buffer into an open pack (the only
+//! copy before encryption); full packs are encrypted and stored by the uploader threads, so the
+//! encryption of one large file's packs runs beside the reading and chunking of the next part.
+//! Pack buffers come from a pool and are reused. The walker also sends an ordered event stream
+//! to the assembler (the calling thread), which collects each file's result in order and builds
+//! the trees bottom-up.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -32,7 +36,7 @@ use crate::format::tree::{Node, NodeKind, Tree, FLAG_ANCESTOR};
 use crate::format::BlobType;
 use crate::ids::Id;
 use crate::keys::Keys;
-use crate::packer::{self, PackBuilder, Packer, SealedPack};
+use crate::packer::{self, BufferPool, PackBuilder, Packer};
 use crate::repo::Repository;
 
 /// What to back up and how.
@@ -211,12 +215,6 @@ enum Event {
     Skipped(Skipped),
 }
 
-struct NewBlob {
-    id: Id,
-    blob_type: BlobType,
-    data: Vec<u8>,
-}
-
 /// State shared by all stages.
 struct Shared<'a> {
     keys: Arc<Keys>,
@@ -234,6 +232,7 @@ struct Shared<'a> {
     claimed: Mutex<HashSet<Id>>,
     data_packer: Mutex<Packer>,
     tree_packer: Mutex<Packer>,
+    pool: Arc<BufferPool>,
     written: Mutex<Vec<PackDesc>>,
     failure: Mutex<Option<Error>>,
     abort: AtomicBool,
@@ -261,6 +260,36 @@ impl Shared<'_> {
         }
         self.abort.load(Ordering::Relaxed)
     }
+    /// Compress a new blob where that pays and add it to an open pack; a pack that became full
+    /// goes to the uploaders.
+    fn store_blob(
+        &self,
+        comp: &mut Compressor,
+        id: Id,
+        blob_type: BlobType,
+        data: &[u8],
+        full: &Sender<PackBuilder>,
+    ) -> bool {
+        let (compression, out) = comp.compress(data);
+        let stored = out.unwrap_or(data);
+        self.bytes_added
+            .fetch_add(stored.len() as u64, Ordering::Relaxed);
+        let packer = match blob_type {
+            BlobType::Data => &self.data_packer,
+            BlobType::Tree => &self.tree_packer,
+        };
+        let filled = packer.lock().unwrap_or_else(|p| p.into_inner()).add(
+            id,
+            compression,
+            data.len(),
+            stored,
+        );
+        match filled {
+            Some(pack) => full.send(pack).is_ok(),
+            None => true,
+        }
+    }
+
     /// Claim a blob id: true when it is new and the caller must store it.
     fn claim(&self, id: Id) -> bool {
         let claimed = || self.claimed.lock().unwrap_or_else(|p| p.into_inner());
@@ -666,19 +695,32 @@ fn scan(roots: &[PathBuf], excludes: &Excludes, progress: &Progress, abort: &Ato
     progress.scan_finished.store(true, Ordering::Relaxed);
 }
 
-fn file_worker(shared: &Shared, jobs: Receiver<FileJob>, blobs: Sender<NewBlob>) {
+fn file_worker(shared: &Shared, jobs: Receiver<FileJob>, full: Sender<PackBuilder>) {
+    let mut comp = match Compressor::new(shared.zstd_level) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.fail(e);
+            return;
+        }
+    };
     let mut buf = vec![0u8; shared.chunker.max_size() * 2];
     for job in jobs {
         let res = if shared.aborted() {
             Err("backup aborted".to_string())
         } else {
-            read_file(shared, &job, &mut buf, &blobs)
+            read_file(shared, &job, &mut buf, &mut comp, &full)
         };
         let _ = job.reply.send(res);
     }
 }
 
-fn read_file(shared: &Shared, job: &FileJob, buf: &mut [u8], out: &Sender<NewBlob>) -> FileResult {
+fn read_file(
+    shared: &Shared,
+    job: &FileJob,
+    buf: &mut [u8],
+    comp: &mut Compressor,
+    full: &Sender<PackBuilder>,
+) -> FileResult {
     let mut f = File::open(&job.path).map_err(|e| e.to_string())?;
     let mut hasher = shared.keys.file_hash.hasher();
     let mut blobs = Vec::new();
@@ -709,15 +751,8 @@ fn read_file(shared: &Shared, job: &FileJob, buf: &mut [u8], out: &Sender<NewBlo
             hasher.update(chunk);
             let id = shared.keys.blob_id(chunk);
             blobs.push(id);
-            if shared.claim(id) {
-                let nb = NewBlob {
-                    id,
-                    blob_type: BlobType::Data,
-                    data: chunk.to_vec(),
-                };
-                if out.send(nb).is_err() {
-                    return Err("backup aborted".into());
-                }
+            if shared.claim(id) && !shared.store_blob(comp, id, BlobType::Data, chunk, full) {
+                return Err("backup aborted".into());
             }
             start += n;
         }
@@ -767,64 +802,42 @@ fn read_file(shared: &Shared, job: &FileJob, buf: &mut [u8], out: &Sender<NewBlo
     })
 }
 
-fn blob_worker(shared: &Shared, blobs: Receiver<NewBlob>, sealed: Sender<SealedPack>) {
-    let mut comp = match Compressor::new(shared.zstd_level) {
-        Ok(c) => c,
-        Err(e) => {
-            shared.fail(e);
-            return;
-        }
-    };
-    for nb in blobs {
-        if shared.aborted() {
-            continue;
-        }
-        let (compression, out) = comp.compress(&nb.data);
-        let stored = out.as_deref().unwrap_or(&nb.data);
-        shared
-            .bytes_added
-            .fetch_add(stored.len() as u64, Ordering::Relaxed);
-        let packer = match nb.blob_type {
-            BlobType::Data => &shared.data_packer,
-            BlobType::Tree => &shared.tree_packer,
-        };
-        let full = packer.lock().unwrap_or_else(|p| p.into_inner()).add(
-            nb.id,
-            compression,
-            nb.data.len(),
-            stored,
-        );
-        if let Some(full) = full {
-            seal_and_send(shared, full, &sealed);
-        }
-    }
-}
-
-fn seal_and_send(shared: &Shared, b: PackBuilder, sealed: &Sender<SealedPack>) {
-    match packer::seal(b, &shared.keys, shared.pack_min) {
-        Ok(s) => {
-            let _ = sealed.send(s);
-        }
-        Err(e) => shared.fail(e),
-    }
-}
-
 /// Index the stored packs every this many packs (about 512 MiB), so that an interrupted or
 /// killed backup leaves its work indexed and the next run reuses it instead of uploading again.
 const CHECKPOINT_PACKS: usize = 32;
 
-fn uploader(shared: &Shared, repo: &Repository, sealed: Receiver<SealedPack>) {
-    for s in sealed {
+/// Seal (encode, pad, encrypt) full packs and store them. Runs on several threads, so that
+/// encryption overlaps reading and chunking, and one pack's upload the next one's encryption.
+fn uploader(shared: &Shared, repo: &Repository, full: Receiver<PackBuilder>) {
+    let mut out = Vec::new();
+    for pack in full {
         if shared.aborted() {
             continue;
         }
-        if let Err(e) = repo.put_pack(&s.desc.id, s.bytes) {
+        let sealed = packer::seal_into(
+            pack,
+            &shared.keys,
+            shared.pack_min,
+            &mut out,
+            crate::backend::DIRECT_IO_ALIGN,
+        );
+        let (desc, start) = match sealed {
+            Ok((desc, buf, start)) => {
+                shared.pool.give(buf);
+                (desc, start)
+            }
+            Err(e) => {
+                shared.fail(e);
+                continue;
+            }
+        };
+        if let Err(e) = repo.put_pack(&desc.id, &out[start..]) {
             shared.fail(e);
             continue;
         }
         let batch = {
             let mut w = shared.written.lock().unwrap_or_else(|p| p.into_inner());
-            w.push(s.desc);
+            w.push(desc);
             if w.len() >= CHECKPOINT_PACKS {
                 std::mem::take(&mut *w)
             } else {
@@ -888,6 +901,9 @@ pub fn backup_draft(
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let cache = repo.cache()?;
+    let uploads = if opts.uploads == 0 { 2 } else { opts.uploads };
+    // Three open packs, one per uploader being sealed, one handed over: the pool keeps them all.
+    let pool = Arc::new(BufferPool::new(3 + uploads + 1));
     let shared = Shared {
         keys: repo.keys().clone(),
         cache,
@@ -898,8 +914,19 @@ pub fn backup_draft(
         racy_after: started - 2,
         today: crate::cache::today(),
         claimed: Mutex::new(HashSet::new()),
-        data_packer: Mutex::new(Packer::new(BlobType::Data, 2, cfg.pack_target as usize)),
-        tree_packer: Mutex::new(Packer::new(BlobType::Tree, 1, cfg.pack_target as usize)),
+        data_packer: Mutex::new(Packer::with_pool(
+            BlobType::Data,
+            2,
+            cfg.pack_target as usize,
+            pool.clone(),
+        )),
+        tree_packer: Mutex::new(Packer::with_pool(
+            BlobType::Tree,
+            1,
+            cfg.pack_target as usize,
+            pool.clone(),
+        )),
+        pool,
         written: Mutex::new(Vec::new()),
         failure: Mutex::new(None),
         abort: AtomicBool::new(false),
@@ -941,11 +968,9 @@ pub fn backup_draft(
     let root_id = thread::scope(|scope| -> Result<Id> {
         let (job_tx, job_rx) = bounded::<FileJob>(threads * 4);
         let (ev_tx, ev_rx) = bounded::<Vec<Event>>(32);
-        let (blob_tx, blob_rx) = bounded::<NewBlob>(threads * 2);
-        let uploads = if opts.uploads == 0 { 2 } else { opts.uploads };
-        // A sealed pack is handed straight to a free uploader: queued packs would each hold
+        // A full pack is handed straight to a free uploader: queued packs would each hold
         // another pack's worth of memory.
-        let (seal_tx, seal_rx) = bounded::<SealedPack>(0);
+        let (full_tx, full_rx) = bounded::<PackBuilder>(0);
         let shared = &shared;
         let excludes = &excludes;
         let roots = &roots;
@@ -966,27 +991,21 @@ pub fn backup_draft(
             });
         }
         drop(job_tx);
+        let mut file_workers = Vec::new();
         for _ in 0..threads {
-            let (rx, tx) = (job_rx.clone(), blob_tx.clone());
-            scope.spawn(move || file_worker(shared, rx, tx));
+            let (rx, tx) = (job_rx.clone(), full_tx.clone());
+            file_workers.push(scope.spawn(move || file_worker(shared, rx, tx)));
         }
         drop(job_rx);
-        let mut blob_workers = Vec::new();
-        for _ in 0..threads {
-            let (rx, tx) = (blob_rx.clone(), seal_tx.clone());
-            blob_workers.push(scope.spawn(move || blob_worker(shared, rx, tx)));
-        }
-        drop(blob_rx);
         let mut uploaders = Vec::new();
         for _ in 0..uploads {
-            let rx = seal_rx.clone();
+            let rx = full_rx.clone();
             uploaders.push(scope.spawn(move || uploader(shared, repo_ro, rx)));
         }
-        drop(seal_rx);
+        drop(full_rx);
 
-        let root = assemble(shared, ev_rx, &blob_tx, &mut summary, &mut updates);
-        drop(blob_tx);
-        for w in blob_workers {
+        let root = assemble(shared, ev_rx, &full_tx, &mut summary, &mut updates);
+        for w in file_workers {
             let _ = w.join();
         }
         let mut rest = shared
@@ -1003,10 +1022,10 @@ pub fn backup_draft(
         );
         for b in rest {
             if !shared.aborted() {
-                seal_and_send(shared, b, &seal_tx);
+                let _ = full_tx.send(b);
             }
         }
-        drop(seal_tx);
+        drop(full_tx);
         for u in uploaders {
             let _ = u.join();
         }
@@ -1162,7 +1181,7 @@ impl CacheUpdates {
 fn assemble(
     shared: &Shared,
     events: Receiver<Vec<Event>>,
-    blobs: &Sender<NewBlob>,
+    full: &Sender<PackBuilder>,
     summary: &mut BackupSummary,
     updates: &mut CacheUpdates,
 ) -> Result<Id> {
@@ -1175,19 +1194,16 @@ fn assemble(
         files: vec![],
         changed: false,
     }];
+    let comp = std::cell::RefCell::new(Compressor::new(shared.zstd_level)?);
     let save_tree = |nodes: Vec<Node>| -> Result<Id> {
         let mut t = Tree { nodes };
         t.nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let data = t.encode();
         let id = shared.keys.blob_id(&data);
-        if shared.claim(id) {
-            blobs
-                .send(NewBlob {
-                    id,
-                    blob_type: BlobType::Tree,
-                    data,
-                })
-                .map_err(|_| Error::Interrupted)?;
+        if shared.claim(id)
+            && !shared.store_blob(&mut comp.borrow_mut(), id, BlobType::Tree, &data, full)
+        {
+            return Err(Error::Interrupted);
         }
         Ok(id)
     };

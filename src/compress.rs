@@ -8,10 +8,13 @@ const PROBE_SLICE: usize = 16 * 1024;
 /// Store raw unless compression saves at least this fraction.
 const MIN_SAVING: f64 = 0.03;
 
-/// A reusable compressor (one per worker thread).
+/// A reusable compressor (one per worker thread). Its buffers are reused from blob to blob.
 pub struct Compressor {
     probe: zstd::bulk::Compressor<'static>,
     full: zstd::bulk::Compressor<'static>,
+    sample: Vec<u8>,
+    scratch: Vec<u8>,
+    out: Vec<u8>,
 }
 
 impl Compressor {
@@ -21,6 +24,9 @@ impl Compressor {
         Ok(Compressor {
             probe: mk(1)?,
             full: mk(level as i32)?,
+            sample: Vec::with_capacity(4 * PROBE_SLICE),
+            scratch: Vec::new(),
+            out: Vec::new(),
         })
     }
 
@@ -31,26 +37,36 @@ impl Compressor {
             return false;
         }
         let step = (data.len() - PROBE_SLICE) / 3;
-        let mut sample = Vec::with_capacity(4 * PROBE_SLICE);
+        self.sample.clear();
         for i in 0..4 {
-            sample.extend_from_slice(&data[i * step..i * step + PROBE_SLICE]);
+            self.sample
+                .extend_from_slice(&data[i * step..i * step + PROBE_SLICE]);
         }
-        match self.probe.compress(&sample) {
-            Ok(c) => c.len() as f64 > sample.len() as f64 * (1.0 - MIN_SAVING),
+        self.scratch.clear();
+        self.scratch
+            .reserve(zstd::zstd_safe::compress_bound(self.sample.len()));
+        match self
+            .probe
+            .compress_to_buffer(&self.sample, &mut self.scratch)
+        {
+            Ok(n) => n as f64 > self.sample.len() as f64 * (1.0 - MIN_SAVING),
             Err(_) => false,
         }
     }
 
     /// Compress `data` if that pays. Returns the form chosen and the bytes to store (`None` means
-    /// store `data` itself).
-    pub fn compress(&mut self, data: &[u8]) -> (Compression, Option<Vec<u8>>) {
+    /// store `data` itself); the bytes stay valid until the next call.
+    pub fn compress(&mut self, data: &[u8]) -> (Compression, Option<&[u8]>) {
         if data.is_empty() || self.looks_incompressible(data) {
             return (Compression::None, None);
         }
-        match self.full.compress(data) {
-            Ok(c) if (c.len() as f64) < data.len() as f64 * (1.0 - MIN_SAVING) => {
-                (Compression::Zstd, Some(c))
-            }
+        // Output larger than this is not worth keeping, so zstd may stop there.
+        let limit = (data.len() as f64 * (1.0 - MIN_SAVING)) as usize;
+        self.out.clear();
+        self.out
+            .reserve(zstd::zstd_safe::compress_bound(data.len()));
+        match self.full.compress_to_buffer(data, &mut self.out) {
+            Ok(n) if n < limit => (Compression::Zstd, Some(&self.out[..n])),
             _ => (Compression::None, None),
         }
     }
@@ -84,7 +100,7 @@ mod tests {
         let text = b"the same line again and again\n".repeat(40_000);
         let (k, out) = c.compress(&text);
         assert_eq!(k, Compression::Zstd);
-        let out = out.unwrap();
+        let out = out.unwrap().to_vec();
         assert_eq!(decompress(&out, text.len(), "t").unwrap(), text);
         assert!(decompress(&out, text.len() - 1, "t").is_err());
     }
@@ -94,7 +110,7 @@ mod tests {
         fn round_trip(data in proptest::collection::vec(0u8..4, 0..100_000)) {
             let mut c = Compressor::new(3).unwrap();
             match c.compress(&data) {
-                (Compression::Zstd, Some(out)) => prop_assert_eq!(decompress(&out, data.len(), "t").unwrap(), data),
+                (Compression::Zstd, Some(out)) => prop_assert_eq!(decompress(out, data.len(), "t").unwrap(), data),
                 (Compression::None, None) => {}
                 _ => prop_assert!(false, "inconsistent result"),
             }

@@ -144,7 +144,7 @@ impl<'a> Writer<'a> {
             return Ok(id);
         }
         let (c, out) = self.comp.compress(plain);
-        let stored = out.as_deref().unwrap_or(plain);
+        let stored = out.unwrap_or(plain);
         self.bytes_added += stored.len() as u64;
         self.blobs_new += 1;
         self.pending.insert(id);
@@ -161,7 +161,7 @@ impl<'a> Writer<'a> {
 
     fn store(&mut self, b: PackBuilder) -> Result<()> {
         let sealed = packer::seal(b, self.dst.keys(), self.dst.config().pack_min as u64)?;
-        self.dst.put_pack(&sealed.desc.id, sealed.bytes)?;
+        self.dst.put_pack(&sealed.desc.id, &sealed.bytes)?;
         self.packs_written += 1;
         self.written.push(sealed.desc);
         Ok(())

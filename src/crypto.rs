@@ -191,21 +191,43 @@ impl std::fmt::Display for DataRecipient {
     }
 }
 
-/// The one place age encryption happens: `plaintext` into one age object for `recipients`.
+/// The one place age encryption happens: the concatenation of `parts` and `zeros` zero bytes,
+/// as one age object for `recipients`, appended to `out`.
+fn age_encrypt_into<'a>(
+    recipients: impl Iterator<Item = &'a dyn age::Recipient>,
+    parts: &[&[u8]],
+    zeros: usize,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    static ZEROS: [u8; 16 * 1024] = [0; 16 * 1024];
+    let enc = age::Encryptor::with_recipients(recipients)
+        .map_err(|e| Error::Invalid(format!("cannot set up encryption: {e}")))?;
+    let len = parts.iter().map(|p| p.len()).sum::<usize>() + zeros;
+    // STREAM adds 16 bytes per 64 KiB chunk; reserve it so large packs never reallocate.
+    out.reserve(age_payload_size(len as u64) as usize + 1024);
+    let mut w = enc
+        .wrap_output(out)
+        .map_err(|e| Error::io("encrypting", e))?;
+    for p in parts {
+        w.write_all(p).map_err(|e| Error::io("encrypting", e))?;
+    }
+    let mut left = zeros;
+    while left > 0 {
+        let n = left.min(ZEROS.len());
+        w.write_all(&ZEROS[..n])
+            .map_err(|e| Error::io("encrypting", e))?;
+        left -= n;
+    }
+    w.finish().map_err(|e| Error::io("encrypting", e))?;
+    Ok(())
+}
+
 fn age_encrypt<'a>(
     recipients: impl Iterator<Item = &'a dyn age::Recipient>,
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
-    let enc = age::Encryptor::with_recipients(recipients)
-        .map_err(|e| Error::Invalid(format!("cannot set up encryption: {e}")))?;
-    // STREAM adds 16 bytes per 64 KiB chunk; reserve it so large packs never reallocate.
-    let mut out = Vec::with_capacity(plaintext.len() + plaintext.len() / 4000 + 1024);
-    let mut w = enc
-        .wrap_output(&mut out)
-        .map_err(|e| Error::io("encrypting", e))?;
-    w.write_all(plaintext)
-        .map_err(|e| Error::io("encrypting", e))?;
-    w.finish().map_err(|e| Error::io("encrypting", e))?;
+    let mut out = Vec::new();
+    age_encrypt_into(recipients, &[plaintext], 0, &mut out)?;
     Ok(out)
 }
 
@@ -229,6 +251,22 @@ impl DataRecipient {
     /// Encrypt `plaintext` into one age object. Returns the object bytes.
     pub fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
         encrypt_to_all(&[self], plaintext)
+    }
+
+    /// Encrypt `parts` followed by `zeros` zero bytes into one age object appended to `out`,
+    /// without joining the parts first (a pack's table, its blobs and its padding).
+    pub fn encrypt_parts_into(
+        &self,
+        parts: &[&[u8]],
+        zeros: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        age_encrypt_into(
+            std::iter::once(&self.0 as &dyn age::Recipient),
+            parts,
+            zeros,
+            out,
+        )
     }
 }
 

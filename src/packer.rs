@@ -1,12 +1,46 @@
 //! Packing blobs into packs: blobs are spread at random over several open packs so pack
 //! boundaries do not follow file boundaries; full packs are sealed (encoded, padded, encrypted).
 
+use std::sync::{Arc, Mutex};
+
 use crate::crypto::{self, random_below};
 use crate::error::{Error, Result};
 use crate::format::index::PackDesc;
 use crate::format::{pack, BlobEntry, BlobType, Compression};
 use crate::ids::Id;
 use crate::keys::Keys;
+
+/// Recycles pack-sized buffers: a backup fills and seals the same few buffers over and over
+/// instead of faulting in fresh pages for every 16 MiB pack (and returning them to the system
+/// after it).
+pub struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl BufferPool {
+    /// A pool that keeps at most `keep` idle buffers.
+    pub fn new(keep: usize) -> BufferPool {
+        BufferPool {
+            free: Mutex::new(Vec::new()),
+            keep,
+        }
+    }
+
+    /// An empty buffer, with at least `capacity` bytes reserved when it is a new one.
+    pub fn take(&self, capacity: usize) -> Vec<u8> {
+        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        reused.unwrap_or_else(|| Vec::with_capacity(capacity))
+    }
+
+    pub fn give(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < self.keep {
+            free.push(buf);
+        }
+    }
+}
 
 /// A pack being filled.
 pub struct PackBuilder {
@@ -16,20 +50,6 @@ pub struct PackBuilder {
 }
 
 impl PackBuilder {
-    fn new(blob_type: BlobType, target: usize) -> Self {
-        // Room for a full pack and its last blob, reserved at once: growing by doubling would
-        // leave up to twice the pack size allocated (pages are only committed as written).
-        let capacity = if target <= 1 << 30 {
-            target + (8 << 20)
-        } else {
-            0
-        };
-        PackBuilder {
-            blob_type,
-            entries: Vec::new(),
-            data: Vec::with_capacity(capacity),
-        }
-    }
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -49,16 +69,48 @@ pub struct Packer {
     blob_type: BlobType,
     open: Vec<PackBuilder>,
     target: usize,
+    pool: Arc<BufferPool>,
 }
 
 impl Packer {
     pub fn new(blob_type: BlobType, n_open: usize, target: usize) -> Self {
-        Packer {
+        Packer::with_pool(
             blob_type,
-            open: (0..n_open.max(1))
-                .map(|_| PackBuilder::new(blob_type, target))
-                .collect(),
+            n_open,
             target,
+            Arc::new(BufferPool::new(n_open + 1)),
+        )
+    }
+
+    /// A packer that takes its buffers from `pool` (the sealer gives them back).
+    pub fn with_pool(
+        blob_type: BlobType,
+        n_open: usize,
+        target: usize,
+        pool: Arc<BufferPool>,
+    ) -> Self {
+        let mut p = Packer {
+            blob_type,
+            open: Vec::new(),
+            target,
+            pool,
+        };
+        p.open = (0..n_open.max(1)).map(|_| p.fresh()).collect();
+        p
+    }
+
+    fn fresh(&self) -> PackBuilder {
+        // Room for a full pack and its last blob, reserved at once: growing by doubling would
+        // leave up to twice the pack size allocated (pages are only committed as written).
+        let capacity = if self.target <= 1 << 30 {
+            self.target + (8 << 20)
+        } else {
+            0
+        };
+        PackBuilder {
+            blob_type: self.blob_type,
+            entries: Vec::new(),
+            data: self.pool.take(capacity),
         }
     }
 
@@ -82,10 +134,8 @@ impl Packer {
         });
         b.data.extend_from_slice(stored);
         if b.data.len() >= self.target {
-            Some(std::mem::replace(
-                b,
-                PackBuilder::new(self.blob_type, self.target),
-            ))
+            let fresh = self.fresh();
+            Some(std::mem::replace(&mut self.open[i], fresh))
         } else {
             None
         }
@@ -93,21 +143,39 @@ impl Packer {
 
     /// Take every non-empty open pack (end of a backup).
     pub fn flush(&mut self) -> Vec<PackBuilder> {
-        let (t, target) = (self.blob_type, self.target);
-        self.open
-            .iter_mut()
-            .map(|b| std::mem::replace(b, PackBuilder::new(t, target)))
-            .filter(|b| !b.is_empty())
-            .collect()
+        let mut out = Vec::new();
+        for i in 0..self.open.len() {
+            if !self.open[i].is_empty() {
+                let fresh = self.fresh();
+                out.push(std::mem::replace(&mut self.open[i], fresh));
+            }
+        }
+        out
     }
 }
 
 /// Encode, pad and encrypt a pack. Data packs are padded to at least `min_len`.
 pub fn seal(b: PackBuilder, keys: &Keys, min_len: u64) -> Result<SealedPack> {
+    let mut bytes = Vec::new();
+    let (desc, _, _) = seal_into(b, keys, min_len, &mut bytes, 1)?;
+    Ok(SealedPack { desc, bytes })
+}
+
+/// `seal`, writing the object into `out` (cleared first) at the returned offset, which is a
+/// multiple of `align` in memory (so that a local folder can write it with direct I/O), and
+/// handing back the pack's emptied buffer for reuse. The table, the blobs and the padding are
+/// encrypted in one stream, never joined into one plaintext buffer.
+pub fn seal_into(
+    b: PackBuilder,
+    keys: &Keys,
+    min_len: u64,
+    out: &mut Vec<u8>,
+    align: usize,
+) -> Result<(PackDesc, Vec<u8>, usize)> {
     let PackBuilder {
         blob_type,
         mut entries,
-        data,
+        mut data,
     } = b;
     let prefix = pack::prefix_len(entries.len()) as u64;
     for e in &mut entries {
@@ -118,22 +186,32 @@ pub fn seal(b: PackBuilder, keys: &Keys, min_len: u64) -> Result<SealedPack> {
     } else {
         0
     };
-    let plain = pack::encode(&keys.repo_id, &entries, &data, min);
-    drop(data);
-    let bytes = keys.recipient.encrypt(&plain)?;
-    let payload_offset = crypto::age_payload_offset(&bytes)
+    let head = pack::encode_prefix(&keys.repo_id, &entries);
+    let zeros = pack::padding_len(entries.len(), data.len(), min);
+    let plain_len = (head.len() + data.len() + zeros) as u64;
+    out.clear();
+    // The whole object fits without reallocating, so the aligned start stays where it is.
+    out.reserve(crypto::age_payload_size(plain_len) as usize + 4096 + align);
+    let start = out.as_ptr().align_offset(align.max(1)).min(align);
+    out.resize(start, 0);
+    keys.recipient
+        .encrypt_parts_into(&[&head, &data], zeros, out)?;
+    let object = &out[start..];
+    let payload_offset = crypto::age_payload_offset(object)
         .ok_or_else(|| Error::Invalid("age output without a header".into()))?;
-    Ok(SealedPack {
-        desc: PackDesc {
+    data.clear();
+    Ok((
+        PackDesc {
             id: Id::random(),
             pack_type: blob_type,
-            object_len: bytes.len() as u64,
+            object_len: object.len() as u64,
             payload_offset: payload_offset as u32,
-            plain_len: plain.len() as u64,
+            plain_len,
             blobs: entries,
         },
-        bytes,
-    })
+        data,
+        start,
+    ))
 }
 
 #[cfg(test)]
@@ -157,13 +235,35 @@ mod tests {
         // Random assignment: consecutive blobs do not all land in the same pack.
         let first: Vec<u8> = full[0].entries.iter().map(|e| e.id.0[0]).collect();
         assert!(first.windows(2).any(|w| w[1] != w[0] + 1));
-        let sealed = seal(full.pop().unwrap(), &keys, 1 << 20).unwrap();
+        let last = full.pop().unwrap();
+        let expect = pack::encode(
+            &keys.repo_id,
+            &{
+                let mut e = last.entries.clone();
+                let prefix = pack::prefix_len(e.len()) as u64;
+                e.iter_mut().for_each(|e| e.offset += prefix);
+                e
+            },
+            &last.data,
+            1 << 20,
+        );
+        let mut out = Vec::new();
+        let (desc, _, start) = seal_into(last, &keys, 1 << 20, &mut out, 4096).unwrap();
+        assert_eq!(out[start..].as_ptr().align_offset(4096), 0);
+        assert_eq!(desc.object_len as usize, out.len() - start);
+        let sealed = SealedPack {
+            desc,
+            bytes: out[start..].to_vec(),
+        };
         assert!(sealed.desc.plain_len >= 1 << 20);
         let plain = keys
             .data_identity()
             .unwrap()
             .decrypt(&sealed.bytes, "p")
             .unwrap();
+        // Streaming the parts gives exactly the plaintext that `pack::encode` describes.
+        assert_eq!(plain, expect);
+        assert_eq!(sealed.desc.plain_len as usize, plain.len());
         let table = pack::decode_table(&plain, &keys.repo_id, plain.len() as u64).unwrap();
         assert_eq!(table, sealed.desc.blobs);
     }

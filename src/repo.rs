@@ -250,19 +250,19 @@ impl Repository {
         let plain = keyfile::encode(&keys.material(), &info);
         let sealed = crypto::seal_with_passphrase(pass, opts.scrypt_log_n, &plain)?;
         let key_name = Id::random().to_hex();
-        store.put(FileType::Key, &key_name, sealed)?;
+        store.put(FileType::Key, &key_name, &sealed)?;
         let mut config = Config::new(keys.repo_id, now().0);
         config.object_lock = opts.object_lock;
         let ct = crypto::encrypt_to_all(
             &[&keys.recipient, &keys.index_recipient],
             &config.encode(&keys.config_mac),
         )?;
-        store.put(FileType::Config, "", ct)?;
+        store.put(FileType::Config, "", &ct)?;
         // The marker goes last: a folder without it is not (yet) a repository.
         store.put(
             FileType::Marker,
             "",
-            marker_text(format::FORMAT_VERSION).into_bytes(),
+            marker_text(format::FORMAT_VERSION).as_bytes(),
         )?;
         Ok(Repository::new(store, keys, config, key_name))
     }
@@ -431,7 +431,7 @@ impl Repository {
             Wrap::Recipients(r) => crypto::seal_to_recipients(r, &plain)?,
         };
         let name = Id::random().to_hex();
-        self.store.put(FileType::Key, &name, sealed)?;
+        self.store.put(FileType::Key, &name, &sealed)?;
         Ok(name[..8].to_string())
     }
 
@@ -467,7 +467,7 @@ impl Repository {
         let data = self.store.get(FileType::Key, &name)?;
         let header = crypto::header_only(&data)
             .ok_or_else(|| Error::corrupt(format!("key file {}", &name[..8]), "no age header"))?;
-        self.store.put(FileType::Revoked, &name, header)?;
+        self.store.put(FileType::Revoked, &name, &header)?;
         self.store.delete(FileType::Key, &name)?;
         Ok(name[..8].to_string())
     }
@@ -673,13 +673,13 @@ impl Repository {
             }
             let (c, out) = comp.compress(&data);
             let p = &mut packers[if t == BlobType::Data { 0 } else { 1 }];
-            p.add(id, c, data.len(), out.as_deref().unwrap_or(&data));
+            p.add(id, c, data.len(), out.unwrap_or(&data));
         }
         let mut descs = Vec::new();
         for p in packers.iter_mut() {
             for b in p.flush() {
                 let sealed = crate::packer::seal(b, &self.keys, self.config.pack_min as u64)?;
-                self.put_pack(&sealed.desc.id, sealed.bytes)?;
+                self.put_pack(&sealed.desc.id, &sealed.bytes)?;
                 descs.push(sealed.desc);
             }
         }
@@ -704,7 +704,7 @@ impl Repository {
             .keys
             .index_recipient
             .encrypt(&index::encode(&self.keys.repo_id, packs))?;
-        self.store.put(FileType::Index, &name, ct)?;
+        self.store.put(FileType::Index, &name, &ct)?;
         self.cache()?.add_packs(Some(&name), packs)?;
         Ok(name)
     }
@@ -714,7 +714,7 @@ impl Repository {
         let plain = snap.encode(&self.keys.snapshot_mac);
         let id = self.keys.snapshot_id.keyed_hash(&plain);
         let ct = self.keys.recipient.encrypt(&plain)?;
-        self.store.put(FileType::Snapshot, &id.to_hex(), ct)?;
+        self.store.put(FileType::Snapshot, &id.to_hex(), &ct)?;
         if !self.keys.is_write_only() {
             self.cache()?.put_snapshot(&id, &plain)?;
         }
@@ -863,7 +863,7 @@ impl Repository {
     }
 
     /// Store an already-encrypted pack object.
-    pub fn put_pack(&self, id: &Id, bytes: Vec<u8>) -> Result<()> {
+    pub fn put_pack(&self, id: &Id, bytes: &[u8]) -> Result<()> {
         self.store.put(FileType::Pack, &id.to_hex(), bytes)
     }
 

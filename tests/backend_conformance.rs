@@ -19,7 +19,7 @@ fn conformance(store: &Store, is_s3: bool) {
     // put / get / stat / range
     let n = name();
     let data = common::noise(100_000, 1);
-    store.put(FileType::Index, &n, data.clone()).unwrap();
+    store.put(FileType::Index, &n, &data).unwrap();
     assert_eq!(store.get(FileType::Index, &n).unwrap(), data);
     assert_eq!(store.stat(FileType::Index, &n).unwrap(), Some(100_000));
     assert_eq!(
@@ -37,9 +37,9 @@ fn conformance(store: &Store, is_s3: bool) {
     // Idempotent re-put; different content under the same name is refused where the server
     // honours create-only writes (Garage ignores If-None-Match; vault's names are random or
     // content-derived, so it never relies on this).
-    store.put(FileType::Index, &n, data.clone()).unwrap();
+    store.put(FileType::Index, &n, &data).unwrap();
     if std::env::var_os("VAULT_TEST_S3_NO_CREATE_ONLY").is_none() || !is_s3 {
-        assert!(store.put(FileType::Index, &n, b"other".to_vec()).is_err());
+        assert!(store.put(FileType::Index, &n, b"other").is_err());
         assert_eq!(store.get(FileType::Index, &n).unwrap(), data);
     }
     // Missing objects.
@@ -50,12 +50,14 @@ fn conformance(store: &Store, is_s3: bool) {
         Err(Error::NotFound(_))
     ));
     // Singletons and empty objects.
-    store.put(FileType::Config, "", Vec::new()).unwrap();
+    store.put(FileType::Config, "", &[]).unwrap();
     assert_eq!(store.get(FileType::Config, "").unwrap(), b"");
     // list: per kind, with sizes; packs across subfolders.
     let packs: Vec<String> = (0..5).map(|_| name()).collect();
     for (i, p) in packs.iter().enumerate() {
-        store.put(FileType::Pack, p, vec![i as u8; i * 10]).unwrap();
+        store
+            .put(FileType::Pack, p, &vec![i as u8; i * 10])
+            .unwrap();
     }
     let mut listed = store.list(FileType::Pack).unwrap();
     listed.sort();
@@ -82,7 +84,7 @@ fn conformance(store: &Store, is_s3: bool) {
         2,
     );
     let bn = name();
-    store.put(FileType::Pack, &bn, big.clone()).unwrap();
+    store.put(FileType::Pack, &bn, &big).unwrap();
     assert_eq!(
         store.stat(FileType::Pack, &bn).unwrap(),
         Some(big.len() as u64)
@@ -105,10 +107,10 @@ fn conformance(store: &Store, is_s3: bool) {
             s.spawn(move || {
                 for _ in 0..4 {
                     store
-                        .put(FileType::Snapshot, &name(), common::noise(50_000, t))
+                        .put(FileType::Snapshot, &name(), &common::noise(50_000, t))
                         .unwrap();
                 }
-                store.put(FileType::Snapshot, &same, same_data).unwrap();
+                store.put(FileType::Snapshot, &same, &same_data).unwrap();
             });
         }
     });

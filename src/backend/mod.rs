@@ -146,15 +146,32 @@ pub trait Backend: Send + Sync {
     /// Prepare the store for a new repository (create the folder or bucket; check that the
     /// bucket can hold it). The caller checks that no repository exists there yet.
     async fn create(&self) -> Result<()>;
-    async fn put(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()>;
+    async fn put(&self, t: FileType, name: &str, data: &[u8]) -> Result<()>;
     async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>>;
     async fn get_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// `get_range` into `buf` (replacing its contents), reusing its allocation where the
+    /// backend can.
+    async fn get_range_into(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        *buf = self.get_range(t, name, offset, len).await?;
+        Ok(())
+    }
     /// Names and sizes of all objects of a kind.
     async fn list(&self, t: FileType) -> Result<Vec<(String, u64)>>;
     /// Size of an object, or `None` when it does not exist.
     async fn stat(&self, t: FileType, name: &str) -> Result<Option<u64>>;
     async fn delete(&self, t: FileType, name: &str) -> Result<()>;
 }
+
+/// Memory alignment of large objects that the local backend may write with direct I/O (the
+/// largest logical block size in use).
+pub const DIRECT_IO_ALIGN: usize = 4096;
 
 /// A backend plus the runtime that drives it, callable from plain threads.
 #[derive(Clone)]
@@ -195,7 +212,7 @@ impl Store {
     pub fn create(&self) -> Result<()> {
         self.rt.block_on(self.backend.create())
     }
-    pub fn put(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
+    pub fn put(&self, t: FileType, name: &str, data: &[u8]) -> Result<()> {
         self.rt.block_on(self.backend.put(t, name, data))
     }
     pub fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
@@ -204,6 +221,17 @@ impl Store {
     pub fn get_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.rt
             .block_on(self.backend.get_range(t, name, offset, len))
+    }
+    pub fn get_range_into(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.rt
+            .block_on(self.backend.get_range_into(t, name, offset, len, buf))
     }
     pub fn list(&self, t: FileType) -> Result<Vec<(String, u64)>> {
         self.rt.block_on(self.backend.list(t))
@@ -260,9 +288,8 @@ impl Read for RangeReader {
                 self.window = (self.window * 2).min(self.max_window);
             }
             let len = self.window.max(out.len() as u64).min(self.size - self.pos);
-            self.buf = self
-                .store
-                .get_range(self.t, &self.name, self.pos, len)
+            self.store
+                .get_range_into(self.t, &self.name, self.pos, len, &mut self.buf)
                 .map_err(|e| match e {
                     Error::Storage { cause, .. } => cause,
                     other => io::Error::other(other.to_string()),

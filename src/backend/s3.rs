@@ -588,12 +588,12 @@ impl Backend for S3Backend {
         }
     }
 
-    async fn put(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
+    async fn put(&self, t: FileType, name: &str, data: &[u8]) -> Result<()> {
         let key = self.key(t, name);
         let r = if data.len() > MULTIPART_THRESHOLD {
-            self.put_multipart(&key, &data).await
+            self.put_multipart(&key, data).await
         } else {
-            self.put_single(&key, &data).await
+            self.put_single(&key, data).await
         };
         r.map_err(|f| self.fail(&format!("storing {} {}", t.name(), short(name)), f))
     }

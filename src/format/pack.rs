@@ -31,10 +31,19 @@ pub fn padded_len(len: u64, min: u64) -> u64 {
 /// Assemble a pack plaintext. `entries` offsets must already be relative to the start of the
 /// plaintext (i.e. start at `prefix_len(entries.len())`), and `blobs` is their bytes in order.
 pub fn encode(repo_id: &Id, entries: &[BlobEntry], blobs: &[u8], min_len: u64) -> Vec<u8> {
-    let unpadded = (prefix_len(entries.len()) + blobs.len()) as u64;
-    let total = padded_len(unpadded, min_len) as usize;
+    let mut out = encode_prefix(repo_id, entries);
+    let total = out.len() + blobs.len() + padding_len(entries.len(), blobs.len(), min_len);
+    out.reserve_exact(total - out.len());
+    out.extend_from_slice(blobs);
+    out.resize(total, 0);
+    out
+}
+
+/// The start of a pack plaintext: object header and blob table. `encode` is this, then the
+/// blobs, then `padding_len` zero bytes; sealing streams the three parts without joining them.
+pub fn encode_prefix(repo_id: &Id, entries: &[BlobEntry]) -> Vec<u8> {
     let mut w = Writer {
-        buf: Vec::with_capacity(total),
+        buf: Vec::with_capacity(prefix_len(entries.len())),
     };
     write_header(&mut w, repo_id, ObjectKind::Pack);
     w.u32((4 + entries.len() * BLOB_ENTRY_LEN) as u32);
@@ -42,9 +51,13 @@ pub fn encode(repo_id: &Id, entries: &[BlobEntry], blobs: &[u8], min_len: u64) -
     for e in entries {
         e.encode(&mut w);
     }
-    w.raw(blobs);
-    w.buf.resize(total, 0);
     w.into_vec()
+}
+
+/// Zero bytes that end a pack of `n_entries` blobs totalling `blobs_len` bytes.
+pub fn padding_len(n_entries: usize, blobs_len: usize, min_len: u64) -> usize {
+    let unpadded = (prefix_len(n_entries) + blobs_len) as u64;
+    (padded_len(unpadded, min_len) - unpadded) as usize
 }
 
 /// Length of the table that follows the object header (read first to know how much to fetch).
