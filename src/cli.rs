@@ -1182,7 +1182,7 @@ fn restore(
         target: target.to_path_buf(),
         includes: include.iter().map(|s| split_path(s)).collect(),
         overwrite,
-        threads: vault::worker_count(0).max(cli.connections(&cli.target()?)),
+        threads: (2 * vault::worker_count(0)).max(cli.connections(&cli.target()?)),
         vault_only: false,
     };
     let progress = Arc::new(Progress::default());

@@ -12,6 +12,7 @@ pub mod compress;
 pub mod copier;
 pub mod crypto;
 pub mod devicekey;
+pub mod directio;
 pub mod error;
 pub mod format;
 pub mod ids;

@@ -925,7 +925,7 @@ pub struct PackReaders {
     open: Vec<(Id, PackStream)>,
 }
 
-const OPEN_PACKS: usize = 4;
+const OPEN_PACKS: usize = 2;
 
 impl PackReaders {
     pub fn read(

@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -18,6 +17,7 @@ use crossbeam_channel::bounded;
 use serde::Serialize;
 
 use crate::archiver::{Progress, Skipped};
+use crate::directio::{FileWriter, Staging};
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, FLAG_ANCESTOR, FLAG_VAULT_ONLY};
@@ -31,6 +31,7 @@ pub struct RestoreOptions {
     /// everything.
     pub includes: Vec<Vec<Vec<u8>>>,
     pub overwrite: bool,
+    /// File workers; 0 means two per core.
     pub threads: usize,
     /// Only files and symlinks marked vault-only (with the folders leading to them).
     pub vault_only: bool,
@@ -231,16 +232,22 @@ pub fn restore(
             .store(snap.summary.bytes, Ordering::Relaxed);
         progress.scan_finished.store(true, Ordering::Relaxed);
     }
-    let threads = crate::worker_count(opts.threads);
+    // Twice as many workers as cores by default: with direct writes a worker waits for the
+    // disk while another decrypts.
+    let threads = if opts.threads == 0 {
+        2 * crate::worker_count(0)
+    } else {
+        opts.threads
+    };
     let walk_result = thread::scope(|scope| -> Result<(Vec<DirMeta>, Vec<bool>)> {
         let (tx, rx) = bounded::<FileJob>(threads * 8);
         let ctx_ref = &ctx;
         for _ in 0..threads {
             let rx = rx.clone();
             scope.spawn(move || {
-                let mut readers = PackReaders::default();
+                let mut bufs = WorkerBufs::default();
                 for job in rx {
-                    restore_file(ctx_ref, &mut readers, job);
+                    restore_file(ctx_ref, &mut bufs, job);
                 }
             });
         }
@@ -473,7 +480,14 @@ fn restore_symlink(
     }
 }
 
-fn restore_file(ctx: &Ctx<'_>, readers: &mut PackReaders, job: FileJob) {
+/// What a file worker reuses from file to file.
+#[derive(Default)]
+struct WorkerBufs {
+    packs: PackReaders,
+    stage: Staging,
+}
+
+fn restore_file(ctx: &Ctx<'_>, readers: &mut WorkerBufs, job: FileJob) {
     if crate::interrupt::requested() {
         return;
     }
@@ -506,7 +520,7 @@ fn restore_file(ctx: &Ctx<'_>, readers: &mut PackReaders, job: FileJob) {
 /// Write to a temporary name, verify the whole-file hash, set metadata, then move into place.
 fn write_verified(
     ctx: &Ctx<'_>,
-    readers: &mut PackReaders,
+    readers: &mut WorkerBufs,
     job: &FileJob,
     tmp: &str,
 ) -> std::result::Result<u64, String> {
@@ -519,7 +533,7 @@ fn write_verified(
         .dir
         .open_with(tmp, &opts)
         .map_err(|e| format!("cannot create file: {e}"))?;
-    let mut f = f.into_std();
+    let mut f = FileWriter::new(f.into_std(), job.node.size, &mut readers.stage);
     let mut hasher = ctx.repo.keys().file_hash.hasher();
     let mut total = 0u64;
     for id in blobs {
@@ -528,7 +542,7 @@ fn write_verified(
         }
         let data = ctx
             .repo
-            .read_blob(id, BlobType::Data, readers)
+            .read_blob(id, BlobType::Data, &mut readers.packs)
             .map_err(|e| format!("not restored: {e}"))?;
         hasher.update(&data);
         total += data.len() as u64;
@@ -541,6 +555,7 @@ fn write_verified(
     if total != job.node.size || hasher.finalize() != *hash {
         return Err("not restored: content does not match the hash recorded at backup".into());
     }
+    let f = f.finish().map_err(|e| format!("write error: {e}"))?;
     // setuid, setgid and sticky bits are never restored.
     f.set_permissions(std::fs::Permissions::from_mode(job.node.mode & 0o777))
         .map_err(|e| format!("cannot set permissions: {e}"))?;
