@@ -233,7 +233,8 @@ struct Shared<'a> {
     data_packer: Mutex<Packer>,
     tree_packer: Mutex<Packer>,
     pool: Arc<BufferPool>,
-    written: Mutex<Vec<PackDesc>>,
+    /// Packs stored and not yet indexed, and when the last checkpoint index was written.
+    written: Mutex<(Vec<PackDesc>, std::time::Instant)>,
     failure: Mutex<Option<Error>>,
     abort: AtomicBool,
     progress: Arc<Progress>,
@@ -802,9 +803,12 @@ fn read_file(
     })
 }
 
-/// Index the stored packs every this many packs (about 512 MiB), so that an interrupted or
-/// killed backup leaves its work indexed and the next run reuses it instead of uploading again.
-const CHECKPOINT_PACKS: usize = 32;
+/// Index the stored packs after this long, or this many packs (4 GiB), whichever comes first, so
+/// that a killed backup leaves most of its work indexed and the next run reuses it instead of
+/// uploading it again (an interrupted one indexes everything it stored). Every checkpoint is one
+/// more object in the repository, so a backup that takes less time writes one index at the end.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(120);
+const CHECKPOINT_PACKS: usize = 256;
 
 /// Seal (encode, pad, encrypt) full packs and store them. Runs on several threads, so that
 /// encryption overlaps reading and chunking, and one pack's upload the next one's encryption.
@@ -837,9 +841,10 @@ fn uploader(shared: &Shared, repo: &Repository, full: Receiver<PackBuilder>) {
         }
         let batch = {
             let mut w = shared.written.lock().unwrap_or_else(|p| p.into_inner());
-            w.push(desc);
-            if w.len() >= CHECKPOINT_PACKS {
-                std::mem::take(&mut *w)
+            w.0.push(desc);
+            if w.0.len() >= CHECKPOINT_PACKS || w.1.elapsed() >= CHECKPOINT_EVERY {
+                w.1 = std::time::Instant::now();
+                std::mem::take(&mut w.0)
             } else {
                 Vec::new()
             }
@@ -927,7 +932,7 @@ pub fn backup_draft(
             pool.clone(),
         )),
         pool,
-        written: Mutex::new(Vec::new()),
+        written: Mutex::new((Vec::new(), std::time::Instant::now())),
         failure: Mutex::new(None),
         abort: AtomicBool::new(false),
         progress: progress.clone(),
@@ -1036,7 +1041,7 @@ pub fn backup_draft(
     // lists is in the repository's index.
     let flushed = updates.flush(cache);
     // Write order: packs are all stored; now the index; the snapshot last.
-    let written = std::mem::take(&mut *shared.written.lock().unwrap_or_else(|p| p.into_inner()));
+    let written = std::mem::take(&mut shared.written.lock().unwrap_or_else(|p| p.into_inner()).0);
     let failure = shared
         .failure
         .lock()

@@ -141,13 +141,27 @@ impl Packer {
         }
     }
 
-    /// Take every non-empty open pack (end of a backup).
+    /// Take every non-empty open pack (end of a backup). Partly filled packs are joined while
+    /// they fit in one: every pack is one more object to store and pay for.
     pub fn flush(&mut self) -> Vec<PackBuilder> {
-        let mut out = Vec::new();
+        let mut out: Vec<PackBuilder> = Vec::new();
         for i in 0..self.open.len() {
-            if !self.open[i].is_empty() {
-                let fresh = self.fresh();
-                out.push(std::mem::replace(&mut self.open[i], fresh));
+            if self.open[i].is_empty() {
+                continue;
+            }
+            let fresh = self.fresh();
+            let b = std::mem::replace(&mut self.open[i], fresh);
+            match out.last_mut() {
+                Some(last) if last.data.len() + b.data.len() <= self.target => {
+                    let base = last.data.len() as u64;
+                    last.entries.extend(b.entries.into_iter().map(|mut e| {
+                        e.offset += base;
+                        e
+                    }));
+                    last.data.extend_from_slice(&b.data);
+                    self.pool.give(b.data);
+                }
+                _ => out.push(b),
             }
         }
         out
@@ -217,6 +231,36 @@ pub fn seal_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partly_filled_packs_are_joined_at_the_end_when_they_fit() {
+        let mut p = Packer::new(BlobType::Data, 2, 1 << 20);
+        for i in 0..20u8 {
+            assert!(p
+                .add(Id([i; 32]), Compression::None, 1000, &[i; 1000])
+                .is_none());
+        }
+        let mut out = p.flush();
+        assert_eq!(out.len(), 1, "two small open packs become one");
+        let b = out.pop().unwrap();
+        assert_eq!(b.entries.len(), 20);
+        for e in &b.entries {
+            let at = e.offset as usize;
+            assert!(b.data[at..at + 1000].iter().all(|&x| x == e.id.0[0]));
+        }
+        assert!(p.flush().is_empty());
+        // Packs that do not fit together stay apart; no blob is lost either way.
+        let mut p = Packer::new(BlobType::Data, 2, 10_000);
+        let mut all: Vec<PackBuilder> = (0..17u8)
+            .filter_map(|i| p.add(Id([i; 32]), Compression::None, 900, &[i; 900]))
+            .collect();
+        let rest = p.flush();
+        assert!(rest
+            .iter()
+            .all(|b| b.data.len() <= 10_000 || b.entries.len() == 1));
+        all.extend(rest);
+        assert_eq!(all.iter().map(|b| b.entries.len()).sum::<usize>(), 17);
+    }
 
     #[test]
     fn blobs_spread_over_open_packs_and_seal_pads() {

@@ -48,7 +48,7 @@ impl Config {
             chunk_min: 256 * 1024,
             chunk_avg: 1024 * 1024,
             chunk_max: 4 * 1024 * 1024,
-            pack_target: 16 * 1024 * 1024,
+            pack_target: 20 * 1024 * 1024,
             pack_min: 512 * 1024,
             zstd_level: 3,
             created,
