@@ -1,0 +1,145 @@
+//! Criterion benches: each backup pipeline stage alone, and the whole chunk-hash-compress-pack-
+//! encrypt pipeline in memory on one core and on all cores: the hardware limit that
+//! bench/compare.sh's end-to-end figures are measured against (docs/benchmarks.md).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vault::chunker::Chunker;
+use vault::compress::Compressor;
+use vault::format::config::Config;
+use vault::format::{BlobType, Compression};
+use vault::ids::Id;
+use vault::keys::Keys;
+use vault::packer::{self, Packer};
+
+const MIB: usize = 1 << 20;
+
+/// Incompressible bytes, like the JPEG and MP4 data that make up a photo library.
+fn photo_like(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(n);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+/// Everything a backup does to the bytes of one file, minus reading and storing: FastCDC,
+/// the keyed blob id and file hash, the compression probe, packing, and sealing every full pack
+/// (table, padding, age encryption). Returns the ciphertext bytes produced.
+fn pipeline(keys: &Keys, cfg: &Config, data: &[u8]) -> usize {
+    let chunker = Chunker::new(&keys.chunker, cfg);
+    let mut comp = Compressor::new(cfg.zstd_level).expect("zstd");
+    let mut packer = Packer::new(BlobType::Data, 2, cfg.pack_target as usize);
+    let mut file_hash = keys.file_hash.hasher();
+    let mut out = Vec::new();
+    let mut sealed = 0;
+    let seal = |b, out: &mut Vec<u8>| {
+        let (_, _, start) =
+            packer::seal_into(b, keys, cfg.pack_min as u64, out, 4096).expect("seal");
+        out.len() - start
+    };
+    let mut rest = data;
+    while !rest.is_empty() {
+        let n = chunker.next_cut(rest);
+        let chunk = &rest[..n];
+        file_hash.update(chunk);
+        let id = keys.blob_id(chunk);
+        let (c, stored) = comp.compress(chunk);
+        let c = if stored.is_some() {
+            c
+        } else {
+            Compression::None
+        };
+        if let Some(full) = packer.add(id, c, n, stored.unwrap_or(chunk)) {
+            sealed += seal(full, &mut out);
+        }
+        rest = &rest[n..];
+    }
+    for b in packer.flush() {
+        sealed += seal(b, &mut out);
+    }
+    black_box(file_hash.finalize());
+    sealed
+}
+
+fn stages(c: &mut Criterion) {
+    let keys = Keys::generate();
+    let cfg = Config::new(Id::random(), 0);
+    let data = photo_like(64 * MIB, 7);
+    let mut g = c.benchmark_group("stage");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    let chunker = Chunker::new(&keys.chunker, &cfg);
+    g.bench_function("fastcdc", |b| {
+        b.iter(|| chunker.cuts(black_box(&data)).len())
+    });
+    g.bench_function("blake3_keyed", |b| {
+        b.iter(|| keys.blob_id(black_box(&data)))
+    });
+    let mut comp = Compressor::new(cfg.zstd_level).expect("zstd");
+    g.bench_function("compress_probe_1MiB_chunks", |b| {
+        b.iter(|| {
+            data.chunks(MIB)
+                .filter(|ch| comp.compress(black_box(ch)).1.is_none())
+                .count()
+        })
+    });
+    let pack = &data[..16 * MIB];
+    g.throughput(Throughput::Bytes(pack.len() as u64));
+    let mut out = Vec::new();
+    g.bench_function("seal_16MiB_pack", |b| {
+        b.iter(|| {
+            let mut p = Packer::new(BlobType::Data, 1, usize::MAX);
+            for (i, ch) in pack.chunks(MIB).enumerate() {
+                p.add(Id([i as u8; 32]), Compression::None, ch.len(), ch);
+            }
+            let full = p.flush().pop().expect("one pack");
+            packer::seal_into(full, &keys, 0, &mut out, 4096).expect("seal");
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+fn whole(c: &mut Criterion) {
+    let keys = Keys::generate();
+    let cfg = Config::new(Id::random(), 0);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per_thread = 128 * MIB;
+    let inputs: Vec<Vec<u8>> = (0..cores)
+        .map(|i| photo_like(per_thread, i as u64 + 1))
+        .collect();
+    let mut g = c.benchmark_group("pipeline_in_memory");
+    g.sample_size(10);
+    for threads in [1, cores] {
+        g.throughput(Throughput::Bytes((per_thread * threads) as u64));
+        g.bench_with_input(
+            BenchmarkId::new("cores", threads),
+            &threads,
+            |b, &threads| {
+                b.iter(|| {
+                    std::thread::scope(|s| {
+                        let handles: Vec<_> = inputs[..threads]
+                            .iter()
+                            .map(|d| s.spawn(|| pipeline(&keys, &cfg, d)))
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().expect("thread"))
+                            .sum::<usize>()
+                    })
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, stages, whole);
+criterion_main!(benches);
