@@ -72,6 +72,22 @@ impl Compressor {
     }
 }
 
+/// `decompress` into `out` (replacing its contents), reusing its allocation.
+pub fn decompress_into(stored: &[u8], raw_len: usize, out: &mut Vec<u8>, what: &str) -> Result<()> {
+    out.clear();
+    out.reserve(raw_len);
+    let n = zstd::bulk::Decompressor::new()
+        .and_then(|mut d| d.decompress_to_buffer(stored, out))
+        .map_err(|e| Error::corrupt(what, format!("zstd: {e}")))?;
+    if n != raw_len {
+        return Err(Error::corrupt(
+            what,
+            "decompressed length differs from the recorded one",
+        ));
+    }
+    Ok(())
+}
+
 /// Decompress a stored blob, refusing output of any length other than `raw_len`.
 pub fn decompress(stored: &[u8], raw_len: usize, what: &str) -> Result<Vec<u8>> {
     let out = zstd::bulk::decompress(stored, raw_len)

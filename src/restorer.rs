@@ -485,6 +485,7 @@ fn restore_symlink(
 struct WorkerBufs {
     packs: PackReaders,
     stage: Staging,
+    blob: Vec<u8>,
 }
 
 fn restore_file(ctx: &Ctx<'_>, readers: &mut WorkerBufs, job: FileJob) {
@@ -540,14 +541,13 @@ fn write_verified(
         if crate::interrupt::requested() {
             return Err("interrupted".into());
         }
-        let data = ctx
-            .repo
-            .read_blob(id, BlobType::Data, &mut readers.packs)
+        ctx.repo
+            .read_blob_into(id, BlobType::Data, &mut readers.packs, &mut readers.blob)
             .map_err(|e| format!("not restored: {e}"))?;
-        hasher.update(&data);
+        let data = &readers.blob;
+        hasher.update(data);
         total += data.len() as u64;
-        f.write_all(&data)
-            .map_err(|e| format!("write error: {e}"))?;
+        f.write_all(data).map_err(|e| format!("write error: {e}"))?;
         ctx.progress
             .bytes_done
             .fetch_add(data.len() as u64, Ordering::Relaxed);

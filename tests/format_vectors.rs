@@ -45,7 +45,10 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
     v.insert("snapshot-mac-key", k.snapshot_mac.expose().to_vec());
     v.insert("config-mac-key", k.config_mac.expose().to_vec());
     v.insert("snapshot-id-key", k.snapshot_id.expose().to_vec());
-    let cfg = Config::new(k.repo_id, 1_700_000_000);
+    let mut cfg = Config::new(k.repo_id, 1_700_000_000);
+    // The vector pins the encoding, not the defaults of the day (new repositories got 20 MiB
+    // packs after these vectors were written).
+    cfg.pack_target = 16 * 1024 * 1024;
     let mut locked = cfg.clone();
     locked.object_lock = Some(vault::format::config::ObjectLock {
         mode: vault::format::config::LockMode::Compliance,

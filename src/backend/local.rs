@@ -243,10 +243,23 @@ impl Backend for LocalBackend {
             .map_err(|e| storage("reading", &path, e))?;
         buf.clear();
         buf.reserve(len as usize);
-        f.take(len)
+        (&mut f)
+            .take(len)
             .read_to_end(buf)
             .map_err(|e| storage("reading", &path, e))?;
+        // Sequential readers ask for the next window next: have the kernel read it meanwhile
+        // (packs are written past the page cache, so they usually come from the disk).
+        #[cfg(target_os = "linux")]
+        if let Some(next) = std::num::NonZeroU64::new(len) {
+            let _ = rustix::fs::fadvise(&f, offset + len, Some(next), rustix::fs::Advice::WillNeed);
+        }
         Ok(())
+    }
+
+    fn max_read_window(&self) -> u64 {
+        // Each window is one `read`, and the next is already being read ahead (above): more
+        // would only hold memory.
+        1 << 20
     }
 
     async fn list(&self, t: FileType) -> Result<Vec<(String, u64)>> {

@@ -164,6 +164,11 @@ pub trait Backend: Send + Sync {
     }
     /// Names and sizes of all objects of a kind.
     async fn list(&self, t: FileType) -> Result<Vec<(String, u64)>>;
+    /// Largest read-ahead window worth holding in memory for sequential reads: large for
+    /// services that charge and wait per request, small where a read is a system call.
+    fn max_read_window(&self) -> u64 {
+        16 << 20
+    }
     /// Size of an object, or `None` when it does not exist.
     async fn stat(&self, t: FileType, name: &str) -> Result<Option<u64>>;
     async fn delete(&self, t: FileType, name: &str) -> Result<()>;
@@ -260,6 +265,7 @@ pub struct RangeReader {
 
 impl RangeReader {
     pub fn new(store: Store, t: FileType, name: String, size: u64, window: u64) -> Self {
+        let max_window = store.backend.max_read_window().max(64 * 1024);
         RangeReader {
             store,
             t,
@@ -267,7 +273,7 @@ impl RangeReader {
             size,
             pos: 0,
             window: window.max(64 * 1024),
-            max_window: 16 << 20,
+            max_window,
             buf: Vec::new(),
             buf_start: 0,
         }
