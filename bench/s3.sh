@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Backup throughput into S3 (SeaweedFS on 127.0.0.1, started here) against a local folder
 # repository, on the same photo tree: RUNS interleaved rounds (default 3), each into an empty
-# repository, unlocked with an identity file (no KDF in the timings). Prints medians and the
-# S3/local throughput ratio.
+# repository, unlocked with an identity file (no KDF in the timings). Prints medians, the
+# S3/local throughput ratio and the CPU time the server itself used (on a small machine the
+# server competes with vault for the same cores).
 #
 # Usage: bench/s3.sh [PICTURES]   (default: the corpus of ../shared/corpus/make-corpus.sh)
 # Needs SeaweedFS in .venv (scripts/test-all.sh installs it there).
@@ -26,26 +27,30 @@ mkdir -p "$work/s3data"
 (cd "$work" && exec "$weed" mini -dir="$work/s3data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.volumeSizeLimitMB=64 -s3.config="$work/s3.json" -webdav=false -admin.ui=false \
     -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false \
-    -s3.port=48333 -master.port=49333 -volume.port=48080 -filer.port=48888 >"$work/weed.log" 2>&1) &
+    -s3.port=33333 -master.port=34333 -volume.port=33080 -filer.port=33888 >"$work/weed.log" 2>&1) &
 weed_pid=$!
-trap 'kill $weed_pid 2>/dev/null; wait $weed_pid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $weed_pid 2>/dev/null; pkill -f "weed mini -dir=$work" 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 120); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:48333/ || true)" = 403 ] && break
+    [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:33333/ || true)" = 403 ] && break
     sleep 0.5
 done
-export AWS_ENDPOINT_URL=http://127.0.0.1:48333 VAULT_PASSWORD=bench
+export AWS_ENDPOINT_URL=http://127.0.0.1:33333 VAULT_PASSWORD=bench
 echo "$(machine)"
 echo "tree: $pics ($(du -sh "$pics" | cut -f1)); $runs rounds"
 : >"$work/results"
 for round in $(seq 1 "$runs"); do
     for kind in local s3; do
         if [ $kind = local ]; then repo=$work/repo-$round; else repo=s3://bench-$round/r; fi
-        "$vault" --repo "$repo" init --quiet --recovery-key-file "$work/id-$kind-$round" >/dev/null 2>&1
+        "$vault" --repo "$repo" init --quiet --recovery-key-file "$work/id-$kind-$round" >/dev/null
         sync
+        server=$(pgrep -f "weed mini -dir=$work" | head -1)
+        ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+        before=$(ticks)
         /usr/bin/time -f "%e %M" -o "$work/time" env -u VAULT_PASSWORD VAULT_CACHE_DIR="$work/cache-$kind-$round" \
-            "$vault" --repo "$repo" --identity "$work/id-$kind-$round" --quiet backup "$pics"
-        echo "$kind $(cat "$work/time")" >>"$work/results"
-        [ $kind = local ] && rm -rf "$repo"
+            "$vault" --repo "$repo" --identity "$work/id-$kind-$round" --quiet backup "$pics" ||
+            { echo "$kind backup failed" >&2; exit 1; }
+        echo "$kind $(cat "$work/time") $(($(ticks) - before))" >>"$work/results"
+        if [ $kind = local ]; then rm -rf "$repo"; fi
     done
 done
 python3 - "$work/results" "$(du -sb "$pics" | cut -f1)" <<'PY'
@@ -55,5 +60,7 @@ size = int(sys.argv[2])
 med = {k: (statistics.median(float(r[1]) for r in rows if r[0] == k), statistics.median(float(r[2]) for r in rows if r[0] == k)) for k in ("local", "s3")}
 for k, (s, kib) in med.items():
     print(f"{k:<6} {s:6.2f} s  {size / 1e6 / s:6.0f} MB/s  peak RSS {kib / 1024:.0f} MiB")
+server = statistics.median(int(r[3]) / 100 for r in rows if r[0] == "s3")
+print(f"SeaweedFS CPU time during an S3 backup: {server:.1f} s (it shares the machine's cores)")
 print(f"S3 throughput / local: {med['local'][0] / med['s3'][0]:.2f}")
 PY
