@@ -41,8 +41,12 @@ fn set_direct(_: &File, on: bool) -> io::Result<()> {
     }
 }
 
-fn is_einval(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
+/// The error a filesystem gives when it will not do a direct write (or not this one).
+pub fn refused(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::INVAL, Errno::OPNOTSUPP]
+        .iter()
+        .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
 }
 
 /// A reusable buffer whose usable part starts at an `ALIGN`ed address.
@@ -119,7 +123,7 @@ impl<'a> FileWriter<'a> {
             }
             // Refused part-way (some filesystems decide per request): everything staged goes
             // through the cache from where the direct writes ended, and so does the rest.
-            Err(e) if is_einval(&e) => {
+            Err(e) if refused(&e) => {
                 self.direct = false;
                 set_direct(&self.file, false)?;
                 self.file

@@ -61,7 +61,7 @@ fn write_new(tmp: &Path, data: &[u8]) -> io::Result<()> {
             Ok(()) => return Ok(()),
             // The filesystem does no direct I/O (tmpfs, some FUSE and network mounts), or not
             // with this alignment: go through the page cache instead.
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            Err(e) if crate::directio::refused(&e) => {
                 let _ = fs::remove_file(tmp);
             }
             Err(e) => return Err(e),
