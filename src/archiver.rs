@@ -823,7 +823,7 @@ fn uploader(shared: &Shared, repo: &Repository, full: Receiver<PackBuilder>) {
             &shared.keys,
             shared.pack_min,
             &mut out,
-            crate::backend::DIRECT_IO_ALIGN,
+            crate::directio::ALIGN,
         );
         let (desc, start) = match sealed {
             Ok((desc, buf, start)) => {

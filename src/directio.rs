@@ -49,6 +49,31 @@ pub fn refused(e: &io::Error) -> bool {
         .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
 }
 
+/// Write `data` to the start of the new, empty file `f`: directly when it is large, its buffer
+/// `ALIGN`ed and the filesystem willing (the unaligned tail through the page cache), the
+/// ordinary way otherwise. Packs are sealed into aligned buffers for this.
+pub fn write_new_file(f: &mut File, data: &[u8]) -> io::Result<()> {
+    let direct = data.len() as u64 >= MIN_DIRECT
+        && data.as_ptr().align_offset(ALIGN) == 0
+        && set_direct(f, true).is_ok();
+    if !direct {
+        return f.write_all(data);
+    }
+    let split = data.len() / ALIGN * ALIGN;
+    match f.write_all(&data[..split]) {
+        Ok(()) => {}
+        // Refused part-way: the aligned part again through the cache, from the start.
+        Err(e) if refused(&e) => {
+            set_direct(f, false)?;
+            f.write_all_at(&data[..split], 0)?;
+            f.seek(SeekFrom::Start(split as u64))?;
+        }
+        Err(e) => return Err(e),
+    }
+    set_direct(f, false)?;
+    f.write_all(&data[split..])
+}
+
 /// A reusable buffer whose usable part starts at an `ALIGN`ed address.
 pub struct Staging {
     buf: Vec<u8>,
@@ -186,6 +211,16 @@ mod tests {
             let mut back = Vec::new();
             File::open(&path).unwrap().read_to_end(&mut back).unwrap();
             assert_eq!(back, data, "size {size}");
+            // The one-call form, from an aligned buffer, gives the same bytes.
+            let mut aligned = vec![0u8; size + ALIGN];
+            let at = aligned.as_ptr().align_offset(ALIGN).min(ALIGN);
+            aligned[at..at + size].copy_from_slice(&data);
+            let path = dir.path().join(format!("g{i}"));
+            let mut f = File::create(&path).unwrap();
+            write_new_file(&mut f, &aligned[at..at + size]).unwrap();
+            let mut back = Vec::new();
+            File::open(&path).unwrap().read_to_end(&mut back).unwrap();
+            assert_eq!(back, data, "one call, size {size}");
         }
     }
 }

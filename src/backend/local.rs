@@ -2,7 +2,7 @@
 //! link into place without replacing, fsync the directory.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -41,52 +41,14 @@ fn storage(what: &str, path: &Path, e: io::Error) -> Error {
     Error::storage(format!("{what} {}", path.display()), e)
 }
 
-/// Objects at least this large are written with direct I/O when their buffer is aligned.
-const DIRECT_MIN: usize = 1 << 20;
-
-fn open_new(path: &Path, flags: i32) -> io::Result<File> {
-    OpenOptions::new()
+/// Write `data` to the new file `tmp` (direct I/O where it applies, see `directio`) and fsync it.
+fn write_new(tmp: &Path, data: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .custom_flags(flags)
-        .open(path)
-}
-
-/// Write `data` to the new file `tmp` and fsync it.
-fn write_new(tmp: &Path, data: &[u8]) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    if data.len() >= DIRECT_MIN && data.as_ptr().align_offset(super::DIRECT_IO_ALIGN) == 0 {
-        match write_direct(tmp, data) {
-            Ok(()) => return Ok(()),
-            // The filesystem does no direct I/O (tmpfs, some FUSE and network mounts), or not
-            // with this alignment: go through the page cache instead.
-            Err(e) if crate::directio::refused(&e) => {
-                let _ = fs::remove_file(tmp);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let mut f = open_new(tmp, 0)?;
-    f.write_all(data)?;
-    f.sync_all()
-}
-
-/// Packs are written once and not read again soon: direct I/O spares the kernel copying every
-/// pack into freshly allocated page-cache pages (on small virtual machines the largest single
-/// cost of a backup), and leaves the user's own files in the cache.
-#[cfg(target_os = "linux")]
-fn write_direct(tmp: &Path, data: &[u8]) -> io::Result<()> {
-    let split = data.len() / super::DIRECT_IO_ALIGN * super::DIRECT_IO_ALIGN;
-    let mut f = open_new(tmp, rustix::fs::OFlags::DIRECT.bits() as i32)?;
-    f.write_all(&data[..split])?;
-    if split < data.len() {
-        // The unaligned tail goes through the page cache, on a second handle.
-        let mut t = OpenOptions::new().write(true).open(tmp)?;
-        t.seek(SeekFrom::Start(split as u64))?;
-        t.write_all(&data[split..])?;
-    }
-    // One inode: this flushes the tail written through the other handle too.
+        .open(tmp)?;
+    crate::directio::write_new_file(&mut f, data)?;
     f.sync_all()
 }
 

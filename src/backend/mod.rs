@@ -174,10 +174,6 @@ pub trait Backend: Send + Sync {
     async fn delete(&self, t: FileType, name: &str) -> Result<()>;
 }
 
-/// Memory alignment of large objects that the local backend may write with direct I/O (the
-/// largest logical block size in use).
-pub const DIRECT_IO_ALIGN: usize = 4096;
-
 /// A backend plus the runtime that drives it, callable from plain threads.
 #[derive(Clone)]
 pub struct Store {
