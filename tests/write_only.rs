@@ -65,8 +65,11 @@ fn a_write_only_device_backs_up_and_reads_nothing() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The shared file's chunks all come from the laptop's upload: only the private 2 MB (and
+    // the trees) are added. Counting reused chunks instead depended on how many chunks the
+    // repository's random gear cut the shared 3 MB into (one, now and then).
     assert!(
-        v["blobs_reused"].as_u64().unwrap() >= 2,
+        v["blobs_reused"].as_u64().unwrap() >= 1 && v["bytes_added"].as_u64().unwrap() < 2_100_000,
         "deduplicates against the laptop's upload: {v}"
     );
 
