@@ -3,15 +3,17 @@
 //! bench/compare.sh's end-to-end figures are measured against (docs/benchmarks.md).
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vault::backend::{Backend, Counters, FileType, Store};
 use vault::chunker::Chunker;
 use vault::compress::Compressor;
 use vault::format::config::Config;
 use vault::format::{BlobType, Compression};
 use vault::ids::Id;
 use vault::keys::Keys;
-use vault::packer::{self, Packer};
+use vault::packer::Packer;
 
 const MIB: usize = 1 << 20;
 
@@ -29,21 +31,53 @@ fn photo_like(n: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// A store that keeps nothing: the benches measure the CPU work, not a disk.
+struct Discard(Counters);
+
+#[async_trait::async_trait]
+impl Backend for Discard {
+    fn location(&self) -> String {
+        "nowhere".into()
+    }
+    fn counters(&self) -> &Counters {
+        &self.0
+    }
+    async fn create(&self) -> vault::Result<()> {
+        Ok(())
+    }
+    async fn put(&self, _: FileType, _: &str, data: &[u8]) -> vault::Result<()> {
+        black_box(data.len());
+        Ok(())
+    }
+    async fn get(&self, _: FileType, name: &str) -> vault::Result<Vec<u8>> {
+        Err(vault::Error::NotFound(name.into()))
+    }
+    async fn get_range(&self, t: FileType, name: &str, _: u64, _: u64) -> vault::Result<Vec<u8>> {
+        self.get(t, name).await
+    }
+    async fn list(&self, _: FileType) -> vault::Result<Vec<(String, u64)>> {
+        Ok(Vec::new())
+    }
+    async fn stat(&self, _: FileType, _: &str) -> vault::Result<Option<u64>> {
+        Ok(None)
+    }
+    async fn delete(&self, _: FileType, _: &str) -> vault::Result<()> {
+        Ok(())
+    }
+}
+
+fn discard() -> Store {
+    Store::new(Arc::new(Discard(Counters::default()))).expect("runtime")
+}
+
 /// Everything a backup does to the bytes of one file, minus reading and storing: FastCDC,
-/// the keyed blob id and file hash, the compression probe, packing, and sealing every full pack
-/// (table, padding, age encryption). Returns the ciphertext bytes produced.
-fn pipeline(keys: &Keys, cfg: &Config, data: &[u8]) -> usize {
+/// the keyed blob id and file hash, the compression probe, and packing (age encryption as the
+/// blob is added, padding and table when a pack is full). Returns the ciphertext bytes produced.
+fn pipeline(keys: &Keys, cfg: &Config, packer: &Packer, data: &[u8]) -> u64 {
     let chunker = Chunker::new(&keys.chunker, cfg);
     let mut comp = Compressor::new(cfg.zstd_level).expect("zstd");
-    let mut packer = Packer::new(BlobType::Data, 2, cfg.pack_target as usize);
     let mut file_hash = keys.file_hash.hasher();
-    let mut out = Vec::new();
     let mut sealed = 0;
-    let seal = |b, out: &mut Vec<u8>| {
-        let (_, _, start) =
-            packer::seal_into(b, keys, cfg.pack_min as u64, out, 4096).expect("seal");
-        out.len() - start
-    };
     let mut rest = data;
     while !rest.is_empty() {
         let n = chunker.next_cut(rest);
@@ -56,16 +90,22 @@ fn pipeline(keys: &Keys, cfg: &Config, data: &[u8]) -> usize {
         } else {
             Compression::None
         };
-        if let Some(full) = packer.add(id, c, n, stored.unwrap_or(chunk)) {
-            sealed += seal(full, &mut out);
+        if let Some(full) = packer.add(id, c, n, stored.unwrap_or(chunk)).expect("pack") {
+            sealed += full.store().expect("store").object_len;
         }
         rest = &rest[n..];
     }
-    for b in packer.flush() {
-        sealed += seal(b, &mut out);
-    }
     black_box(file_hash.finalize());
     sealed
+}
+
+fn flush(packer: &Packer) -> u64 {
+    packer
+        .flush()
+        .expect("flush")
+        .into_iter()
+        .map(|p| p.store().expect("store").object_len)
+        .sum()
 }
 
 fn stages(c: &mut Criterion) {
@@ -92,16 +132,15 @@ fn stages(c: &mut Criterion) {
     });
     let pack = &data[..16 * MIB];
     g.throughput(Throughput::Bytes(pack.len() as u64));
-    let mut out = Vec::new();
+    let store = discard();
     g.bench_function("seal_16MiB_pack", |b| {
         b.iter(|| {
-            let mut p = Packer::new(BlobType::Data, 1, usize::MAX);
+            let p = Packer::for_store(&store, &keys, 0, BlobType::Data, 1, u64::MAX);
             for (i, ch) in pack.chunks(MIB).enumerate() {
-                p.add(Id([i as u8; 32]), Compression::None, ch.len(), ch);
+                p.add(Id([i as u8; 32]), Compression::None, ch.len(), ch)
+                    .expect("pack");
             }
-            let full = p.flush().pop().expect("one pack");
-            packer::seal_into(full, &keys, 0, &mut out, 4096).expect("seal");
-            out.len()
+            flush(&p)
         })
     });
     g.finish();
@@ -115,6 +154,7 @@ fn whole(c: &mut Criterion) {
     let inputs: Vec<Vec<u8>> = (0..cores)
         .map(|i| photo_like(per_thread, i as u64 + 1))
         .collect();
+    let store = discard();
     let mut g = c.benchmark_group("pipeline_in_memory");
     g.sample_size(10);
     for threads in [1, cores] {
@@ -124,16 +164,27 @@ fn whole(c: &mut Criterion) {
             &threads,
             |b, &threads| {
                 b.iter(|| {
-                    std::thread::scope(|s| {
+                    // One packer for all threads, with as many open packs as a backup uses.
+                    let packer = Packer::for_store(
+                        &store,
+                        &keys,
+                        cfg.pack_min as u64,
+                        BlobType::Data,
+                        threads.clamp(2, 4),
+                        cfg.pack_target as u64,
+                    );
+                    let packer = &packer;
+                    let sealed = std::thread::scope(|s| {
                         let handles: Vec<_> = inputs[..threads]
                             .iter()
-                            .map(|d| s.spawn(|| pipeline(&keys, &cfg, d)))
+                            .map(|d| s.spawn(|| pipeline(&keys, &cfg, packer, d)))
                             .collect();
                         handles
                             .into_iter()
                             .map(|h| h.join().expect("thread"))
-                            .sum::<usize>()
-                    })
+                            .sum::<u64>()
+                    });
+                    sealed + flush(packer)
                 })
             },
         );

@@ -2,11 +2,11 @@
 //! encrypt and upload, then write the index and finally the snapshot.
 //!
 //! Threads and bounded queues:
-//! walker -> (file jobs) -> file workers -> packers -> (full packs) -> sealers/uploaders.
-//! A file worker copies each new chunk straight from its read buffer into an open pack (the only
-//! copy before encryption); full packs are encrypted and stored by the uploader threads, so the
-//! encryption of one large file's packs runs beside the reading and chunking of the next part.
-//! Pack buffers come from a pool and are reused. The walker also sends an ordered event stream
+//! walker -> (file jobs) -> file workers -> open packs -> (full packs) -> uploaders.
+//! A file worker encrypts each new chunk straight from its read buffer into an open pack, which
+//! streams to its store (a local folder's writing thread takes the ciphertext to disk while the
+//! worker goes on); full packs go to the uploader threads, which commit them (sync and link into
+//! place, or upload) and write the checkpoint indexes. The walker also sends an ordered event stream
 //! to the assembler (the calling thread), which collects each file's result in order and builds
 //! the trees bottom-up.
 
@@ -36,7 +36,7 @@ use crate::format::tree::{Node, NodeKind, Tree, FLAG_ANCESTOR};
 use crate::format::BlobType;
 use crate::ids::Id;
 use crate::keys::Keys;
-use crate::packer::{self, BufferPool, PackBuilder, Packer};
+use crate::packer::{FinishedPack, Packer};
 use crate::repo::Repository;
 
 /// What to back up and how.
@@ -221,7 +221,6 @@ struct Shared<'a> {
     cache: &'a LocalCache,
     chunker: Chunker,
     zstd_level: u8,
-    pack_min: u64,
     force_reread: bool,
     /// Files modified this close to the start of the run (seconds) get no local-index entry:
     /// a change within the same timestamp tick after we read them would go unnoticed (FAT
@@ -230,9 +229,8 @@ struct Shared<'a> {
     today: i64,
     /// Blobs first seen in this run (the repository's are looked up in the local index).
     claimed: Mutex<HashSet<Id>>,
-    data_packer: Mutex<Packer>,
-    tree_packer: Mutex<Packer>,
-    pool: Arc<BufferPool>,
+    data_packer: Packer,
+    tree_packer: Packer,
     /// Packs stored and not yet indexed, and when the last checkpoint index was written.
     written: Mutex<(Vec<PackDesc>, std::time::Instant)>,
     failure: Mutex<Option<Error>>,
@@ -269,7 +267,7 @@ impl Shared<'_> {
         id: Id,
         blob_type: BlobType,
         data: &[u8],
-        full: &Sender<PackBuilder>,
+        full: &Sender<FinishedPack>,
     ) -> bool {
         let (compression, out) = comp.compress(data);
         let stored = out.unwrap_or(data);
@@ -279,15 +277,13 @@ impl Shared<'_> {
             BlobType::Data => &self.data_packer,
             BlobType::Tree => &self.tree_packer,
         };
-        let filled = packer.lock().unwrap_or_else(|p| p.into_inner()).add(
-            id,
-            compression,
-            data.len(),
-            stored,
-        );
-        match filled {
-            Some(pack) => full.send(pack).is_ok(),
-            None => true,
+        match packer.add(id, compression, data.len(), stored) {
+            Ok(Some(pack)) => full.send(pack).is_ok(),
+            Ok(None) => true,
+            Err(e) => {
+                self.fail(e);
+                false
+            }
         }
     }
 
@@ -696,7 +692,7 @@ fn scan(roots: &[PathBuf], excludes: &Excludes, progress: &Progress, abort: &Ato
     progress.scan_finished.store(true, Ordering::Relaxed);
 }
 
-fn file_worker(shared: &Shared, jobs: Receiver<FileJob>, full: Sender<PackBuilder>) {
+fn file_worker(shared: &Shared, jobs: Receiver<FileJob>, full: Sender<FinishedPack>) {
     let mut comp = match Compressor::new(shared.zstd_level) {
         Ok(c) => c,
         Err(e) => {
@@ -720,7 +716,7 @@ fn read_file(
     job: &FileJob,
     buf: &mut [u8],
     comp: &mut Compressor,
-    full: &Sender<PackBuilder>,
+    full: &Sender<FinishedPack>,
 ) -> FileResult {
     let mut f = File::open(&job.path).map_err(|e| e.to_string())?;
     let mut hasher = shared.keys.file_hash.hasher();
@@ -810,35 +806,24 @@ fn read_file(
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(120);
 const CHECKPOINT_PACKS: usize = 256;
 
+/// Most data packs open at once. Each is one more partly filled object at the end of every
+/// backup; more threads than packs only wait for one another while encrypting.
+const MAX_OPEN_PACKS: usize = 4;
+
 /// Seal (encode, pad, encrypt) full packs and store them. Runs on several threads, so that
 /// encryption overlaps reading and chunking, and one pack's upload the next one's encryption.
-fn uploader(shared: &Shared, repo: &Repository, full: Receiver<PackBuilder>) {
-    let mut out = Vec::new();
+fn uploader(shared: &Shared, repo: &Repository, full: Receiver<FinishedPack>) {
     for pack in full {
         if shared.aborted() {
             continue;
         }
-        let sealed = packer::seal_into(
-            pack,
-            &shared.keys,
-            shared.pack_min,
-            &mut out,
-            crate::directio::ALIGN,
-        );
-        let (desc, start) = match sealed {
-            Ok((desc, buf, start)) => {
-                shared.pool.give(buf);
-                (desc, start)
-            }
+        let desc = match pack.store() {
+            Ok(desc) => desc,
             Err(e) => {
                 shared.fail(e);
                 continue;
             }
         };
-        if let Err(e) = repo.put_pack(&desc.id, &out[start..]) {
-            shared.fail(e);
-            continue;
-        }
         let batch = {
             let mut w = shared.written.lock().unwrap_or_else(|p| p.into_inner());
             w.0.push(desc);
@@ -907,31 +892,22 @@ pub fn backup_draft(
         .unwrap_or(0);
     let cache = repo.cache()?;
     let uploads = if opts.uploads == 0 { 2 } else { opts.uploads };
-    // Three open packs, one per uploader being sealed, one handed over: the pool keeps them all.
-    let pool = Arc::new(BufferPool::new(3 + uploads + 1));
     let shared = Shared {
         keys: repo.keys().clone(),
         cache,
         chunker: Chunker::new(&repo.keys().chunker, &cfg),
         zstd_level: cfg.zstd_level,
-        pack_min: cfg.pack_min as u64,
         force_reread: opts.force_reread,
         racy_after: started - 2,
         today: crate::cache::today(),
         claimed: Mutex::new(HashSet::new()),
-        data_packer: Mutex::new(Packer::with_pool(
+        data_packer: Packer::new(
+            repo,
             BlobType::Data,
-            2,
-            cfg.pack_target as usize,
-            pool.clone(),
-        )),
-        tree_packer: Mutex::new(Packer::with_pool(
-            BlobType::Tree,
-            1,
-            cfg.pack_target as usize,
-            pool.clone(),
-        )),
-        pool,
+            threads.clamp(2, MAX_OPEN_PACKS),
+            cfg.pack_target as u64,
+        ),
+        tree_packer: Packer::new(repo, BlobType::Tree, 1, cfg.pack_target as u64),
         written: Mutex::new((Vec::new(), std::time::Instant::now())),
         failure: Mutex::new(None),
         abort: AtomicBool::new(false),
@@ -975,7 +951,7 @@ pub fn backup_draft(
         let (ev_tx, ev_rx) = bounded::<Vec<Event>>(32);
         // A full pack is handed straight to a free uploader: queued packs would each hold
         // another pack's worth of memory.
-        let (full_tx, full_rx) = bounded::<PackBuilder>(0);
+        let (full_tx, full_rx) = bounded::<FinishedPack>(0);
         let shared = &shared;
         let excludes = &excludes;
         let roots = &roots;
@@ -1013,21 +989,18 @@ pub fn backup_draft(
         for w in file_workers {
             let _ = w.join();
         }
-        let mut rest = shared
-            .data_packer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .flush();
-        rest.extend(
-            shared
-                .tree_packer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .flush(),
-        );
-        for b in rest {
-            if !shared.aborted() {
-                let _ = full_tx.send(b);
+        if !shared.aborted() {
+            let rest = shared.data_packer.flush().and_then(|mut r| {
+                r.extend(shared.tree_packer.flush()?);
+                Ok(r)
+            });
+            match rest {
+                Ok(rest) => {
+                    for b in rest {
+                        let _ = full_tx.send(b);
+                    }
+                }
+                Err(e) => shared.fail(e),
             }
         }
         drop(full_tx);
@@ -1186,7 +1159,7 @@ impl CacheUpdates {
 fn assemble(
     shared: &Shared,
     events: Receiver<Vec<Event>>,
-    full: &Sender<PackBuilder>,
+    full: &Sender<FinishedPack>,
     summary: &mut BackupSummary,
     updates: &mut CacheUpdates,
 ) -> Result<Id> {

@@ -13,7 +13,7 @@ use crate::backend::FileType;
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::format::tree::{NodeKind, FLAG_VAULT_ONLY};
-use crate::format::{self, pack, BlobType};
+use crate::format::{self, BlobType};
 use crate::ids::Id;
 use crate::repo::{PackReaders, Repository};
 use crate::restorer::show_path;
@@ -280,18 +280,19 @@ fn read_pack(
     };
     // The table inside the pack must agree with the index.
     let table = (|| -> Result<Vec<format::BlobEntry>> {
-        let mut pre = vec![0u8; format::HEADER_LEN + 4];
-        s.read_exact(&mut pre)
+        let mut hdr = [0u8; format::HEADER_LEN];
+        s.read_exact(&mut hdr)
             .map_err(|e| crypto::read_error(&what, e))?;
-        let tl = pack::decode_table_len(&pre, &repo.repo_id())?;
-        if tl > 64 << 20 {
-            return Err(Error::corrupt(&what, "blob table too large"));
+        format::read_header(
+            &mut format::codec::Reader::new(&hdr, "pack"),
+            Some(&repo.repo_id()),
+            format::ObjectKind::Pack,
+        )?;
+        let (len, t) = crate::repo::read_table_from_end(&mut s, &what)?;
+        if len != p.plain_len {
+            return Err(Error::corrupt(&what, "its length differs from the index's"));
         }
-        let mut rest = vec![0u8; tl];
-        s.read_exact(&mut rest)
-            .map_err(|e| crypto::read_error(&what, e))?;
-        pre.extend_from_slice(&rest);
-        pack::decode_table(&pre, &repo.repo_id(), p.plain_len)
+        Ok(t)
     })();
     match table {
         Ok(t) => {

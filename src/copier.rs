@@ -16,7 +16,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{NodeKind, Tree};
 use crate::format::BlobType;
 use crate::ids::Id;
-use crate::packer::{self, PackBuilder, Packer};
+use crate::packer::{FinishedPack, Packer};
 use crate::repo::{PackReaders, Repository};
 
 /// Index objects list at most this many blobs (as backups do).
@@ -125,8 +125,8 @@ impl<'a> Writer<'a> {
         Ok(Writer {
             dst,
             comp: Compressor::new(cfg.zstd_level)?,
-            data: Packer::new(BlobType::Data, 2, cfg.pack_target as usize),
-            trees: Packer::new(BlobType::Tree, 1, cfg.pack_target as usize),
+            data: Packer::new(dst, BlobType::Data, 2, cfg.pack_target as u64),
+            trees: Packer::new(dst, BlobType::Tree, 1, cfg.pack_target as u64),
             written: Vec::new(),
             ids: HashMap::new(),
             hashes: HashMap::new(),
@@ -149,21 +149,20 @@ impl<'a> Writer<'a> {
         self.blobs_new += 1;
         self.pending.insert(id);
         let p = if t == BlobType::Data {
-            &mut self.data
+            &self.data
         } else {
-            &mut self.trees
+            &self.trees
         };
-        if let Some(full) = p.add(id, c, plain.len(), stored) {
+        if let Some(full) = p.add(id, c, plain.len(), stored)? {
             self.store(full)?;
         }
         Ok(id)
     }
 
-    fn store(&mut self, b: PackBuilder) -> Result<()> {
-        let sealed = packer::seal(b, self.dst.keys(), self.dst.config().pack_min as u64)?;
-        self.dst.put_pack(&sealed.desc.id, &sealed.bytes)?;
+    fn store(&mut self, pack: FinishedPack) -> Result<()> {
+        let desc = pack.store()?;
         self.packs_written += 1;
-        self.written.push(sealed.desc);
+        self.written.push(desc);
         Ok(())
     }
 
@@ -214,8 +213,8 @@ impl<'a> Writer<'a> {
 
     /// Seal the open packs and index everything stored so far.
     fn finish(&mut self) -> Result<()> {
-        let mut rest = self.data.flush();
-        rest.extend(self.trees.flush());
+        let mut rest = self.data.flush()?;
+        rest.extend(self.trees.flush()?);
         for b in rest {
             self.store(b)?;
         }

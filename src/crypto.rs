@@ -191,44 +191,15 @@ impl std::fmt::Display for DataRecipient {
     }
 }
 
-/// The one place age encryption happens: the concatenation of `parts` and `zeros` zero bytes,
-/// as one age object for `recipients`, appended to `out`.
-fn age_encrypt_into<'a>(
-    recipients: impl Iterator<Item = &'a dyn age::Recipient>,
-    parts: &[&[u8]],
-    zeros: usize,
-    out: &mut Vec<u8>,
-) -> Result<()> {
-    static ZEROS: [u8; 16 * 1024] = [0; 16 * 1024];
-    let enc = age::Encryptor::with_recipients(recipients)
-        .map_err(|e| Error::Invalid(format!("cannot set up encryption: {e}")))?;
-    let len = parts.iter().map(|p| p.len()).sum::<usize>() + zeros;
-    // STREAM adds 16 bytes per 64 KiB chunk; reserve it so large packs never reallocate.
-    out.reserve(age_payload_size(len as u64) as usize + 1024);
-    let mut w = enc
-        .wrap_output(out)
-        .map_err(|e| Error::io("encrypting", e))?;
-    for p in parts {
-        w.write_all(p).map_err(|e| Error::io("encrypting", e))?;
-    }
-    let mut left = zeros;
-    while left > 0 {
-        let n = left.min(ZEROS.len());
-        w.write_all(&ZEROS[..n])
-            .map_err(|e| Error::io("encrypting", e))?;
-        left -= n;
-    }
-    w.finish().map_err(|e| Error::io("encrypting", e))?;
-    Ok(())
-}
-
 fn age_encrypt<'a>(
     recipients: impl Iterator<Item = &'a dyn age::Recipient>,
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    age_encrypt_into(recipients, &[plaintext], 0, &mut out)?;
-    Ok(out)
+    // STREAM adds 16 bytes per 64 KiB chunk; reserved so the output never reallocates.
+    let out = Vec::with_capacity(age_payload_size(plaintext.len() as u64) as usize + 1024);
+    let mut w = age_stream(recipients, out)?;
+    w.write_all(plaintext)?;
+    Ok(w.finish()?.0)
 }
 
 /// Encrypt `plaintext` into one age object readable by any of `recipients`.
@@ -252,21 +223,96 @@ impl DataRecipient {
     pub fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
         encrypt_to_all(&[self], plaintext)
     }
+}
 
-    /// Encrypt `parts` followed by `zeros` zero bytes into one age object appended to `out`,
-    /// without joining the parts first (a pack's table, its blobs and its padding).
-    pub fn encrypt_parts_into(
-        &self,
-        parts: &[&[u8]],
-        zeros: usize,
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        age_encrypt_into(
-            std::iter::once(&self.0 as &dyn age::Recipient),
-            parts,
-            zeros,
-            out,
-        )
+/// Counts what passes through to `W`: the age header's length, then the object's.
+struct Counted<W> {
+    inner: W,
+    n: u64,
+    /// `n` as seen from outside while age owns the writer.
+    shared: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        self.shared
+            .store(self.n, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// An age object being written: plaintext goes in piece by piece, ciphertext out to `W` one
+/// STREAM chunk at a time, so a pack never exists whole in memory, in plaintext or encrypted.
+pub struct EncryptWriter<W: Write> {
+    stream: age::stream::StreamWriter<Counted<W>>,
+    payload_offset: u64,
+}
+
+impl DataRecipient {
+    /// Start an age object written to `out`.
+    pub fn encrypt_to<W: Write>(&self, out: W) -> Result<EncryptWriter<W>> {
+        age_stream(std::iter::once(&self.0 as &dyn age::Recipient), out)
+    }
+}
+
+/// The one place age encryption starts: an object for `recipients`, written to `out`.
+fn age_stream<'a, W: Write>(
+    recipients: impl Iterator<Item = &'a dyn age::Recipient>,
+    out: W,
+) -> Result<EncryptWriter<W>> {
+    let enc = age::Encryptor::with_recipients(recipients)
+        .map_err(|e| Error::Invalid(format!("cannot set up encryption: {e}")))?;
+    let shared = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stream = enc
+        .wrap_output(Counted {
+            inner: out,
+            n: 0,
+            shared: shared.clone(),
+        })
+        .map_err(|e| Error::io("encrypting", e))?;
+    // `wrap_output` writes the header and the payload nonce before any payload.
+    let payload_offset = shared.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(EncryptWriter {
+        stream,
+        payload_offset,
+    })
+}
+
+impl<W: Write> EncryptWriter<W> {
+    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        self.stream
+            .write_all(data)
+            .map_err(|e| Error::io("encrypting", e))
+    }
+
+    /// Write `n` zero bytes (padding).
+    pub fn write_zeros(&mut self, mut n: u64) -> Result<()> {
+        static ZEROS: [u8; 16 * 1024] = [0; 16 * 1024];
+        while n > 0 {
+            let k = n.min(ZEROS.len() as u64) as usize;
+            self.write_all(&ZEROS[..k])?;
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    /// Ciphertext offset of the first STREAM chunk (age header plus nonce).
+    pub fn payload_offset(&self) -> u64 {
+        self.payload_offset
+    }
+
+    /// Encrypt the last chunk; returns the output and the object's total length.
+    pub fn finish(self) -> Result<(W, u64)> {
+        let c = self
+            .stream
+            .finish()
+            .map_err(|e| Error::io("encrypting", e))?;
+        Ok((c.inner, c.n))
     }
 }
 

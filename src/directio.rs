@@ -181,6 +181,141 @@ impl<'a> FileWriter<'a> {
     }
 }
 
+/// Blocks one `BackgroundWriter` may have allocated: one being filled, the rest queued or being
+/// written.
+const BACKGROUND_BLOCKS: usize = 3;
+
+/// Sequential writer of one new file whose writes happen on a thread of their own: the caller
+/// fills aligned blocks and goes on computing while the disk takes the previous ones (a direct
+/// write returns only when the disk has the data). Direct where the filesystem allows it.
+pub struct BackgroundWriter {
+    cur: Staging,
+    allocated: usize,
+    tx: Option<crossbeam_channel::Sender<Staging>>,
+    back: crossbeam_channel::Receiver<Staging>,
+    thread: Option<std::thread::JoinHandle<io::Result<File>>>,
+}
+
+impl BackgroundWriter {
+    pub fn new(file: File) -> io::Result<BackgroundWriter> {
+        let (tx, rx) = crossbeam_channel::bounded::<Staging>(BACKGROUND_BLOCKS);
+        let (back_tx, back) = crossbeam_channel::bounded(BACKGROUND_BLOCKS);
+        let thread = std::thread::Builder::new()
+            .name("vault-write".into())
+            .spawn(move || write_blocks(file, rx, back_tx))?;
+        Ok(BackgroundWriter {
+            cur: Staging::default(),
+            allocated: 1,
+            tx: Some(tx),
+            back,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let s = &mut self.cur;
+            let n = data.len().min(STAGE - s.fill);
+            s.buf[s.start + s.fill..s.start + s.fill + n].copy_from_slice(&data[..n]);
+            s.fill += n;
+            data = &data[n..];
+            if s.fill == STAGE {
+                self.send()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand the current block to the thread and take an empty one.
+    fn send(&mut self) -> io::Result<()> {
+        let next = match self.back.try_recv() {
+            Ok(b) => b,
+            Err(_) if self.allocated < BACKGROUND_BLOCKS => {
+                self.allocated += 1;
+                Staging::default()
+            }
+            Err(_) => match self.back.recv() {
+                Ok(b) => b,
+                Err(_) => return Err(self.failure()),
+            },
+        };
+        let full = std::mem::replace(&mut self.cur, next);
+        let sent = self.tx.as_ref().map(|tx| tx.send(full).is_ok());
+        if sent == Some(true) {
+            Ok(())
+        } else {
+            Err(self.failure())
+        }
+    }
+
+    /// The thread stopped early: its error.
+    fn failure(&mut self) -> io::Error {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Err(e))) => e,
+            _ => io::Error::other("the writing thread stopped"),
+        }
+    }
+
+    /// Write the rest and return the file, positioned at its end.
+    pub fn finish(mut self) -> io::Result<File> {
+        if self.cur.fill > 0 {
+            self.send()?;
+        }
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(io::Error::other("the writing thread stopped")),
+        }
+    }
+}
+
+impl Drop for BackgroundWriter {
+    fn drop(&mut self) {
+        // Abandoned (a failed or interrupted backup): let the thread end; the caller removes the
+        // file.
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writing thread: every block but the last is a whole `STAGE`, so only the last can be
+/// unaligned in length.
+fn write_blocks(
+    mut file: File,
+    rx: crossbeam_channel::Receiver<Staging>,
+    back: crossbeam_channel::Sender<Staging>,
+) -> io::Result<File> {
+    let mut direct = set_direct(&file, true).is_ok();
+    let mut written = 0u64;
+    for mut s in rx {
+        let data = &s.buf[s.start..s.start + s.fill];
+        if direct && data.len() % ALIGN != 0 {
+            direct = false;
+            set_direct(&file, false)?;
+        }
+        match file.write_all(data) {
+            Ok(()) => {}
+            Err(e) if direct && refused(&e) => {
+                direct = false;
+                set_direct(&file, false)?;
+                file.write_all_at(data, written)?;
+                file.seek(SeekFrom::Start(written + data.len() as u64))?;
+            }
+            Err(e) => return Err(e),
+        }
+        written += data.len() as u64;
+        s.fill = 0;
+        let _ = back.try_send(s);
+    }
+    if direct {
+        set_direct(&file, false)?;
+    }
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +356,17 @@ mod tests {
             let mut back = Vec::new();
             File::open(&path).unwrap().read_to_end(&mut back).unwrap();
             assert_eq!(back, data, "one call, size {size}");
+            // And written from another thread, block by block.
+            let path = dir.path().join(format!("h{i}"));
+            let mut w = BackgroundWriter::new(File::create(&path).unwrap()).unwrap();
+            for piece in data.chunks(65_552) {
+                w.write_all(piece).unwrap();
+            }
+            let f = w.finish().unwrap();
+            assert_eq!(f.metadata().unwrap().len(), size as u64);
+            let mut back = Vec::new();
+            File::open(&path).unwrap().read_to_end(&mut back).unwrap();
+            assert_eq!(back, data, "background, size {size}");
         }
     }
 }

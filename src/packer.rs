@@ -1,314 +1,316 @@
 //! Packing blobs into packs: blobs are spread at random over several open packs so pack
-//! boundaries do not follow file boundaries; full packs are sealed (encoded, padded, encrypted).
+//! boundaries do not follow file boundaries, and each open pack is encrypted and written to its
+//! store as it fills (format §8: the table is at the end), so no pack is ever held in memory.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
-use crate::crypto::{self, random_below};
-use crate::error::{Error, Result};
+use crate::backend::{FileType, ObjectWriter, Store};
+use crate::crypto::{random_below, DataRecipient, EncryptWriter};
+use crate::error::Result;
 use crate::format::index::PackDesc;
 use crate::format::{pack, BlobEntry, BlobType, Compression};
 use crate::ids::Id;
 use crate::keys::Keys;
+use crate::repo::Repository;
 
-/// Recycles pack-sized buffers: a backup fills and seals the same few buffers over and over
-/// instead of faulting in fresh pages for every 16 MiB pack (and returning them to the system
-/// after it).
-pub struct BufferPool {
-    free: Mutex<Vec<Vec<u8>>>,
-    keep: usize,
-}
-
-impl BufferPool {
-    /// A pool that keeps at most `keep` idle buffers.
-    pub fn new(keep: usize) -> BufferPool {
-        BufferPool {
-            free: Mutex::new(Vec::new()),
-            keep,
-        }
-    }
-
-    /// An empty buffer, with at least `capacity` bytes reserved when it is a new one.
-    pub fn take(&self, capacity: usize) -> Vec<u8> {
-        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        reused.unwrap_or_else(|| Vec::with_capacity(capacity))
-    }
-
-    pub fn give(&self, mut buf: Vec<u8>) {
-        buf.clear();
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if free.len() < self.keep {
-            free.push(buf);
-        }
-    }
-}
-
-/// A pack being filled.
-pub struct PackBuilder {
-    pub blob_type: BlobType,
+/// A pack being filled: its plaintext goes through age into the store's writer as blobs arrive.
+pub struct PackWriter {
+    id: Id,
+    blob_type: BlobType,
     entries: Vec<BlobEntry>,
-    data: Vec<u8>,
+    out: EncryptWriter<ObjectWriter>,
+    /// Plaintext bytes written: the header and the blobs.
+    len: u64,
 }
 
-impl PackBuilder {
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-    pub fn len(&self) -> usize {
-        self.data.len()
+impl PackWriter {
+    fn blob_bytes(&self) -> u64 {
+        self.len - pack::FIRST_BLOB
     }
 }
 
-/// A sealed pack ready to upload, with its index description.
-pub struct SealedPack {
+/// A pack whose encryption is complete; `store` makes it durable (the slow part on S3).
+pub struct FinishedPack {
     pub desc: PackDesc,
-    pub bytes: Vec<u8>,
+    object: ObjectWriter,
 }
 
-/// Distributes blobs of one type over `n_open` packs.
+impl FinishedPack {
+    /// Commit the object to the store (local: sync and link into place; S3: upload).
+    pub fn store(self) -> Result<PackDesc> {
+        self.object.commit()?;
+        Ok(self.desc)
+    }
+}
+
+/// Distributes blobs of one type over `n_open` packs, each written as it fills.
 pub struct Packer {
     blob_type: BlobType,
-    open: Vec<PackBuilder>,
-    target: usize,
-    pool: Arc<BufferPool>,
+    store: Store,
+    recipient: DataRecipient,
+    repo_id: Id,
+    /// Blob bytes at which a pack is finished.
+    target: u64,
+    /// Smallest padded plaintext of a data pack.
+    min_len: u64,
+    open: Vec<Mutex<Option<PackWriter>>>,
+}
+
+fn lock(m: &Mutex<Option<PackWriter>>) -> MutexGuard<'_, Option<PackWriter>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Packer {
-    pub fn new(blob_type: BlobType, n_open: usize, target: usize) -> Self {
-        Packer::with_pool(
+    pub fn new(repo: &Repository, blob_type: BlobType, n_open: usize, target: u64) -> Packer {
+        Packer::for_store(
+            repo.store(),
+            repo.keys(),
+            repo.config().pack_min as u64,
             blob_type,
             n_open,
             target,
-            Arc::new(BufferPool::new(n_open + 1)),
         )
     }
 
-    /// A packer that takes its buffers from `pool` (the sealer gives them back).
-    pub fn with_pool(
+    /// A packer writing to `store` for the repository of `keys`; data packs are padded to at
+    /// least `pack_min` bytes.
+    pub fn for_store(
+        store: &Store,
+        keys: &Keys,
+        pack_min: u64,
         blob_type: BlobType,
         n_open: usize,
-        target: usize,
-        pool: Arc<BufferPool>,
-    ) -> Self {
-        let mut p = Packer {
+        target: u64,
+    ) -> Packer {
+        Packer {
             blob_type,
-            open: Vec::new(),
+            store: store.clone(),
+            recipient: keys.recipient.clone(),
+            repo_id: keys.repo_id,
             target,
-            pool,
-        };
-        p.open = (0..n_open.max(1)).map(|_| p.fresh()).collect();
-        p
-    }
-
-    fn fresh(&self) -> PackBuilder {
-        // Room for a full pack and its last blob, reserved at once: growing by doubling would
-        // leave up to twice the pack size allocated (pages are only committed as written).
-        let capacity = if self.target <= 1 << 30 {
-            self.target + (8 << 20)
-        } else {
-            0
-        };
-        PackBuilder {
-            blob_type: self.blob_type,
-            entries: Vec::new(),
-            data: self.pool.take(capacity),
+            min_len: match blob_type {
+                BlobType::Data => pack_min,
+                BlobType::Tree => 0,
+            },
+            open: (0..n_open.max(1)).map(|_| Mutex::new(None)).collect(),
         }
     }
 
-    /// Add a blob; returns a pack that became full and must be sealed.
+    fn start(&self) -> Result<PackWriter> {
+        let id = Id::random();
+        // The expected object size lets an in-memory writer reserve it at once; a pack ends
+        // with the blob that passed the target (at most one chunk) and its padding.
+        let size = self.target.min(256 << 20) + (8 << 20);
+        let object = self.store.writer(FileType::Pack, &id.to_hex(), size)?;
+        let mut out = self.recipient.encrypt_to(object)?;
+        out.write_all(&pack::encode_header(&self.repo_id))?;
+        Ok(PackWriter {
+            id,
+            blob_type: self.blob_type,
+            entries: Vec::new(),
+            out,
+            len: pack::FIRST_BLOB,
+        })
+    }
+
+    /// An open pack chosen at random, passing over ones another thread is writing to at the
+    /// moment (encryption happens under this lock).
+    fn pick(&self) -> MutexGuard<'_, Option<PackWriter>> {
+        let n = self.open.len();
+        let first = random_below(n);
+        for k in 0..n {
+            match self.open[(first + k) % n].try_lock() {
+                Ok(g) => return g,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        lock(&self.open[first])
+    }
+
+    /// Add a blob; returns a pack that became full, to be stored.
     pub fn add(
-        &mut self,
+        &self,
         id: Id,
         compression: Compression,
         raw_len: usize,
         stored: &[u8],
-    ) -> Option<PackBuilder> {
-        let i = random_below(self.open.len());
-        let b = &mut self.open[i];
-        b.entries.push(BlobEntry {
+    ) -> Result<Option<FinishedPack>> {
+        let mut slot = self.pick();
+        if slot.is_none() {
+            *slot = Some(self.start()?);
+        }
+        let Some(w) = slot.as_mut() else {
+            return Ok(None);
+        };
+        w.entries.push(BlobEntry {
             id,
             blob_type: self.blob_type,
             compression,
-            offset: b.data.len() as u64,
+            offset: w.len,
             stored_len: stored.len() as u32,
             raw_len: raw_len as u32,
         });
-        b.data.extend_from_slice(stored);
-        if b.data.len() >= self.target {
-            let fresh = self.fresh();
-            Some(std::mem::replace(&mut self.open[i], fresh))
-        } else {
-            None
+        if let Err(e) = w.out.write_all(stored) {
+            // The pack is unusable; dropping it removes what was written of it.
+            *slot = None;
+            return Err(e);
+        }
+        w.len += stored.len() as u64;
+        if w.blob_bytes() < self.target {
+            return Ok(None);
+        }
+        let full = slot.take();
+        drop(slot);
+        match full {
+            Some(w) => self.finish(w).map(Some),
+            None => Ok(None),
         }
     }
 
-    /// Take every non-empty open pack (end of a backup). Partly filled packs are joined while
-    /// they fit in one: every pack is one more object to store and pay for.
-    pub fn flush(&mut self) -> Vec<PackBuilder> {
-        let mut out: Vec<PackBuilder> = Vec::new();
-        for i in 0..self.open.len() {
-            if self.open[i].is_empty() {
-                continue;
-            }
-            let fresh = self.fresh();
-            let b = std::mem::replace(&mut self.open[i], fresh);
-            match out.last_mut() {
-                Some(last) if last.data.len() + b.data.len() <= self.target => {
-                    let base = last.data.len() as u64;
-                    last.entries.extend(b.entries.into_iter().map(|mut e| {
-                        e.offset += base;
-                        e
-                    }));
-                    last.data.extend_from_slice(&b.data);
-                    self.pool.give(b.data);
+    /// Pad, append the table and end the encryption.
+    fn finish(&self, w: PackWriter) -> Result<FinishedPack> {
+        let PackWriter {
+            id,
+            blob_type,
+            entries,
+            mut out,
+            len,
+        } = w;
+        let zeros = pack::padding_len(entries.len(), len - pack::FIRST_BLOB, self.min_len);
+        out.write_zeros(zeros)?;
+        let trailer = pack::encode_trailer(&entries);
+        out.write_all(&trailer)?;
+        let payload_offset = out.payload_offset();
+        let (object, object_len) = out.finish()?;
+        Ok(FinishedPack {
+            desc: PackDesc {
+                id,
+                pack_type: blob_type,
+                object_len,
+                payload_offset: payload_offset as u32,
+                plain_len: len + zeros + trailer.len() as u64,
+                blobs: entries,
+            },
+            object,
+        })
+    }
+
+    /// Finish every open pack that holds blobs (end of a backup).
+    pub fn flush(&self) -> Result<Vec<FinishedPack>> {
+        let mut out = Vec::new();
+        for m in &self.open {
+            let w = lock(m).take();
+            if let Some(w) = w {
+                if !w.entries.is_empty() {
+                    out.push(self.finish(w)?);
                 }
-                _ => out.push(b),
             }
         }
-        out
+        Ok(out)
     }
-}
-
-/// Encode, pad and encrypt a pack. Data packs are padded to at least `min_len`.
-pub fn seal(b: PackBuilder, keys: &Keys, min_len: u64) -> Result<SealedPack> {
-    let mut bytes = Vec::new();
-    let (desc, _, _) = seal_into(b, keys, min_len, &mut bytes, 1)?;
-    Ok(SealedPack { desc, bytes })
-}
-
-/// `seal`, writing the object into `out` (cleared first) at the returned offset, which is a
-/// multiple of `align` in memory (so that a local folder can write it with direct I/O), and
-/// handing back the pack's emptied buffer for reuse. The table, the blobs and the padding are
-/// encrypted in one stream, never joined into one plaintext buffer.
-pub fn seal_into(
-    b: PackBuilder,
-    keys: &Keys,
-    min_len: u64,
-    out: &mut Vec<u8>,
-    align: usize,
-) -> Result<(PackDesc, Vec<u8>, usize)> {
-    let PackBuilder {
-        blob_type,
-        mut entries,
-        mut data,
-    } = b;
-    let prefix = pack::prefix_len(entries.len()) as u64;
-    for e in &mut entries {
-        e.offset += prefix;
-    }
-    let min = if blob_type == BlobType::Data {
-        min_len
-    } else {
-        0
-    };
-    let head = pack::encode_prefix(&keys.repo_id, &entries);
-    let zeros = pack::padding_len(entries.len(), data.len(), min);
-    let plain_len = (head.len() + data.len() + zeros) as u64;
-    out.clear();
-    // The whole object fits without reallocating, so the aligned start stays where it is.
-    out.reserve(crypto::age_payload_size(plain_len) as usize + 4096 + align);
-    let start = out.as_ptr().align_offset(align.max(1)).min(align);
-    out.resize(start, 0);
-    keys.recipient
-        .encrypt_parts_into(&[&head, &data], zeros, out)?;
-    let object = &out[start..];
-    let payload_offset = crypto::age_payload_offset(object)
-        .ok_or_else(|| Error::Invalid("age output without a header".into()))?;
-    data.clear();
-    Ok((
-        PackDesc {
-            id: Id::random(),
-            pack_type: blob_type,
-            object_len: object.len() as u64,
-            payload_offset: payload_offset as u32,
-            plain_len,
-            blobs: entries,
-        },
-        data,
-        start,
-    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::local::LocalBackend;
+    use std::sync::Arc;
 
-    #[test]
-    fn partly_filled_packs_are_joined_at_the_end_when_they_fit() {
-        let mut p = Packer::new(BlobType::Data, 2, 1 << 20);
-        for i in 0..20u8 {
-            assert!(p
-                .add(Id([i; 32]), Compression::None, 1000, &[i; 1000])
-                .is_none());
+    fn store(dir: &std::path::Path) -> Store {
+        Store::new(Arc::new(LocalBackend::new(dir))).unwrap()
+    }
+
+    fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = vec![];
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.extend(files_under(&e.path()));
+            } else {
+                out.push(e.path());
+            }
         }
-        let mut out = p.flush();
-        assert_eq!(out.len(), 1, "two small open packs become one");
-        let b = out.pop().unwrap();
-        assert_eq!(b.entries.len(), 20);
-        for e in &b.entries {
-            let at = e.offset as usize;
-            assert!(b.data[at..at + 1000].iter().all(|&x| x == e.id.0[0]));
-        }
-        assert!(p.flush().is_empty());
-        // Packs that do not fit together stay apart; no blob is lost either way.
-        let mut p = Packer::new(BlobType::Data, 2, 10_000);
-        let mut all: Vec<PackBuilder> = (0..17u8)
-            .filter_map(|i| p.add(Id([i; 32]), Compression::None, 900, &[i; 900]))
-            .collect();
-        let rest = p.flush();
-        assert!(rest
-            .iter()
-            .all(|b| b.data.len() <= 10_000 || b.entries.len() == 1));
-        all.extend(rest);
-        assert_eq!(all.iter().map(|b| b.entries.len()).sum::<usize>(), 17);
+        out
     }
 
     #[test]
-    fn blobs_spread_over_open_packs_and_seal_pads() {
+    fn streamed_packs_hold_exactly_the_layout_of_the_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = store(dir.path());
         let keys = Keys::generate();
-        let mut p = Packer::new(BlobType::Data, 2, 1 << 20);
-        let mut full = vec![];
+        let p = Packer::for_store(&st, &keys, 1 << 20, BlobType::Data, 2, 1 << 20);
+        let mut done = vec![];
         for i in 0..100u8 {
-            if let Some(b) = p.add(Id([i; 32]), Compression::None, 30_000, &[i; 30_000]) {
-                full.push(b);
+            if let Some(f) = p
+                .add(Id([i; 32]), Compression::None, 30_000, &[i; 30_000])
+                .unwrap()
+            {
+                done.push(f.store().unwrap());
             }
         }
-        full.extend(p.flush());
-        assert!(full.len() >= 3);
-        let total: usize = full.iter().map(|b| b.entries.len()).sum();
-        assert_eq!(total, 100);
+        for f in p.flush().unwrap() {
+            done.push(f.store().unwrap());
+        }
+        assert!(p.flush().unwrap().is_empty());
+        assert!(done.len() >= 3);
+        assert_eq!(done.iter().map(|d| d.blobs.len()).sum::<usize>(), 100);
         // Random assignment: consecutive blobs do not all land in the same pack.
-        let first: Vec<u8> = full[0].entries.iter().map(|e| e.id.0[0]).collect();
+        let first: Vec<u8> = done[0].blobs.iter().map(|e| e.id.0[0]).collect();
         assert!(first.windows(2).any(|w| w[1] != w[0] + 1));
-        let last = full.pop().unwrap();
-        let expect = pack::encode(
-            &keys.repo_id,
-            &{
-                let mut e = last.entries.clone();
-                let prefix = pack::prefix_len(e.len()) as u64;
-                e.iter_mut().for_each(|e| e.offset += prefix);
-                e
-            },
-            &last.data,
-            1 << 20,
-        );
-        let mut out = Vec::new();
-        let (desc, _, start) = seal_into(last, &keys, 1 << 20, &mut out, 4096).unwrap();
-        assert_eq!(out[start..].as_ptr().align_offset(4096), 0);
-        assert_eq!(desc.object_len as usize, out.len() - start);
-        let sealed = SealedPack {
-            desc,
-            bytes: out[start..].to_vec(),
-        };
-        assert!(sealed.desc.plain_len >= 1 << 20);
-        let plain = keys
-            .data_identity()
-            .unwrap()
-            .decrypt(&sealed.bytes, "p")
+        for d in &done {
+            let path = dir
+                .path()
+                .join(crate::backend::object_path(FileType::Pack, &d.id.to_hex()));
+            let object = std::fs::read(path).unwrap();
+            assert_eq!(object.len() as u64, d.object_len);
+            assert_eq!(
+                crate::crypto::age_payload_offset(&object),
+                Some(d.payload_offset as u64)
+            );
+            let plain = keys.data_identity().unwrap().decrypt(&object, "p").unwrap();
+            assert_eq!(plain.len() as u64, d.plain_len);
+            assert!(
+                d.plain_len >= 1 << 20,
+                "data packs are padded to the minimum"
+            );
+            let blobs: Vec<u8> = d
+                .blobs
+                .iter()
+                .flat_map(|e| vec![e.id.0[0]; e.stored_len as usize])
+                .collect();
+            // Streaming gives exactly the plaintext that `pack::encode` describes.
+            assert_eq!(
+                plain,
+                pack::encode(&keys.repo_id, &d.blobs, &blobs, 1 << 20)
+            );
+            assert_eq!(pack::decode(&plain, &keys.repo_id).unwrap(), d.blobs);
+        }
+        // Nothing is left in the temporary folder.
+        assert!(files_under(&dir.path().join("tmp")).is_empty());
+    }
+
+    #[test]
+    fn an_abandoned_pack_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = store(dir.path());
+        let keys = Keys::generate();
+        let p = Packer::for_store(&st, &keys, 0, BlobType::Tree, 1, 10 << 20);
+        p.add(Id([1; 32]), Compression::None, 3 << 20, &vec![7u8; 3 << 20])
             .unwrap();
-        // Streaming the parts gives exactly the plaintext that `pack::encode` describes.
-        assert_eq!(plain, expect);
-        assert_eq!(sealed.desc.plain_len as usize, plain.len());
-        let table = pack::decode_table(&plain, &keys.repo_id, plain.len() as u64).unwrap();
-        assert_eq!(table, sealed.desc.blobs);
+        assert_eq!(files_under(dir.path()).len(), 1, "the pack being written");
+        drop(p);
+        assert!(files_under(dir.path()).is_empty());
+        // A finished pack that is never stored is gone as well.
+        let p = Packer::for_store(&st, &keys, 4 << 20, BlobType::Tree, 1, 1 << 20);
+        let f = p
+            .add(Id([2; 32]), Compression::None, 2 << 20, &vec![8u8; 2 << 20])
+            .unwrap()
+            .expect("full");
+        assert!(
+            f.desc.plain_len < 4 << 20,
+            "tree packs get no minimum padding"
+        );
+        drop(f);
+        assert!(files_under(dir.path()).is_empty());
     }
 }

@@ -637,14 +637,13 @@ impl Repository {
             plain_len,
         };
         let mut s = self.open_pack(&info)?;
-        let pre = s.read_at(0, format::HEADER_LEN + 4)?;
-        let tl = format::pack::decode_table_len(&pre, &self.keys.repo_id)?;
-        if tl > 64 << 20 {
-            return Err(Error::corrupt(&what, "blob table too large"));
+        let (len, blobs) = read_table_from_end(&mut s.inner, &what)?;
+        if len != plain_len {
+            return Err(Error::corrupt(
+                &what,
+                "its length does not match its object size",
+            ));
         }
-        let table = s.read_at(0, format::HEADER_LEN + 4 + tl)?;
-        let blobs = format::pack::decode_table(&table, &self.keys.repo_id, plain_len)
-            .map_err(|e| relabel(e, &what))?;
         Ok(PackDesc {
             id: *id,
             pack_type: blobs.first().map(|b| b.blob_type).unwrap_or(BlobType::Data),
@@ -659,9 +658,10 @@ impl Repository {
     /// Blobs already in the repository are skipped. Returns the ids in input order.
     pub fn write_blobs(&self, blobs: Vec<(BlobType, Vec<u8>)>) -> Result<Vec<Id>> {
         let mut comp = compress::Compressor::new(self.config.zstd_level)?;
-        let mut packers = [
-            crate::packer::Packer::new(BlobType::Data, 1, usize::MAX),
-            crate::packer::Packer::new(BlobType::Tree, 1, usize::MAX),
+        // One pack per type: these are a few small blobs (moved folders' trees, key material).
+        let packers = [
+            crate::packer::Packer::new(self, BlobType::Data, 1, u64::MAX),
+            crate::packer::Packer::new(self, BlobType::Tree, 1, u64::MAX),
         ];
         let mut ids = Vec::with_capacity(blobs.len());
         let mut seen = std::collections::HashSet::new();
@@ -672,15 +672,13 @@ impl Repository {
                 continue;
             }
             let (c, out) = comp.compress(&data);
-            let p = &mut packers[if t == BlobType::Data { 0 } else { 1 }];
-            p.add(id, c, data.len(), out.unwrap_or(&data));
+            let p = &packers[if t == BlobType::Data { 0 } else { 1 }];
+            p.add(id, c, data.len(), out.unwrap_or(&data))?;
         }
         let mut descs = Vec::new();
-        for p in packers.iter_mut() {
-            for b in p.flush() {
-                let sealed = crate::packer::seal(b, &self.keys, self.config.pack_min as u64)?;
-                self.put_pack(&sealed.desc.id, &sealed.bytes)?;
-                descs.push(sealed.desc);
+        for p in &packers {
+            for pack in p.flush()? {
+                descs.push(pack.store()?);
             }
         }
         if !descs.is_empty() {
@@ -899,11 +897,6 @@ impl Repository {
         Ok(plain)
     }
 
-    /// Store an already-encrypted pack object.
-    pub fn put_pack(&self, id: &Id, bytes: &[u8]) -> Result<()> {
-        self.store.put(FileType::Pack, &id.to_hex(), bytes)
-    }
-
     /// Open a pack for seekable plaintext reads, checking its object header.
     pub fn open_pack(&self, pack: &PackInfo) -> Result<PackStream> {
         let name = pack.id.to_hex();
@@ -938,6 +931,26 @@ fn relabel(e: Error, what: &str) -> Error {
 }
 
 /// Decrypting reader of one pack.
+/// Read a pack's table from its end through a decrypting stream (the object header is checked
+/// by whoever opened the stream). Returns the plaintext length and the table.
+pub fn read_table_from_end<S: Read + Seek>(s: &mut S, what: &str) -> Result<(u64, Vec<BlobEntry>)> {
+    let io = |e: std::io::Error| crypto::read_error(what, e);
+    let len = s.seek(SeekFrom::End(0)).map_err(io)?;
+    if len < (format::HEADER_LEN + 4) as u64 {
+        return Err(Error::corrupt(what, "too short for a pack"));
+    }
+    let mut last = [0u8; 4];
+    s.seek(SeekFrom::Start(len - 4)).map_err(io)?;
+    s.read_exact(&mut last).map_err(io)?;
+    let n = format::pack::decode_count(&last, len).map_err(|e| relabel(e, what))?;
+    let mut trailer = vec![0u8; format::pack::trailer_len(n)];
+    s.seek(SeekFrom::Start(len - trailer.len() as u64))
+        .map_err(io)?;
+    s.read_exact(&mut trailer).map_err(io)?;
+    let blobs = format::pack::decode_table(&trailer, len).map_err(|e| relabel(e, what))?;
+    Ok((len, blobs))
+}
+
 pub struct PackStream {
     inner: age::stream::StreamReader<RangeReader>,
     what: String,

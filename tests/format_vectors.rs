@@ -1,5 +1,5 @@
-//! Format test vectors: pin the v4 byte layout of every structure and the key derivation.
-//! tests/vectors/format-v4.txt holds `name hex` lines; docs/design.md refers to them.
+//! Format test vectors: pin the v5 byte layout of every structure and the key derivation.
+//! tests/vectors/format-v5.txt holds `name hex` lines; docs/design.md refers to them.
 //! A deliberate format change bumps the format version and regenerates the file with
 //! VAULT_REGEN_VECTORS=1.
 
@@ -16,7 +16,7 @@ use vault::format::{pack, BlobEntry, BlobType, Compression};
 use vault::keys::Keys;
 use vault::Id;
 
-const FILE: &str = "tests/vectors/format-v4.txt";
+const FILE: &str = "tests/vectors/format-v5.txt";
 /// A fixed age identity used only by these vectors.
 const IDENTITY: &str = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX";
 /// A second fixed identity, the index identity of the vectors.
@@ -146,7 +146,7 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
         id: Id([0xaa; 32]),
         blob_type: BlobType::Data,
         compression: Compression::Zstd,
-        offset: pack::prefix_len(1) as u64,
+        offset: pack::FIRST_BLOB,
         stored_len: 3,
         raw_len: 10,
     };
@@ -191,10 +191,10 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
 }
 
 #[test]
-fn v4_layout_is_pinned() {
+fn v5_layout_is_pinned() {
     let got = vectors();
     if std::env::var_os("VAULT_REGEN_VECTORS").is_some() {
-        let mut s = String::from("# vault repository format v4 test vectors: name hex\n");
+        let mut s = String::from("# vault repository format v5 test vectors: name hex\n");
         for (k, v) in &got {
             s.push_str(&format!("{k} {}\n", hex::encode(v)));
         }
@@ -216,7 +216,7 @@ fn v4_layout_is_pinned() {
     for (k, v) in &got {
         assert!(
             want[k] == *v,
-            "vector {k} changed: the v4 format must not change"
+            "vector {k} changed: the v5 format must not change"
         );
     }
 }
@@ -237,7 +237,7 @@ fn pinned_bytes_decode_to_the_structures() {
     let idx = index::decode(&v["index"], &k.repo_id).unwrap();
     assert_eq!(idx[0].blobs[0].raw_len, 10);
     let p = &v["pack-plaintext"];
-    let table = pack::decode_table(p, &k.repo_id, p.len() as u64).unwrap();
+    let table = pack::decode(p, &k.repo_id).unwrap();
     assert_eq!(table[0].stored_len, 3);
     let (m, info) = keyfile::decode(&v["keyfile-plaintext"]).unwrap();
     assert_eq!(m.master.expose(), &[0x42; 32]);

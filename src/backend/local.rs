@@ -52,32 +52,91 @@ fn write_new(tmp: &Path, data: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
-fn put_blocking(root: &Path, path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(root);
-    mkdir_private(dir).map_err(|e| storage("creating folder", dir, e))?;
+/// A fresh temporary name in the repository's `tmp` folder (created when missing).
+fn tmp_path(root: &Path) -> Result<PathBuf> {
     let tmp_dir = root.join("tmp");
     mkdir_private(&tmp_dir).map_err(|e| storage("creating folder", &tmp_dir, e))?;
-    let tmp = tmp_dir.join(format!(".tmp-{}", crate::ids::Id::random().short()));
+    Ok(tmp_dir.join(format!(".tmp-{}", crate::ids::Id::random().short())))
+}
+
+fn put_blocking(root: &Path, path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = tmp_path(root)?;
     if let Err(e) = write_new(&tmp, data) {
         let _ = fs::remove_file(&tmp);
         return Err(storage("writing", &tmp, e));
     }
+    place(root, &tmp, path, |existing| existing == data)
+}
+
+/// Link the written and synced `tmp` into place at `path`, never replacing an object unless
+/// `same` says it has the same content (a retried put), and remove `tmp`.
+fn place(root: &Path, tmp: &Path, path: &Path, same: impl Fn(&[u8]) -> bool) -> Result<()> {
+    let dir = path.parent().unwrap_or(root);
+    if let Err(e) = mkdir_private(dir) {
+        let _ = fs::remove_file(tmp);
+        return Err(storage("creating folder", dir, e));
+    }
     // hard_link fails when the name exists, which gives create-only semantics atomically.
-    let placed = match fs::hard_link(&tmp, path) {
+    let placed = match fs::hard_link(tmp, path) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => same_content(path, data),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => same_content(path, &same),
         // Filesystems without hard links (exFAT, some network mounts): check, then rename.
-        Err(_) if !path.exists() => fs::rename(&tmp, path).map_err(|e| storage("placing", path, e)),
-        Err(_) => same_content(path, data),
+        Err(_) if !path.exists() => fs::rename(tmp, path).map_err(|e| storage("placing", path, e)),
+        Err(_) => same_content(path, &same),
     };
-    let _ = fs::remove_file(&tmp);
+    let _ = fs::remove_file(tmp);
     placed?;
     sync_dir(dir).map_err(|e| storage("syncing folder", dir, e))
 }
 
-fn same_content(path: &Path, data: &[u8]) -> Result<()> {
+/// A new object streamed to a temporary file by a writing thread (direct I/O where the
+/// filesystem allows it), then synced and linked into place. Removed unless committed.
+struct LocalObjectFile {
+    root: PathBuf,
+    tmp: PathBuf,
+    path: PathBuf,
+    writer: Option<crate::directio::BackgroundWriter>,
+}
+
+impl super::ObjectFile for LocalObjectFile {
+    fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        match self.writer.as_mut() {
+            Some(w) => w
+                .write_all(data)
+                .map_err(|e| storage("writing", &self.tmp, e)),
+            None => Err(storage(
+                "writing",
+                &self.tmp,
+                io::Error::other("already closed"),
+            )),
+        }
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        let w = self
+            .writer
+            .take()
+            .ok_or_else(|| storage("writing", &self.tmp, io::Error::other("already closed")))?;
+        let file = w.finish().map_err(|e| storage("writing", &self.tmp, e))?;
+        file.sync_all()
+            .map_err(|e| storage("syncing", &self.tmp, e))?;
+        drop(file);
+        // Objects streamed here have random names: an existing one is never this content.
+        place(&self.root, &self.tmp, &self.path, |_| false)
+    }
+}
+
+impl Drop for LocalObjectFile {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn same_content(path: &Path, same: &impl Fn(&[u8]) -> bool) -> Result<()> {
     let existing = fs::read(path).map_err(|e| storage("reading", path, e))?;
-    if existing == data {
+    if same(&existing) {
         Ok(())
     } else {
         Err(storage(
@@ -167,6 +226,29 @@ impl Backend for LocalBackend {
         // Stores are driven by `block_on` from plain threads (never from runtime workers), so
         // the blocking file I/O runs on the caller's thread: no hand-off, no copy of `data`.
         put_blocking(&self.root, &self.path(t, name), data)
+    }
+
+    fn object_file(
+        &self,
+        t: FileType,
+        name: &str,
+        _size: u64,
+    ) -> Result<Option<Box<dyn super::ObjectFile>>> {
+        let tmp = tmp_path(&self.root)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| storage("creating", &tmp, e))?;
+        let writer = crate::directio::BackgroundWriter::new(file)
+            .map_err(|e| storage("starting a writer for", &tmp, e))?;
+        Ok(Some(Box::new(LocalObjectFile {
+            root: self.root.clone(),
+            tmp,
+            path: self.path(t, name),
+            writer: Some(writer),
+        })))
     }
 
     async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {

@@ -169,9 +169,72 @@ pub trait Backend: Send + Sync {
     fn max_read_window(&self) -> u64 {
         16 << 20
     }
+    /// A file to stream a new object into, for backends that can keep it out of memory (a
+    /// local folder writes it to a temporary file next to its place). `None`: collect it in
+    /// memory and `put` it. `size` is the expected length.
+    fn object_file(
+        &self,
+        t: FileType,
+        name: &str,
+        size: u64,
+    ) -> Result<Option<Box<dyn ObjectFile>>> {
+        let _ = (t, name, size);
+        Ok(None)
+    }
     /// Size of an object, or `None` when it does not exist.
     async fn stat(&self, t: FileType, name: &str) -> Result<Option<u64>>;
     async fn delete(&self, t: FileType, name: &str) -> Result<()>;
+}
+
+/// A new object being written to its backend's own temporary place.
+pub trait ObjectFile: Send {
+    fn write_all(&mut self, data: &[u8]) -> Result<()>;
+    /// Make the object durable under its name (create-only, like `put`).
+    fn commit(self: Box<Self>) -> Result<()>;
+}
+
+enum Target {
+    Memory(Vec<u8>),
+    File(Box<dyn ObjectFile>),
+}
+
+/// A new object written piece by piece; it exists in the store only after `commit`, and
+/// dropping the writer before that leaves nothing behind.
+pub struct ObjectWriter {
+    store: Store,
+    t: FileType,
+    name: String,
+    len: u64,
+    target: Target,
+}
+
+impl ObjectWriter {
+    /// Store the object.
+    pub fn commit(self) -> Result<()> {
+        match self.target {
+            Target::Memory(data) => self.store.put(self.t, &self.name, &data),
+            Target::File(f) => {
+                let c = self.store.backend.counters();
+                c.count(&c.put);
+                c.sent(self.len as usize);
+                f.commit()
+            }
+        }
+    }
+}
+
+impl io::Write for ObjectWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.target {
+            Target::Memory(v) => v.extend_from_slice(buf),
+            Target::File(f) => f.write_all(buf).map_err(io::Error::other)?,
+        }
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A backend plus the runtime that drives it, callable from plain threads.
@@ -236,6 +299,22 @@ impl Store {
     }
     pub fn list(&self, t: FileType) -> Result<Vec<(String, u64)>> {
         self.rt.block_on(self.backend.list(t))
+    }
+    /// Start a new object of about `size` bytes, to be written in pieces and then committed.
+    pub fn writer(&self, t: FileType, name: &str, size: u64) -> Result<ObjectWriter> {
+        let target = match self.backend.object_file(t, name, size)? {
+            Some(f) => Target::File(f),
+            // Reserved whole: pages are committed only as they are written, while growing by
+            // doubling would leave up to twice the object allocated.
+            None => Target::Memory(Vec::with_capacity(size as usize + (1 << 20))),
+        };
+        Ok(ObjectWriter {
+            store: self.clone(),
+            t,
+            name: name.to_string(),
+            len: 0,
+            target,
+        })
     }
     pub fn stat(&self, t: FileType, name: &str) -> Result<Option<u64>> {
         self.rt.block_on(self.backend.stat(t, name))

@@ -1,4 +1,4 @@
-//! The repository format, version 1: pure encode/decode of every stored structure, no I/O.
+//! The repository format (see `FORMAT_VERSION`): pure encode/decode of every stored structure, no I/O.
 //! docs/design.md is the normative description; the layouts here must match it byte for byte.
 
 pub mod codec;
@@ -16,7 +16,7 @@ use codec::{Reader, Writer};
 /// First bytes of every object's plaintext.
 pub const MAGIC: [u8; 8] = *b"vaultobj";
 /// The repository format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Size of the common object header: magic, version, repository id, object kind.
 pub const HEADER_LEN: usize = 8 + 4 + 32 + 1;
 
@@ -208,10 +208,13 @@ mod tests {
         )
         .is_err());
         let mut bad = v.clone();
-        bad[8] = 5;
+        bad[8] = 4; // a version 4 object: its packs are laid out differently
         assert!(matches!(
             read_header(&mut Reader::new(&bad, "t"), None, ObjectKind::Index),
-            Err(Error::UnsupportedVersion { found: 5, .. })
+            Err(Error::UnsupportedVersion {
+                found: 4,
+                supported: 5
+            })
         ));
     }
 }

@@ -1,13 +1,19 @@
-//! Pack plaintext layout: header, blob table, blob bytes, zero padding (Padmé).
+//! Pack plaintext layout: header, blob bytes, zero padding (Padmé), blob table, blob count.
+//!
+//! The table is at the end so that a pack can be encrypted and written while it is filled:
+//! blob offsets are known when a blob is added, the table only when the pack is full.
 
 use super::codec::{Reader, Writer};
 use super::{read_header, write_header, BlobEntry, ObjectKind, BLOB_ENTRY_LEN, HEADER_LEN};
 use crate::error::Result;
 use crate::ids::Id;
 
-/// Bytes before the first blob for a pack of `n` blobs: object header, table length, count, table.
-pub fn prefix_len(n: usize) -> usize {
-    HEADER_LEN + 4 + 4 + n * BLOB_ENTRY_LEN
+/// Offset of the first blob: blobs follow the object header.
+pub const FIRST_BLOB: u64 = HEADER_LEN as u64;
+
+/// Bytes after the padding for a pack of `n` blobs: the table and the count.
+pub fn trailer_len(n: usize) -> usize {
+    n * BLOB_ENTRY_LEN + 4
 }
 
 /// Padmé (Nikitin et al., PETS 2019): round `len` up so that at most O(log log len) bits of it are
@@ -28,65 +34,90 @@ pub fn padded_len(len: u64, min: u64) -> u64 {
     padme(len.max(min))
 }
 
-/// Assemble a pack plaintext. `entries` offsets must already be relative to the start of the
-/// plaintext (i.e. start at `prefix_len(entries.len())`), and `blobs` is their bytes in order.
-pub fn encode(repo_id: &Id, entries: &[BlobEntry], blobs: &[u8], min_len: u64) -> Vec<u8> {
-    let mut out = encode_prefix(repo_id, entries);
-    let total = out.len() + blobs.len() + padding_len(entries.len(), blobs.len(), min_len);
-    out.reserve_exact(total - out.len());
-    out.extend_from_slice(blobs);
-    out.resize(total, 0);
-    out
-}
-
-/// The start of a pack plaintext: object header and blob table. `encode` is this, then the
-/// blobs, then `padding_len` zero bytes; sealing streams the three parts without joining them.
-pub fn encode_prefix(repo_id: &Id, entries: &[BlobEntry]) -> Vec<u8> {
+/// The object header that starts a pack plaintext.
+pub fn encode_header(repo_id: &Id) -> Vec<u8> {
     let mut w = Writer {
-        buf: Vec::with_capacity(prefix_len(entries.len())),
+        buf: Vec::with_capacity(HEADER_LEN),
     };
     write_header(&mut w, repo_id, ObjectKind::Pack);
-    w.u32((4 + entries.len() * BLOB_ENTRY_LEN) as u32);
-    w.u32(entries.len() as u32);
-    for e in entries {
-        e.encode(&mut w);
-    }
     w.into_vec()
 }
 
-/// Zero bytes that end a pack of `n_entries` blobs totalling `blobs_len` bytes.
-pub fn padding_len(n_entries: usize, blobs_len: usize, min_len: u64) -> usize {
-    let unpadded = (prefix_len(n_entries) + blobs_len) as u64;
-    (padded_len(unpadded, min_len) - unpadded) as usize
+/// Zero bytes between the blobs and the table of a pack of `n_entries` blobs totalling
+/// `blobs_len` bytes.
+pub fn padding_len(n_entries: usize, blobs_len: u64, min_len: u64) -> u64 {
+    let unpadded = HEADER_LEN as u64 + blobs_len + trailer_len(n_entries) as u64;
+    padded_len(unpadded, min_len) - unpadded
 }
 
-/// Length of the table that follows the object header (read first to know how much to fetch).
-pub fn decode_table_len(prefix: &[u8], repo_id: &Id) -> Result<usize> {
-    let mut r = Reader::new(prefix, "pack header");
-    read_header(&mut r, Some(repo_id), ObjectKind::Pack)?;
-    Ok(r.u32()? as usize)
+/// The end of a pack plaintext: the blob table and the blob count.
+pub fn encode_trailer(entries: &[BlobEntry]) -> Vec<u8> {
+    let mut w = Writer {
+        buf: Vec::with_capacity(trailer_len(entries.len())),
+    };
+    for e in entries {
+        e.encode(&mut w);
+    }
+    w.u32(entries.len() as u32);
+    w.into_vec()
 }
 
-/// Decode the blob table from the start of a pack plaintext (at least `HEADER_LEN + 4 + table`
-/// bytes). Checks that blobs lie inside `plain_len` and do not overlap the table.
-pub fn decode_table(prefix: &[u8], repo_id: &Id, plain_len: u64) -> Result<Vec<BlobEntry>> {
-    let mut r = Reader::new(prefix, "pack header");
-    read_header(&mut r, Some(repo_id), ObjectKind::Pack)?;
-    let table_len = r.u32()? as usize;
-    let n = r.count(BLOB_ENTRY_LEN)?;
-    if table_len != 4 + n * BLOB_ENTRY_LEN {
+/// Assemble a whole pack plaintext. `entries` offsets are from the start of the plaintext (the
+/// first blob is at `FIRST_BLOB`), and `blobs` is their bytes in order. Writers stream the same
+/// bytes: header, blobs, `padding_len` zeros, `encode_trailer`.
+pub fn encode(repo_id: &Id, entries: &[BlobEntry], blobs: &[u8], min_len: u64) -> Vec<u8> {
+    let mut out = encode_header(repo_id);
+    out.extend_from_slice(blobs);
+    let zeros = padding_len(entries.len(), blobs.len() as u64, min_len);
+    out.resize(out.len() + zeros as usize, 0);
+    out.extend_from_slice(&encode_trailer(entries));
+    out
+}
+
+/// The blob count from the last 4 bytes of a pack plaintext of `plain_len` bytes, checked to fit.
+pub fn decode_count(last4: &[u8], plain_len: u64) -> Result<usize> {
+    let mut r = Reader::new(last4, "pack table");
+    let n = r.u32()? as u64;
+    if FIRST_BLOB + n * BLOB_ENTRY_LEN as u64 + 4 > plain_len {
+        return Err(r.err("blob table larger than the pack"));
+    }
+    Ok(n as usize)
+}
+
+/// Decode the trailer (the last `trailer_len(n)` bytes of a pack plaintext of `plain_len`
+/// bytes). Checks that every blob lies between the header and the table.
+pub fn decode_table(trailer: &[u8], plain_len: u64) -> Result<Vec<BlobEntry>> {
+    let count_at = trailer.len().saturating_sub(4);
+    let n = decode_count(&trailer[count_at..], plain_len)?;
+    let mut r = Reader::new(trailer, "pack table");
+    if trailer.len() != trailer_len(n) {
         return Err(r.err("blob table length does not match its count"));
     }
-    let first = prefix_len(n) as u64;
+    let table_start = plain_len - trailer.len() as u64;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let e = BlobEntry::decode(&mut r)?;
-        if e.offset < first || e.offset + e.stored_len as u64 > plain_len {
+        if e.offset < FIRST_BLOB || e.offset + e.stored_len as u64 > table_start {
             return Err(r.err("blob lies outside the pack"));
         }
         out.push(e);
     }
     Ok(out)
+}
+
+/// Check the header of a whole pack plaintext and decode its table.
+pub fn decode(plain: &[u8], repo_id: &Id) -> Result<Vec<BlobEntry>> {
+    read_header(
+        &mut Reader::new(plain, "pack header"),
+        Some(repo_id),
+        ObjectKind::Pack,
+    )?;
+    let len = plain.len();
+    if len < HEADER_LEN + 4 {
+        return Err(Reader::new(plain, "pack").err("too short"));
+    }
+    let n = decode_count(&plain[len - 4..], len as u64)?;
+    decode_table(&plain[len - trailer_len(n)..], len as u64)
 }
 
 #[cfg(test)]
@@ -105,6 +136,35 @@ mod tests {
         assert_eq!(padme((16 << 20) + 1), (16 << 20) + (1 << 19));
     }
 
+    #[test]
+    fn a_table_claiming_blobs_past_its_own_start_is_refused() {
+        let repo = Id::random();
+        let e = BlobEntry {
+            id: Id([1; 32]),
+            blob_type: BlobType::Data,
+            compression: Compression::None,
+            offset: FIRST_BLOB,
+            stored_len: 10,
+            raw_len: 10,
+        };
+        let mut p = encode(&repo, &[e], &[7; 10], 0);
+        assert_eq!(decode(&p, &repo).unwrap(), vec![e]);
+        // Stretch the blob over the table: the padding is gone, so 10 + 1 bytes overlap it.
+        let bad = BlobEntry {
+            stored_len: 11,
+            ..e
+        };
+        let n = p.len();
+        p.splice(n - trailer_len(1).., encode_trailer(&[bad]));
+        assert!(decode(&p, &repo).is_err());
+        // A count larger than the pack.
+        let n = p.len();
+        p[n - 4..].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(decode(&p, &repo).is_err());
+        // Another repository's pack.
+        assert!(decode(&encode(&repo, &[e], &[7; 10], 0), &Id::random()).is_err());
+    }
+
     proptest! {
         #[test]
         fn padme_bounds(len in 2u64..(1u64 << 40)) {
@@ -115,9 +175,9 @@ mod tests {
         }
 
         #[test]
-        fn table_round_trip(lens in proptest::collection::vec(0u32..5000, 0..20)) {
+        fn table_round_trip(lens in proptest::collection::vec(0u32..5000, 0..20), min in 0u64..100_000) {
             let repo = Id::random();
-            let mut off = prefix_len(lens.len()) as u64;
+            let mut off = FIRST_BLOB;
             let mut entries = vec![];
             let mut blobs = vec![];
             for (i, l) in lens.iter().enumerate() {
@@ -126,10 +186,10 @@ mod tests {
                 blobs.extend(std::iter::repeat_n(i as u8, *l as usize));
                 off += *l as u64;
             }
-            let p = encode(&repo, &entries, &blobs, 1000);
-            prop_assert!(p.len() as u64 >= 1000);
-            prop_assert_eq!(decode_table_len(&p, &repo).unwrap(), 4 + entries.len() * BLOB_ENTRY_LEN);
-            let back = decode_table(&p, &repo, p.len() as u64).unwrap();
+            let p = encode(&repo, &entries, &blobs, min);
+            prop_assert!(p.len() as u64 >= min);
+            prop_assert_eq!(padme(p.len() as u64), p.len() as u64);
+            let back = decode(&p, &repo).unwrap();
             prop_assert_eq!(&back, &entries);
             for e in &back {
                 let s = &p[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
