@@ -3,6 +3,7 @@
 //! bench/compare.sh's end-to-end figures are measured against (docs/benchmarks.md).
 
 use std::hint::black_box;
+use std::io::Read;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -192,5 +193,75 @@ fn whole(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, stages, whole);
+/// What a restore must do to every byte, minus reading packs and writing files: decrypt whole
+/// packs, check every blob's keyed id, hash each file and copy the bytes out once (into the
+/// write buffer). The floor under bench/compare.sh's restore figure on this machine.
+fn restore_floor(c: &mut Criterion) {
+    let keys = Keys::generate();
+    let cfg = Config::new(Id::random(), 0);
+    let chunker = Chunker::new(&keys.chunker, &cfg);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per_thread = 60 * MIB;
+    // Per thread: three 20 MiB packs of photo-like chunks, and each blob's place and id.
+    type Blob = (usize, usize, Id);
+    let inputs: Vec<Vec<(Vec<u8>, Vec<Blob>)>> = (0..cores)
+        .map(|i| {
+            let data = photo_like(per_thread, i as u64 + 11);
+            data.chunks(20 * MIB)
+                .map(|part| {
+                    let mut blobs = vec![];
+                    let mut at = 0;
+                    for n in chunker.cuts(part) {
+                        blobs.push((at, n, keys.blob_id(&part[at..at + n])));
+                        at += n;
+                    }
+                    (keys.recipient.encrypt(part).expect("encrypt"), blobs)
+                })
+                .collect()
+        })
+        .collect();
+    let identity = keys.data_identity().expect("identity");
+    let mut g = c.benchmark_group("restore_in_memory");
+    g.sample_size(10);
+    for threads in [1, cores] {
+        g.throughput(Throughput::Bytes((per_thread * threads) as u64));
+        g.bench_with_input(
+            BenchmarkId::new("cores", threads),
+            &threads,
+            |b, &threads| {
+                b.iter(|| {
+                    std::thread::scope(|s| {
+                        for packs in &inputs[..threads] {
+                            let keys = &keys;
+                            s.spawn(move || {
+                                let mut out = vec![0u8; 4 * MIB];
+                                let mut plain = Vec::with_capacity(21 * MIB);
+                                let mut file_hash = keys.file_hash.hasher();
+                                for (object, blobs) in packs {
+                                    plain.clear();
+                                    identity
+                                        .open(&object[..], "pack")
+                                        .expect("open")
+                                        .read_to_end(&mut plain)
+                                        .expect("decrypt");
+                                    for &(at, n, id) in blobs {
+                                        let blob = &plain[at..at + n];
+                                        assert!(keys.blob_id(blob) == id);
+                                        file_hash.update(blob);
+                                        out[..n].copy_from_slice(blob);
+                                        black_box(&out);
+                                    }
+                                }
+                                black_box(file_hash.finalize())
+                            });
+                        }
+                    })
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, stages, whole, restore_floor);
 criterion_main!(benches);

@@ -90,14 +90,8 @@ pub fn decompress_into(stored: &[u8], raw_len: usize, out: &mut Vec<u8>, what: &
 
 /// Decompress a stored blob, refusing output of any length other than `raw_len`.
 pub fn decompress(stored: &[u8], raw_len: usize, what: &str) -> Result<Vec<u8>> {
-    let out = zstd::bulk::decompress(stored, raw_len)
-        .map_err(|e| Error::corrupt(what, format!("zstd: {e}")))?;
-    if out.len() != raw_len {
-        return Err(Error::corrupt(
-            what,
-            "decompressed length differs from the recorded one",
-        ));
-    }
+    let mut out = Vec::new();
+    decompress_into(stored, raw_len, &mut out, what)?;
     Ok(out)
 }
 

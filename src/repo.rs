@@ -857,7 +857,6 @@ impl Repository {
                 "has the wrong type",
             ));
         }
-        let what = || format!("blob {}", entry.id.short());
         match entry.compression {
             Compression::None => {
                 readers.read_into(self, &pack, entry.offset, entry.stored_len as usize, out)?
@@ -871,30 +870,43 @@ impl Repository {
                     entry.stored_len as usize,
                     &mut stored,
                 );
-                let r = r.and_then(|_| {
-                    compress::decompress_into(&stored, entry.raw_len as usize, out, &what())
-                });
+                let r = r.and_then(|_| self.decompress_blob(&entry, &stored, out));
                 readers.scratch = stored;
                 r?
             }
         }
-        if self.keys.blob_id(out) != entry.id {
-            return Err(Error::corrupt(what(), "content does not match its id"));
-        }
-        Ok(())
+        self.check_blob(&entry, out)
     }
 
     /// Turn stored bytes into verified plaintext.
     pub fn decode_blob(&self, entry: &BlobEntry, stored: Vec<u8>) -> Result<Vec<u8>> {
-        let what = format!("blob {}", entry.id.short());
         let plain = match entry.compression {
             Compression::None => stored,
-            Compression::Zstd => compress::decompress(&stored, entry.raw_len as usize, &what)?,
+            Compression::Zstd => {
+                let mut out = Vec::new();
+                self.decompress_blob(entry, &stored, &mut out)?;
+                out
+            }
         };
-        if self.keys.blob_id(&plain) != entry.id {
-            return Err(Error::corrupt(what, "content does not match its id"));
-        }
+        self.check_blob(entry, &plain)?;
         Ok(plain)
+    }
+
+    /// Decompress a blob's stored bytes into `out`, bounded by its recorded size.
+    fn decompress_blob(&self, entry: &BlobEntry, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let what = format!("blob {}", entry.id.short());
+        compress::decompress_into(stored, entry.raw_len as usize, out, &what)
+    }
+
+    /// A blob is used only when its plaintext matches its keyed id (§12).
+    fn check_blob(&self, entry: &BlobEntry, plain: &[u8]) -> Result<()> {
+        if self.keys.blob_id(plain) != entry.id {
+            return Err(Error::corrupt(
+                format!("blob {}", entry.id.short()),
+                "content does not match its id",
+            ));
+        }
+        Ok(())
     }
 
     /// Open a pack for seekable plaintext reads, checking its object header.

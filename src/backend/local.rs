@@ -241,8 +241,13 @@ impl Backend for LocalBackend {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| storage("creating", &tmp, e))?;
-        let writer = crate::directio::BackgroundWriter::new(file)
-            .map_err(|e| storage("starting a writer for", &tmp, e))?;
+        let writer = match crate::directio::BackgroundWriter::new(file) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(storage("starting a writer for", &tmp, e));
+            }
+        };
         Ok(Some(Box::new(LocalObjectFile {
             root: self.root.clone(),
             tmp,

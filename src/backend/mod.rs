@@ -147,6 +147,10 @@ pub trait Backend: Send + Sync {
     /// bucket can hold it). The caller checks that no repository exists there yet.
     async fn create(&self) -> Result<()>;
     async fn put(&self, t: FileType, name: &str, data: &[u8]) -> Result<()>;
+    /// `put` of a buffer the backend may keep (a network upload sends from it without a copy).
+    async fn put_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
+        self.put(t, name, &data).await
+    }
     async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>>;
     async fn get_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// `get_range` into `buf` (replacing its contents), reusing its allocation where the
@@ -212,7 +216,10 @@ impl ObjectWriter {
     /// Store the object.
     pub fn commit(self) -> Result<()> {
         match self.target {
-            Target::Memory(data) => self.store.put(self.t, &self.name, &data),
+            Target::Memory(data) => self
+                .store
+                .rt
+                .block_on(self.store.backend.put_owned(self.t, &self.name, data)),
             Target::File(f) => {
                 let c = self.store.backend.counters();
                 c.count(&c.put);

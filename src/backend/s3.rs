@@ -4,6 +4,7 @@
 //! exponential backoff and full jitter, create-only PUTs whose ambiguous outcomes are resolved by
 //! comparing content, multipart uploads for large objects, and optional Object Lock retention.
 
+use bytes::Bytes;
 use std::error::Error as StdError;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -374,12 +375,12 @@ impl S3Backend {
         .await
     }
 
-    async fn put_single(&self, key: &str, data: &[u8]) -> std::result::Result<(), Failure> {
+    async fn put_single(&self, key: &str, body: Bytes) -> std::result::Result<(), Failure> {
         let client = self.client().await;
         let endpoint = self.endpoint_name();
-        let md5 = md5_b64(data);
+        let md5 = md5_b64(&body);
         let lock = self.lock_headers();
-        let body = bytes::Bytes::copy_from_slice(data);
+        let data = &body[..];
         let r = self
             .retry("put", || async {
                 self.counters.count(&self.counters.put);
@@ -420,7 +421,7 @@ impl S3Backend {
         }
     }
 
-    async fn put_multipart(&self, key: &str, data: &[u8]) -> std::result::Result<(), Failure> {
+    async fn put_multipart(&self, key: &str, data: Bytes) -> std::result::Result<(), Failure> {
         let client = self.client().await;
         let endpoint = self.endpoint_name();
         let lock = self.lock_headers();
@@ -447,10 +448,12 @@ impl S3Backend {
             .await?;
         let result = async {
             let mut parts = Vec::new();
-            for (i, chunk) in data.chunks(PART_SIZE).enumerate() {
+            for (i, start) in (0..data.len()).step_by(PART_SIZE).enumerate() {
                 let n = i as i32 + 1;
+                // A view of the same buffer: no copy per part.
+                let body = data.slice(start..data.len().min(start + PART_SIZE));
+                let chunk = &body[..];
                 let md5 = md5_b64(chunk);
-                let body = bytes::Bytes::copy_from_slice(chunk);
                 let etag = self
                     .retry("upload part", || async {
                         self.counters.count(&self.counters.put);
@@ -589,7 +592,13 @@ impl Backend for S3Backend {
     }
 
     async fn put(&self, t: FileType, name: &str, data: &[u8]) -> Result<()> {
+        self.put_owned(t, name, data.to_vec()).await
+    }
+
+    async fn put_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
         let key = self.key(t, name);
+        // The SDK sends from `Bytes`; taking the buffer over saves a copy of every pack.
+        let data = Bytes::from(data);
         let r = if data.len() > MULTIPART_THRESHOLD {
             self.put_multipart(&key, data).await
         } else {
