@@ -147,6 +147,22 @@ fn stages(c: &mut Criterion) {
     g.finish();
 }
 
+/// Bench `run(threads)` on one core and on all, each thread handling `per_thread` bytes.
+fn on_cores(c: &mut Criterion, group: &str, per_thread: usize, run: impl Fn(usize)) {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut g = c.benchmark_group(group);
+    g.sample_size(10);
+    for threads in [1, cores] {
+        g.throughput(Throughput::Bytes((per_thread * threads) as u64));
+        g.bench_with_input(
+            BenchmarkId::new("cores", threads),
+            &threads,
+            |b, &threads| b.iter(|| run(threads)),
+        );
+    }
+    g.finish();
+}
+
 fn whole(c: &mut Criterion) {
     let keys = Keys::generate();
     let cfg = Config::new(Id::random(), 0);
@@ -156,41 +172,29 @@ fn whole(c: &mut Criterion) {
         .map(|i| photo_like(per_thread, i as u64 + 1))
         .collect();
     let store = discard();
-    let mut g = c.benchmark_group("pipeline_in_memory");
-    g.sample_size(10);
-    for threads in [1, cores] {
-        g.throughput(Throughput::Bytes((per_thread * threads) as u64));
-        g.bench_with_input(
-            BenchmarkId::new("cores", threads),
-            &threads,
-            |b, &threads| {
-                b.iter(|| {
-                    // One packer for all threads, with as many open packs as a backup uses.
-                    let packer = Packer::for_store(
-                        &store,
-                        &keys,
-                        cfg.pack_min as u64,
-                        BlobType::Data,
-                        threads.clamp(2, 4),
-                        cfg.pack_target as u64,
-                    );
-                    let packer = &packer;
-                    let sealed = std::thread::scope(|s| {
-                        let handles: Vec<_> = inputs[..threads]
-                            .iter()
-                            .map(|d| s.spawn(|| pipeline(&keys, &cfg, packer, d)))
-                            .collect();
-                        handles
-                            .into_iter()
-                            .map(|h| h.join().expect("thread"))
-                            .sum::<u64>()
-                    });
-                    sealed + flush(packer)
-                })
-            },
+    on_cores(c, "pipeline_in_memory", per_thread, |threads| {
+        // One packer for all threads, with as many open packs as a backup uses.
+        let packer = Packer::for_store(
+            &store,
+            &keys,
+            cfg.pack_min as u64,
+            BlobType::Data,
+            threads.clamp(2, 4),
+            cfg.pack_target as u64,
         );
-    }
-    g.finish();
+        let packer = &packer;
+        let sealed = std::thread::scope(|s| {
+            let handles: Vec<_> = inputs[..threads]
+                .iter()
+                .map(|d| s.spawn(|| pipeline(&keys, &cfg, packer, d)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .sum::<u64>()
+        });
+        black_box(sealed + flush(packer));
+    });
 }
 
 /// What a restore must do to every byte, minus reading packs and writing files: decrypt whole
@@ -221,46 +225,34 @@ fn restore_floor(c: &mut Criterion) {
         })
         .collect();
     let identity = keys.data_identity().expect("identity");
-    let mut g = c.benchmark_group("restore_in_memory");
-    g.sample_size(10);
-    for threads in [1, cores] {
-        g.throughput(Throughput::Bytes((per_thread * threads) as u64));
-        g.bench_with_input(
-            BenchmarkId::new("cores", threads),
-            &threads,
-            |b, &threads| {
-                b.iter(|| {
-                    std::thread::scope(|s| {
-                        for packs in &inputs[..threads] {
-                            let keys = &keys;
-                            s.spawn(move || {
-                                let mut out = vec![0u8; 4 * MIB];
-                                let mut plain = Vec::with_capacity(21 * MIB);
-                                let mut file_hash = keys.file_hash.hasher();
-                                for (object, blobs) in packs {
-                                    plain.clear();
-                                    identity
-                                        .open(&object[..], "pack")
-                                        .expect("open")
-                                        .read_to_end(&mut plain)
-                                        .expect("decrypt");
-                                    for &(at, n, id) in blobs {
-                                        let blob = &plain[at..at + n];
-                                        assert!(keys.blob_id(blob) == id);
-                                        file_hash.update(blob);
-                                        out[..n].copy_from_slice(blob);
-                                        black_box(&out);
-                                    }
-                                }
-                                black_box(file_hash.finalize())
-                            });
+    on_cores(c, "restore_in_memory", per_thread, |threads| {
+        std::thread::scope(|s| {
+            for packs in &inputs[..threads] {
+                let keys = &keys;
+                s.spawn(move || {
+                    let mut out = vec![0u8; 4 * MIB];
+                    let mut plain = Vec::with_capacity(21 * MIB);
+                    let mut file_hash = keys.file_hash.hasher();
+                    for (object, blobs) in packs {
+                        plain.clear();
+                        identity
+                            .open(&object[..], "pack")
+                            .expect("open")
+                            .read_to_end(&mut plain)
+                            .expect("decrypt");
+                        for &(at, n, id) in blobs {
+                            let blob = &plain[at..at + n];
+                            assert!(keys.blob_id(blob) == id);
+                            file_hash.update(blob);
+                            out[..n].copy_from_slice(blob);
+                            black_box(&out);
                         }
-                    })
-                })
-            },
-        );
-    }
-    g.finish();
+                    }
+                    black_box(file_hash.finalize())
+                });
+            }
+        })
+    });
 }
 
 criterion_group!(benches, stages, whole, restore_floor);
