@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 pub struct LocalBackend {
     root: PathBuf,
     counters: super::Counters,
+    /// Abandoned temporary files were looked for (once per process and repository).
+    swept: std::sync::Once,
 }
 
 impl LocalBackend {
@@ -21,6 +23,7 @@ impl LocalBackend {
         LocalBackend {
             root: root.into(),
             counters: super::Counters::default(),
+            swept: std::sync::Once::new(),
         }
     }
 
@@ -87,6 +90,44 @@ fn place(root: &Path, tmp: &Path, path: &Path, same: impl Fn(&[u8]) -> bool) -> 
     let _ = fs::remove_file(tmp);
     placed?;
     sync_dir(dir).map_err(|e| storage("syncing folder", dir, e))
+}
+
+/// Temporary files untouched for this long may be abandoned (a killed backup); one that no
+/// process holds locked is then removed.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Remove the temporary files of writers that were killed (a pack being filled stays in `tmp/`
+/// for as long as the backup runs, and only a clean exit removes it). Files another backup is
+/// still writing are locked by it and stay. Returns how many were removed.
+fn sweep_tmp(root: &Path) -> usize {
+    let Ok(rd) = fs::read_dir(root.join("tmp")) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in rd.flatten() {
+        let path = e.path();
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= ABANDONED_AFTER);
+        let ours = e.file_name().to_string_lossy().starts_with(".tmp-");
+        if !(old && ours) {
+            continue;
+        }
+        let Ok(f) = File::open(&path) else { continue };
+        if lock(&f).is_ok() && fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Take the exclusive advisory lock of a file without waiting; it lasts while the file is open.
+fn lock(f: &File) -> io::Result<()> {
+    rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
+    Ok(())
 }
 
 /// A new object streamed to a temporary file by a writing thread (direct I/O where the
@@ -234,6 +275,9 @@ impl Backend for LocalBackend {
         name: &str,
         _size: u64,
     ) -> Result<Option<Box<dyn super::ObjectFile>>> {
+        self.swept.call_once(|| {
+            sweep_tmp(&self.root);
+        });
         let tmp = tmp_path(&self.root)?;
         let file = OpenOptions::new()
             .write(true)
@@ -241,6 +285,9 @@ impl Backend for LocalBackend {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| storage("creating", &tmp, e))?;
+        // Held until the file is closed: tells `sweep_tmp` in other processes it is in use.
+        // On filesystems without locks nothing is ever swept (a file is removed only locked).
+        let _ = lock(&file);
         let writer = match crate::directio::BackgroundWriter::new(file) {
             Ok(w) => w,
             Err(e) => {
@@ -393,6 +440,48 @@ mod tests {
         assert!(
             store.create().is_ok(),
             "no marker yet, so create is allowed"
+        );
+    }
+
+    #[test]
+    fn abandoned_temporary_files_are_removed_and_busy_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        let long_ago = std::time::SystemTime::now() - 2 * ABANDONED_AFTER;
+        let make = |name: &str, when: std::time::SystemTime| {
+            let f = File::create(tmp.join(name)).unwrap();
+            f.set_modified(when).unwrap();
+            f
+        };
+        drop(make(".tmp-killed", long_ago));
+        // Another process's backup, still writing (it holds the lock).
+        let busy = make(".tmp-busy", long_ago);
+        lock(&busy).unwrap();
+        drop(make(".tmp-recent", std::time::SystemTime::now()));
+        drop(make("not-ours", long_ago));
+        assert_eq!(sweep_tmp(root), 1);
+        let mut left: Vec<String> = fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".tmp-busy", ".tmp-recent", "not-ours"]);
+        // Once its writer is gone, the busy one goes too.
+        drop(busy);
+        assert_eq!(sweep_tmp(root), 1);
+        // A backup sweeps when it starts its first pack.
+        drop(make(".tmp-killed-2", long_ago));
+        let b = LocalBackend::new(root);
+        let w =
+            super::super::Backend::object_file(&b, FileType::Pack, &"ab".repeat(32), 0).unwrap();
+        assert!(!tmp.join(".tmp-killed-2").exists());
+        drop(w);
+        assert_eq!(
+            fs::read_dir(&tmp).unwrap().count(),
+            2,
+            "its own file is gone too"
         );
     }
 }
