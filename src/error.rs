@@ -17,7 +17,7 @@ pub enum Error {
     NotARepository(String),
     #[error("a repository already exists at {0}")]
     AlreadyExists(String),
-    #[error("repository format version {found} is not supported by this vault (it reads version {supported}); upgrade vault")]
+    #[error("repository format version {found} is not supported by this vault (it reads version {supported}); {}", version_advice(*.found, *.supported))]
     UnsupportedVersion { found: u32, supported: u32 },
     #[error("wrong passphrase: no key file of this repository opens with it")]
     WrongPassphrase,
@@ -81,5 +81,37 @@ impl Error {
     /// True when the error means stored data did not verify.
     pub fn is_corrupt(&self) -> bool {
         matches!(self, Error::Corrupt { .. })
+    }
+}
+
+/// What to do about a repository of another format version: a newer one needs a newer vault;
+/// older ones come only from development builds, which can still read them.
+fn version_advice(found: u32, supported: u32) -> &'static str {
+    if found > supported {
+        "upgrade vault"
+    } else {
+        "it was made by a development build of vault, which can still read it; restore with that \
+         build and back up again into a new repository"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_errors_say_which_side_is_old() {
+        let newer = Error::UnsupportedVersion {
+            found: 9,
+            supported: 5,
+        };
+        assert!(newer.to_string().ends_with("upgrade vault"));
+        let older = Error::UnsupportedVersion {
+            found: 4,
+            supported: 5,
+        }
+        .to_string();
+        assert!(older.contains("version 4") && older.contains("development build"));
+        assert!(!older.contains("upgrade vault"));
     }
 }
