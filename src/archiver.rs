@@ -810,8 +810,9 @@ const CHECKPOINT_PACKS: usize = 256;
 /// backup; more threads than packs only wait for one another while encrypting.
 const MAX_OPEN_PACKS: usize = 4;
 
-/// Seal (encode, pad, encrypt) full packs and store them. Runs on several threads, so that
-/// encryption overlaps reading and chunking, and one pack's upload the next one's encryption.
+/// Store finished packs (folder: sync and link into place; S3: upload) and write the checkpoint
+/// indexes. Several threads, so that uploads overlap one another and the file workers' reading
+/// and encryption.
 fn uploader(shared: &Shared, repo: &Repository, full: Receiver<FinishedPack>) {
     for pack in full {
         if shared.aborted() {

@@ -658,10 +658,12 @@ impl Repository {
     /// Blobs already in the repository are skipped. Returns the ids in input order.
     pub fn write_blobs(&self, blobs: Vec<(BlobType, Vec<u8>)>) -> Result<Vec<Id>> {
         let mut comp = compress::Compressor::new(self.config.zstd_level)?;
-        // One pack per type: these are a few small blobs (moved folders' trees, key material).
+        // One pack per type (stored blobs are never larger than their plaintext, so neither
+        // reaches this target), sized for what it will hold.
+        let total = blobs.iter().map(|(_, d)| d.len() as u64).sum::<u64>() + 1;
         let packers = [
-            crate::packer::Packer::new(self, BlobType::Data, 1, u64::MAX),
-            crate::packer::Packer::new(self, BlobType::Tree, 1, u64::MAX),
+            crate::packer::Packer::new(self, BlobType::Data, 1, total),
+            crate::packer::Packer::new(self, BlobType::Tree, 1, total),
         ];
         let mut ids = Vec::with_capacity(blobs.len());
         let mut seen = std::collections::HashSet::new();
