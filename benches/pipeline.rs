@@ -91,7 +91,10 @@ fn pipeline(keys: &Keys, cfg: &Config, packer: &Packer, data: &[u8]) -> u64 {
         } else {
             Compression::None
         };
-        if let Some(full) = packer.add(id, c, n, stored.unwrap_or(chunk)).expect("pack") {
+        if let Some(full) = packer
+            .add(id, c, n, stored.unwrap_or(chunk), false)
+            .expect("pack")
+        {
             sealed += full.store().expect("store").object_len;
         }
         rest = &rest[n..];
@@ -138,7 +141,7 @@ fn stages(c: &mut Criterion) {
         b.iter(|| {
             let p = Packer::for_store(&store, &keys, 0, BlobType::Data, 1, u64::MAX);
             for (i, ch) in pack.chunks(MIB).enumerate() {
-                p.add(Id([i as u8; 32]), Compression::None, ch.len(), ch)
+                p.add(Id([i as u8; 32]), Compression::None, ch.len(), ch, false)
                     .expect("pack");
             }
             flush(&p)

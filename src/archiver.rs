@@ -3,10 +3,11 @@
 //!
 //! Threads and bounded queues:
 //! walker -> (file jobs) -> file workers -> open packs -> (full packs) -> uploaders.
-//! A file worker encrypts each new chunk straight from its read buffer into an open pack, which
-//! streams to its store (a local folder's writing thread takes the ciphertext to disk while the
-//! worker goes on); full packs go to the uploader threads, which commit them (sync and link into
-//! place, or upload) and write the checkpoint indexes. The walker also sends an ordered event stream
+//! A file worker copies each new chunk from its read buffer into an open pack; each open pack has
+//! a thread that encrypts what it is given and streams it to the store (a local folder's writing
+//! thread takes the ciphertext to disk), so even one large file keeps several cores busy. Full
+//! packs go to the uploader threads, which commit them (sync and link into place, or upload)
+//! and write the checkpoint indexes. The walker also sends an ordered event stream
 //! to the assembler (the calling thread), which collects each file's result in order and builds
 //! the trees bottom-up.
 
@@ -16,7 +17,7 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -231,6 +232,10 @@ struct Shared<'a> {
     claimed: Mutex<HashSet<Id>>,
     data_packer: Packer,
     tree_packer: Packer,
+    /// File workers, and how many are reading a file right now: when some idle, packs encrypt
+    /// on threads of their own so the busy ones keep the cores in use.
+    workers: usize,
+    busy: AtomicUsize,
     /// Packs stored and not yet indexed, and when the last checkpoint index was written.
     written: Mutex<(Vec<PackDesc>, std::time::Instant)>,
     failure: Mutex<Option<Error>>,
@@ -277,7 +282,8 @@ impl Shared<'_> {
             BlobType::Data => &self.data_packer,
             BlobType::Tree => &self.tree_packer,
         };
-        match packer.add(id, compression, data.len(), stored) {
+        let offload = self.busy.load(Ordering::Relaxed) < self.workers;
+        match packer.add(id, compression, data.len(), stored, offload) {
             Ok(Some(pack)) => full.send(pack).is_ok(),
             Ok(None) => true,
             Err(e) => {
@@ -705,7 +711,10 @@ fn file_worker(shared: &Shared, jobs: Receiver<FileJob>, full: Sender<FinishedPa
         let res = if shared.aborted() {
             Err("backup aborted".to_string())
         } else {
-            read_file(shared, &job, &mut buf, &mut comp, &full)
+            shared.busy.fetch_add(1, Ordering::Relaxed);
+            let r = read_file(shared, &job, &mut buf, &mut comp, &full);
+            shared.busy.fetch_sub(1, Ordering::Relaxed);
+            r
         };
         let _ = job.reply.send(res);
     }
@@ -909,6 +918,8 @@ pub fn backup_draft(
             cfg.pack_target as u64,
         ),
         tree_packer: Packer::new(repo, BlobType::Tree, 1, cfg.pack_target as u64),
+        workers: threads,
+        busy: AtomicUsize::new(0),
         written: Mutex::new((Vec::new(), std::time::Instant::now())),
         failure: Mutex::new(None),
         abort: AtomicBool::new(false),

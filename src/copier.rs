@@ -153,7 +153,7 @@ impl<'a> Writer<'a> {
         } else {
             &self.trees
         };
-        if let Some(full) = p.add(id, c, plain.len(), stored)? {
+        if let Some(full) = p.add(id, c, plain.len(), stored, false)? {
             self.store(full)?;
         }
         Ok(id)

@@ -290,17 +290,6 @@ impl<W: Write> EncryptWriter<W> {
             .map_err(|e| Error::io("encrypting", e))
     }
 
-    /// Write `n` zero bytes (padding).
-    pub fn write_zeros(&mut self, mut n: u64) -> Result<()> {
-        static ZEROS: [u8; 16 * 1024] = [0; 16 * 1024];
-        while n > 0 {
-            let k = n.min(ZEROS.len() as u64) as usize;
-            self.write_all(&ZEROS[..k])?;
-            n -= k as u64;
-        }
-        Ok(())
-    }
-
     /// Ciphertext offset of the first STREAM chunk (age header plus nonce).
     pub fn payload_offset(&self) -> u64 {
         self.payload_offset

@@ -1,12 +1,13 @@
 //! Packing blobs into packs: blobs are spread at random over several open packs so pack
-//! boundaries do not follow file boundaries, and each open pack is encrypted and written to its
-//! store as it fills (format §8: the table is at the end), so no pack is ever held in memory.
+//! boundaries do not follow file boundaries, and each open pack is encrypted (on a thread of its
+//! own) and written to its store as it fills (format §8: the table is at the end), so no pack is
+//! ever held in memory.
 
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use crate::backend::{FileType, ObjectWriter, Store};
 use crate::crypto::{random_below, DataRecipient, EncryptWriter};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::index::PackDesc;
 use crate::format::{pack, BlobEntry, BlobType, Compression};
 use crate::ids::Id;
@@ -18,9 +19,194 @@ pub struct PackWriter {
     id: Id,
     blob_type: BlobType,
     entries: Vec<BlobEntry>,
-    out: EncryptWriter<ObjectWriter>,
+    out: Encrypting,
     /// Plaintext bytes written: the header and the blobs.
     len: u64,
+}
+
+/// Plaintext is handed to an encryption thread in blocks of this size.
+const BLOCK: usize = 1 << 20;
+/// Blocks one open pack may hold: one being filled, the rest queued or being encrypted.
+const BLOCKS: usize = 4;
+
+type Stream = EncryptWriter<ObjectWriter>;
+
+/// A pack's encryption thread.
+struct Offloaded {
+    tx: crossbeam_channel::Sender<Vec<u8>>,
+    back: crossbeam_channel::Receiver<Vec<u8>>,
+    thread: std::thread::JoinHandle<Result<Stream>>,
+}
+
+/// The encryption of one pack. When every file worker is busy, the worker that adds a blob
+/// encrypts it itself, straight from its read buffer (no copy, no hand-off). When cores would
+/// otherwise idle (one large file, the end of a backup), blobs are copied into blocks for a
+/// thread of the pack's own, so the worker goes on reading, chunking and hashing meanwhile.
+struct Encrypting {
+    inline: Option<Stream>,
+    offloaded: Option<Offloaded>,
+    /// The block being filled for the thread.
+    cur: Vec<u8>,
+    /// Empty blocks to reuse.
+    spare: Vec<Vec<u8>>,
+    allocated: usize,
+}
+
+impl Encrypting {
+    fn new(out: Stream) -> Encrypting {
+        Encrypting {
+            inline: Some(out),
+            offloaded: None,
+            cur: Vec::new(),
+            spare: Vec::new(),
+            allocated: 0,
+        }
+    }
+
+    fn write_all(&mut self, mut data: &[u8], offload: bool) -> Result<()> {
+        if !offload {
+            return self.stream()?.write_all(data);
+        }
+        if self.offloaded.is_none() {
+            self.offload()?;
+        }
+        while !data.is_empty() {
+            if self.cur.capacity() == 0 {
+                self.cur = self.take_block()?;
+            }
+            let n = data.len().min(BLOCK - self.cur.len());
+            self.cur.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.cur.len() == BLOCK {
+                self.send()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_zeros(&mut self, n: u64) -> Result<()> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(ZEROS.len() as u64) as usize;
+            self.write_all(&ZEROS[..k], false)?;
+            left -= k as u64;
+        }
+        Ok(())
+    }
+
+    /// Move the stream to a thread of its own.
+    fn offload(&mut self) -> Result<()> {
+        let Some(out) = self.inline.take() else {
+            return Ok(());
+        };
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(BLOCKS - 2);
+        let (back_tx, back) = crossbeam_channel::bounded(BLOCKS);
+        let thread = std::thread::Builder::new()
+            .name("vault-seal".into())
+            .spawn(move || encrypt_blocks(out, rx, back_tx))
+            .map_err(|e| Error::io("starting an encryption thread", e))?;
+        self.offloaded = Some(Offloaded { tx, back, thread });
+        Ok(())
+    }
+
+    /// The stream, here: what was handed to the thread is encrypted first.
+    fn stream(&mut self) -> Result<&mut Stream> {
+        if let Some(o) = self.offloaded.take() {
+            let rest = std::mem::take(&mut self.cur);
+            let sent = if rest.is_empty() {
+                if rest.capacity() > 0 {
+                    self.spare.push(rest);
+                }
+                true
+            } else {
+                o.tx.send(rest).is_ok()
+            };
+            drop(o.tx);
+            let joined = o.thread.join();
+            // Every block comes back once the thread is done with it: keep them all, or a later
+            // hand-off would wait for blocks that no longer circulate.
+            self.spare.extend(o.back.try_iter());
+            match joined {
+                Ok(Ok(out)) if sent => self.inline = Some(out),
+                Ok(Err(e)) => return Err(e),
+                _ => return Err(stopped()),
+            }
+        }
+        self.inline.as_mut().ok_or_else(stopped)
+    }
+
+    fn take_block(&mut self) -> Result<Vec<u8>> {
+        if let Some(b) = self.spare.pop() {
+            return Ok(b);
+        }
+        let Some(o) = self.offloaded.as_ref() else {
+            return Err(stopped());
+        };
+        if let Ok(b) = o.back.try_recv() {
+            return Ok(b);
+        }
+        if self.allocated < BLOCKS {
+            self.allocated += 1;
+            return Ok(Vec::with_capacity(BLOCK));
+        }
+        match o.back.recv() {
+            Ok(b) => Ok(b),
+            // The thread ended early: its error.
+            Err(_) => self.stream().map(|_| Vec::new()),
+        }
+    }
+
+    fn send(&mut self) -> Result<()> {
+        let full = std::mem::take(&mut self.cur);
+        let sent = self.offloaded.as_ref().map(|o| o.tx.send(full));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The thread ended early: its error.
+            _ => self.stream().map(|_| ()),
+        }
+    }
+
+    /// Encrypt the rest and end the age stream: the store's writer, the object's length and
+    /// its payload offset.
+    fn finish(mut self) -> Result<(ObjectWriter, u64, u64)> {
+        self.stream()?;
+        let out = self.inline.take().ok_or_else(stopped)?;
+        let payload_offset = out.payload_offset();
+        let (w, len) = out.finish()?;
+        Ok((w, len, payload_offset))
+    }
+}
+
+fn stopped() -> Error {
+    Error::io(
+        "encrypting",
+        std::io::Error::other("the encryption thread stopped"),
+    )
+}
+
+impl Drop for Encrypting {
+    fn drop(&mut self) {
+        // Abandoned: the thread ends and drops the store's writer, which removes what was
+        // written.
+        if let Some(o) = self.offloaded.take() {
+            drop(o.tx);
+            let _ = o.thread.join();
+        }
+    }
+}
+
+fn encrypt_blocks(
+    mut out: Stream,
+    rx: crossbeam_channel::Receiver<Vec<u8>>,
+    back: crossbeam_channel::Sender<Vec<u8>>,
+) -> Result<Stream> {
+    for mut block in rx {
+        out.write_all(&block)?;
+        block.clear();
+        let _ = back.try_send(block);
+    }
+    Ok(out)
 }
 
 impl PackWriter {
@@ -102,8 +288,9 @@ impl Packer {
         // with the blob that passed the target (at most one chunk) and its padding.
         let size = self.target.min(256 << 20) + (8 << 20);
         let object = self.store.writer(FileType::Pack, &id.to_hex(), size)?;
-        let mut out = self.recipient.encrypt_to(object)?;
-        out.write_all(&pack::encode_header(&self.repo_id))?;
+        let mut enc = self.recipient.encrypt_to(object)?;
+        enc.write_all(&pack::encode_header(&self.repo_id))?;
+        let out = Encrypting::new(enc);
         Ok(PackWriter {
             id,
             blob_type: self.blob_type,
@@ -113,8 +300,8 @@ impl Packer {
         })
     }
 
-    /// An open pack chosen at random, passing over ones another thread is writing to at the
-    /// moment (encryption happens under this lock).
+    /// An open pack chosen at random, passing over ones another thread is adding to at the
+    /// moment.
     fn pick(&self) -> MutexGuard<'_, Option<PackWriter>> {
         let n = self.open.len();
         let first = random_below(n);
@@ -128,13 +315,15 @@ impl Packer {
         lock(&self.open[first])
     }
 
-    /// Add a blob; returns a pack that became full, to be stored.
+    /// Add a blob; returns a pack that became full, to be stored. `offload`: encrypt it on the
+    /// pack's own thread (cores would idle otherwise) instead of on the caller's.
     pub fn add(
         &self,
         id: Id,
         compression: Compression,
         raw_len: usize,
         stored: &[u8],
+        offload: bool,
     ) -> Result<Option<FinishedPack>> {
         let mut slot = self.pick();
         if slot.is_none() {
@@ -151,7 +340,7 @@ impl Packer {
             stored_len: stored.len() as u32,
             raw_len: raw_len as u32,
         });
-        if let Err(e) = w.out.write_all(stored) {
+        if let Err(e) = w.out.write_all(stored, offload) {
             // The pack is unusable; dropping it removes what was written of it.
             *slot = None;
             return Err(e);
@@ -180,9 +369,8 @@ impl Packer {
         let zeros = pack::padding_len(entries.len(), len - pack::FIRST_BLOB, self.min_len);
         out.write_zeros(zeros)?;
         let trailer = pack::encode_trailer(&entries);
-        out.write_all(&trailer)?;
-        let payload_offset = out.payload_offset();
-        let (object, object_len) = out.finish()?;
+        out.write_all(&trailer, false)?;
+        let (object, object_len, payload_offset) = out.finish()?;
         Ok(FinishedPack {
             desc: PackDesc {
                 id,
@@ -217,8 +405,11 @@ mod tests {
     use crate::backend::local::LocalBackend;
     use std::sync::Arc;
 
-    fn store(dir: &std::path::Path) -> Store {
-        Store::new(Arc::new(LocalBackend::new(dir))).unwrap()
+    /// A folder store in a temporary directory, and keys.
+    fn setup() -> (tempfile::TempDir, Store, Keys) {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Store::new(Arc::new(LocalBackend::new(dir.path()))).unwrap();
+        (dir, st, Keys::generate())
     }
 
     fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -235,14 +426,20 @@ mod tests {
 
     #[test]
     fn streamed_packs_hold_exactly_the_layout_of_the_format() {
-        let dir = tempfile::tempdir().unwrap();
-        let st = store(dir.path());
-        let keys = Keys::generate();
+        let (dir, st, keys) = setup();
         let p = Packer::for_store(&st, &keys, 1 << 20, BlobType::Data, 2, 1 << 20);
         let mut done = vec![];
         for i in 0..100u8 {
+            // Encrypted by the caller or by the pack's thread, switching back and forth: the
+            // stream is the same.
             if let Some(f) = p
-                .add(Id([i; 32]), Compression::None, 30_000, &[i; 30_000])
+                .add(
+                    Id([i; 32]),
+                    Compression::None,
+                    30_000,
+                    &[i; 30_000],
+                    i % 7 < 3,
+                )
                 .unwrap()
             {
                 done.push(f.store().unwrap());
@@ -290,20 +487,69 @@ mod tests {
     }
 
     #[test]
-    fn an_abandoned_pack_leaves_nothing_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let st = store(dir.path());
-        let keys = Keys::generate();
-        let p = Packer::for_store(&st, &keys, 0, BlobType::Tree, 1, 10 << 20);
-        p.add(Id([1; 32]), Compression::None, 3 << 20, &vec![7u8; 3 << 20])
+    fn long_and_short_runs_on_the_encryption_thread_keep_the_stream_whole() {
+        let (dir, st, keys) = setup();
+        let p = Packer::for_store(&st, &keys, 0, BlobType::Tree, 1, 64 << 20);
+        // Runs of 1 to 70 blobs of 100 kB (up to 7 blocks: past the blocks in circulation),
+        // alternating between the thread and the caller.
+        let mut i = 0u32;
+        for (run, len) in [1u32, 70, 3, 25, 1, 11, 70, 2].into_iter().enumerate() {
+            for _ in 0..len {
+                let b = (i % 251) as u8;
+                let mut id = [b; 32];
+                id[..4].copy_from_slice(&i.to_le_bytes());
+                p.add(
+                    Id(id),
+                    Compression::None,
+                    100_000,
+                    &[b; 100_000],
+                    run % 2 == 0,
+                )
+                .unwrap();
+                i += 1;
+            }
+        }
+        let d = p.flush().unwrap().pop().unwrap().store().unwrap();
+        assert_eq!(d.blobs.len(), i as usize);
+        let path = dir
+            .path()
+            .join(crate::backend::object_path(FileType::Pack, &d.id.to_hex()));
+        let plain = keys
+            .data_identity()
+            .unwrap()
+            .decrypt(&std::fs::read(path).unwrap(), "p")
             .unwrap();
+        let blobs: Vec<u8> = (0..i)
+            .flat_map(|i| vec![(i % 251) as u8; 100_000])
+            .collect();
+        assert_eq!(plain, pack::encode(&keys.repo_id, &d.blobs, &blobs, 0));
+    }
+
+    #[test]
+    fn an_abandoned_pack_leaves_nothing_behind() {
+        let (dir, st, keys) = setup();
+        let p = Packer::for_store(&st, &keys, 0, BlobType::Tree, 1, 10 << 20);
+        p.add(
+            Id([1; 32]),
+            Compression::None,
+            3 << 20,
+            &vec![7u8; 3 << 20],
+            true,
+        )
+        .unwrap();
         assert_eq!(files_under(dir.path()).len(), 1, "the pack being written");
         drop(p);
         assert!(files_under(dir.path()).is_empty());
         // A finished pack that is never stored is gone as well.
         let p = Packer::for_store(&st, &keys, 4 << 20, BlobType::Tree, 1, 1 << 20);
         let f = p
-            .add(Id([2; 32]), Compression::None, 2 << 20, &vec![8u8; 2 << 20])
+            .add(
+                Id([2; 32]),
+                Compression::None,
+                2 << 20,
+                &vec![8u8; 2 << 20],
+                false,
+            )
             .unwrap()
             .expect("full");
         assert!(

@@ -675,7 +675,7 @@ impl Repository {
             }
             let (c, out) = comp.compress(&data);
             let p = &packers[if t == BlobType::Data { 0 } else { 1 }];
-            p.add(id, c, data.len(), out.unwrap_or(&data))?;
+            p.add(id, c, data.len(), out.unwrap_or(&data), false)?;
         }
         let mut descs = Vec::new();
         for p in &packers {
