@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, UNIX_EPOCH};
@@ -174,6 +174,10 @@ struct Ctx<'a> {
     vault_only: bool,
     summary: Mutex<RestoreSummary>,
     progress: Arc<Progress>,
+    /// Workers, and how many are restoring a file right now: a large file read while others
+    /// idle gets its blobs read ahead on a second thread.
+    workers: usize,
+    busy: AtomicUsize,
 }
 
 impl Ctx<'_> {
@@ -212,8 +216,17 @@ pub fn restore(
     let root = Dir::open_ambient_dir(&opts.target, cap_std::ambient_authority())
         .map_err(|e| Error::io(format!("cannot open {}", opts.target.display()), e))?;
     let root = Arc::new(root);
+    // Twice as many workers as cores by default: with direct writes a worker waits for the
+    // disk while another decrypts.
+    let threads = if opts.threads == 0 {
+        2 * crate::worker_count(0)
+    } else {
+        opts.threads
+    };
     let ctx = Ctx {
         repo,
+        workers: threads,
+        busy: AtomicUsize::new(0),
         sel: Selection::new(&opts.includes),
         overwrite: opts.overwrite,
         vault_only: opts.vault_only,
@@ -232,13 +245,6 @@ pub fn restore(
             .store(snap.summary.bytes, Ordering::Relaxed);
         progress.scan_finished.store(true, Ordering::Relaxed);
     }
-    // Twice as many workers as cores by default: with direct writes a worker waits for the
-    // disk while another decrypts.
-    let threads = if opts.threads == 0 {
-        2 * crate::worker_count(0)
-    } else {
-        opts.threads
-    };
     let walk_result = thread::scope(|scope| -> Result<(Vec<DirMeta>, Vec<bool>)> {
         let (tx, rx) = bounded::<FileJob>(threads * 8);
         let ctx_ref = &ctx;
@@ -247,7 +253,9 @@ pub fn restore(
             scope.spawn(move || {
                 let mut bufs = WorkerBufs::default();
                 for job in rx {
+                    ctx_ref.busy.fetch_add(1, Ordering::Relaxed);
                     restore_file(ctx_ref, &mut bufs, job);
+                    ctx_ref.busy.fetch_sub(1, Ordering::Relaxed);
                 }
             });
         }
@@ -518,6 +526,51 @@ fn restore_file(ctx: &Ctx<'_>, readers: &mut WorkerBufs, job: FileJob) {
     }
 }
 
+/// Files of at least this many blobs may be read ahead.
+const READ_AHEAD_MIN: usize = 8;
+
+/// Read, decrypt and verify a large file's blobs on a second thread, in order and a few blobs
+/// ahead, while this one hashes and writes them: a large file alone (a long video) keeps two
+/// cores and the disk busy instead of one at a time.
+fn read_ahead(
+    ctx: &Ctx<'_>,
+    blobs: &[Id],
+    write: &mut impl FnMut(&[u8]) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
+    thread::scope(|s| {
+        // Created inside the scope: on an early return they are dropped before the scope
+        // waits for the reader, which then stops at its next send.
+        let (tx, rx) = bounded::<std::result::Result<Vec<u8>, String>>(2);
+        let (back_tx, back_rx) = bounded::<Vec<u8>>(4);
+        s.spawn(move || {
+            let mut readers = PackReaders::default();
+            for id in blobs {
+                let r = if crate::interrupt::requested() {
+                    Err("interrupted".to_string())
+                } else {
+                    let mut buf = back_rx.try_recv().unwrap_or_default();
+                    ctx.repo
+                        .read_blob_into(id, BlobType::Data, &mut readers, &mut buf)
+                        .map(|()| buf)
+                        .map_err(|e| format!("not restored: {e}"))
+                };
+                let failed = r.is_err();
+                if tx.send(r).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for _ in blobs {
+            let data = rx
+                .recv()
+                .map_err(|_| "not restored: the reading thread stopped".to_string())??;
+            write(&data)?;
+            let _ = back_tx.try_send(data);
+        }
+        Ok(())
+    })
+}
+
 /// Write to a temporary name, verify the whole-file hash, set metadata, then move into place.
 fn write_verified(
     ctx: &Ctx<'_>,
@@ -537,20 +590,27 @@ fn write_verified(
     let mut f = FileWriter::new(f.into_std(), job.node.size, &mut readers.stage);
     let mut hasher = ctx.repo.keys().file_hash.hasher();
     let mut total = 0u64;
-    for id in blobs {
-        if crate::interrupt::requested() {
-            return Err("interrupted".into());
-        }
-        ctx.repo
-            .read_blob_into(id, BlobType::Data, &mut readers.packs, &mut readers.blob)
-            .map_err(|e| format!("not restored: {e}"))?;
-        let data = &readers.blob;
+    let mut write = |data: &[u8]| -> std::result::Result<(), String> {
         hasher.update(data);
         total += data.len() as u64;
         f.write_all(data).map_err(|e| format!("write error: {e}"))?;
         ctx.progress
             .bytes_done
             .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    };
+    if blobs.len() >= READ_AHEAD_MIN && ctx.busy.load(Ordering::Relaxed) < ctx.workers {
+        read_ahead(ctx, blobs, &mut write)?;
+    } else {
+        for id in blobs {
+            if crate::interrupt::requested() {
+                return Err("interrupted".into());
+            }
+            ctx.repo
+                .read_blob_into(id, BlobType::Data, &mut readers.packs, &mut readers.blob)
+                .map_err(|e| format!("not restored: {e}"))?;
+            write(&readers.blob)?;
+        }
     }
     if total != job.node.size || hasher.finalize() != *hash {
         return Err("not restored: content does not match the hash recorded at backup".into());

@@ -19,6 +19,9 @@ fn setup() -> (Env, std::path::PathBuf) {
         )
         .unwrap();
     }
+    // A video of some 24 blobs: restored with its blobs read ahead on a second thread, whose
+    // errors must fail the file like any other.
+    fs::write(src.join("album/VID_0001.MP4"), noise(24 * 1024 * 1024, 99)).unwrap();
     fs::write(src.join("small.txt"), b"tiny").unwrap();
     env.init();
     env.vault().arg("backup").arg(&src).assert().success();
