@@ -17,7 +17,6 @@ use crate::repo::Repository;
 /// A pack being filled: its plaintext goes through age into the store's writer as blobs arrive.
 pub struct PackWriter {
     id: Id,
-    blob_type: BlobType,
     entries: Vec<BlobEntry>,
     out: Encrypting,
     /// Plaintext bytes written: the header and the blobs.
@@ -293,7 +292,6 @@ impl Packer {
         let out = Encrypting::new(enc);
         Ok(PackWriter {
             id,
-            blob_type: self.blob_type,
             entries: Vec::new(),
             out,
             len: pack::FIRST_BLOB,
@@ -361,7 +359,6 @@ impl Packer {
     fn finish(&self, w: PackWriter) -> Result<FinishedPack> {
         let PackWriter {
             id,
-            blob_type,
             entries,
             mut out,
             len,
@@ -374,7 +371,7 @@ impl Packer {
         Ok(FinishedPack {
             desc: PackDesc {
                 id,
-                pack_type: blob_type,
+                pack_type: self.blob_type,
                 object_len,
                 payload_offset: payload_offset as u32,
                 plain_len: len + zeros + trailer.len() as u64,

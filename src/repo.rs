@@ -624,26 +624,16 @@ impl Repository {
             .get_range(FileType::Pack, &name, 0, 4096.min(object_len))?;
         let payload_offset = crypto::age_payload_offset(&head)
             .ok_or_else(|| Error::corrupt(&what, "no age header"))?;
-        let payload = object_len
-            .checked_sub(payload_offset)
-            .ok_or_else(|| Error::corrupt(&what, "too short"))?;
-        let chunks = payload.div_ceil(64 * 1024 + 16).max(1);
-        let plain_len = payload.saturating_sub(16 * chunks);
+        // The plaintext length comes from the decrypting stream (age knows its own framing).
         let info = PackInfo {
             id: *id,
             pack_type: BlobType::Data,
             object_len,
             payload_offset: payload_offset as u32,
-            plain_len,
+            plain_len: 0,
         };
         let mut s = self.open_pack(&info)?;
-        let (len, blobs) = read_table_from_end(&mut s.inner, &what)?;
-        if len != plain_len {
-            return Err(Error::corrupt(
-                &what,
-                "its length does not match its object size",
-            ));
-        }
+        let (plain_len, blobs) = read_table_from_end(&mut s.inner, &what)?;
         Ok(PackDesc {
             id: *id,
             pack_type: blobs.first().map(|b| b.blob_type).unwrap_or(BlobType::Data),

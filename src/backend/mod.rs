@@ -216,10 +216,7 @@ impl ObjectWriter {
     /// Store the object.
     pub fn commit(self) -> Result<()> {
         match self.target {
-            Target::Memory(data) => self
-                .store
-                .rt
-                .block_on(self.store.backend.put_owned(self.t, &self.name, data)),
+            Target::Memory(data) => self.store.put_owned(self.t, &self.name, data),
             Target::File(f) => {
                 let c = self.store.backend.counters();
                 c.count(&c.put);
@@ -285,6 +282,9 @@ impl Store {
     }
     pub fn put(&self, t: FileType, name: &str, data: &[u8]) -> Result<()> {
         self.rt.block_on(self.backend.put(t, name, data))
+    }
+    pub fn put_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
+        self.rt.block_on(self.backend.put_owned(t, name, data))
     }
     pub fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
         self.rt.block_on(self.backend.get(t, name))
