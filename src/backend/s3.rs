@@ -1,6 +1,7 @@
 //! S3-compatible backend (AWS, MinIO, Garage, SeaweedFS, B2, R2, Wasabi...) on aws-sdk-s3:
 //! path-style addressing for custom endpoints, checksums only where required (what S3 clones
-//! accept) plus Content-MD5 so the server verifies every upload, our own retry loop with
+//! accept) plus a signed Content-MD5 so the server verifies every upload (the one hash of the
+//! body: payloads are not signed, see `put_single`), our own retry loop with
 //! exponential backoff and full jitter, create-only PUTs whose ambiguous outcomes are resolved by
 //! comparing content, multipart uploads for large objects, and optional Object Lock retention.
 
@@ -375,6 +376,10 @@ impl S3Backend {
         .await
     }
 
+    // Payload signing would hash every byte a second time (SHA-256 beside the MD5) for a check
+    // that some servers (SeaweedFS) never make. Content-MD5 is itself a signed header, so a body
+    // changed on the way still fails the server's MD5 check, over plain HTTP too; over HTTPS, TLS
+    // authenticates the bytes anyway; and every read is verified against the AEAD and blob ids.
     async fn put_single(&self, key: &str, body: Bytes) -> std::result::Result<(), Failure> {
         let client = self.client().await;
         let endpoint = self.endpoint_name();
@@ -396,7 +401,12 @@ impl S3Backend {
                         .object_lock_mode(mode.clone())
                         .object_lock_retain_until_date(*until);
                 }
-                let r = req.send().await.map_err(|e| classify(&e, &endpoint));
+                let r = req
+                    .customize()
+                    .disable_payload_signing()
+                    .send()
+                    .await
+                    .map_err(|e| classify(&e, &endpoint));
                 if r.is_ok() {
                     self.counters.sent(data.len());
                 }
@@ -465,6 +475,8 @@ impl S3Backend {
                             .part_number(n)
                             .content_md5(&md5)
                             .body(ByteStream::from(body.clone()))
+                            .customize()
+                            .disable_payload_signing()
                             .send()
                             .await
                             .map_err(|e| classify(&e, &endpoint))?;
