@@ -17,7 +17,7 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -39,6 +39,7 @@ use crate::ids::Id;
 use crate::keys::Keys;
 use crate::packer::{FinishedPack, Packer};
 use crate::repo::Repository;
+use crate::workers::Pool;
 
 /// What to back up and how.
 pub struct BackupOptions {
@@ -232,10 +233,9 @@ struct Shared<'a> {
     claimed: Mutex<HashSet<Id>>,
     data_packer: Packer,
     tree_packer: Packer,
-    /// File workers, and how many are reading a file right now: when some idle, packs encrypt
-    /// on threads of their own so the busy ones keep the cores in use.
-    workers: usize,
-    busy: AtomicUsize,
+    /// File workers: when some idle, packs encrypt on threads of their own so the busy ones keep
+    /// the cores in use.
+    workers: Pool,
     /// Packs stored and not yet indexed, and when the last checkpoint index was written.
     written: Mutex<(Vec<PackDesc>, std::time::Instant)>,
     failure: Mutex<Option<Error>>,
@@ -282,7 +282,7 @@ impl Shared<'_> {
             BlobType::Data => &self.data_packer,
             BlobType::Tree => &self.tree_packer,
         };
-        let offload = self.busy.load(Ordering::Relaxed) < self.workers;
+        let offload = self.workers.some_idle();
         match packer.add(id, compression, data.len(), stored, offload) {
             Ok(Some(pack)) => full.send(pack).is_ok(),
             Ok(None) => true,
@@ -711,10 +711,9 @@ fn file_worker(shared: &Shared, jobs: Receiver<FileJob>, full: Sender<FinishedPa
         let res = if shared.aborted() {
             Err("backup aborted".to_string())
         } else {
-            shared.busy.fetch_add(1, Ordering::Relaxed);
-            let r = read_file(shared, &job, &mut buf, &mut comp, &full);
-            shared.busy.fetch_sub(1, Ordering::Relaxed);
-            r
+            shared
+                .workers
+                .busy(|| read_file(shared, &job, &mut buf, &mut comp, &full))
         };
         let _ = job.reply.send(res);
     }
@@ -918,8 +917,7 @@ pub fn backup_draft(
             cfg.pack_target as u64,
         ),
         tree_packer: Packer::new(repo, BlobType::Tree, 1, cfg.pack_target as u64),
-        workers: threads,
-        busy: AtomicUsize::new(0),
+        workers: Pool::new(threads),
         written: Mutex::new((Vec::new(), std::time::Instant::now())),
         failure: Mutex::new(None),
         abort: AtomicBool::new(false),

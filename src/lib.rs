@@ -23,16 +23,8 @@ pub mod packer;
 pub mod repo;
 pub mod restorer;
 pub mod settings;
+pub mod workers;
 
 pub use error::{Error, Result};
 pub use ids::Id;
-
-/// Worker threads per CPU stage: `requested`, or one per core when it is 0.
-pub fn worker_count(requested: usize) -> usize {
-    if requested > 0 {
-        return requested;
-    }
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-}
+pub use workers::worker_count;

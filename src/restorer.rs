@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, UNIX_EPOCH};
@@ -24,6 +24,7 @@ use crate::format::tree::{Node, NodeKind, FLAG_ANCESTOR, FLAG_VAULT_ONLY};
 use crate::format::BlobType;
 use crate::ids::Id;
 use crate::repo::{PackReaders, Repository};
+use crate::workers::Pool;
 
 pub struct RestoreOptions {
     pub target: PathBuf,
@@ -174,10 +175,9 @@ struct Ctx<'a> {
     vault_only: bool,
     summary: Mutex<RestoreSummary>,
     progress: Arc<Progress>,
-    /// Workers, and how many are restoring a file right now: a large file read while others
-    /// idle gets its blobs read ahead on a second thread.
-    workers: usize,
-    busy: AtomicUsize,
+    /// Workers: a large file read while others idle gets its blobs read ahead on a second
+    /// thread.
+    workers: Pool,
 }
 
 impl Ctx<'_> {
@@ -225,8 +225,7 @@ pub fn restore(
     };
     let ctx = Ctx {
         repo,
-        workers: threads,
-        busy: AtomicUsize::new(0),
+        workers: Pool::new(threads),
         sel: Selection::new(&opts.includes),
         overwrite: opts.overwrite,
         vault_only: opts.vault_only,
@@ -253,9 +252,9 @@ pub fn restore(
             scope.spawn(move || {
                 let mut bufs = WorkerBufs::default();
                 for job in rx {
-                    ctx_ref.busy.fetch_add(1, Ordering::Relaxed);
-                    restore_file(ctx_ref, &mut bufs, job);
-                    ctx_ref.busy.fetch_sub(1, Ordering::Relaxed);
+                    ctx_ref
+                        .workers
+                        .busy(|| restore_file(ctx_ref, &mut bufs, job));
                 }
             });
         }
@@ -599,7 +598,7 @@ fn write_verified(
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(())
     };
-    if blobs.len() >= READ_AHEAD_MIN && ctx.busy.load(Ordering::Relaxed) < ctx.workers {
+    if blobs.len() >= READ_AHEAD_MIN && ctx.workers.some_idle() {
         read_ahead(ctx, blobs, &mut write)?;
     } else {
         for id in blobs {
