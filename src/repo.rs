@@ -210,6 +210,10 @@ struct Synced {
 /// Repository objects fetched at once when the local index catches up.
 const FETCH_THREADS: usize = 8;
 
+/// A pack's first bytes read to learn its age header and pack header: room for the age header
+/// (one stanza, a few hundred bytes) and the first 64 KiB STREAM chunk with its tag.
+const PACK_HEAD: u64 = 4096 + 65536 + 16;
+
 /// An unlocked repository.
 pub struct Repository {
     store: Store,
@@ -619,9 +623,11 @@ impl Repository {
     pub fn read_pack_table(&self, id: &Id, object_len: u64) -> Result<PackDesc> {
         let name = id.to_hex();
         let what = format!("pack {}", id.short());
+        // The age header and the first STREAM chunk (which holds the pack header) in one request;
+        // the decrypting stream starts from these bytes.
         let head = self
             .store
-            .get_range(FileType::Pack, &name, 0, 4096.min(object_len))?;
+            .get_range(FileType::Pack, &name, 0, PACK_HEAD.min(object_len))?;
         let payload_offset = crypto::age_payload_offset(&head)
             .ok_or_else(|| Error::corrupt(&what, "no age header"))?;
         // The plaintext length comes from the decrypting stream (age knows its own framing).
@@ -632,7 +638,7 @@ impl Repository {
             payload_offset: payload_offset as u32,
             plain_len: 0,
         };
-        let mut s = self.open_pack(&info)?;
+        let mut s = self.open_pack_from(&info, self.pack_reader(&info).with_head(head))?;
         let (plain_len, blobs) = read_table_from_end(&mut s.inner, &what)?;
         Ok(PackDesc {
             id: *id,
@@ -903,15 +909,21 @@ impl Repository {
 
     /// Open a pack for seekable plaintext reads, checking its object header.
     pub fn open_pack(&self, pack: &PackInfo) -> Result<PackStream> {
-        let name = pack.id.to_hex();
-        let what = format!("pack {}", pack.id.short());
-        let rr = RangeReader::new(
+        self.open_pack_from(pack, self.pack_reader(pack))
+    }
+
+    fn pack_reader(&self, pack: &PackInfo) -> RangeReader {
+        RangeReader::new(
             self.store.clone(),
             FileType::Pack,
-            name,
+            pack.id.to_hex(),
             pack.object_len,
             1 << 20,
-        );
+        )
+    }
+
+    fn open_pack_from(&self, pack: &PackInfo, rr: RangeReader) -> Result<PackStream> {
+        let what = format!("pack {}", pack.id.short());
         let mut s = self.keys.data_identity()?.open(rr, &what)?;
         let mut hdr = [0u8; format::HEADER_LEN];
         s.read_exact(&mut hdr)
@@ -1037,5 +1049,41 @@ pub fn check_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Invalid(format!("invalid object name {name:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+
+    #[test]
+    fn a_pack_table_read_from_the_pack_matches_the_index_in_two_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(Arc::new(LocalBackend::new(dir.path()))).unwrap();
+        let opts = InitOptions {
+            scrypt_log_n: 10,
+            object_lock: None,
+        };
+        let repo = Repository::init(store, &Passphrase::new("pw".into()), &opts).unwrap();
+        // Incompressible blobs spanning many STREAM chunks: the table is far from the head.
+        let blobs = (0..3)
+            .map(|_| {
+                let mut d = vec![0u8; 1_000_000];
+                crypto::fill_random(&mut d);
+                (BlobType::Data, d)
+            })
+            .collect();
+        repo.write_blobs(blobs).unwrap();
+        let indexes = repo.store().list(FileType::Index).unwrap();
+        assert_eq!(indexes.len(), 1);
+        let indexed = repo.read_index_object(&indexes[0].0).unwrap();
+        assert_eq!(indexed.len(), 1);
+        let want = &indexed[0];
+        let before = repo.store().stats().get;
+        let got = repo.read_pack_table(&want.id, want.object_len).unwrap();
+        assert_eq!(&got, want);
+        // The head (age header and pack header) and the tail (table); the head is not re-read.
+        assert_eq!(repo.store().stats().get - before, 2);
     }
 }

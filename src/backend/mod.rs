@@ -360,6 +360,13 @@ impl RangeReader {
             buf_start: 0,
         }
     }
+
+    /// Starts with the object's first bytes, already fetched by the caller: no second request.
+    pub fn with_head(mut self, head: Vec<u8>) -> Self {
+        self.buf = head;
+        self.buf_start = 0;
+        self
+    }
 }
 
 impl Read for RangeReader {
