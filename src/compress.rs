@@ -36,11 +36,15 @@ impl Compressor {
         if data.len() < 4 * PROBE_SLICE {
             return false;
         }
-        let step = (data.len() - PROBE_SLICE) / 3;
+        // The middle of each quarter. A slice at offset 0 would, in the first chunk of every
+        // photo, be the EXIF header: it compresses well, carried the whole sample past the
+        // threshold, and the blob then went through zstd for a 0.3% saving (16% of the CPU time
+        // of a photo backup).
         self.sample.clear();
         for i in 0..4 {
+            let start = (2 * i + 1) * data.len() / 8 - PROBE_SLICE / 2;
             self.sample
-                .extend_from_slice(&data[i * step..i * step + PROBE_SLICE]);
+                .extend_from_slice(&data[start..start + PROBE_SLICE]);
         }
         self.scratch.clear();
         self.scratch
@@ -115,7 +119,33 @@ mod tests {
         assert!(decompress(&out, text.len() - 1, "t").is_err());
     }
 
+    /// Regression: the first chunk of every JPEG (a compressible EXIF header, then entropy-coded
+    /// image data) passed the probe and went through zstd for nothing.
+    #[test]
+    fn a_compressible_header_does_not_make_a_photo_chunk_compressible() {
+        let mut c = Compressor::new(3).unwrap();
+        let mut chunk = b"Exif\0\0MM\0*".repeat(3_000);
+        let header = chunk.len();
+        chunk.resize(header + (1 << 20), 0);
+        crate::crypto::fill_random(&mut chunk[header..]);
+        assert!(c.looks_incompressible(&chunk));
+        // Compressible data in any one quarter still counts: half text, half noise compresses.
+        let mut half = b"the same line again and again\n".repeat(20_000);
+        let text = half.len();
+        half.resize(2 * text, 0);
+        crate::crypto::fill_random(&mut half[text..]);
+        assert!(!c.looks_incompressible(&half));
+        assert_eq!(c.compress(&half).0, Compression::Zstd);
+    }
+
     proptest! {
+        #[test]
+        fn the_probe_reads_within_any_chunk(len in 0usize..300_000) {
+            let mut c = Compressor::new(3).unwrap();
+            let data = vec![7u8; len];
+            prop_assert!(!c.looks_incompressible(&data));
+        }
+
         #[test]
         fn round_trip(data in proptest::collection::vec(0u8..4, 0..100_000)) {
             let mut c = Compressor::new(3).unwrap();
