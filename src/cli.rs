@@ -1210,6 +1210,7 @@ fn restore(
     for k in &s.errors {
         eprintln!("error: {}: {}", k.path, k.reason);
     }
+    warn_owners(&s);
     if !s.errors.is_empty() {
         eprintln!("{} item(s) could not be restored", s.errors.len());
         return Ok(1);
@@ -1218,6 +1219,18 @@ fn restore(
         return Ok(EXIT_PARTIAL);
     }
     Ok(0)
+}
+
+/// Run as root, a restore gives items their recorded owners; say so when it could not.
+fn warn_owners(s: &restorer::RestoreSummary) {
+    if s.owners_not_set > 0 {
+        eprintln!(
+            "warning: the recorded owner could not be set on {} item(s) ({}); they belong to root. \
+             Their content, mode and times are restored.",
+            s.owners_not_set,
+            s.owner_failure.as_deref().unwrap_or("unknown reason")
+        );
+    }
 }
 
 fn check(cli: &Cli, t: &Target, read_data: bool) -> Result<u8> {

@@ -51,6 +51,10 @@ pub struct RestoreSummary {
     pub errors: Vec<Skipped>,
     /// Requests made to the repository storage by this run (opening it included).
     pub requests: crate::backend::RequestStats,
+    /// Run as root, items whose recorded owner could not be set (a filesystem without owners,
+    /// such as exFAT), and the first reason. Their content and times are restored.
+    pub owners_not_set: u64,
+    pub owner_failure: Option<String>,
 }
 
 /// Refuse any name that is not one plain path component.
@@ -158,6 +162,8 @@ struct DirMeta {
     mode: u32,
     mtime: i64,
     mtime_nanos: u32,
+    uid: u32,
+    gid: u32,
 }
 
 fn system_time(secs: i64, nanos: u32) -> std::time::SystemTime {
@@ -178,9 +184,24 @@ struct Ctx<'a> {
     /// Workers: a large file read while others idle gets its blobs read ahead on a second
     /// thread.
     workers: Pool,
+    /// Give items their recorded owner: only root can, as with tar and restic.
+    owners: bool,
 }
 
 impl Ctx<'_> {
+    /// Set the recorded owner of `name` in `dir` (never following a symlink), when run as root.
+    /// A failure is counted, not fatal: the content is what a restore is for.
+    fn set_owner(&self, dir: impl std::os::fd::AsFd, name: &OsStr, uid: u32, gid: u32) {
+        if !self.owners {
+            return;
+        }
+        if let Err(e) = chown_at(dir, name, uid, gid) {
+            let mut s = self.summary.lock().unwrap_or_else(|p| p.into_inner());
+            s.owners_not_set += 1;
+            s.owner_failure.get_or_insert_with(|| e.to_string());
+        }
+    }
+
     fn error(&self, shown: &str, reason: impl Into<String>) {
         self.summary
             .lock()
@@ -234,6 +255,7 @@ pub fn restore(
             ..Default::default()
         }),
         progress: progress.clone(),
+        owners: rustix::process::geteuid().is_root(),
     };
     if opts.includes.is_empty() {
         progress
@@ -296,7 +318,7 @@ pub fn restore(
         if d.existed && (!opts.overwrite || d.ancestor) {
             continue;
         }
-        if let Err(e) = set_dir_meta(&root, d) {
+        if let Err(e) = set_dir_meta(&ctx, &root, d) {
             ctx.error(
                 &show_path(&d.path),
                 format!("cannot set folder metadata: {e}"),
@@ -308,7 +330,7 @@ pub fn restore(
     Ok(s)
 }
 
-fn set_dir_meta(root: &Dir, d: &DirMeta) -> std::io::Result<()> {
+fn set_dir_meta(ctx: &Ctx<'_>, root: &Dir, d: &DirMeta) -> std::io::Result<()> {
     let Some((last, parents)) = d.path.split_last() else {
         return Ok(());
     };
@@ -327,6 +349,8 @@ fn set_dir_meta(root: &Dir, d: &DirMeta) -> std::io::Result<()> {
             cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(d.mode & 0o777)),
         );
     }
+    // Owner before mode: a change of owner may clear mode bits.
+    ctx.set_owner(&cur, name, d.uid, d.gid);
     cur.set_times(
         name,
         None,
@@ -429,6 +453,8 @@ fn walk(
                     mode: node.mode,
                     mtime: node.mtime,
                     mtime_nanos: node.mtime_nanos,
+                    uid: node.uid,
+                    gid: node.gid,
                     ancestor: node.flags & FLAG_ANCESTOR != 0,
                     existed,
                 });
@@ -479,12 +505,22 @@ fn restore_symlink(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .symlinks += 1;
+            ctx.set_owner(dir, name, node.uid, node.gid);
             let t = cap_std::time::SystemTime::from_std(system_time(node.mtime, node.mtime_nanos));
             // Not every filesystem can time-stamp a symlink; the link itself is what matters.
             let _ = dir.set_symlink_times(name, None, Some(SystemTimeSpec::Absolute(t)));
         }
         Err(e) => ctx.error(shown, format!("cannot create symlink: {e}")),
     }
+}
+
+fn chown_at(dir: impl std::os::fd::AsFd, name: &OsStr, uid: u32, gid: u32) -> std::io::Result<()> {
+    use rustix::fs::{Gid, Uid};
+    // All ones means "no owner recorded" to chown(2): leave that part as it is.
+    let uid = (uid != u32::MAX).then(|| Uid::from_raw(uid));
+    let gid = (gid != u32::MAX).then(|| Gid::from_raw(gid));
+    rustix::fs::chownat(dir, name, uid, gid, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(std::io::Error::from)
 }
 
 /// What a file worker reuses from file to file.
@@ -615,6 +651,8 @@ fn write_verified(
         return Err("not restored: content does not match the hash recorded at backup".into());
     }
     let f = f.finish().map_err(|e| format!("write error: {e}"))?;
+    // On the temporary name, before the mode (a change of owner may clear mode bits).
+    ctx.set_owner(&*job.dir, OsStr::new(tmp), job.node.uid, job.node.gid);
     // setuid, setgid and sticky bits are never restored.
     f.set_permissions(std::fs::Permissions::from_mode(job.node.mode & 0o777))
         .map_err(|e| format!("cannot set permissions: {e}"))?;

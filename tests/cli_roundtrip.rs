@@ -397,3 +397,43 @@ fn usage_errors_exit_2() {
         env.vault().args([cmd, "--help"]).assert().success();
     }
 }
+
+#[test]
+fn restore_as_root_gives_back_the_recorded_owners() {
+    // Only root can give a file to another user (as with tar and restic).
+    if !unsafe_is_root() {
+        eprintln!("not root: ownership is not restored, nothing to test");
+        return;
+    }
+    use std::os::unix::fs::{lchown, symlink, MetadataExt};
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("album")).unwrap();
+    fs::write(src.join("album/IMG_0001.JPG"), b"photo").unwrap();
+    fs::write(src.join("mine.txt"), b"root's").unwrap();
+    symlink("album/IMG_0001.JPG", src.join("cover")).unwrap();
+    let owners = [
+        ("album", 4321, 8765),
+        ("album/IMG_0001.JPG", 4322, 8766),
+        ("cover", 4323, 8767),
+        ("mine.txt", 0, 0),
+    ];
+    for (p, u, g) in owners {
+        lchown(src.join(p), Some(u), Some(g)).unwrap();
+    }
+    env.init();
+    env.vault().arg("backup").arg(&src).assert().success();
+    let out = env.path("out");
+    env.vault()
+        .args(["restore", "latest", "--target"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("owner").not());
+    let back = restored(&out, &src);
+    for (p, u, g) in owners {
+        let m = fs::symlink_metadata(back.join(p)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (u, g), "owner of {p}");
+    }
+    assert_same_tree(&src, &back);
+}

@@ -415,6 +415,8 @@ pub(super) fn restore_vault_only(
                 total.bytes += s.bytes;
                 total.skipped.extend(s.skipped);
                 total.errors.extend(s.errors);
+                total.owners_not_set += s.owners_not_set;
+                total.owner_failure = total.owner_failure.or(s.owner_failure);
             }
             Err(e) => {
                 failure = Some(e);
@@ -447,6 +449,7 @@ pub(super) fn restore_vault_only(
     for k in &total.errors {
         eprintln!("error: {}: {}", k.path, k.reason);
     }
+    super::warn_owners(&total);
     Ok(if !total.errors.is_empty() {
         1
     } else if !total.skipped.is_empty() {
