@@ -68,12 +68,12 @@ fn put_blocking(root: &Path, path: &Path, data: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         return Err(storage("writing", &tmp, e));
     }
-    place(root, &tmp, path, |existing| existing == data)
+    place(root, &tmp, path, Some(data))
 }
 
 /// Link the written and synced `tmp` into place at `path`, never replacing an object unless
-/// `same` says it has the same content (a retried put), and remove `tmp`.
-fn place(root: &Path, tmp: &Path, path: &Path, same: impl Fn(&[u8]) -> bool) -> Result<()> {
+/// it holds `same`, the content being put (a retried put), and remove `tmp`.
+fn place(root: &Path, tmp: &Path, path: &Path, same: Option<&[u8]>) -> Result<()> {
     let dir = path.parent().unwrap_or(root);
     if let Err(e) = mkdir_private(dir) {
         let _ = fs::remove_file(tmp);
@@ -82,10 +82,10 @@ fn place(root: &Path, tmp: &Path, path: &Path, same: impl Fn(&[u8]) -> bool) -> 
     // hard_link fails when the name exists, which gives create-only semantics atomically.
     let placed = match fs::hard_link(tmp, path) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => same_content(path, &same),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => same_content(path, same),
         // Filesystems without hard links (exFAT, some network mounts): check, then rename.
         Err(_) if !path.exists() => fs::rename(tmp, path).map_err(|e| storage("placing", path, e)),
-        Err(_) => same_content(path, &same),
+        Err(_) => same_content(path, same),
     };
     let _ = fs::remove_file(tmp);
     placed?;
@@ -162,8 +162,9 @@ impl super::ObjectFile for LocalObjectFile {
         file.sync_all()
             .map_err(|e| storage("syncing", &self.tmp, e))?;
         drop(file);
-        // Objects streamed here have random names: an existing one is never this content.
-        place(&self.root, &self.tmp, &self.path, |_| false)
+        // Objects streamed here have random names: an existing one is never this content, and
+        // this content is not held anywhere to compare.
+        place(&self.root, &self.tmp, &self.path, None)
     }
 }
 
@@ -175,20 +176,31 @@ impl Drop for LocalObjectFile {
     }
 }
 
-fn same_content(path: &Path, same: &impl Fn(&[u8]) -> bool) -> Result<()> {
-    let existing = fs::read(path).map_err(|e| storage("reading", path, e))?;
-    if same(&existing) {
+fn same_content(path: &Path, same: Option<&[u8]>) -> Result<()> {
+    let Some(data) = same else {
+        return Err(refused(path));
+    };
+    let len = fs::metadata(path)
+        .map_err(|e| storage("reading", path, e))?
+        .len();
+    // A different length settles it without reading the object.
+    if len == data.len() as u64 && fs::read(path).map_err(|e| storage("reading", path, e))? == data
+    {
         Ok(())
     } else {
-        Err(storage(
-            "refusing to replace",
-            path,
-            io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "a different object has this name",
-            ),
-        ))
+        Err(refused(path))
     }
+}
+
+fn refused(path: &Path) -> Error {
+    storage(
+        "refusing to replace",
+        path,
+        io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "a different object has this name",
+        ),
+    )
 }
 
 fn list_dir(dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
@@ -421,6 +433,11 @@ mod tests {
         // Idempotent re-put of identical content; refusal of different content.
         store.put(FileType::Pack, &name, b"hello world").unwrap();
         assert!(store.put(FileType::Pack, &name, b"other").is_err());
+        assert!(store.put(FileType::Pack, &name, b"hello-world").is_err());
+        // A streamed object never replaces one either, whatever its content.
+        let mut w = store.writer(FileType::Pack, &name, 11).unwrap();
+        std::io::Write::write_all(&mut w, b"hello world").unwrap();
+        assert!(w.commit().is_err());
         assert_eq!(store.get(FileType::Pack, &name).unwrap(), b"hello world");
         assert_eq!(
             store.get_range(FileType::Pack, &name, 6, 5).unwrap(),
