@@ -10,6 +10,8 @@ use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 
+use crate::pipe::Pipe;
+
 /// Memory and length alignment of direct writes (the largest logical block size in use).
 pub const ALIGN: usize = 4096;
 
@@ -190,25 +192,40 @@ const BACKGROUND_BLOCKS: usize = 3;
 /// write returns only when the disk has the data). Direct where the filesystem allows it.
 pub struct BackgroundWriter {
     cur: Staging,
-    allocated: usize,
-    tx: Option<crossbeam_channel::Sender<Staging>>,
-    back: crossbeam_channel::Receiver<Staging>,
-    thread: Option<std::thread::JoinHandle<io::Result<File>>>,
+    pipe: Pipe<Staging, File, io::Error>,
 }
 
 impl BackgroundWriter {
     pub fn new(file: File) -> io::Result<BackgroundWriter> {
-        let (tx, rx) = crossbeam_channel::bounded::<Staging>(BACKGROUND_BLOCKS);
-        let (back_tx, back) = crossbeam_channel::bounded(BACKGROUND_BLOCKS);
-        let thread = std::thread::Builder::new()
-            .name("vault-write".into())
-            .spawn(move || write_blocks(file, rx, back_tx))?;
+        let mut direct = set_direct(&file, true).is_ok();
+        let mut written = 0u64;
+        // Every block but the last is a whole `STAGE`, so only the last can be unaligned in
+        // length.
+        let write = move |file: &mut File, s: &mut Staging| -> io::Result<()> {
+            let data = &s.buf[s.start..s.start + s.fill];
+            if direct && !data.len().is_multiple_of(ALIGN) {
+                direct = false;
+                set_direct(file, false)?;
+            }
+            match file.write_all(data) {
+                Ok(()) => {}
+                Err(e) if direct && refused(&e) => {
+                    direct = false;
+                    set_direct(file, false)?;
+                    file.write_all_at(data, written)?;
+                    file.seek(SeekFrom::Start(written + data.len() as u64))?;
+                }
+                Err(e) => return Err(e),
+            }
+            written += data.len() as u64;
+            s.fill = 0;
+            Ok(())
+        };
+        // The block being filled here is one of BACKGROUND_BLOCKS.
+        let pipe = Pipe::spawn("vault-write", BACKGROUND_BLOCKS - 1, vec![], file, write)?;
         Ok(BackgroundWriter {
             cur: Staging::default(),
-            allocated: 1,
-            tx: Some(tx),
-            back,
-            thread: Some(thread),
+            pipe,
         })
     }
 
@@ -228,92 +245,39 @@ impl BackgroundWriter {
 
     /// Hand the current block to the thread and take an empty one.
     fn send(&mut self) -> io::Result<()> {
-        let next = match self.back.try_recv() {
-            Ok(b) => b,
-            Err(_) if self.allocated < BACKGROUND_BLOCKS => {
-                self.allocated += 1;
-                Staging::default()
-            }
-            Err(_) => match self.back.recv() {
-                Ok(b) => b,
-                Err(_) => return Err(self.failure()),
-            },
-        };
+        let next = self.pipe.empty(Staging::default).ok_or_else(stopped)?;
         let full = std::mem::replace(&mut self.cur, next);
-        let sent = self.tx.as_ref().map(|tx| tx.send(full).is_ok());
-        if sent == Some(true) {
+        if self.pipe.send(full) {
             Ok(())
         } else {
-            Err(self.failure())
-        }
-    }
-
-    /// The thread stopped early: its error.
-    fn failure(&mut self) -> io::Error {
-        self.tx = None;
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(Err(e))) => e,
-            _ => io::Error::other("the writing thread stopped"),
+            Err(stopped())
         }
     }
 
     /// Write the rest and return the file, positioned at its end.
     pub fn finish(mut self) -> io::Result<File> {
-        if self.cur.fill > 0 {
-            self.send()?;
-        }
-        self.tx = None;
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
-            _ => Err(io::Error::other("the writing thread stopped")),
-        }
-    }
-}
-
-impl Drop for BackgroundWriter {
-    fn drop(&mut self) {
-        // Abandoned (a failed or interrupted backup): let the thread end; the caller removes the
-        // file.
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The writing thread: every block but the last is a whole `STAGE`, so only the last can be
-/// unaligned in length.
-fn write_blocks(
-    mut file: File,
-    rx: crossbeam_channel::Receiver<Staging>,
-    back: crossbeam_channel::Sender<Staging>,
-) -> io::Result<File> {
-    let mut direct = set_direct(&file, true).is_ok();
-    let mut written = 0u64;
-    for mut s in rx {
-        let data = &s.buf[s.start..s.start + s.fill];
-        if direct && data.len() % ALIGN != 0 {
-            direct = false;
-            set_direct(&file, false)?;
-        }
-        match file.write_all(data) {
-            Ok(()) => {}
-            Err(e) if direct && refused(&e) => {
-                direct = false;
+        let last = std::mem::replace(
+            &mut self.cur,
+            Staging {
+                buf: Vec::new(),
+                start: 0,
+                fill: 0,
+            },
+        );
+        let sent = last.fill == 0 || self.pipe.send(last);
+        match self.pipe.join().0 {
+            Some(Ok(file)) if sent => {
                 set_direct(&file, false)?;
-                file.write_all_at(data, written)?;
-                file.seek(SeekFrom::Start(written + data.len() as u64))?;
+                Ok(file)
             }
-            Err(e) => return Err(e),
+            Some(Err(e)) => Err(e),
+            _ => Err(stopped()),
         }
-        written += data.len() as u64;
-        s.fill = 0;
-        let _ = back.try_send(s);
     }
-    if direct {
-        set_direct(&file, false)?;
-    }
-    Ok(file)
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("the writing thread stopped")
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod interrupt;
 pub mod keys;
 pub mod mover;
 pub mod packer;
+pub mod pipe;
 pub mod repo;
 pub mod restorer;
 pub mod settings;

@@ -12,6 +12,7 @@ use crate::format::index::PackDesc;
 use crate::format::{pack, BlobEntry, BlobType, Compression};
 use crate::ids::Id;
 use crate::keys::Keys;
+use crate::pipe::Pipe;
 use crate::repo::Repository;
 
 /// A pack being filled: its plaintext goes through age into the store's writer as blobs arrive.
@@ -30,25 +31,17 @@ const BLOCKS: usize = 4;
 
 type Stream = EncryptWriter<ObjectWriter>;
 
-/// A pack's encryption thread.
-struct Offloaded {
-    tx: crossbeam_channel::Sender<Vec<u8>>,
-    back: crossbeam_channel::Receiver<Vec<u8>>,
-    thread: std::thread::JoinHandle<Result<Stream>>,
-}
-
 /// The encryption of one pack. When every file worker is busy, the worker that adds a blob
 /// encrypts it itself, straight from its read buffer (no copy, no hand-off). When cores would
 /// otherwise idle (one large file, the end of a backup), blobs are copied into blocks for a
 /// thread of the pack's own, so the worker goes on reading, chunking and hashing meanwhile.
 struct Encrypting {
     inline: Option<Stream>,
-    offloaded: Option<Offloaded>,
+    offloaded: Option<Pipe<Vec<u8>, Stream, Error>>,
     /// The block being filled for the thread.
     cur: Vec<u8>,
-    /// Empty blocks to reuse.
+    /// Empty blocks kept between hand-offs (at most `BLOCKS` exist).
     spare: Vec<Vec<u8>>,
-    allocated: usize,
 }
 
 impl Encrypting {
@@ -58,7 +51,6 @@ impl Encrypting {
             offloaded: None,
             cur: Vec::new(),
             spare: Vec::new(),
-            allocated: 0,
         }
     }
 
@@ -99,19 +91,21 @@ impl Encrypting {
         let Some(out) = self.inline.take() else {
             return Ok(());
         };
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(BLOCKS - 2);
-        let (back_tx, back) = crossbeam_channel::bounded(BLOCKS);
-        let thread = std::thread::Builder::new()
-            .name("vault-seal".into())
-            .spawn(move || encrypt_blocks(out, rx, back_tx))
+        let encrypt = |out: &mut Stream, block: &mut Vec<u8>| {
+            out.write_all(block)?;
+            block.clear();
+            Ok(())
+        };
+        let spare = std::mem::take(&mut self.spare);
+        let pipe = Pipe::spawn("vault-seal", BLOCKS, spare, out, encrypt)
             .map_err(|e| Error::io("starting an encryption thread", e))?;
-        self.offloaded = Some(Offloaded { tx, back, thread });
+        self.offloaded = Some(pipe);
         Ok(())
     }
 
     /// The stream, here: what was handed to the thread is encrypted first.
     fn stream(&mut self) -> Result<&mut Stream> {
-        if let Some(o) = self.offloaded.take() {
+        if let Some(pipe) = self.offloaded.take() {
             let rest = std::mem::take(&mut self.cur);
             let sent = if rest.is_empty() {
                 if rest.capacity() > 0 {
@@ -119,16 +113,13 @@ impl Encrypting {
                 }
                 true
             } else {
-                o.tx.send(rest).is_ok()
+                pipe.send(rest)
             };
-            drop(o.tx);
-            let joined = o.thread.join();
-            // Every block comes back once the thread is done with it: keep them all, or a later
-            // hand-off would wait for blocks that no longer circulate.
-            self.spare.extend(o.back.try_iter());
+            let (joined, spare) = pipe.join();
+            self.spare.extend(spare);
             match joined {
-                Ok(Ok(out)) if sent => self.inline = Some(out),
-                Ok(Err(e)) => return Err(e),
+                Some(Ok(out)) if sent => self.inline = Some(out),
+                Some(Err(e)) => return Err(e),
                 _ => return Err(stopped()),
             }
         }
@@ -136,31 +127,21 @@ impl Encrypting {
     }
 
     fn take_block(&mut self) -> Result<Vec<u8>> {
-        if let Some(b) = self.spare.pop() {
-            return Ok(b);
-        }
-        let Some(o) = self.offloaded.as_ref() else {
-            return Err(stopped());
-        };
-        if let Ok(b) = o.back.try_recv() {
-            return Ok(b);
-        }
-        if self.allocated < BLOCKS {
-            self.allocated += 1;
-            return Ok(Vec::with_capacity(BLOCK));
-        }
-        match o.back.recv() {
-            Ok(b) => Ok(b),
+        let block = self
+            .offloaded
+            .as_mut()
+            .and_then(|p| p.empty(|| Vec::with_capacity(BLOCK)));
+        match block {
+            Some(b) => Ok(b),
             // The thread ended early: its error.
-            Err(_) => self.stream().map(|_| Vec::new()),
+            None => self.stream().map(|_| Vec::new()),
         }
     }
 
     fn send(&mut self) -> Result<()> {
         let full = std::mem::take(&mut self.cur);
-        let sent = self.offloaded.as_ref().map(|o| o.tx.send(full));
-        match sent {
-            Some(Ok(())) => Ok(()),
+        match self.offloaded.as_ref().map(|p| p.send(full)) {
+            Some(true) => Ok(()),
             // The thread ended early: its error.
             _ => self.stream().map(|_| ()),
         }
@@ -182,30 +163,6 @@ fn stopped() -> Error {
         "encrypting",
         std::io::Error::other("the encryption thread stopped"),
     )
-}
-
-impl Drop for Encrypting {
-    fn drop(&mut self) {
-        // Abandoned: the thread ends and drops the store's writer, which removes what was
-        // written.
-        if let Some(o) = self.offloaded.take() {
-            drop(o.tx);
-            let _ = o.thread.join();
-        }
-    }
-}
-
-fn encrypt_blocks(
-    mut out: Stream,
-    rx: crossbeam_channel::Receiver<Vec<u8>>,
-    back: crossbeam_channel::Sender<Vec<u8>>,
-) -> Result<Stream> {
-    for mut block in rx {
-        out.write_all(&block)?;
-        block.clear();
-        let _ = back.try_send(block);
-    }
-    Ok(out)
 }
 
 impl PackWriter {
