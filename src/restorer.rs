@@ -189,13 +189,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Set the recorded owner of `name` in `dir` (never following a symlink), when run as root.
-    /// A failure is counted, not fatal: the content is what a restore is for.
-    fn set_owner(&self, dir: impl std::os::fd::AsFd, name: &OsStr, uid: u32, gid: u32) {
+    /// Run `chown` when run as root. A failure is counted, not fatal: the content is what a
+    /// restore is for.
+    fn set_owner(&self, chown: impl FnOnce() -> std::io::Result<()>) {
         if !self.owners {
             return;
         }
-        if let Err(e) = chown_at(dir, name, uid, gid) {
+        if let Err(e) = chown() {
             let mut s = self.summary.lock().unwrap_or_else(|p| p.into_inner());
             s.owners_not_set += 1;
             s.owner_failure.get_or_insert_with(|| e.to_string());
@@ -349,8 +349,17 @@ fn set_dir_meta(ctx: &Ctx<'_>, root: &Dir, d: &DirMeta) -> std::io::Result<()> {
             cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(d.mode & 0o777)),
         );
     }
-    // Owner before mode: a change of owner may clear mode bits.
-    ctx.set_owner(&cur, name, d.uid, d.gid);
+    // Owner before mode: a change of owner may clear mode bits. On the opened folder, not its
+    // name: see `chown_fd`.
+    ctx.set_owner(|| {
+        // A descriptor fchown accepts (cap-std's folder handles are O_PATH on Linux).
+        let flags = rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&cur, name, flags, rustix::fs::Mode::empty())?;
+        chown_fd(&fd, d.uid, d.gid)
+    });
     cur.set_times(
         name,
         None,
@@ -505,7 +514,7 @@ fn restore_symlink(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .symlinks += 1;
-            ctx.set_owner(dir, name, node.uid, node.gid);
+            ctx.set_owner(|| chown_symlink(dir, name, node.uid, node.gid));
             let t = cap_std::time::SystemTime::from_std(system_time(node.mtime, node.mtime_nanos));
             // Not every filesystem can time-stamp a symlink; the link itself is what matters.
             let _ = dir.set_symlink_times(name, None, Some(SystemTimeSpec::Absolute(t)));
@@ -514,13 +523,44 @@ fn restore_symlink(
     }
 }
 
-fn chown_at(dir: impl std::os::fd::AsFd, name: &OsStr, uid: u32, gid: u32) -> std::io::Result<()> {
-    use rustix::fs::{Gid, Uid};
-    // All ones means "no owner recorded" to chown(2): leave that part as it is.
-    let uid = (uid != u32::MAX).then(|| Uid::from_raw(uid));
-    let gid = (gid != u32::MAX).then(|| Gid::from_raw(gid));
-    rustix::fs::chownat(dir, name, uid, gid, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(std::io::Error::from)
+fn owner_ids(uid: u32, gid: u32) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
+    // All ones means "leave unchanged" to chown(2), never an owner.
+    (
+        (uid != u32::MAX).then(|| rustix::fs::Uid::from_raw(uid)),
+        (gid != u32::MAX).then(|| rustix::fs::Gid::from_raw(gid)),
+    )
+}
+
+/// Owners are set through a descriptor of what this restore created, never through a name: as
+/// root, a name in a folder another user can write to could be swapped, between our write and
+/// the chown, for a hard link to a file of theirs choosing (which root would then give away).
+fn chown_fd(fd: impl std::os::fd::AsFd, uid: u32, gid: u32) -> std::io::Result<()> {
+    let (u, g) = owner_ids(uid, gid);
+    rustix::fs::fchown(fd, u, g).map_err(std::io::Error::from)
+}
+
+/// A symlink cannot be opened for writing: open the link itself (`O_PATH`), check that it still
+/// is a symlink, and chown that descriptor. Elsewhere than Linux symlinks keep root as owner
+/// (their owner matters only in sticky folders).
+#[cfg(target_os = "linux")]
+fn chown_symlink(dir: &Dir, name: &OsStr, uid: u32, gid: u32) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::Symlink {
+        return Err(std::io::Error::other("no longer a symlink"));
+    }
+    let (u, g) = owner_ids(uid, gid);
+    rustix::fs::chownat(&fd, "", u, g, AtFlags::EMPTY_PATH).map_err(std::io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn chown_symlink(_: &Dir, _: &OsStr, _: u32, _: u32) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// What a file worker reuses from file to file.
@@ -651,8 +691,8 @@ fn write_verified(
         return Err("not restored: content does not match the hash recorded at backup".into());
     }
     let f = f.finish().map_err(|e| format!("write error: {e}"))?;
-    // On the temporary name, before the mode (a change of owner may clear mode bits).
-    ctx.set_owner(&*job.dir, OsStr::new(tmp), job.node.uid, job.node.gid);
+    // Before the mode: a change of owner may clear mode bits.
+    ctx.set_owner(|| chown_fd(&f, job.node.uid, job.node.gid));
     // setuid, setgid and sticky bits are never restored.
     f.set_permissions(std::fs::Permissions::from_mode(job.node.mode & 0o777))
         .map_err(|e| format!("cannot set permissions: {e}"))?;
