@@ -500,6 +500,8 @@ fn read_back(
         for _ in 0..crate::worker_count(threads) {
             scope.spawn(|| {
                 let mut readers = PackReaders::default();
+                // One blob buffer per worker, reused: no allocation per chunk read back.
+                let mut blob = Vec::new();
                 loop {
                     if crate::interrupt::requested() {
                         return;
@@ -508,7 +510,8 @@ fn read_back(
                     let Some((c, s)) = items.get(i) else { return };
                     let r = match &s.content {
                         StoredContent::File { blobs, hash } => {
-                            verify_file(repo, blobs, hash, s.size, &mut readers, progress)
+                            let file = (blobs.as_slice(), hash, s.size);
+                            verify_file(repo, file, &mut readers, &mut blob, progress)
                         }
                         // The target is in the tree, which was read back already.
                         StoredContent::Symlink { .. } => Ok(()),
@@ -537,21 +540,20 @@ fn read_back(
 
 fn verify_file(
     repo: &Repository,
-    blobs: &[Id],
-    hash: &Id,
-    size: u64,
+    (blobs, hash, size): (&[Id], &Id, u64),
     readers: &mut PackReaders,
+    data: &mut Vec<u8>,
     progress: &Progress,
 ) -> Result<()> {
     let mut h = repo.keys().file_hash.hasher();
     let mut total = 0u64;
     for b in blobs {
-        let data = repo.read_blob(b, BlobType::Data, readers)?;
+        repo.read_blob_into(b, BlobType::Data, readers, data)?;
         total += data.len() as u64;
         progress
             .bytes_done
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        h.update(&data);
+        h.update(data);
     }
     if total != size || h.finalize() != *hash {
         return Err(Error::corrupt(
