@@ -3,10 +3,11 @@
 //!
 //! Threads and bounded queues:
 //! walker -> (file jobs) -> file workers -> open packs -> (full packs) -> uploaders.
-//! A file worker copies each new chunk from its read buffer into an open pack; each open pack has
-//! a thread that encrypts what it is given and streams it to the store (a local folder's writing
-//! thread takes the ciphertext to disk), so even one large file keeps several cores busy. Full
-//! packs go to the uploader threads, which commit them (sync and link into place, or upload)
+//! A file worker adds each new chunk from its read buffer to an open pack, which streams its
+//! ciphertext to the store (a local folder's writing thread takes it to disk). While every worker
+//! is busy the worker encrypts the chunk itself; while some idle (one large file, the end of a
+//! run) the pack encrypts on a thread of its own, so the cores stay in use. Full packs go to the
+//! uploader threads, which commit them (sync and link into place, or upload)
 //! and write the checkpoint indexes. The walker also sends an ordered event stream
 //! to the assembler (the calling thread), which collects each file's result in order and builds
 //! the trees bottom-up.

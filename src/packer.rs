@@ -1,7 +1,7 @@
 //! Packing blobs into packs: blobs are spread at random over several open packs so pack
-//! boundaries do not follow file boundaries, and each open pack is encrypted (on a thread of its
-//! own) and written to its store as it fills (format §8: the table is at the end), so no pack is
-//! ever held in memory.
+//! boundaries do not follow file boundaries, and each open pack is encrypted (by the adding
+//! worker, or on a thread of its own while workers idle) and written to its store as it fills
+//! (format §8: the table is at the end), so no pack is ever held in memory.
 
 use std::sync::{Mutex, MutexGuard, TryLockError};
 

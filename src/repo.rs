@@ -631,14 +631,7 @@ impl Repository {
         let payload_offset = crypto::age_payload_offset(&head)
             .ok_or_else(|| Error::corrupt(&what, "no age header"))?;
         // The plaintext length comes from the decrypting stream (age knows its own framing).
-        let info = PackInfo {
-            id: *id,
-            pack_type: BlobType::Data,
-            object_len,
-            payload_offset: payload_offset as u32,
-            plain_len: 0,
-        };
-        let mut s = self.open_pack_from(&info, self.pack_reader(&info).with_head(head))?;
+        let mut s = self.open_pack_from(id, self.pack_reader(id, object_len).with_head(head))?;
         let (plain_len, blobs) = read_table_from_end(&mut s.inner, &what)?;
         Ok(PackDesc {
             id: *id,
@@ -909,21 +902,21 @@ impl Repository {
 
     /// Open a pack for seekable plaintext reads, checking its object header.
     pub fn open_pack(&self, pack: &PackInfo) -> Result<PackStream> {
-        self.open_pack_from(pack, self.pack_reader(pack))
+        self.open_pack_from(&pack.id, self.pack_reader(&pack.id, pack.object_len))
     }
 
-    fn pack_reader(&self, pack: &PackInfo) -> RangeReader {
+    fn pack_reader(&self, id: &Id, object_len: u64) -> RangeReader {
         RangeReader::new(
             self.store.clone(),
             FileType::Pack,
-            pack.id.to_hex(),
-            pack.object_len,
+            id.to_hex(),
+            object_len,
             1 << 20,
         )
     }
 
-    fn open_pack_from(&self, pack: &PackInfo, rr: RangeReader) -> Result<PackStream> {
-        let what = format!("pack {}", pack.id.short());
+    fn open_pack_from(&self, id: &Id, rr: RangeReader) -> Result<PackStream> {
+        let what = format!("pack {}", id.short());
         let mut s = self.keys.data_identity()?.open(rr, &what)?;
         let mut hdr = [0u8; format::HEADER_LEN];
         s.read_exact(&mut hdr)
