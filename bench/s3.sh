@@ -3,7 +3,9 @@
 # repository, on the same photo tree: RUNS interleaved rounds (default 3), each into an empty
 # repository, unlocked with an identity file (no KDF in the timings). Prints medians, the
 # S3/local throughput ratio and the CPU time the server itself used (on a small machine the
-# server competes with vault for the same cores).
+# server competes with vault for the same cores). Each round also uploads the local round's pack
+# files with curl, 4 at a time as vault does: what the server takes in when the client does
+# next to nothing, the ceiling of any S3 client against this server on this machine.
 #
 # Usage: bench/s3.sh [PICTURES]   (default: the corpus of ../shared/corpus/make-corpus.sh)
 # Needs SeaweedFS in .venv (scripts/test-all.sh installs it there).
@@ -28,12 +30,20 @@ mkdir -p "$work/s3data"
     -master.volumeSizeLimitMB=64 -s3.config="$work/s3.json" -webdav=false -admin.ui=false \
     -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false \
     -s3.port=33333 -master.port=34333 -volume.port=33080 -filer.port=33888 >"$work/weed.log" 2>&1) &
-weed_pid=$!
-trap 'kill $weed_pid 2>/dev/null; pkill -f "weed mini -dir=$work" 2>/dev/null; rm -rf "$work"' EXIT
+stop_server() {
+    # SeaweedFS can take seconds to stop, and one left running would answer the next run's requests.
+    pkill -f "weed mini -dir=$work" 2>/dev/null || true
+    for _ in $(seq 1 30); do pgrep -f "weed mini -dir=$work" >/dev/null || break; sleep 0.5; done
+    pkill -9 -f "weed mini -dir=$work" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap stop_server EXIT
 for _ in $(seq 1 120); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:33333/ || true)" = 403 ] && break
     sleep 0.5
 done
+# A server left over from an earlier run would answer on the port while this one failed to start.
+pgrep -f "weed mini -dir=$work" >/dev/null || { echo "SeaweedFS did not start:" >&2; tail -3 "$work/weed.log" >&2; exit 1; }
 export AWS_ENDPOINT_URL=http://127.0.0.1:33333 VAULT_PASSWORD=bench
 echo "$(machine)"
 echo "tree: $pics ($(du -sh "$pics" | cut -f1)); $runs rounds"
@@ -41,7 +51,9 @@ echo "tree: $pics ($(du -sh "$pics" | cut -f1)); $runs rounds"
 for round in $(seq 1 "$runs"); do
     for kind in local s3; do
         if [ $kind = local ]; then repo=$work/repo-$round; else repo=s3://bench-$round/r; fi
-        "$vault" --repo "$repo" init --quiet --recovery-key-file "$work/id-$kind-$round" >/dev/null
+        # The recovery key goes to the file; the notice that shows it is not wanted here.
+        "$vault" --repo "$repo" init --quiet --recovery-key-file "$work/id-$kind-$round" >/dev/null 2>"$work/init.log" ||
+            { cat "$work/init.log" >&2; exit 1; }
         sync
         server=$(pgrep -f "weed mini -dir=$work" | head -1)
         ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
@@ -50,8 +62,19 @@ for round in $(seq 1 "$runs"); do
             "$vault" --repo "$repo" --identity "$work/id-$kind-$round" --quiet backup "$pics" ||
             { echo "$kind backup failed" >&2; exit 1; }
         echo "$kind $(cat "$work/time") $(($(ticks) - before))" >>"$work/results"
-        if [ $kind = local ]; then rm -rf "$repo"; fi
     done
+    bucket=ceiling-$round
+    sign=(--aws-sigv4 aws:amz:us-east-1:s3 --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY")
+    curl -sf -o /dev/null "${sign[@]}" -X PUT "$AWS_ENDPOINT_URL/$bucket"
+    before=$(ticks)
+    for f in "$work/repo-$round"/data/*/*; do
+        printf 'upload-file = "%s"\nurl = "%s/%s/%s"\noutput = "/dev/null"\n' \
+            "$f" "$AWS_ENDPOINT_URL" "$bucket" "$(basename "$f")"
+    done >"$work/curl.cfg"
+    /usr/bin/time -f "%e %M" -o "$work/time" curl -sSf --no-progress-meter --parallel --parallel-max 4 \
+        "${sign[@]}" -K "$work/curl.cfg" 2>"$work/curl.err" || { echo "curl upload failed:" >&2; tail -3 "$work/curl.err" >&2; exit 1; }
+    echo "curl $(cat "$work/time") $(($(ticks) - before)) $(du -sb "$work/repo-$round/data" | cut -f1)" >>"$work/results"
+    rm -rf "$work/repo-$round"
 done
 python3 - "$work/results" "$(du -sb "$pics" | cut -f1)" <<'PY'
 import statistics, sys
@@ -60,7 +83,13 @@ size = int(sys.argv[2])
 med = {k: (statistics.median(float(r[1]) for r in rows if r[0] == k), statistics.median(float(r[2]) for r in rows if r[0] == k)) for k in ("local", "s3")}
 for k, (s, kib) in med.items():
     print(f"{k:<6} {s:6.2f} s  {size / 1e6 / s:6.0f} MB/s  peak RSS {kib / 1024:.0f} MiB")
-server = statistics.median(int(r[3]) / 100 for r in rows if r[0] == "s3")
-print(f"SeaweedFS CPU time during an S3 backup: {server:.1f} s (it shares the machine's cores)")
+server = {k: statistics.median(int(r[3]) / 100 for r in rows if r[0] == k) for k in ("s3", "curl")}
+print(f"SeaweedFS CPU time during an S3 backup: {server['s3']:.1f} s (it shares the machine's cores)")
+curl = statistics.median(float(r[1]) for r in rows if r[0] == "curl")
+packs = statistics.median(int(r[4]) for r in rows if r[0] == "curl")
+print(f"curl uploading the local repository's packs ({packs / 1e6:.0f} MB, 4 at a time): {curl:.2f} s,"
+      f" {packs / 1e6 / curl:.0f} MB/s, server CPU {server['curl']:.1f} s")
 print(f"S3 throughput / local: {med['local'][0] / med['s3'][0]:.2f}")
+print(f"server ceiling (curl) / local: {med['local'][0] / curl:.2f}")
+print(f"vault's S3 backup / server ceiling: {curl / med['s3'][0]:.2f}")
 PY
