@@ -149,7 +149,30 @@ restore() {
     local got=$out$work/pics
     diff -r -q "$work/pics" "$got" >/dev/null || { echo "$t: restore differs from the source" >&2; exit 1; }
     echo "$t size $(du -sb "$r" | cut -f1) $(find "$r" -type f | wc -l)" >>"$results"
-    rm -rf "$out" "$r" # the next round starts afresh; frees the disk for the next restore
+    rm -rf "$out"
+    if [ "$t" = vault ]; then disk_floor "$r"; fi
+    rm -rf "$r" # the next round starts afresh; frees the disk for the next restore
+}
+
+# The disk's floor for a durable restore, with no CPU work: read vault's packs from a cold cache,
+# 4 at a time, while writing as many bytes as the tree holds with direct I/O, 4 files at a time.
+# No tool can restore durably faster from this disk. Needs a dropped cache (root) and a
+# filesystem that takes direct I/O; skipped otherwise.
+disk_floor() { # REPO
+    [ "$can_drop" = yes ] || return 0
+    local mib
+    mib=$(($(du -sb "$work/pics" | cut -f1) / 4 / 1048576 + 1))
+    mkdir -p "$work/floor"
+    sync
+    echo 1 >/proc/sys/vm/drop_caches
+    if /usr/bin/time -f "%e %M" -o "$work/time" bash -c '
+        find "$1/data" -type f -print0 | xargs -0 -n4 -P4 cat >/dev/null &
+        for i in 1 2 3 4; do dd if=/dev/zero of="$2/f$i" bs=1M count="$3" oflag=direct status=none & done
+        ok=0; for j in $(jobs -p); do wait "$j" || ok=1; done; exit $ok' _ "$1" "$work/floor" "$mib" 2>/dev/null; then
+        read -r secs _ <"$work/time"
+        echo "floor durable $secs 0" >>"$results"
+    fi
+    rm -rf "$work/floor"
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem/ {print $2}') GiB"
@@ -190,6 +213,11 @@ ref = med("vault", step, 2)
 print(f"{'restore+sync':<12}" + cells(lambda t: med(t, step, 2) is not None and f"{med(t, step, 2):.2f} s"))
 print(" " * 12 + cells(lambda t: t != "vault" and ref and med(t, step, 2) is not None and f"x{med(t, step, 2) / ref:.2f}"))
 print(" " * 12 + cells(lambda t: med(t, step, 2) is not None and f"{tree_bytes / 1e6 / med(t, step, 2):.0f} MB/s"))
+floor = med("floor", "durable", 2)
+if floor is not None:
+    print(f"{'disk floor':<12}{floor:>24.2f} s  (no CPU work: read vault's packs cold and write the tree's bytes with direct I/O)")
+    if ref:
+        print(f"{'':<12}{'vault at ' + format(floor / ref, '.0%') + ' of it':>24}")
 size = lambda t: med(t, "size", 2) is not None and f"{med(t, 'size', 2) / 2**20:.1f} MiB {int(med(t, 'size', 3))} obj"
 print(f"{'repo size':<12}" + cells(size))
 print("(xN: the peer's median time / vault's, above 1 means vault is faster; RSS xN: the peer's peak RSS / vault's;")
