@@ -561,16 +561,6 @@ impl LocalCache {
             .map_err(|e| self.err(e))
     }
 
-    pub fn remove_snapshots(&self, ids: &[Id]) -> Result<()> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        for id in ids {
-            tx.execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])
-                .map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))
-    }
-
     /// The row of a folder, by the keyed hash of its path. A row that does not open is treated
     /// as absent: the files are simply read again.
     pub fn folder(&self, key: &Id) -> Result<Option<FolderRow>> {

@@ -99,6 +99,13 @@ pub fn check(
     for (name, e) in &bad {
         rep.errors.push(format!("snapshot {}: {e}", &name[..8]));
     }
+    for id in repo.missing_snapshots() {
+        rep.errors.push(format!(
+            "snapshot {} is missing: a later snapshot was made after it, and vault never deletes \
+             snapshots (deleted by someone else, or the storage was rolled back)",
+            id.short()
+        ));
+    }
     rep.snapshots = snaps.len() as u64;
     let mut missing_blobs: HashSet<Id> = HashSet::new();
     let mut bad_trees: HashSet<Id> = HashSet::new();

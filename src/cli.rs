@@ -797,7 +797,25 @@ fn warn_index(repo: &Repository) -> Result<()> {
             &name[..8.min(name.len())]
         );
     }
+    warn_missing_snapshots(repo);
     Ok(())
+}
+
+fn warn_missing_snapshots(repo: &Repository) {
+    let missing = repo.missing_snapshots();
+    if missing.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = missing.iter().map(|id| id.short()).collect();
+    eprintln!(
+        "warning: {} snapshot(s) missing from the repository: {}. This computer saw them, or \
+         later snapshots were made after them, and vault never deletes snapshots: someone \
+         deleted them, or the storage was rolled back to an older state. Check who can write to \
+         it and run `vault check`; once you know why, delete this computer's local index (in \
+         VAULT_CACHE_DIR, by default ~/.cache/vault) to stop this warning.",
+        ids.len(),
+        ids.join(", ")
+    );
 }
 
 /// Generate a recovery key, add it as a key file, and show it once.
@@ -1005,6 +1023,7 @@ fn snapshots(cli: &Cli) -> Result<u8> {
     for (name, e) in &bad {
         eprintln!("warning: snapshot {}: {e}", &name[..8]);
     }
+    warn_missing_snapshots(&repo);
     if cli.json {
         let v: Vec<SnapshotJson> = snaps
             .iter()
@@ -1088,6 +1107,7 @@ fn mode_string(kind: &NodeKind, mode: u32) -> String {
 fn ls(cli: &Cli, snapshot: &str, path: Option<&str>) -> Result<u8> {
     let repo = cli.open()?;
     let (_, snap) = repo.find_snapshot(snapshot)?;
+    warn_missing_snapshots(&repo);
     let mut readers = PackReaders::default();
     let want = path.map(split_path).unwrap_or_default();
     // Walk down to the requested path.

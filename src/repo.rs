@@ -225,6 +225,8 @@ pub struct Repository {
     sync_lock: Mutex<()>,
     /// Name of the key file this run unlocked with.
     unlocked_with: String,
+    /// Snapshots found missing while listing (see `missing_snapshots`).
+    missing_snapshots: Mutex<std::collections::BTreeSet<Id>>,
 }
 
 fn now() -> (i64, u32) {
@@ -335,6 +337,7 @@ impl Repository {
             synced: OnceLock::new(),
             sync_lock: Mutex::new(()),
             unlocked_with,
+            missing_snapshots: Mutex::new(Default::default()),
         }
     }
 
@@ -738,8 +741,9 @@ impl Repository {
     }
 
     /// All readable snapshots sorted by time, plus the ones that failed to read. Only snapshots
-    /// the local index has not seen are downloaded; ones gone from the repository are dropped
-    /// from it. With `verify_stored`, every snapshot is downloaded and verified (for `check`).
+    /// the local index has not seen are downloaded; ones it saw that are gone from the repository
+    /// stay in it and are reported (`missing_snapshots`). With `verify_stored`, every snapshot is
+    /// downloaded and verified (for `check`).
     pub fn snapshots_with(&self, verify_stored: bool) -> Result<SnapshotList> {
         self.keys.data_identity()?;
         let cache = self.cache()?;
@@ -764,14 +768,41 @@ impl Repository {
                 Err(e) => bad.push((name, e)),
             }
         }
+        // vault never deletes a snapshot (§11): one that the local index saw, or that a listed
+        // snapshot names as `previous`, and that the repository no longer has was deleted by
+        // someone else or rolled back with the storage.
+        // The local index keeps the ones it saw, so that every run says so until someone looks.
+        let mut missing = Vec::new();
         if !verify_stored {
-            let gone: Vec<Id> = cache.snapshot_ids()?.difference(&listed).copied().collect();
-            if !gone.is_empty() {
-                cache.remove_snapshots(&gone)?;
-            }
+            missing.extend(cache.snapshot_ids()?.difference(&listed).copied());
+        }
+        let unreadable: HashSet<&str> = bad.iter().map(|(n, _)| n.as_str()).collect();
+        missing.extend(
+            ok.iter()
+                .filter_map(|(_, s)| s.previous)
+                .filter(|p| !listed.contains(p) && !unreadable.contains(p.to_hex().as_str())),
+        );
+        if !missing.is_empty() {
+            self.missing_snapshots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(missing);
         }
         ok.sort_by_key(|(_, s)| (s.time, s.time_nanos, s.sequence));
         Ok((ok, bad))
+    }
+
+    /// Snapshots that listing found missing: the local index had seen them, or a listed snapshot
+    /// names them as its `previous`, and the repository no longer has them. vault never deletes
+    /// snapshots, so someone deleted them or the storage was rolled back. Every listing reports
+    /// them again until the local index is deleted (it is rebuilt without them).
+    pub fn missing_snapshots(&self) -> Vec<Id> {
+        self.missing_snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// [`Self::snapshots_with`] through the local index.

@@ -202,3 +202,85 @@ fn a_swapped_snapshot_object_is_detected() {
         .assert()
         .success();
 }
+
+/// Snapshot ids, oldest first, as `vault snapshots --json` lists them.
+fn snapshot_ids(env: &Env) -> Vec<String> {
+    let out = env.vault().args(["snapshots", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn deleted_or_rolled_back_snapshots_are_reported() {
+    // vault never deletes a snapshot, so one that goes missing was deleted by whoever can write
+    // to the storage, or the storage was rolled back to hide the newest backups.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    env.init();
+    for i in 0..3 {
+        fs::write(src.join("note.txt"), format!("version {i}")).unwrap();
+        env.vault().arg("backup").arg(&src).assert().success();
+    }
+    let ids = snapshot_ids(&env);
+    assert_eq!(ids.len(), 3);
+    let object = |id: &str| env.repo().join("snapshots").join(id);
+    let gone = predicate::str::contains("missing from the repository");
+    env.vault()
+        .arg("snapshots")
+        .assert()
+        .success()
+        .stderr(gone.clone().not());
+
+    // The newest one removed: this computer saw it, and says so on every run until someone
+    // looks (a backup at night would otherwise report it once, to nobody).
+    fs::remove_file(object(&ids[2])).unwrap();
+    for _ in 0..2 {
+        env.vault().arg("snapshots").assert().success().stderr(
+            predicate::str::contains("1 snapshot(s) missing")
+                .and(predicate::str::contains(&ids[2][..8])),
+        );
+    }
+    env.vault()
+        .arg("backup")
+        .arg(&src)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(&ids[2][..8]));
+    // A computer that never saw it cannot tell: the chain left ends in a snapshot that exists.
+    env.vault()
+        .args(["--no-cache", "snapshots"])
+        .assert()
+        .success()
+        .stderr(gone.clone().not());
+
+    // One in the middle removed: the snapshot made after it names it, so even a new computer
+    // notices, and `check` fails.
+    fs::remove_file(object(&ids[1])).unwrap();
+    env.vault()
+        .args(["--no-cache", "snapshots"])
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("1 snapshot(s) missing")
+                .and(predicate::str::contains(&ids[1][..8])),
+        );
+    env.vault()
+        .args(["--no-cache", "check"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "snapshot {} is missing",
+            &ids[1][..8]
+        )));
+    // Deleting the local index is how this computer stops saying it about the ones it saw.
+    fs::remove_dir_all(env.path("home/.cache/vault")).unwrap();
+    env.vault().arg("snapshots").assert().success().stderr(
+        predicate::str::contains(&ids[1][..8]).and(predicate::str::contains(&ids[2][..8]).not()),
+    );
+}
