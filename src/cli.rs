@@ -41,7 +41,8 @@ pub const EXIT_PARTIAL: u8 = 3;
         ~/.local/share/vault/repo; `vault repo add` names repositories.\n\n\
         The passphrase is read from VAULT_PASSWORD, from --password-file / VAULT_PASSWORD_FILE, \
         or asked for on the terminal.\n\n\
-        Exit status: 0 success, 1 error, 2 usage error, 3 finished but some files were skipped."
+        Exit status: 0 success, 1 error, 2 usage error, 3 finished but some files were skipped, \
+        130 interrupted (running the same command again continues)."
 )]
 pub struct Cli {
     /// Repository: a folder path, s3://bucket/prefix or a name from `vault repo list`
@@ -1223,6 +1224,12 @@ fn restore(
             id.short(),
             target.display()
         );
+        if s.already > 0 {
+            println!(
+                "{} item(s) were already there, identical to the snapshot, and were left as they are",
+                s.already
+            );
+        }
     }
     for k in &s.skipped {
         eprintln!("skipped: {}: {}", k.path, k.reason);

@@ -43,6 +43,12 @@ pub enum Error {
     Io { context: String, cause: io::Error },
     #[error("interrupted")]
     Interrupted,
+    #[error(
+        "{target} is full: stopped after {files} file(s) were in place. Free some space (or \
+             choose another --target) and run the same command again: it restores what is \
+             missing and keeps what is already there"
+    )]
+    TargetFull { files: u64, target: String },
     #[error("this device holds a write-only key: it can back up, but it cannot read backups (restore, ls, check and snapshots need a full key)")]
     WriteOnly,
     #[error("this {0} does not unlock the repository")]

@@ -45,7 +45,10 @@ pub struct RestoreSummary {
     pub dirs: u64,
     pub symlinks: u64,
     pub bytes: u64,
-    /// Not restored because something is in the way (existing files without --overwrite).
+    /// Files and symlinks found in the target already as the snapshot has them (a restore run
+    /// again after it was interrupted or the disk filled up): left as they are.
+    pub already: u64,
+    /// Not restored because something different is in the way (without --overwrite).
     pub skipped: Vec<Skipped>,
     /// Not restored because of damage or refusal (unsafe names, unreadable data).
     pub errors: Vec<Skipped>,
@@ -186,9 +189,29 @@ struct Ctx<'a> {
     workers: Pool,
     /// Give items their recorded owner: only root can, as with tar and restic.
     owners: bool,
+    /// The target ran out of space: nothing more is attempted.
+    full: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx<'_> {
+    /// Describe a failed write, noting a full target (or quota): once it is full, every other file
+    /// would fail the same way, each with its own message.
+    fn write_error(&self, what: &str, e: std::io::Error) -> String {
+        use rustix::io::Errno;
+        if [Errno::NOSPC, Errno::DQUOT]
+            .iter()
+            .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
+        {
+            self.full.store(true, Ordering::Relaxed);
+        }
+        format!("{what}: {e}")
+    }
+
+    /// Stop starting new work: interrupted, or the target is full.
+    fn stopping(&self) -> bool {
+        crate::interrupt::requested() || self.full.load(Ordering::Relaxed)
+    }
+
     /// Run `chown` when run as root. A failure is counted, not fatal: the content is what a
     /// restore is for.
     fn set_owner(&self, chown: impl FnOnce() -> std::io::Result<()>) {
@@ -212,6 +235,19 @@ impl Ctx<'_> {
                 reason: reason.into(),
             });
     }
+
+    /// An item already in the target as the snapshot has it (`file_bytes`: a file, its size).
+    fn already_there(&self, file_bytes: Option<u64>) {
+        self.summary
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .already += 1;
+        if let Some(bytes) = file_bytes {
+            self.progress.files_done.fetch_add(1, Ordering::Relaxed);
+            self.progress.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
     fn skipped(&self, shown: &str, reason: impl Into<String>) {
         self.summary
             .lock()
@@ -256,6 +292,7 @@ pub fn restore(
         }),
         progress: progress.clone(),
         owners: rustix::process::geteuid().is_root(),
+        full: Default::default(),
     };
     if opts.includes.is_empty() {
         progress
@@ -266,7 +303,10 @@ pub fn restore(
             .store(snap.summary.bytes, Ordering::Relaxed);
         progress.scan_finished.store(true, Ordering::Relaxed);
     }
-    let walk_result = thread::scope(|scope| -> Result<(Vec<DirMeta>, Vec<bool>)> {
+    // Folders that were there already and that this run changes get their recorded mtime back
+    // (see below); anything this run does happens after this instant.
+    let started = std::time::SystemTime::now() - Duration::from_secs(1);
+    let (dirs, matched, walked) = thread::scope(|scope| {
         let (tx, rx) = bounded::<FileJob>(threads * 8);
         let ctx_ref = &ctx;
         for _ in 0..threads {
@@ -296,11 +336,18 @@ pub fn restore(
             &mut matched,
         );
         drop(tx);
-        r.map(|_| (dirs, matched))
+        (dirs, matched, r)
     });
-    let (dirs, matched) = walk_result?;
+    walked?;
     if crate::interrupt::requested() {
         return Err(Error::Interrupted);
+    }
+    if ctx.full.load(Ordering::Relaxed) {
+        let s = ctx.summary.lock().unwrap_or_else(|p| p.into_inner());
+        return Err(Error::TargetFull {
+            files: s.files + s.already,
+            target: opts.target.display().to_string(),
+        });
     }
     for (i, m) in matched.iter().enumerate() {
         if !m {
@@ -311,14 +358,22 @@ pub fn restore(
             )));
         }
     }
-    // Directory metadata last, children before parents, so later writes do not change it.
+    // Directory metadata last, children before parents, so later writes do not change it. A run
+    // that stops early sets none: a folder left read-only would fail the run that finishes it.
     for d in dirs.iter().rev() {
-        // Folders that were there before keep their metadata; with --overwrite the backed-up
-        // folders get theirs back, never the ancestors (restoring into `/` must not chmod /tmp).
-        if d.existed && (!opts.overwrite || d.ancestor) {
-            continue;
-        }
-        if let Err(e) = set_dir_meta(&ctx, &root, d) {
+        // Folders that were there before keep their mode and owner; with --overwrite the
+        // backed-up folders get theirs back, never the ancestors (restoring into `/` must not
+        // chmod /tmp). A backed-up folder this run added to (one an interrupted run made, say)
+        // gets its recorded mtime back: the additions changed it.
+        let changed_since = if d.existed && (!opts.overwrite || d.ancestor) {
+            if d.ancestor {
+                continue;
+            }
+            Some(started)
+        } else {
+            None
+        };
+        if let Err(e) = set_dir_meta(&ctx, &root, d, changed_since) {
             ctx.error(
                 &show_path(&d.path),
                 format!("cannot set folder metadata: {e}"),
@@ -330,7 +385,14 @@ pub fn restore(
     Ok(s)
 }
 
-fn set_dir_meta(ctx: &Ctx<'_>, root: &Dir, d: &DirMeta) -> std::io::Result<()> {
+/// Give a folder its recorded metadata; with `changed_since`, a folder that was there before:
+/// only its mtime, and only if it changed since then.
+fn set_dir_meta(
+    ctx: &Ctx<'_>,
+    root: &Dir,
+    d: &DirMeta,
+    changed_since: Option<std::time::SystemTime>,
+) -> std::io::Result<()> {
     let Some((last, parents)) = d.path.split_last() else {
         return Ok(());
     };
@@ -339,8 +401,19 @@ fn set_dir_meta(ctx: &Ctx<'_>, root: &Dir, d: &DirMeta) -> std::io::Result<()> {
         cur = cur.open_dir_nofollow(OsStr::from_bytes(c))?;
     }
     let name = OsStr::from_bytes(last);
-    if !cur.symlink_metadata(name)?.is_dir() {
+    let md = cur.symlink_metadata(name)?;
+    if !md.is_dir() {
         return Err(std::io::Error::other("no longer a folder"));
+    }
+    let mtime = SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(system_time(
+        d.mtime,
+        d.mtime_nanos,
+    )));
+    if let Some(since) = changed_since {
+        if md.modified()?.into_std() >= since {
+            cur.set_times(name, None, Some(mtime))?;
+        }
+        return Ok(());
     }
     if d.ancestor {
         // Only the permission bits were recorded for folders above the backed-up paths.
@@ -360,13 +433,7 @@ fn set_dir_meta(ctx: &Ctx<'_>, root: &Dir, d: &DirMeta) -> std::io::Result<()> {
         let fd = rustix::fs::openat(&cur, name, flags, rustix::fs::Mode::empty())?;
         chown_fd(&fd, d.uid, d.gid)
     });
-    cur.set_times(
-        name,
-        None,
-        Some(SystemTimeSpec::Absolute(
-            cap_std::time::SystemTime::from_std(system_time(d.mtime, d.mtime_nanos)),
-        )),
-    )?;
+    cur.set_times(name, None, Some(mtime))?;
     cur.set_permissions(
         name,
         cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(d.mode & 0o777)),
@@ -404,6 +471,9 @@ fn walk(
     for node in tree.nodes {
         if crate::interrupt::requested() {
             return Err(Error::Interrupted);
+        }
+        if ctx.full.load(Ordering::Relaxed) {
+            return Ok(());
         }
         let mut child = path.clone();
         child.push(node.name.clone());
@@ -443,7 +513,7 @@ fn walk(
                     }
                     Err(_) => {
                         if let Err(e) = dir.create_dir(name) {
-                            ctx.error(&child_shown, format!("cannot create folder: {e}"));
+                            ctx.error(&child_shown, ctx.write_error("cannot create folder", e));
                             continue;
                         }
                         existed = false;
@@ -495,9 +565,17 @@ fn restore_symlink(
     node: &Node,
     shown: &str,
 ) {
-    if dir.symlink_metadata(name).is_ok() {
+    if let Ok(md) = dir.symlink_metadata(name) {
         if !ctx.overwrite {
-            ctx.skipped(shown, "exists; use --overwrite to replace it");
+            if md.is_symlink()
+                && dir
+                    .read_link_contents(name)
+                    .is_ok_and(|t| t.as_os_str().as_bytes() == target)
+            {
+                ctx.already_there(None);
+                return;
+            }
+            ctx.skipped(shown, "exists and differs; use --overwrite to replace it");
             return;
         }
         if let Err(e) = dir.remove_file(name) {
@@ -519,7 +597,7 @@ fn restore_symlink(
             // Not every filesystem can time-stamp a symlink; the link itself is what matters.
             let _ = dir.set_symlink_times(name, None, Some(SystemTimeSpec::Absolute(t)));
         }
-        Err(e) => ctx.error(shown, format!("cannot create symlink: {e}")),
+        Err(e) => ctx.error(shown, ctx.write_error("cannot create symlink", e)),
     }
 }
 
@@ -572,13 +650,20 @@ struct WorkerBufs {
 }
 
 fn restore_file(ctx: &Ctx<'_>, readers: &mut WorkerBufs, job: FileJob) {
-    if crate::interrupt::requested() {
+    if ctx.stopping() {
         return;
     }
     let name = OsStr::from_bytes(&job.name);
     if let Ok(md) = job.dir.symlink_metadata(name) {
         if !ctx.overwrite {
-            ctx.skipped(&job.shown, "exists; use --overwrite to replace it");
+            if md.is_file() && md.len() == job.node.size && same_content(ctx, readers, &job, name) {
+                ctx.already_there(Some(job.node.size));
+                return;
+            }
+            ctx.skipped(
+                &job.shown,
+                "exists and differs; use --overwrite to replace it",
+            );
             return;
         }
         if md.is_dir() {
@@ -599,6 +684,38 @@ fn restore_file(ctx: &Ctx<'_>, readers: &mut WorkerBufs, job: FileJob) {
             ctx.error(&job.shown, msg);
         }
     }
+}
+
+/// Whether the regular file `name` (never followed if it is a symlink) holds the content the
+/// snapshot records for `job`, by its keyed whole-file hash: reading the local copy costs far less
+/// than restoring it again.
+fn same_content(ctx: &Ctx<'_>, bufs: &mut WorkerBufs, job: &FileJob, name: &OsStr) -> bool {
+    use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
+    use std::io::Read;
+    let NodeKind::File { hash, .. } = &job.node.kind else {
+        return false;
+    };
+    let mut opts = OpenOptions::new();
+    opts.read(true).follow(FollowSymlinks::No);
+    let Ok(mut f) = job.dir.open_with(name, &opts) else {
+        return false;
+    };
+    let mut hasher = ctx.repo.keys().file_hash.hasher();
+    let buf = &mut bufs.blob;
+    buf.resize(1 << 20, 0);
+    let mut total = 0u64;
+    loop {
+        match f.read(buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                total += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    total == job.node.size && hasher.finalize() == *hash
 }
 
 /// Files of at least this many blobs may be read ahead.
@@ -661,14 +778,15 @@ fn write_verified(
     let f = job
         .dir
         .open_with(tmp, &opts)
-        .map_err(|e| format!("cannot create file: {e}"))?;
+        .map_err(|e| ctx.write_error("cannot create file", e))?;
     let mut f = FileWriter::new(f.into_std(), job.node.size, &mut readers.stage);
     let mut hasher = ctx.repo.keys().file_hash.hasher();
     let mut total = 0u64;
     let mut write = |data: &[u8]| -> std::result::Result<(), String> {
         hasher.update(data);
         total += data.len() as u64;
-        f.write_all(data).map_err(|e| format!("write error: {e}"))?;
+        f.write_all(data)
+            .map_err(|e| ctx.write_error("write error", e))?;
         ctx.progress
             .bytes_done
             .fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -690,7 +808,7 @@ fn write_verified(
     if total != job.node.size || hasher.finalize() != *hash {
         return Err("not restored: content does not match the hash recorded at backup".into());
     }
-    let f = f.finish().map_err(|e| format!("write error: {e}"))?;
+    let f = f.finish().map_err(|e| ctx.write_error("write error", e))?;
     // Before the mode: a change of owner may clear mode bits.
     ctx.set_owner(|| chown_fd(&f, job.node.uid, job.node.gid));
     // setuid, setgid and sticky bits are never restored.
@@ -703,7 +821,7 @@ fn write_verified(
     if ctx.overwrite {
         job.dir
             .rename(tmp, &job.dir, name)
-            .map_err(|e| format!("cannot move into place: {e}"))?;
+            .map_err(|e| ctx.write_error("cannot move into place", e))?;
     } else {
         // A hard link never replaces an existing name, even one created since we checked.
         match job.dir.hard_link(tmp, &job.dir, name) {
@@ -716,7 +834,7 @@ fn write_verified(
             Err(_) => job
                 .dir
                 .rename(tmp, &job.dir, name)
-                .map_err(|e| format!("cannot move into place: {e}"))?,
+                .map_err(|e| ctx.write_error("cannot move into place", e))?,
         }
     }
     Ok(total)

@@ -72,35 +72,51 @@ fn include_restores_a_sub_path_and_existing_files_are_not_overwritten() {
     env.vault().arg("backup").arg(&src).assert().success();
     let out = env.path("out");
     let sub = src.join("photos");
-    env.vault()
-        .args(["restore", "--target"])
-        .arg(&out)
-        .arg("--include")
-        .arg(&sub)
-        .assert()
-        .success();
+    let restore_sub = |extra: &[&str]| {
+        let mut c = env.vault();
+        c.arg("restore")
+            .args(extra)
+            .arg("--target")
+            .arg(&out)
+            .arg("--include")
+            .arg(&sub);
+        c
+    };
+    restore_sub(&[]).assert().success();
     assert_same_tree(&sub, &restored(&out, &sub));
     assert!(!restored(&out, &src.join("notes.txt")).exists());
 
-    // Restoring again: everything exists, nothing is replaced, exit 3.
+    // Restoring again (as after an interrupted restore): what is there as the snapshot has it is
+    // left alone and is no error; a file that differs is not replaced, and is named, exit 3.
+    let items = all_files(&sub).len();
+    restore_sub(&[])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "{items} item(s) were already there"
+        )))
+        .stderr(predicate::str::is_empty());
     let victim = restored(&out, &sub.join("2024/big video.mp4"));
-    fs::write(&victim, b"changed locally").unwrap();
-    env.vault()
-        .args(["restore", "--target"])
-        .arg(&out)
-        .arg("--include")
-        .arg(&sub)
+    let len = fs::metadata(&victim).unwrap().len() as usize;
+    // Same size, other bytes: only the content tells them apart.
+    fs::write(&victim, vec![7u8; len]).unwrap();
+    let other = restored(&out, &sub.join("Ünïcødé 写真 🌅.jpg"));
+    fs::remove_file(&other).unwrap();
+    restore_sub(&[])
         .assert()
         .code(3)
-        .stderr(predicate::str::contains("use --overwrite"));
-    assert_eq!(fs::read(&victim).unwrap(), b"changed locally");
-    env.vault()
-        .args(["restore", "--overwrite", "--target"])
-        .arg(&out)
-        .arg("--include")
-        .arg(&sub)
-        .assert()
-        .success();
+        .stdout(predicate::str::contains("restored 1 files"))
+        .stdout(predicate::str::contains(format!(
+            "{} item(s) were already there",
+            items - 2
+        )))
+        .stderr(predicate::str::contains(
+            "big video.mp4: exists and differs; use --overwrite",
+        ))
+        .stderr(predicate::str::contains("skipped:").count(1));
+    assert_eq!(fs::read(&victim).unwrap(), vec![7u8; len]);
+    assert!(other.exists());
+    restore_sub(&["--overwrite"]).assert().success();
     assert_same_tree(&sub, &restored(&out, &sub));
 
     env.vault()
@@ -110,6 +126,20 @@ fn include_restores_a_sub_path_and_existing_files_are_not_overwritten() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("is not in snapshot"));
+
+    // The whole tree twice: symlinks (one dangling) are recognised as already there too.
+    let full = env.restore_into("full");
+    env.vault()
+        .args(["restore", "--target"])
+        .arg(&full)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "{} item(s) were already there",
+            all_files(&src).len()
+        )))
+        .stderr(predicate::str::is_empty());
+    assert_same_tree(&src, &restored(&full, &src));
 }
 
 #[test]
@@ -436,4 +466,85 @@ fn restore_as_root_gives_back_the_recorded_owners() {
         assert_eq!((m.uid(), m.gid()), (u, g), "owner of {p}");
     }
     assert_same_tree(&src, &back);
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped (also when the test fails).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// None where this process cannot mount (not root, or a container without the right).
+    fn mount(at: &std::path::Path, mib: u32) -> Option<SmallDisk> {
+        fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+
+    fn grow(&self, mib: u32) {
+        let s = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(s.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_target_stops_the_restore_and_running_it_again_finishes_it() {
+    let env = Env::new();
+    let Some(disk) = SmallDisk::mount(&env.path("card"), 8) else {
+        eprintln!("cannot mount a small tmpfs here (needs root): nothing to test");
+        return;
+    };
+    let src = env.path("src");
+    fs::create_dir_all(src.join("album")).unwrap();
+    for i in 0..12u64 {
+        fs::write(
+            src.join(format!("album/IMG_{i:04}.JPG")),
+            noise(1024 * 1024 + i as usize, i),
+        )
+        .unwrap();
+    }
+    env.init();
+    env.vault().arg("backup").arg(&src).assert().success();
+    let out = disk.0.join("out");
+    let restore = || {
+        let mut c = env.vault();
+        c.args(["restore", "--target"]).arg(&out);
+        c
+    };
+    // One message for the whole run, not one per file still to come.
+    let failed = restore().assert().code(1).get_output().clone();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("is full: stopped after"), "{stderr}");
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let partial = all_files(&out);
+    assert!(partial.len() < 12, "{partial:?}");
+    assert!(
+        partial
+            .iter()
+            .all(|p| !p.to_string_lossy().contains(".vault-restore-")),
+        "temporary files left: {partial:?}"
+    );
+    // With room, the same command finishes the job and keeps what the first run wrote.
+    disk.grow(64);
+    restore()
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "{} item(s) were already there",
+            partial.len()
+        )));
+    assert_same_tree(&src, &restored(&out, &src));
 }
