@@ -303,9 +303,6 @@ pub fn restore(
             .store(snap.summary.bytes, Ordering::Relaxed);
         progress.scan_finished.store(true, Ordering::Relaxed);
     }
-    // Folders that were there already and that this run changes get their recorded mtime back
-    // (see below); anything this run does happens after this instant.
-    let started = std::time::SystemTime::now() - Duration::from_secs(1);
     let (dirs, matched, walked) = thread::scope(|scope| {
         let (tx, rx) = bounded::<FileJob>(threads * 8);
         let ctx_ref = &ctx;
@@ -338,6 +335,29 @@ pub fn restore(
         drop(tx);
         (dirs, matched, r)
     });
+    // Folder metadata last, children before parents, so later writes do not change it.
+    let stopped =
+        walked.is_err() || crate::interrupt::requested() || ctx.full.load(Ordering::Relaxed);
+    for d in dirs.iter().rev() {
+        // Folders that were there before keep their mode and owner, and the ancestors of the
+        // backed-up paths keep everything (restoring into `/` must not chmod /tmp); with
+        // --overwrite the backed-up ones get theirs back. Their recorded mtime they get back
+        // either way: what this run (or an interrupted one) added to them changed it. A run
+        // that stops early leaves the folders it made writable, for the run that finishes it.
+        let how = match (d.existed, stopped) {
+            (true, true) => continue,
+            (true, false) if d.ancestor => continue,
+            (true, false) if !opts.overwrite => DirUpdate::Mtime,
+            (_, false) => DirUpdate::All,
+            (false, true) => DirUpdate::AllButWritable,
+        };
+        if let Err(e) = set_dir_meta(&ctx, &root, d, how) {
+            ctx.error(
+                &show_path(&d.path),
+                format!("cannot set folder metadata: {e}"),
+            );
+        }
+    }
     walked?;
     if crate::interrupt::requested() {
         return Err(Error::Interrupted);
@@ -358,41 +378,22 @@ pub fn restore(
             )));
         }
     }
-    // Directory metadata last, children before parents, so later writes do not change it. A run
-    // that stops early sets none: a folder left read-only would fail the run that finishes it.
-    for d in dirs.iter().rev() {
-        // Folders that were there before keep their mode and owner; with --overwrite the
-        // backed-up folders get theirs back, never the ancestors (restoring into `/` must not
-        // chmod /tmp). A backed-up folder this run added to (one an interrupted run made, say)
-        // gets its recorded mtime back: the additions changed it.
-        let changed_since = if d.existed && (!opts.overwrite || d.ancestor) {
-            if d.ancestor {
-                continue;
-            }
-            Some(started)
-        } else {
-            None
-        };
-        if let Err(e) = set_dir_meta(&ctx, &root, d, changed_since) {
-            ctx.error(
-                &show_path(&d.path),
-                format!("cannot set folder metadata: {e}"),
-            );
-        }
-    }
     let mut s = ctx.summary.into_inner().unwrap_or_else(|p| p.into_inner());
     s.requests = repo.store().stats();
     Ok(s)
 }
 
-/// Give a folder its recorded metadata; with `changed_since`, a folder that was there before:
-/// only its mtime, and only if it changed since then.
-fn set_dir_meta(
-    ctx: &Ctx<'_>,
-    root: &Dir,
-    d: &DirMeta,
-    changed_since: Option<std::time::SystemTime>,
-) -> std::io::Result<()> {
+/// How much of its recorded metadata a folder gets back.
+#[derive(Clone, Copy, PartialEq)]
+enum DirUpdate {
+    All,
+    /// All, but the owner keeps the right to add to it (a restore that stopped early).
+    AllButWritable,
+    /// Only the modification time (a folder that was there before).
+    Mtime,
+}
+
+fn set_dir_meta(ctx: &Ctx<'_>, root: &Dir, d: &DirMeta, how: DirUpdate) -> std::io::Result<()> {
     let Some((last, parents)) = d.path.split_last() else {
         return Ok(());
     };
@@ -409,18 +410,15 @@ fn set_dir_meta(
         d.mtime,
         d.mtime_nanos,
     )));
-    if let Some(since) = changed_since {
-        if md.modified()?.into_std() >= since {
-            cur.set_times(name, None, Some(mtime))?;
-        }
-        return Ok(());
-    }
+    let mode = match how {
+        DirUpdate::Mtime => return cur.set_times(name, None, Some(mtime)),
+        DirUpdate::All => d.mode & 0o777,
+        DirUpdate::AllButWritable => d.mode & 0o777 | 0o700,
+    };
+    let mode = cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(mode));
     if d.ancestor {
         // Only the permission bits were recorded for folders above the backed-up paths.
-        return cur.set_permissions(
-            name,
-            cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(d.mode & 0o777)),
-        );
+        return cur.set_permissions(name, mode);
     }
     // Owner before mode: a change of owner may clear mode bits. On the opened folder, not its
     // name: see `chown_fd`.
@@ -434,10 +432,7 @@ fn set_dir_meta(
         chown_fd(&fd, d.uid, d.gid)
     });
     cur.set_times(name, None, Some(mtime))?;
-    cur.set_permissions(
-        name,
-        cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(d.mode & 0o777)),
-    )
+    cur.set_permissions(name, mode)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -512,7 +507,11 @@ fn walk(
                         continue;
                     }
                     Err(_) => {
-                        if let Err(e) = dir.create_dir(name) {
+                        // Private until the end of the run, when it gets its recorded mode:
+                        // nobody else lists the names going into it meanwhile.
+                        let mut private = cap_std::fs::DirBuilder::new();
+                        cap_std::fs::DirBuilderExt::mode(&mut private, 0o700);
+                        if let Err(e) = dir.create_dir_with(name, &private) {
                             ctx.error(&child_shown, ctx.write_error("cannot create folder", e));
                             continue;
                         }

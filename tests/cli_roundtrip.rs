@@ -501,6 +501,7 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_full_target_stops_the_restore_and_running_it_again_finishes_it() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let env = Env::new();
     let Some(disk) = SmallDisk::mount(&env.path("card"), 8) else {
         eprintln!("cannot mount a small tmpfs here (needs root): nothing to test");
@@ -515,6 +516,8 @@ fn a_full_target_stops_the_restore_and_running_it_again_finishes_it() {
         )
         .unwrap();
     }
+    // Not what a new folder gets by default: the first run must set it, though it stops early.
+    fs::set_permissions(src.join("album"), fs::Permissions::from_mode(0o750)).unwrap();
     env.init();
     env.vault().arg("backup").arg(&src).assert().success();
     let out = disk.0.join("out");
@@ -531,6 +534,8 @@ fn a_full_target_stops_the_restore_and_running_it_again_finishes_it() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     let partial = all_files(&out);
     assert!(partial.len() < 12, "{partial:?}");
+    let album = restored(&out, &src.join("album"));
+    assert_eq!(fs::metadata(&album).unwrap().mode() & 0o777, 0o750);
     assert!(
         partial
             .iter()
