@@ -101,8 +101,9 @@ pub fn check(
     }
     for id in repo.missing_snapshots() {
         rep.errors.push(format!(
-            "snapshot {} is missing: a later snapshot was made after it, and vault never deletes \
-             snapshots (deleted by someone else, or the storage was rolled back)",
+            "snapshot {} is missing: this computer saw it, or a later snapshot was made after \
+             it, and vault never deletes snapshots (deleted by someone else, or the storage was \
+             rolled back)",
             id.short()
         ));
     }

@@ -772,16 +772,12 @@ impl Repository {
         // snapshot names as `previous`, and that the repository no longer has was deleted by
         // someone else or rolled back with the storage.
         // The local index keeps the ones it saw, so that every run says so until someone looks.
-        let mut missing = Vec::new();
-        if !verify_stored {
-            missing.extend(cache.snapshot_ids()?.difference(&listed).copied());
-        }
+        // (`check` asks too: what this computer saw is a fact about the repository's past, not
+        // data taken from the cache.) Present but unreadable ones are reported as damaged.
         let unreadable: HashSet<&str> = bad.iter().map(|(n, _)| n.as_str()).collect();
-        missing.extend(
-            ok.iter()
-                .filter_map(|(_, s)| s.previous)
-                .filter(|p| !listed.contains(p) && !unreadable.contains(p.to_hex().as_str())),
-        );
+        let gone = |p: &Id| !listed.contains(p) && !unreadable.contains(p.to_hex().as_str());
+        let mut missing: Vec<Id> = cache.snapshot_ids()?.into_iter().filter(gone).collect();
+        missing.extend(ok.iter().filter_map(|(_, s)| s.previous).filter(gone));
         if !missing.is_empty() {
             self.missing_snapshots
                 .lock()

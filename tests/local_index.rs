@@ -286,13 +286,15 @@ fn cache_dir_option_and_no_cache() {
 
 #[test]
 fn a_pruned_repository_is_the_truth_not_the_local_index() {
-    // Another device forgets every snapshot and prunes every pack (as a future `prune` may):
-    // this machine's local index still lists the files and their blobs, and must not trust it.
+    // Someone deletes every snapshot, index and pack (vault itself never deletes): this
+    // machine's local index still lists the files and their blobs, and must not trust it.
     let env = Env::new();
     let src = env.path("src");
     let total = library(&src, 10);
     env.init();
     backup(&env, &src, &[]);
+    let first = objects(&env.repo(), "snapshots");
+    let first = first[0].file_name().unwrap().to_string_lossy().into_owned();
     for dir in ["snapshots", "index", "data"] {
         for f in objects(&env.repo(), dir) {
             fs::remove_file(f).unwrap();
@@ -301,7 +303,18 @@ fn a_pruned_repository_is_the_truth_not_the_local_index() {
     let s = backup(&env, &src, &[]);
     assert_eq!(n(&s, "bytes_read"), total, "{s}");
     assert!(n(&s, "packs_written") > 0);
-    env.check_read_data();
+    // The data of the new snapshot is all there; the one error is the snapshot that vanished.
+    let out = env.vault().args(["check", "--read-data"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("snapshot {} is missing", &first[..8])),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("pack ") && !stderr.contains("blob "),
+        "{stderr}"
+    );
     env.assert_restores(&src, "out");
 }
 

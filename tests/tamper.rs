@@ -252,6 +252,15 @@ fn deleted_or_rolled_back_snapshots_are_reported() {
         .assert()
         .success()
         .stderr(predicate::str::contains(&ids[2][..8]));
+    // The warning says to run `check`, and `check` on this computer finds it too.
+    env.vault()
+        .arg("check")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "snapshot {} is missing",
+            &ids[2][..8]
+        )));
     // A computer that never saw it cannot tell: the chain left ends in a snapshot that exists.
     env.vault()
         .args(["--no-cache", "snapshots"])
