@@ -791,7 +791,8 @@ impl Repository {
     /// Snapshots that listing found missing: the local index had seen them, or a listed snapshot
     /// names them as its `previous`, and the repository no longer has them. vault never deletes
     /// snapshots, so someone deleted them or the storage was rolled back. Every listing reports
-    /// them again until the local index is deleted (it is rebuilt without them).
+    /// them again: the ones the local index saw until it is deleted (it is rebuilt without them),
+    /// the others while the snapshot naming them exists.
     pub fn missing_snapshots(&self) -> Vec<Id> {
         self.missing_snapshots
             .lock()
