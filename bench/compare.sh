@@ -160,7 +160,7 @@ restore() {
 # filesystem that takes direct I/O; skipped otherwise.
 disk_floor() { # REPO
     [ "$can_drop" = yes ] || return 0
-    local mib
+    local mib secs
     mib=$(($(du -sb "$work/pics" | cut -f1) / 4 / 1048576 + 1))
     mkdir -p "$work/floor"
     sync

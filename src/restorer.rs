@@ -384,7 +384,7 @@ pub fn restore(
 }
 
 /// How much of its recorded metadata a folder gets back.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum DirUpdate {
     All,
     /// All, but the owner keeps the right to add to it (a restore that stopped early).

@@ -73,13 +73,8 @@ fn include_restores_a_sub_path_and_existing_files_are_not_overwritten() {
     let out = env.path("out");
     let sub = src.join("photos");
     let restore_sub = |extra: &[&str]| {
-        let mut c = env.vault();
-        c.arg("restore")
-            .args(extra)
-            .arg("--target")
-            .arg(&out)
-            .arg("--include")
-            .arg(&sub);
+        let mut c = env.restore_cmd(&out);
+        c.arg("--include").arg(&sub).args(extra);
         c
     };
     restore_sub(&[]).assert().success();
@@ -454,9 +449,7 @@ fn restore_as_root_gives_back_the_recorded_owners() {
     env.init();
     env.vault().arg("backup").arg(&src).assert().success();
     let out = env.path("out");
-    env.vault()
-        .args(["restore", "latest", "--target"])
-        .arg(&out)
+    env.restore_cmd(&out)
         .assert()
         .success()
         .stderr(predicate::str::contains("owner").not());
@@ -521,11 +514,7 @@ fn a_full_target_stops_the_restore_and_running_it_again_finishes_it() {
     env.init();
     env.vault().arg("backup").arg(&src).assert().success();
     let out = disk.0.join("out");
-    let restore = || {
-        let mut c = env.vault();
-        c.args(["restore", "--target"]).arg(&out);
-        c
-    };
+    let restore = || env.restore_cmd(&out);
     // One message for the whole run, not one per file still to come.
     let failed = restore().assert().code(1).get_output().clone();
     let stderr = String::from_utf8_lossy(&failed.stderr);

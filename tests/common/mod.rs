@@ -123,14 +123,17 @@ impl Env {
         v.as_array().unwrap().clone()
     }
 
+    /// `vault restore --target TARGET` of the latest snapshot, for more arguments and
+    /// assertions.
+    pub fn restore_cmd(&self, target: &Path) -> Command {
+        let mut c = self.vault();
+        c.args(["restore", "--target"]).arg(target);
+        c
+    }
     /// `vault restore` of the latest snapshot into `dir` (under the environment) succeeds.
     pub fn restore_into(&self, dir: &str) -> PathBuf {
         let out = self.path(dir);
-        self.vault()
-            .args(["restore", "--target"])
-            .arg(&out)
-            .assert()
-            .success();
+        self.restore_cmd(&out).assert().success();
         out
     }
     /// The latest snapshot restores into `dir` as an exact copy of `src`.
