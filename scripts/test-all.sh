@@ -80,6 +80,19 @@ if [ "$(uname -s)" = Linux ]; then
             echo "could not install keyutils" >&2
     fi
 fi
+step "exFAT (camera cards), for the restore test that mounts one"
+if [ "$(uname -s)" = Linux ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null &&
+    { ! command -v mount.exfat-fuse >/dev/null || ! command -v mkfs.exfat >/dev/null; }; then
+    apt-get install -y -qq exfat-fuse exfatprogs >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq exfat-fuse exfatprogs >/dev/null 2>&1; } ||
+        echo "could not install exfat-fuse and exfatprogs" >&2
+fi
+if command -v mount.exfat-fuse >/dev/null && command -v mkfs.exfat >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "exfat-fuse and mkfs.exfat present"
+else
+    echo "no exfat-fuse, mkfs.exfat or root: the exFAT restore test will skip" >&2
+fi
+
 run_tests=(cargo test --all-targets --locked)
 if command -v keyctl >/dev/null; then
     # One session keyring for the whole run: the device-key tests store and read real entries.

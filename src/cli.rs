@@ -1237,7 +1237,7 @@ fn restore(
     for k in &s.errors {
         eprintln!("error: {}: {}", k.path, k.reason);
     }
-    warn_owners(&s);
+    warn_not_kept(&s);
     if !s.errors.is_empty() {
         eprintln!("{} item(s) could not be restored", s.errors.len());
         return Ok(1);
@@ -1248,14 +1248,29 @@ fn restore(
     Ok(0)
 }
 
-/// Run as root, a restore gives items their recorded owners; say so when it could not.
-fn warn_owners(s: &restorer::RestoreSummary) {
+/// What the target could not keep: owners (run as root) and permissions. The content is restored
+/// either way; these say what differs from the snapshot, and whether private items are exposed.
+fn warn_not_kept(s: &restorer::RestoreSummary) {
     if s.owners_not_set > 0 {
         eprintln!(
             "warning: the recorded owner could not be set on {} item(s) ({}); they belong to root. \
-             Their content, mode and times are restored.",
+             Their content and times are restored.",
             s.owners_not_set,
             s.owner_failure.as_deref().unwrap_or("unknown reason")
+        );
+    }
+    if s.modes_not_kept > 0 {
+        eprintln!(
+            "warning: the target's filesystem does not keep permissions (as FAT and exFAT): {} \
+             item(s) have other permissions than the snapshot records.",
+            s.modes_not_kept
+        );
+    }
+    if s.private_exposed > 0 {
+        eprintln!(
+            "warning: {} of them were private (no access for other users) and are not private \
+             here: anyone who can read this drive can open them.",
+            s.private_exposed
         );
     }
 }

@@ -58,6 +58,17 @@ pub struct RestoreSummary {
     /// such as exFAT), and the first reason. Their content and times are restored.
     pub owners_not_set: u64,
     pub owner_failure: Option<String>,
+    /// Files and folders whose permissions, read back, are not the recorded ones: the target's
+    /// filesystem does not keep them (FAT, exFAT, some network shares) and chmod says nothing.
+    pub modes_not_kept: u64,
+    /// Of those, the ones recorded private (no access for group or others) that are not here.
+    pub private_exposed: u64,
+}
+
+/// Permissions wanted and read back differ; `(differs, private item exposed)`.
+fn mode_kept(wanted: u32, actual: u32) -> (bool, bool) {
+    let (wanted, actual) = (wanted & 0o777, actual & 0o777);
+    (wanted != actual, wanted & 0o077 == 0 && actual & 0o077 != 0)
 }
 
 /// Refuse any name that is not one plain path component.
@@ -222,6 +233,17 @@ impl Ctx<'_> {
             let mut s = self.summary.lock().unwrap_or_else(|p| p.into_inner());
             s.owners_not_set += 1;
             s.owner_failure.get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    /// Count an item whose permissions did not stick (see `mode_kept`).
+    fn check_mode(&self, wanted: u32, actual: std::io::Result<u32>) {
+        let Ok(actual) = actual else { return };
+        let (differs, exposed) = mode_kept(wanted, actual);
+        if differs {
+            let mut s = self.summary.lock().unwrap_or_else(|p| p.into_inner());
+            s.modes_not_kept += 1;
+            s.private_exposed += u64::from(exposed);
         }
     }
 
@@ -410,12 +432,12 @@ fn set_dir_meta(ctx: &Ctx<'_>, root: &Dir, d: &DirMeta, how: DirUpdate) -> std::
         d.mtime,
         d.mtime_nanos,
     )));
-    let mode = match how {
+    let wanted = match how {
         DirUpdate::Mtime => return cur.set_times(name, None, Some(mtime)),
         DirUpdate::All => d.mode & 0o777,
         DirUpdate::AllButWritable => d.mode & 0o777 | 0o700,
     };
-    let mode = cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(mode));
+    let mode = cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(wanted));
     if d.ancestor {
         // Only the permission bits were recorded for folders above the backed-up paths.
         return cur.set_permissions(name, mode);
@@ -432,7 +454,13 @@ fn set_dir_meta(ctx: &Ctx<'_>, root: &Dir, d: &DirMeta, how: DirUpdate) -> std::
         chown_fd(&fd, d.uid, d.gid)
     });
     cur.set_times(name, None, Some(mtime))?;
-    cur.set_permissions(name, mode)
+    cur.set_permissions(name, mode)?;
+    ctx.check_mode(
+        wanted,
+        cur.symlink_metadata(name)
+            .map(|m| cap_std::fs::PermissionsExt::mode(&m.permissions())),
+    );
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -596,7 +624,18 @@ fn restore_symlink(
             // Not every filesystem can time-stamp a symlink; the link itself is what matters.
             let _ = dir.set_symlink_times(name, None, Some(SystemTimeSpec::Absolute(t)));
         }
-        Err(e) => ctx.error(shown, ctx.write_error("cannot create symlink", e)),
+        Err(e) => {
+            use rustix::io::Errno;
+            // FAT refuses with EPERM, exFAT through FUSE with ENOSYS: say why, once per link.
+            let unsupported = [Errno::NOSYS, Errno::OPNOTSUPP, Errno::PERM]
+                .iter()
+                .any(|n| e.raw_os_error() == Some(n.raw_os_error()));
+            let mut msg = ctx.write_error("cannot create symlink", e);
+            if unsupported {
+                msg.push_str(" (the target's filesystem may not store symlinks, as FAT and exFAT)");
+            }
+            ctx.error(shown, msg)
+        }
     }
 }
 
@@ -813,6 +852,7 @@ fn write_verified(
     // setuid, setgid and sticky bits are never restored.
     f.set_permissions(std::fs::Permissions::from_mode(job.node.mode & 0o777))
         .map_err(|e| format!("cannot set permissions: {e}"))?;
+    ctx.check_mode(job.node.mode, f.metadata().map(|m| m.permissions().mode()));
     f.set_modified(system_time(job.node.mtime, job.node.mtime_nanos))
         .map_err(|e| format!("cannot set modification time: {e}"))?;
     drop(f);
@@ -842,6 +882,19 @@ fn write_verified(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permissions_that_did_not_stick_are_counted_and_exposed_private_items_named() {
+        assert_eq!(mode_kept(0o644, 0o100644), (false, false));
+        // exFAT mounted as root reports 0777 whatever chmod asked for.
+        assert_eq!(mode_kept(0o644, 0o777), (true, false));
+        assert_eq!(mode_kept(0o600, 0o777), (true, true));
+        assert_eq!(mode_kept(0o700, 0o755), (true, true));
+        // Mounted with fmask=077: other permissions, but still private.
+        assert_eq!(mode_kept(0o600, 0o700), (true, false));
+        // Only the permission bits count: setuid is never restored.
+        assert_eq!(mode_kept(0o4755, 0o755), (false, false));
+    }
 
     #[test]
     fn unsafe_names_refused() {

@@ -542,3 +542,107 @@ fn a_full_target_stops_the_restore_and_running_it_again_finishes_it() {
         )));
     assert_same_tree(&src, &restored(&out, &src));
 }
+
+/// An exFAT filesystem in an image file (what camera cards and most USB sticks carry), mounted
+/// through FUSE for one test; unmounted and detached when dropped.
+struct ExfatDisk {
+    mnt: std::path::PathBuf,
+    loop_dev: String,
+}
+
+impl ExfatDisk {
+    /// None where this process cannot: not root, or no losetup, mkfs.exfat or exfat-fuse
+    /// (scripts/test-all.sh installs them where it can).
+    fn mount(env: &Env, mib: u64) -> Option<ExfatDisk> {
+        use std::process::Command;
+        let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
+            Command::new(cmd)
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+        };
+        let img = env.path("card.img");
+        fs::File::create(&img).unwrap().set_len(mib << 20).unwrap();
+        run("mkfs.exfat", &[img.as_os_str()])?;
+        let out = run(
+            "losetup",
+            &["-f".as_ref(), "--show".as_ref(), img.as_os_str()],
+        )?;
+        let loop_dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let mnt = env.path("card");
+        fs::create_dir_all(&mnt).unwrap();
+        if run("mount.exfat-fuse", &[loop_dev.as_ref(), mnt.as_os_str()]).is_none() {
+            let _ = Command::new("losetup").args(["-d", &loop_dev]).status();
+            return None;
+        }
+        Some(ExfatDisk { mnt, loop_dev })
+    }
+}
+
+impl Drop for ExfatDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.loop_dev])
+            .status();
+    }
+}
+
+/// exFAT keeps no permissions, owners or symlinks, and its chmod succeeds without doing
+/// anything: the restore must still put every file back, byte for byte, and say what the card
+/// could not keep, above all that private files are not private there.
+#[test]
+fn restoring_onto_exfat_says_what_the_card_could_not_keep() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let Some(card) = ExfatDisk::mount(&env, 64) else {
+        eprintln!("cannot mount exFAT here (needs root, losetup, mkfs.exfat, exfat-fuse): nothing to test");
+        return;
+    };
+    let src = env.path("src");
+    fs::create_dir_all(src.join("album")).unwrap();
+    fs::create_dir_all(src.join("private")).unwrap();
+    fs::write(src.join("album/IMG_0001.JPG"), noise(300 * 1024, 1)).unwrap();
+    fs::write(src.join("private/notes.txt"), b"the safe's code").unwrap();
+    fs::set_permissions(
+        src.join("private/notes.txt"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    fs::set_permissions(src.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink("album/IMG_0001.JPG", src.join("cover.jpg")).unwrap();
+    env.init();
+    env.vault().arg("backup").arg(&src).assert().success();
+    let out = card.mnt.join("restored");
+    let o = env.restore_cmd(&out).assert().code(1).get_output().clone();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("cover.jpg: cannot create symlink")
+            && stderr.contains("may not store symlinks"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not keep permissions"), "{stderr}");
+    // notes.txt and its folder: nothing else was private.
+    assert!(stderr.contains("2 of them were private"), "{stderr}");
+    let back = restored(&out, &src);
+    for f in ["album/IMG_0001.JPG", "private/notes.txt"] {
+        assert_eq!(
+            fs::read(back.join(f)).unwrap(),
+            fs::read(src.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // Run again: the files are recognised as there; only the link is reported again.
+    let again = env.restore_cmd(&out).assert().code(1).get_output().clone();
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("2 item(s) were already there"),
+        "{again:?}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&again.stderr)
+            .matches("cannot create symlink")
+            .count(),
+        1
+    );
+}

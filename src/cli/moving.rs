@@ -417,6 +417,8 @@ pub(super) fn restore_vault_only(
                 total.errors.extend(s.errors);
                 total.owners_not_set += s.owners_not_set;
                 total.owner_failure = total.owner_failure.or(s.owner_failure);
+                total.modes_not_kept += s.modes_not_kept;
+                total.private_exposed += s.private_exposed;
             }
             Err(e) => {
                 failure = Some(e);
@@ -449,7 +451,7 @@ pub(super) fn restore_vault_only(
     for k in &total.errors {
         eprintln!("error: {}: {}", k.path, k.reason);
     }
-    super::warn_owners(&total);
+    super::warn_not_kept(&total);
     Ok(if !total.errors.is_empty() {
         1
     } else if !total.skipped.is_empty() {
