@@ -348,6 +348,7 @@ impl LocalCache {
                  DROP TABLE IF EXISTS snapshots;
                  DROP TABLE IF EXISTS files;
                  DROP TABLE IF EXISTS folders;
+                 DROP TABLE IF EXISTS acknowledged;
                  DELETE FROM meta;
                  COMMIT;",
             )
@@ -358,7 +359,8 @@ impl LocalCache {
              CREATE TABLE IF NOT EXISTS packs (n INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, info BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, loc BLOB NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS folders (key BLOB PRIMARY KEY, seen INTEGER NOT NULL, run INTEGER NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;",
+             CREATE TABLE IF NOT EXISTS folders (key BLOB PRIMARY KEY, seen INTEGER NOT NULL, run INTEGER NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS acknowledged (id BLOB PRIMARY KEY) WITHOUT ROWID;",
         )
         .map_err(e)?;
         if fresh {
@@ -518,10 +520,13 @@ impl LocalCache {
 
     /// Ids of the snapshots recorded.
     pub fn snapshot_ids(&self) -> Result<HashSet<Id>> {
+        self.ids("SELECT id FROM snapshots")
+    }
+
+    /// The ids a one-column query returns.
+    fn ids(&self, query: &str) -> Result<HashSet<Id>> {
         let conn = self.lock();
-        let mut st = conn
-            .prepare_cached("SELECT id FROM snapshots")
-            .map_err(|e| self.err(e))?;
+        let mut st = conn.prepare_cached(query).map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| r.get::<_, Vec<u8>>(0))
             .map_err(|e| self.err(e))?;
@@ -530,6 +535,29 @@ impl LocalCache {
             out.insert(id_of(r.map_err(|e| self.err(e))?, &self.label)?);
         }
         Ok(out)
+    }
+
+    /// Missing snapshots the user has acknowledged on this computer (`acknowledge_missing`).
+    pub fn acknowledged(&self) -> Result<HashSet<Id>> {
+        self.ids("SELECT id FROM acknowledged")
+    }
+
+    /// Stop reporting these missing snapshots on this computer: forget the ones it saw and
+    /// remember that the user looked into all of them (the ones only named as `previous` by a
+    /// snapshot still there would be reported again otherwise).
+    pub fn acknowledge_missing(&self, ids: &[Id]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        for id in ids {
+            tx.execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])
+                .map_err(|e| self.err(e))?;
+            tx.execute(
+                "INSERT OR IGNORE INTO acknowledged (id) VALUES (?1)",
+                [&id.0[..]],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
 
     /// A recorded snapshot's plaintext (as verified when it was fetched).

@@ -107,6 +107,13 @@ pub fn check(
             id.short()
         ));
     }
+    for id in repo.acknowledged_missing_snapshots() {
+        rep.notes.push(format!(
+            "snapshot {} is missing; acknowledged on this computer \
+             (`vault snapshots --acknowledge-missing`)",
+            id.short()
+        ));
+    }
     rep.snapshots = snaps.len() as u64;
     let mut missing_blobs: HashSet<Id> = HashSet::new();
     let mut bad_trees: HashSet<Id> = HashSet::new();

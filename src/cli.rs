@@ -241,7 +241,12 @@ enum Cmd {
     #[command(subcommand)]
     Repo(RepoCmd),
     /// List snapshots
-    Snapshots,
+    Snapshots {
+        /// Stop warning, on this computer, about the snapshots now reported missing from the
+        /// repository, once you know why they are gone (other computers still warn)
+        #[arg(long)]
+        acknowledge_missing: bool,
+    },
     /// List files in a snapshot
     Ls {
         /// `latest` or at least 4 hex digits of a snapshot id
@@ -718,7 +723,9 @@ pub fn run(cli: Cli) -> Result<u8> {
             to,
             snapshots,
         } => moving::copy(&cli, from, to, snapshots),
-        Cmd::Snapshots => snapshots(&cli),
+        Cmd::Snapshots {
+            acknowledge_missing,
+        } => snapshots(&cli, *acknowledge_missing),
         Cmd::Ls {
             vault_only: true,
             path,
@@ -812,8 +819,8 @@ fn warn_missing_snapshots(repo: &Repository) {
         "warning: {} snapshot(s) missing from the repository: {}. This computer saw them, or \
          later snapshots were made after them, and vault never deletes snapshots: someone \
          deleted them, or the storage was rolled back to an older state. Check who can write to \
-         it and run `vault check`; once you know why, delete this computer's local index (in \
-         VAULT_CACHE_DIR, by default ~/.cache/vault) to stop this warning.",
+         it and run `vault check`; once you know why, `vault snapshots --acknowledge-missing` \
+         stops this warning on this computer.",
         ids.len(),
         ids.join(", ")
     );
@@ -1018,11 +1025,25 @@ struct SnapshotJson {
     bytes: u64,
 }
 
-fn snapshots(cli: &Cli) -> Result<u8> {
+fn snapshots(cli: &Cli, acknowledge_missing: bool) -> Result<u8> {
     let repo = cli.open()?;
     let (snaps, bad) = repo.snapshots()?;
     for (name, e) in &bad {
         eprintln!("warning: snapshot {}: {e}", &name[..8]);
+    }
+    if acknowledge_missing {
+        let ids = repo.acknowledge_missing_snapshots()?;
+        let ids: Vec<String> = ids.iter().map(|id| id.short()).collect();
+        if ids.is_empty() {
+            eprintln!("no missing snapshots to acknowledge");
+        } else {
+            eprintln!(
+                "acknowledged {} missing snapshot(s) on this computer: {}. This computer stops \
+                 warning about them; other computers still do.",
+                ids.len(),
+                ids.join(", ")
+            );
+        }
     }
     warn_missing_snapshots(&repo);
     if cli.json {

@@ -225,8 +225,15 @@ pub struct Repository {
     sync_lock: Mutex<()>,
     /// Name of the key file this run unlocked with.
     unlocked_with: String,
-    /// Snapshots found missing while listing (see `missing_snapshots`).
-    missing_snapshots: Mutex<std::collections::BTreeSet<Id>>,
+    /// Snapshots found missing while listing (see `missing_snapshots`), and those of them the
+    /// user acknowledged on this computer.
+    missing_snapshots: Mutex<MissingSnapshots>,
+}
+
+#[derive(Default)]
+struct MissingSnapshots {
+    reported: std::collections::BTreeSet<Id>,
+    acknowledged: std::collections::BTreeSet<Id>,
 }
 
 fn now() -> (i64, u32) {
@@ -779,10 +786,18 @@ impl Repository {
         let mut missing: Vec<Id> = cache.snapshot_ids()?.into_iter().filter(gone).collect();
         missing.extend(ok.iter().filter_map(|(_, s)| s.previous).filter(gone));
         if !missing.is_empty() {
-            self.missing_snapshots
+            let acked = cache.acknowledged()?;
+            let mut m = self
+                .missing_snapshots
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(missing);
+                .unwrap_or_else(|p| p.into_inner());
+            for id in missing {
+                if acked.contains(&id) {
+                    m.acknowledged.insert(id);
+                } else {
+                    m.reported.insert(id);
+                }
+            }
         }
         ok.sort_by_key(|(_, s)| (s.time, s.time_nanos, s.sequence));
         Ok((ok, bad))
@@ -791,15 +806,40 @@ impl Repository {
     /// Snapshots that listing found missing: the local index had seen them, or a listed snapshot
     /// names them as its `previous`, and the repository no longer has them. vault never deletes
     /// snapshots, so someone deleted them or the storage was rolled back. Every listing reports
-    /// them again: the ones the local index saw until it is deleted (it is rebuilt without them),
-    /// the others while the snapshot naming them exists.
+    /// them again until the user acknowledges them on this computer
+    /// (`acknowledge_missing_snapshots`).
     pub fn missing_snapshots(&self) -> Vec<Id> {
-        self.missing_snapshots
+        let m = self
+            .missing_snapshots
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect()
+            .unwrap_or_else(|p| p.into_inner());
+        m.reported.iter().copied().collect()
+    }
+
+    /// Missing snapshots not reported because the user acknowledged them on this computer.
+    pub fn acknowledged_missing_snapshots(&self) -> Vec<Id> {
+        let m = self
+            .missing_snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.acknowledged.iter().copied().collect()
+    }
+
+    /// Stop reporting the snapshots `missing_snapshots` returned, on this computer only: the
+    /// user has looked into why they are gone. Other computers, and this one with a new local
+    /// index, still report them.
+    pub fn acknowledge_missing_snapshots(&self) -> Result<Vec<Id>> {
+        let ids = self.missing_snapshots();
+        self.cache()?.acknowledge_missing(&ids)?;
+        let mut m = self
+            .missing_snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for id in &ids {
+            m.reported.remove(id);
+            m.acknowledged.insert(*id);
+        }
+        Ok(ids)
     }
 
     /// [`Self::snapshots_with`] through the local index.

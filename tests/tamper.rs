@@ -287,9 +287,47 @@ fn deleted_or_rolled_back_snapshots_are_reported() {
             "snapshot {} is missing",
             &ids[1][..8]
         )));
-    // Deleting the local index is how this computer stops saying it about the ones it saw.
-    fs::remove_dir_all(env.path("home/.cache/vault")).unwrap();
+    // Once the user knows why, acknowledging them stops the warning on this computer, for both
+    // kinds; `check` passes and still notes them. Nothing else forgets them.
+    env.vault()
+        .args(["snapshots", "--acknowledge-missing"])
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("acknowledged 2 missing snapshot(s)")
+                .and(predicate::str::contains(&ids[1][..8]))
+                .and(predicate::str::contains(&ids[2][..8])),
+        );
+    env.vault()
+        .arg("snapshots")
+        .assert()
+        .success()
+        .stderr(gone.clone().not());
+    env.vault()
+        .arg("backup")
+        .arg(&src)
+        .assert()
+        .success()
+        .stderr(gone.clone().not());
+    env.vault()
+        .arg("check")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "snapshot {} is missing; acknowledged",
+            &ids[1][..8]
+        )));
+    // Another computer (here: no local index) still says so about the one it can tell.
+    env.vault()
+        .args(["--no-cache", "snapshots"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(&ids[1][..8]));
+    // A new deletion after the acknowledgement is reported again.
+    let now = snapshot_ids(&env);
+    fs::remove_file(object(&now[0])).unwrap();
     env.vault().arg("snapshots").assert().success().stderr(
-        predicate::str::contains(&ids[1][..8]).and(predicate::str::contains(&ids[2][..8]).not()),
+        predicate::str::contains("1 snapshot(s) missing")
+            .and(predicate::str::contains(&now[0][..8])),
     );
 }
