@@ -80,17 +80,18 @@ if [ "$(uname -s)" = Linux ]; then
             echo "could not install keyutils" >&2
     fi
 fi
-step "exFAT (camera cards), for the restore test that mounts one"
-if [ "$(uname -s)" = Linux ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null &&
-    { ! command -v mount.exfat-fuse >/dev/null || ! command -v mkfs.exfat >/dev/null; }; then
-    apt-get install -y -qq exfat-fuse exfatprogs >/dev/null 2>&1 ||
-        { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq exfat-fuse exfatprogs >/dev/null 2>&1; } ||
-        echo "could not install exfat-fuse and exfatprogs" >&2
+step "exFAT and FAT (camera cards), for the restore tests that mount them"
+card_tools() { command -v mount.exfat-fuse && command -v mkfs.exfat && command -v fusefat && command -v mkfs.vfat; }
+if [ "$(uname -s)" = Linux ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! card_tools >/dev/null; then
+    pkgs="exfat-fuse exfatprogs fusefat dosfstools"
+    apt-get install -y -qq $pkgs >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $pkgs >/dev/null 2>&1; } ||
+        echo "could not install $pkgs" >&2
 fi
-if command -v mount.exfat-fuse >/dev/null && command -v mkfs.exfat >/dev/null && [ "$(id -u)" = 0 ]; then
-    echo "exfat-fuse and mkfs.exfat present"
+if card_tools >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "exfat-fuse, mkfs.exfat, fusefat and mkfs.vfat present"
 else
-    echo "no exfat-fuse, mkfs.exfat or root: the exFAT restore test will skip" >&2
+    echo "no exfat-fuse, mkfs.exfat, fusefat, mkfs.vfat or root: the card restore tests will skip" >&2
 fi
 
 run_tests=(cargo test --all-targets --locked)

@@ -65,6 +65,16 @@ pub struct RestoreSummary {
     pub private_exposed: u64,
 }
 
+/// chmod refused because the filesystem cannot store the mode: FAT and exFAT through the kernel
+/// (EPERM for any mode their mount options do not already give), FAT through FUSE (ENOSYS). The
+/// file is still restored; `check_mode` counts it from the mode read back.
+fn mode_refused(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::PERM, Errno::NOSYS, Errno::OPNOTSUPP]
+        .iter()
+        .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
+}
+
 /// Permissions wanted and read back differ; `(differs, private item exposed)`.
 fn mode_kept(wanted: u32, actual: u32) -> (bool, bool) {
     let (wanted, actual) = (wanted & 0o777, actual & 0o777);
@@ -440,7 +450,10 @@ fn set_dir_meta(ctx: &Ctx<'_>, root: &Dir, d: &DirMeta, how: DirUpdate) -> std::
     let mode = cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(wanted));
     if d.ancestor {
         // Only the permission bits were recorded for folders above the backed-up paths.
-        return cur.set_permissions(name, mode);
+        return match cur.set_permissions(name, mode) {
+            Err(e) if !mode_refused(&e) => Err(e),
+            _ => Ok(()),
+        };
     }
     // Owner before mode: a change of owner may clear mode bits. On the opened folder, not its
     // name: see `chown_fd`.
@@ -454,7 +467,10 @@ fn set_dir_meta(ctx: &Ctx<'_>, root: &Dir, d: &DirMeta, how: DirUpdate) -> std::
         chown_fd(&fd, d.uid, d.gid)
     });
     cur.set_times(name, None, Some(mtime))?;
-    cur.set_permissions(name, mode)?;
+    match cur.set_permissions(name, mode) {
+        Err(e) if !mode_refused(&e) => return Err(e),
+        _ => {}
+    }
     ctx.check_mode(
         wanted,
         cur.symlink_metadata(name)
@@ -850,8 +866,10 @@ fn write_verified(
     // Before the mode: a change of owner may clear mode bits.
     ctx.set_owner(|| chown_fd(&f, job.node.uid, job.node.gid));
     // setuid, setgid and sticky bits are never restored.
-    f.set_permissions(std::fs::Permissions::from_mode(job.node.mode & 0o777))
-        .map_err(|e| format!("cannot set permissions: {e}"))?;
+    match f.set_permissions(std::fs::Permissions::from_mode(job.node.mode & 0o777)) {
+        Err(e) if !mode_refused(&e) => return Err(format!("cannot set permissions: {e}")),
+        _ => {}
+    }
     ctx.check_mode(job.node.mode, f.metadata().map(|m| m.permissions().mode()));
     f.set_modified(system_time(job.node.mtime, job.node.mtime_nanos))
         .map_err(|e| format!("cannot set modification time: {e}"))?;
@@ -882,6 +900,17 @@ fn write_verified(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filesystem_that_cannot_store_modes_does_not_fail_the_file() {
+        use rustix::io::Errno;
+        for refused in [Errno::PERM, Errno::NOSYS, Errno::OPNOTSUPP] {
+            assert!(mode_refused(&std::io::Error::from(refused)));
+        }
+        for other in [Errno::IO, Errno::NOSPC, Errno::ROFS] {
+            assert!(!mode_refused(&std::io::Error::from(other)));
+        }
+    }
 
     #[test]
     fn permissions_that_did_not_stick_are_counted_and_exposed_private_items_named() {
