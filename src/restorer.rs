@@ -65,6 +65,16 @@ pub struct RestoreSummary {
     pub private_exposed: u64,
 }
 
+/// A failed write in words, with the likely reason where the bare error would puzzle: a video
+/// of 4 GiB or more restored onto a FAT32 card or stick fails with "File too large".
+fn describe_write_error(what: &str, e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(rustix::io::Errno::FBIG.raw_os_error()) {
+        format!("{what}: {e} (FAT32 cannot hold a file of 4 GiB or more: restore it onto exFAT, NTFS or another filesystem)")
+    } else {
+        format!("{what}: {e}")
+    }
+}
+
 /// chmod refused because the filesystem cannot store the mode: FAT and exFAT through the kernel
 /// (EPERM for any mode their mount options do not already give), FAT through FUSE (ENOSYS). The
 /// file is still restored; `check_mode` counts it from the mode read back.
@@ -225,7 +235,7 @@ impl Ctx<'_> {
         {
             self.full.store(true, Ordering::Relaxed);
         }
-        format!("{what}: {e}")
+        describe_write_error(what, &e)
     }
 
     /// Stop starting new work: interrupted, or the target is full.
@@ -900,6 +910,16 @@ fn write_verified(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_too_large_for_the_target_says_why() {
+        let e = std::io::Error::from(rustix::io::Errno::FBIG);
+        let msg = describe_write_error("write error", &e);
+        assert!(msg.starts_with("write error: "), "{msg}");
+        assert!(msg.contains("FAT32 cannot hold a file of 4 GiB"), "{msg}");
+        let e = std::io::Error::from(rustix::io::Errno::IO);
+        assert!(!describe_write_error("write error", &e).contains("FAT32"));
+    }
 
     #[test]
     fn a_filesystem_that_cannot_store_modes_does_not_fail_the_file() {
