@@ -59,7 +59,8 @@ pub struct RestoreSummary {
     pub owners_not_set: u64,
     pub owner_failure: Option<String>,
     /// Files and folders whose permissions, read back, are not the recorded ones: the target's
-    /// filesystem does not keep them (FAT, exFAT, some network shares) and chmod says nothing.
+    /// filesystem does not keep them (FAT, exFAT, some network shares), whether its chmod
+    /// succeeded silently or refused.
     pub modes_not_kept: u64,
     /// Of those, the ones recorded private (no access for group or others) that are not here.
     pub private_exposed: u64,
@@ -86,7 +87,7 @@ fn mode_refused(e: &std::io::Error) -> bool {
 }
 
 /// Permissions wanted and read back differ; `(differs, private item exposed)`.
-fn mode_kept(wanted: u32, actual: u32) -> (bool, bool) {
+fn mode_mismatch(wanted: u32, actual: u32) -> (bool, bool) {
     let (wanted, actual) = (wanted & 0o777, actual & 0o777);
     (wanted != actual, wanted & 0o077 == 0 && actual & 0o077 != 0)
 }
@@ -256,10 +257,10 @@ impl Ctx<'_> {
         }
     }
 
-    /// Count an item whose permissions did not stick (see `mode_kept`).
+    /// Count an item whose permissions did not stick (see `mode_mismatch`).
     fn check_mode(&self, wanted: u32, actual: std::io::Result<u32>) {
         let Ok(actual) = actual else { return };
-        let (differs, exposed) = mode_kept(wanted, actual);
+        let (differs, exposed) = mode_mismatch(wanted, actual);
         if differs {
             let mut s = self.summary.lock().unwrap_or_else(|p| p.into_inner());
             s.modes_not_kept += 1;
@@ -934,15 +935,15 @@ mod tests {
 
     #[test]
     fn permissions_that_did_not_stick_are_counted_and_exposed_private_items_named() {
-        assert_eq!(mode_kept(0o644, 0o100644), (false, false));
+        assert_eq!(mode_mismatch(0o644, 0o100644), (false, false));
         // exFAT mounted as root reports 0777 whatever chmod asked for.
-        assert_eq!(mode_kept(0o644, 0o777), (true, false));
-        assert_eq!(mode_kept(0o600, 0o777), (true, true));
-        assert_eq!(mode_kept(0o700, 0o755), (true, true));
+        assert_eq!(mode_mismatch(0o644, 0o777), (true, false));
+        assert_eq!(mode_mismatch(0o600, 0o777), (true, true));
+        assert_eq!(mode_mismatch(0o700, 0o755), (true, true));
         // Mounted with fmask=077: other permissions, but still private.
-        assert_eq!(mode_kept(0o600, 0o700), (true, false));
+        assert_eq!(mode_mismatch(0o600, 0o700), (true, false));
         // Only the permission bits count: setuid is never restored.
-        assert_eq!(mode_kept(0o4755, 0o755), (false, false));
+        assert_eq!(mode_mismatch(0o4755, 0o755), (false, false));
     }
 
     #[test]
