@@ -223,6 +223,22 @@ struct Ctx<'a> {
     owners: bool,
     /// The target ran out of space: nothing more is attempted.
     full: std::sync::atomic::AtomicBool,
+    /// The target does not tell `IMG.JPG` from `img.jpg` (FAT, exFAT, NTFS, APFS by default).
+    case_insensitive: bool,
+}
+
+/// Whether names in `dir` that differ only in upper and lower case are one name there: create a
+/// lower-case probe file and look it up in upper case. False where nothing can be created.
+fn ignores_case(dir: &Dir) -> bool {
+    let name = format!(".vault-case-{}", Id::random().short());
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    if dir.open_with(&name, &opts).is_err() {
+        return false;
+    }
+    let folded = dir.symlink_metadata(name.to_uppercase()).is_ok();
+    let _ = dir.remove_file(&name);
+    folded
 }
 
 impl Ctx<'_> {
@@ -336,6 +352,7 @@ pub fn restore(
         progress: progress.clone(),
         owners: rustix::process::geteuid().is_root(),
         full: Default::default(),
+        case_insensitive: ignores_case(&root),
     };
     if opts.includes.is_empty() {
         progress
@@ -518,6 +535,9 @@ fn walk(
         );
         return Ok(());
     }
+    // On a target that ignores case, the first of two names that differ only in case is
+    // restored and the second reported: both would be one file there.
+    let mut folded: HashMap<String, String> = HashMap::new();
     for node in tree.nodes {
         if crate::interrupt::requested() {
             return Err(Error::Interrupted);
@@ -551,6 +571,27 @@ fn walk(
             && node.flags & FLAG_VAULT_ONLY == 0
         {
             continue;
+        }
+        if ctx.case_insensitive {
+            let shown_name = String::from_utf8_lossy(&node.name).into_owned();
+            match folded.entry(shown_name.to_lowercase()) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    ctx.skipped(
+                        &child_shown,
+                        format!(
+                            "not restored: \"{}\" is already in this folder, and the target's \
+                             filesystem does not tell names apart by upper and lower case; \
+                             restore this one into another folder (--include it, with another \
+                             --target)",
+                            first.get()
+                        ),
+                    );
+                    continue;
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(shown_name);
+                }
+            }
         }
         match &node.kind {
             NodeKind::Dir { subtree } => {

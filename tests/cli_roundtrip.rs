@@ -639,6 +639,9 @@ fn restore_onto_card(fs_kind: CardFs) {
     fs::create_dir_all(src.join("album")).unwrap();
     fs::create_dir_all(src.join("private")).unwrap();
     fs::write(src.join("album/IMG_0001.JPG"), noise(300 * 1024, 1)).unwrap();
+    // Two photos whose names differ only in case: one file on a card.
+    fs::write(src.join("album/IMG_0002.JPG"), noise(1000, 2)).unwrap();
+    fs::write(src.join("album/img_0002.jpg"), noise(1000, 3)).unwrap();
     fs::write(src.join("private/notes.txt"), b"the safe's code").unwrap();
     fs::set_permissions(
         src.join("private/notes.txt"),
@@ -653,7 +656,12 @@ fn restore_onto_card(fs_kind: CardFs) {
     let o = env.restore_cmd(&out).assert().code(1).get_output().clone();
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stdout.contains("restored 2 files"), "{stdout}");
+    assert!(stdout.contains("restored 3 files"), "{stdout}");
+    assert!(
+        stderr.contains("img_0002.jpg: not restored: \"IMG_0002.JPG\" is already in this folder")
+            && stderr.contains("does not tell names apart by upper and lower case"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("cover.jpg: cannot create symlink")
             && stderr.contains("may not store symlinks"),
@@ -670,19 +678,34 @@ fn restore_onto_card(fs_kind: CardFs) {
         assert!(stderr.contains("2 of them were private"), "{stderr}");
     }
     let back = restored(&out, &src);
-    for f in ["album/IMG_0001.JPG", "private/notes.txt"] {
+    for f in [
+        "album/IMG_0001.JPG",
+        "album/IMG_0002.JPG",
+        "private/notes.txt",
+    ] {
         assert_eq!(
             fs::read(back.join(f)).unwrap(),
             fs::read(src.join(f)).unwrap(),
             "{f}"
         );
     }
-    // Run again: the files are recognised as there; only the link is reported again.
+    // Run again: the files are recognised as there; only the link is reported again, and the
+    // name that cannot be there.
     let again = env.restore_cmd(&out).assert().code(1).get_output().clone();
     assert!(
-        String::from_utf8_lossy(&again.stdout).contains("2 item(s) were already there"),
+        String::from_utf8_lossy(&again.stdout).contains("3 item(s) were already there"),
         "{again:?}"
     );
+    assert_eq!(
+        String::from_utf8_lossy(&again.stderr)
+            .matches("does not tell names apart")
+            .count(),
+        1
+    );
+    // Where case matters, both are restored.
+    let elsewhere = env.path("elsewhere");
+    env.restore_cmd(&elsewhere).assert().success();
+    assert_same_tree(&src, &restored(&elsewhere, &src));
     assert_eq!(
         String::from_utf8_lossy(&again.stderr)
             .matches("cannot create symlink")
