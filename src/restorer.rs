@@ -223,8 +223,9 @@ struct Ctx<'a> {
     owners: bool,
     /// The target ran out of space: nothing more is attempted.
     full: std::sync::atomic::AtomicBool,
-    /// The target does not tell `IMG.JPG` from `img.jpg` (FAT, exFAT, NTFS, APFS by default).
-    case_insensitive: bool,
+    /// Per filesystem (device number), whether it tells `IMG.JPG` from `img.jpg` apart (FAT,
+    /// exFAT, NTFS and APFS by default do not); asked only of folders where it matters.
+    ignores_case: Mutex<HashMap<u64, bool>>,
 }
 
 /// Whether names in `dir` that differ only in upper and lower case are one name there: create a
@@ -271,6 +272,18 @@ impl Ctx<'_> {
             s.owners_not_set += 1;
             s.owner_failure.get_or_insert_with(|| e.to_string());
         }
+    }
+
+    /// Whether the filesystem holding `dir` ignores case, probed once per filesystem.
+    fn ignores_case_at(&self, dir: &Dir) -> bool {
+        let Ok(dev) = dir
+            .dir_metadata()
+            .map(|m| cap_std::fs::MetadataExt::dev(&m))
+        else {
+            return false;
+        };
+        let mut known = self.ignores_case.lock().unwrap_or_else(|p| p.into_inner());
+        *known.entry(dev).or_insert_with(|| ignores_case(dir))
     }
 
     /// Count an item whose permissions did not stick (see `mode_mismatch`).
@@ -352,7 +365,7 @@ pub fn restore(
         progress: progress.clone(),
         owners: rustix::process::geteuid().is_root(),
         full: Default::default(),
-        case_insensitive: ignores_case(&root),
+        ignores_case: Default::default(),
     };
     if opts.includes.is_empty() {
         progress
@@ -535,8 +548,9 @@ fn walk(
         );
         return Ok(());
     }
-    // On a target that ignores case, the first of two names that differ only in case is
-    // restored and the second reported: both would be one file there.
+    // Names that differ only in case are one name on a filesystem that ignores case: there the
+    // first one restored stays and the others are reported. The filesystem is asked only when
+    // the snapshot has such names.
     let mut folded: HashMap<String, String> = HashMap::new();
     for node in tree.nodes {
         if crate::interrupt::requested() {
@@ -572,26 +586,20 @@ fn walk(
         {
             continue;
         }
-        if ctx.case_insensitive {
-            let shown_name = String::from_utf8_lossy(&node.name).into_owned();
-            match folded.entry(shown_name.to_lowercase()) {
-                std::collections::hash_map::Entry::Occupied(first) => {
-                    ctx.skipped(
-                        &child_shown,
-                        format!(
-                            "not restored: \"{}\" is already in this folder, and the target's \
-                             filesystem does not tell names apart by upper and lower case; \
-                             restore this one into another folder (--include it, with another \
-                             --target)",
-                            first.get()
-                        ),
-                    );
-                    continue;
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(shown_name);
-                }
-            }
+        let shown_name = String::from_utf8_lossy(&node.name).into_owned();
+        let first = folded
+            .entry(shown_name.to_lowercase())
+            .or_insert_with(|| shown_name.clone());
+        if *first != shown_name && ctx.ignores_case_at(&dir) {
+            ctx.skipped(
+                &child_shown,
+                format!(
+                    "not restored: \"{first}\" is already in this folder, and the target's \
+                     filesystem does not tell names apart by upper and lower case; restore this \
+                     one into another folder (--include it, with another --target)"
+                ),
+            );
+            continue;
         }
         match &node.kind {
             NodeKind::Dir { subtree } => {

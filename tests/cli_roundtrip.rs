@@ -702,6 +702,17 @@ fn restore_onto_card(fs_kind: CardFs) {
             .count(),
         1
     );
+    // What the message says to do: the other one, alone, into another folder of the card.
+    let other = card.mnt.join("other");
+    env.restore_cmd(&other)
+        .arg("--include")
+        .arg(src.join("album/img_0002.jpg"))
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read(restored(&other, &src).join("album/img_0002.jpg")).unwrap(),
+        fs::read(src.join("album/img_0002.jpg")).unwrap()
+    );
     // Where case matters, both are restored.
     let elsewhere = env.path("elsewhere");
     env.restore_cmd(&elsewhere).assert().success();
