@@ -76,6 +76,17 @@ fn describe_write_error(what: &str, e: &std::io::Error) -> String {
     }
 }
 
+/// Why creating `name` may have failed: FAT and exFAT refuse some characters that Linux and
+/// macOS allow (a phone's `12:30 lunch.jpg`). Appended to the error of a name that has them.
+fn name_hint(name: &[u8]) -> &'static str {
+    if name.iter().any(|c| b"\"*:<>?\\|".contains(c) || *c < 0x20) {
+        " (FAT and exFAT do not allow \" * : < > ? \\ | in names: restore it onto another \
+         filesystem, or rename it after restoring it elsewhere)"
+    } else {
+        ""
+    }
+}
+
 /// chmod refused because the filesystem cannot store the mode: FAT and exFAT through the kernel
 /// (EPERM for any mode their mount options do not already give), FAT through FUSE (ENOSYS). The
 /// file is still restored; `check_mode` counts it from the mode read back.
@@ -616,7 +627,8 @@ fn walk(
                         let mut private = cap_std::fs::DirBuilder::new();
                         cap_std::fs::DirBuilderExt::mode(&mut private, 0o700);
                         if let Err(e) = dir.create_dir_with(name, &private) {
-                            ctx.error(&child_shown, ctx.write_error("cannot create folder", e));
+                            let msg = ctx.write_error("cannot create folder", e);
+                            ctx.error(&child_shown, msg + name_hint(&node.name));
                             continue;
                         }
                         existed = false;
@@ -706,7 +718,7 @@ fn restore_symlink(
             let unsupported = [Errno::NOSYS, Errno::OPNOTSUPP, Errno::PERM]
                 .iter()
                 .any(|n| e.raw_os_error() == Some(n.raw_os_error()));
-            let mut msg = ctx.write_error("cannot create symlink", e);
+            let mut msg = ctx.write_error("cannot create symlink", e) + name_hint(name.as_bytes());
             if unsupported {
                 msg.push_str(" (the target's filesystem may not store symlinks, as FAT and exFAT)");
             }
@@ -938,7 +950,7 @@ fn write_verified(
     if ctx.overwrite {
         job.dir
             .rename(tmp, &job.dir, name)
-            .map_err(|e| ctx.write_error("cannot move into place", e))?;
+            .map_err(|e| ctx.write_error("cannot move into place", e) + name_hint(&job.name))?;
     } else {
         // A hard link never replaces an existing name, even one created since we checked.
         match job.dir.hard_link(tmp, &job.dir, name) {
@@ -951,7 +963,7 @@ fn write_verified(
             Err(_) => job
                 .dir
                 .rename(tmp, &job.dir, name)
-                .map_err(|e| ctx.write_error("cannot move into place", e))?,
+                .map_err(|e| ctx.write_error("cannot move into place", e) + name_hint(&job.name))?,
         }
     }
     Ok(total)
@@ -960,6 +972,15 @@ fn write_verified(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_fat_refuses_are_explained() {
+        assert!(name_hint(b"12:30 lunch.jpg").contains("FAT and exFAT do not allow"));
+        assert!(name_hint(b"what?.png").contains("FAT"));
+        assert!(name_hint(b"a\\b").contains("FAT"));
+        assert_eq!(name_hint(b"IMG_0001.JPG"), "");
+        assert_eq!(name_hint("été à Paris.jpg".as_bytes()), "");
+    }
 
     #[test]
     fn a_file_too_large_for_the_target_says_why() {

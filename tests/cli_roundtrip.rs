@@ -642,6 +642,8 @@ fn restore_onto_card(fs_kind: CardFs) {
     // Two photos whose names differ only in case: one file on a card.
     fs::write(src.join("album/IMG_0002.JPG"), noise(1000, 2)).unwrap();
     fs::write(src.join("album/img_0002.jpg"), noise(1000, 3)).unwrap();
+    // A name cards refuse.
+    fs::write(src.join("album/12:30 lunch.jpg"), noise(1000, 4)).unwrap();
     fs::write(src.join("private/notes.txt"), b"the safe's code").unwrap();
     fs::set_permissions(
         src.join("private/notes.txt"),
@@ -669,7 +671,12 @@ fn restore_onto_card(fs_kind: CardFs) {
     );
     assert!(stderr.contains("does not keep permissions"), "{stderr}");
     assert!(
-        stderr.contains("1 item(s) could not be restored"),
+        stderr.contains("12:30 lunch.jpg: cannot move into place")
+            && stderr.contains("FAT and exFAT do not allow"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 item(s) could not be restored"),
         "{stderr}"
     );
     if fs_kind == CardFs::Exfat {
@@ -677,6 +684,11 @@ fn restore_onto_card(fs_kind: CardFs) {
         // folder were the private ones.
         assert!(stderr.contains("2 of them were private"), "{stderr}");
     }
+    let left: Vec<_> = all_files(&out)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/.vault-"))
+        .collect();
+    assert!(left.is_empty(), "temporary or probe files left: {left:?}");
     let back = restored(&out, &src);
     for f in [
         "album/IMG_0001.JPG",
