@@ -136,6 +136,27 @@ impl KeyedHasher {
     }
 }
 
+/// Feed everything `r` yields to each of `hashers`, read through `buf`; returns the byte count.
+pub fn hash_reader(
+    r: &mut impl Read,
+    buf: &mut [u8],
+    hashers: &mut [KeyedHasher],
+) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        for h in hashers.iter_mut() {
+            h.update(&buf[..n]);
+        }
+        total += n as u64;
+    }
+}
+
 /// The repository's age X25519 data identity: every object is encrypted to its recipient.
 pub struct DataIdentity(age::x25519::Identity);
 

@@ -46,9 +46,7 @@ fn set_direct(_: &File, on: bool) -> io::Result<()> {
 /// The error a filesystem gives when it will not do a direct write (or not this one).
 pub fn refused(e: &io::Error) -> bool {
     use rustix::io::Errno;
-    [Errno::INVAL, Errno::OPNOTSUPP]
-        .iter()
-        .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
+    crate::error::os_error_in(e, &[Errno::INVAL, Errno::OPNOTSUPP])
 }
 
 /// Write `data` to the start of the new, empty file `f`: directly when it is large, its buffer

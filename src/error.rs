@@ -92,6 +92,13 @@ impl Error {
 
 /// What to do about a repository of another format version: a newer one needs a newer vault;
 /// older ones come only from development builds, which can still read them.
+/// Whether `e` is one of these operating-system errors.
+pub fn os_error_in(e: &io::Error, codes: &[rustix::io::Errno]) -> bool {
+    codes
+        .iter()
+        .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
+}
+
 fn version_advice(found: u32, supported: u32) -> &'static str {
     if found > supported {
         "upgrade vault"

@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -631,17 +630,8 @@ fn read_one(c: &Comps, keys: &[Arc<crate::keys::Keys>]) -> std::result::Result<L
     let at_open = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
     let mut hashers: Vec<_> = keys.iter().map(|k| k.file_hash.hasher()).collect();
     let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("cannot read: {e}")),
-        };
-        for h in hashers.iter_mut() {
-            h.update(&buf[..n]);
-        }
-    }
+    crate::crypto::hash_reader(&mut f, &mut buf, &mut hashers)
+        .map_err(|e| format!("cannot read: {e}"))?;
     let after = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
     let stat = FileStat::of(&after);
     if FileStat::of(&at_open) != stat || FileStat::of(&before) != stat {

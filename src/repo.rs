@@ -787,10 +787,7 @@ impl Repository {
         missing.extend(ok.iter().filter_map(|(_, s)| s.previous).filter(gone));
         if !missing.is_empty() {
             let acked = cache.acknowledged()?;
-            let mut m = self
-                .missing_snapshots
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut m = self.missing();
             for id in missing {
                 if acked.contains(&id) {
                     m.acknowledged.insert(id);
@@ -803,26 +800,24 @@ impl Repository {
         Ok((ok, bad))
     }
 
+    fn missing(&self) -> std::sync::MutexGuard<'_, MissingSnapshots> {
+        self.missing_snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Snapshots that listing found missing: the local index had seen them, or a listed snapshot
     /// names them as its `previous`, and the repository no longer has them. vault never deletes
     /// snapshots, so someone deleted them or the storage was rolled back. Every listing reports
     /// them again until the user acknowledges them on this computer
     /// (`acknowledge_missing_snapshots`).
     pub fn missing_snapshots(&self) -> Vec<Id> {
-        let m = self
-            .missing_snapshots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        m.reported.iter().copied().collect()
+        self.missing().reported.iter().copied().collect()
     }
 
     /// Missing snapshots not reported because the user acknowledged them on this computer.
     pub fn acknowledged_missing_snapshots(&self) -> Vec<Id> {
-        let m = self
-            .missing_snapshots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        m.acknowledged.iter().copied().collect()
+        self.missing().acknowledged.iter().copied().collect()
     }
 
     /// Stop reporting the snapshots `missing_snapshots` returned, on this computer only: the
@@ -831,10 +826,7 @@ impl Repository {
     pub fn acknowledge_missing_snapshots(&self) -> Result<Vec<Id>> {
         let ids = self.missing_snapshots();
         self.cache()?.acknowledge_missing(&ids)?;
-        let mut m = self
-            .missing_snapshots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut m = self.missing();
         for id in &ids {
             m.reported.remove(id);
             m.acknowledged.insert(*id);

@@ -14,11 +14,12 @@ use std::time::{Duration, UNIX_EPOCH};
 use cap_fs_ext::{DirExt, SystemTimeSpec};
 use cap_std::fs::{Dir, OpenOptions};
 use crossbeam_channel::bounded;
+use rustix::io::Errno;
 use serde::Serialize;
 
 use crate::archiver::{Progress, Skipped};
 use crate::directio::{FileWriter, Staging};
-use crate::error::{Error, Result};
+use crate::error::{os_error_in, Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, FLAG_ANCESTOR, FLAG_VAULT_ONLY};
 use crate::format::BlobType;
@@ -69,7 +70,7 @@ pub struct RestoreSummary {
 /// A failed write in words, with the likely reason where the bare error would puzzle: a video
 /// of 4 GiB or more restored onto a FAT32 card or stick fails with "File too large".
 fn describe_write_error(what: &str, e: &std::io::Error) -> String {
-    if e.raw_os_error() == Some(rustix::io::Errno::FBIG.raw_os_error()) {
+    if os_error_in(e, &[Errno::FBIG]) {
         format!("{what}: {e} (FAT32 cannot hold a file of 4 GiB or more: restore it onto exFAT, NTFS or another filesystem)")
     } else {
         format!("{what}: {e}")
@@ -87,14 +88,12 @@ fn name_hint(name: &[u8]) -> &'static str {
     }
 }
 
-/// chmod refused because the filesystem cannot store the mode: FAT and exFAT through the kernel
-/// (EPERM for any mode their mount options do not already give), FAT through FUSE (ENOSYS). The
-/// file is still restored; `check_mode` counts it from the mode read back.
-fn mode_refused(e: &std::io::Error) -> bool {
-    use rustix::io::Errno;
-    [Errno::PERM, Errno::NOSYS, Errno::OPNOTSUPP]
-        .iter()
-        .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
+/// The filesystem cannot do this at all: chmod (FAT and exFAT through the kernel give EPERM for
+/// any mode their mount options do not already give, FAT through FUSE ENOSYS) or symlinks (FAT
+/// EPERM, FUSE ENOSYS). A refused mode does not fail the file: `check_mode` counts it from the
+/// mode read back.
+fn unsupported_here(e: &std::io::Error) -> bool {
+    os_error_in(e, &[Errno::PERM, Errno::NOSYS, Errno::OPNOTSUPP])
 }
 
 /// Permissions wanted and read back differ; `(differs, private item exposed)`.
@@ -257,14 +256,16 @@ impl Ctx<'_> {
     /// Describe a failed write, noting a full target (or quota): once it is full, every other file
     /// would fail the same way, each with its own message.
     fn write_error(&self, what: &str, e: std::io::Error) -> String {
-        use rustix::io::Errno;
-        if [Errno::NOSPC, Errno::DQUOT]
-            .iter()
-            .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
-        {
+        if os_error_in(&e, &[Errno::NOSPC, Errno::DQUOT]) {
             self.full.store(true, Ordering::Relaxed);
         }
         describe_write_error(what, &e)
+    }
+
+    /// `write_error` for creating `name` (a folder, a symlink, a file moved into place), with
+    /// what the filesystem may not allow in names.
+    fn name_error(&self, what: &str, e: std::io::Error, name: &[u8]) -> String {
+        self.write_error(what, e) + name_hint(name)
     }
 
     /// Stop starting new work: interrupted, or the target is full.
@@ -503,7 +504,7 @@ fn set_dir_meta(ctx: &Ctx<'_>, root: &Dir, d: &DirMeta, how: DirUpdate) -> std::
     if d.ancestor {
         // Only the permission bits were recorded for folders above the backed-up paths.
         return match cur.set_permissions(name, mode) {
-            Err(e) if !mode_refused(&e) => Err(e),
+            Err(e) if !unsupported_here(&e) => Err(e),
             _ => Ok(()),
         };
     }
@@ -520,7 +521,7 @@ fn set_dir_meta(ctx: &Ctx<'_>, root: &Dir, d: &DirMeta, how: DirUpdate) -> std::
     });
     cur.set_times(name, None, Some(mtime))?;
     match cur.set_permissions(name, mode) {
-        Err(e) if !mode_refused(&e) => return Err(e),
+        Err(e) if !unsupported_here(&e) => return Err(e),
         _ => {}
     }
     ctx.check_mode(
@@ -627,8 +628,8 @@ fn walk(
                         let mut private = cap_std::fs::DirBuilder::new();
                         cap_std::fs::DirBuilderExt::mode(&mut private, 0o700);
                         if let Err(e) = dir.create_dir_with(name, &private) {
-                            let msg = ctx.write_error("cannot create folder", e);
-                            ctx.error(&child_shown, msg + name_hint(&node.name));
+                            let msg = ctx.name_error("cannot create folder", e, &node.name);
+                            ctx.error(&child_shown, msg);
                             continue;
                         }
                         existed = false;
@@ -713,12 +714,8 @@ fn restore_symlink(
             let _ = dir.set_symlink_times(name, None, Some(SystemTimeSpec::Absolute(t)));
         }
         Err(e) => {
-            use rustix::io::Errno;
-            // FAT refuses with EPERM, exFAT through FUSE with ENOSYS: say why, once per link.
-            let unsupported = [Errno::NOSYS, Errno::OPNOTSUPP, Errno::PERM]
-                .iter()
-                .any(|n| e.raw_os_error() == Some(n.raw_os_error()));
-            let mut msg = ctx.write_error("cannot create symlink", e) + name_hint(name.as_bytes());
+            let unsupported = unsupported_here(&e);
+            let mut msg = ctx.name_error("cannot create symlink", e, name.as_bytes());
             if unsupported {
                 msg.push_str(" (the target's filesystem may not store symlinks, as FAT and exFAT)");
             }
@@ -817,7 +814,6 @@ fn restore_file(ctx: &Ctx<'_>, readers: &mut WorkerBufs, job: FileJob) {
 /// than restoring it again.
 fn same_content(ctx: &Ctx<'_>, bufs: &mut WorkerBufs, job: &FileJob, name: &OsStr) -> bool {
     use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
-    use std::io::Read;
     let NodeKind::File { hash, .. } = &job.node.kind else {
         return false;
     };
@@ -826,22 +822,10 @@ fn same_content(ctx: &Ctx<'_>, bufs: &mut WorkerBufs, job: &FileJob, name: &OsSt
     let Ok(mut f) = job.dir.open_with(name, &opts) else {
         return false;
     };
-    let mut hasher = ctx.repo.keys().file_hash.hasher();
-    let buf = &mut bufs.blob;
-    buf.resize(1 << 20, 0);
-    let mut total = 0u64;
-    loop {
-        match f.read(buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                total += n as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    total == job.node.size && hasher.finalize() == *hash
+    let mut hasher = [ctx.repo.keys().file_hash.hasher()];
+    bufs.blob.resize(1 << 20, 0);
+    crate::crypto::hash_reader(&mut f, &mut bufs.blob, &mut hasher)
+        .is_ok_and(|total| total == job.node.size && hasher[0].finalize() == *hash)
 }
 
 /// Files of at least this many blobs may be read ahead.
@@ -939,7 +923,7 @@ fn write_verified(
     ctx.set_owner(|| chown_fd(&f, job.node.uid, job.node.gid));
     // setuid, setgid and sticky bits are never restored.
     match f.set_permissions(std::fs::Permissions::from_mode(job.node.mode & 0o777)) {
-        Err(e) if !mode_refused(&e) => return Err(format!("cannot set permissions: {e}")),
+        Err(e) if !unsupported_here(&e) => return Err(format!("cannot set permissions: {e}")),
         _ => {}
     }
     ctx.check_mode(job.node.mode, f.metadata().map(|m| m.permissions().mode()));
@@ -950,7 +934,7 @@ fn write_verified(
     if ctx.overwrite {
         job.dir
             .rename(tmp, &job.dir, name)
-            .map_err(|e| ctx.write_error("cannot move into place", e) + name_hint(&job.name))?;
+            .map_err(|e| ctx.name_error("cannot move into place", e, &job.name))?;
     } else {
         // A hard link never replaces an existing name, even one created since we checked.
         match job.dir.hard_link(tmp, &job.dir, name) {
@@ -963,7 +947,7 @@ fn write_verified(
             Err(_) => job
                 .dir
                 .rename(tmp, &job.dir, name)
-                .map_err(|e| ctx.write_error("cannot move into place", e) + name_hint(&job.name))?,
+                .map_err(|e| ctx.name_error("cannot move into place", e, &job.name))?,
         }
     }
     Ok(total)
@@ -996,10 +980,10 @@ mod tests {
     fn a_filesystem_that_cannot_store_modes_does_not_fail_the_file() {
         use rustix::io::Errno;
         for refused in [Errno::PERM, Errno::NOSYS, Errno::OPNOTSUPP] {
-            assert!(mode_refused(&std::io::Error::from(refused)));
+            assert!(unsupported_here(&std::io::Error::from(refused)));
         }
         for other in [Errno::IO, Errno::NOSPC, Errno::ROFS] {
-            assert!(!mode_refused(&std::io::Error::from(other)));
+            assert!(!unsupported_here(&std::io::Error::from(other)));
         }
     }
 
