@@ -67,6 +67,23 @@ pub struct RestoreSummary {
     pub private_exposed: u64,
 }
 
+impl RestoreSummary {
+    /// Add the counts and lists of another run (one restore per snapshot, as `--vault-only` does).
+    pub fn absorb(&mut self, other: RestoreSummary) {
+        self.files += other.files;
+        self.dirs += other.dirs;
+        self.symlinks += other.symlinks;
+        self.bytes += other.bytes;
+        self.already += other.already;
+        self.skipped.extend(other.skipped);
+        self.errors.extend(other.errors);
+        self.owners_not_set += other.owners_not_set;
+        self.owner_failure = self.owner_failure.take().or(other.owner_failure);
+        self.modes_not_kept += other.modes_not_kept;
+        self.private_exposed += other.private_exposed;
+    }
+}
+
 /// A failed write in words, with the likely reason where the bare error would puzzle: a video
 /// of 4 GiB or more restored onto a FAT32 card or stick fails with "File too large".
 fn describe_write_error(what: &str, e: &std::io::Error) -> String {

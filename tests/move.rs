@@ -231,6 +231,17 @@ fn move_to_a_folder_and_a_bucket_then_restore_vault_only_in_place() {
         .assert()
         .success();
     assert_same_tree(&expected, &src);
+    // Again: every file is already in place, and the summary of the per-snapshot runs says so.
+    let again = t
+        .vault()
+        .args(["--repo", "cloud", "--json", "restore", "--vault-only"])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{again:?}");
+    let v: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["files"], 0, "{v}");
+    assert_eq!(v["already"], 10, "{v}");
+    assert!(v["dirs"].as_u64().unwrap() > 0, "{v}");
     // And from the drive into another folder, one file only.
     let target = t.path("elsewhere");
     let one = src.join("video.mp4");

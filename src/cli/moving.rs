@@ -410,16 +410,7 @@ pub(super) fn restore_vault_only(
             )
         });
         match r {
-            Ok(s) => {
-                total.files += s.files;
-                total.bytes += s.bytes;
-                total.skipped.extend(s.skipped);
-                total.errors.extend(s.errors);
-                total.owners_not_set += s.owners_not_set;
-                total.owner_failure = total.owner_failure.or(s.owner_failure);
-                total.modes_not_kept += s.modes_not_kept;
-                total.private_exposed += s.private_exposed;
-            }
+            Ok(s) => total.absorb(s),
             Err(e) => {
                 failure = Some(e);
                 break;
