@@ -27,14 +27,14 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
 use crate::backend::RequestStats;
-use crate::cache::{FileEntry, FolderFiles, FolderRow, LocalCache};
+use crate::cache::{FileEntry, FolderFiles, FolderRow, LocalCache, NewRow, RowCursor, RowWriter};
 use crate::changes::{self, FileStat, Verdict};
 use crate::chunker::Chunker;
 use crate::compress::Compressor;
 use crate::error::{Error, Result};
 use crate::format::index::PackDesc;
 use crate::format::snapshot::{Snapshot, Summary};
-use crate::format::tree::{Node, NodeKind, Tree, FLAG_ANCESTOR};
+use crate::format::tree::{check_node, Node, NodeKind, TreeWriter, FLAG_ANCESTOR, MAX_DEPTH};
 use crate::format::BlobType;
 use crate::ids::Id;
 use crate::keys::Keys;
@@ -96,6 +96,8 @@ pub struct BackupSummary {
     pub bytes_sampled: u64,
     /// Bytes of new blobs as stored (after compression, before encryption and padding).
     pub bytes_added: u64,
+    /// Of those, the bytes of folder listings (tree blobs).
+    pub tree_bytes_added: u64,
     pub blobs_new: u64,
     pub blobs_reused: u64,
     pub packs_written: u64,
@@ -138,6 +140,26 @@ impl Meta {
             ino: m.ino(),
             dev: m.dev(),
         }
+    }
+    /// From `fstatat` on the folder being listed (no path to resolve again).
+    fn from_stat(st: &rustix::fs::Stat) -> Meta {
+        // The field types differ between architectures; on Linux they all fit these.
+        #[allow(clippy::unnecessary_cast)]
+        Meta {
+            mode: st.st_mode as u32,
+            mtime: st.st_mtime as i64,
+            mtime_nanos: nanos(st.st_mtime_nsec as i64),
+            size: st.st_size as u64,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            ctime: st.st_ctime as i64,
+            ctime_nanos: nanos(st.st_ctime_nsec as i64),
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+        }
+    }
+    fn kind(&self) -> rustix::fs::FileType {
+        rustix::fs::FileType::from_raw_mode(self.mode as rustix::fs::RawMode)
     }
     fn stat(&self) -> FileStat {
         FileStat {
@@ -245,6 +267,7 @@ struct Shared<'a> {
     packs_indexed: AtomicU64,
     bytes_read: AtomicU64,
     bytes_added: AtomicU64,
+    tree_bytes_added: AtomicU64,
     blobs_new: AtomicU64,
     blobs_reused: AtomicU64,
     files_unchanged: AtomicU64,
@@ -279,6 +302,10 @@ impl Shared<'_> {
         let stored = out.unwrap_or(data);
         self.bytes_added
             .fetch_add(stored.len() as u64, Ordering::Relaxed);
+        if blob_type == BlobType::Tree {
+            self.tree_bytes_added
+                .fetch_add(stored.len() as u64, Ordering::Relaxed);
+        }
         let packer = match blob_type {
             BlobType::Data => &self.data_packer,
             BlobType::Tree => &self.tree_packer,
@@ -290,6 +317,17 @@ impl Shared<'_> {
             Err(e) => {
                 self.fail(e);
                 false
+            }
+        }
+    }
+
+    /// Forget the claims on blobs now indexed: the local index answers for them from here on,
+    /// so the set of claims holds only what is not yet indexed, not everything a run stored.
+    fn release(&self, packs: &[PackDesc]) {
+        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+        for p in packs {
+            for b in &p.blobs {
+                claimed.remove(&b.id);
             }
         }
     }
@@ -454,9 +492,22 @@ impl Walker<'_> {
 
     /// The file's result from the local index, when the rules in `changes` say its content is
     /// unchanged and every blob it lists is in the repository.
-    fn reuse(&self, path: &Path, name: &[u8], meta: &Meta, row: &FolderRow) -> Option<FileDone> {
+    fn reuse(
+        &self,
+        path: &Path,
+        name: &[u8],
+        meta: &Meta,
+        row: &mut RowCursor,
+    ) -> Option<FileDone> {
         let shared = self.shared;
-        let entry = row.get(name)?;
+        let confirmed = row.row().confirmed;
+        let entry = match row.get(shared.cache, name) {
+            Ok(e) => e?,
+            Err(e) => {
+                shared.fail(e);
+                return None;
+            }
+        };
         let now = meta.stat();
         let (entry, fresh) = match changes::classify(entry, &now) {
             Verdict::Changed => return None,
@@ -472,7 +523,7 @@ impl Walker<'_> {
                 (changes::refreshed(entry, &now), true)
             }
         };
-        if !row.confirmed {
+        if !confirmed {
             match shared.cache.has_blobs(&entry.blobs) {
                 Ok(true) => {}
                 Ok(false) => return None,
@@ -497,85 +548,129 @@ impl Walker<'_> {
         })
     }
 
-    /// Emit one entry (and everything under it). `row` is the parent folder's local-index row.
-    /// Returns false when the run is aborting.
-    fn item(&self, path: &Path, name: Vec<u8>, row: Option<&FolderRow>) -> bool {
-        self.item_with(path, name, row, None)
+    /// Emit one entry (and everything under it). `row` is the parent folder's local-index row,
+    /// `depth` the number of components of `path`. Returns false when the run is aborting.
+    fn item(&self, path: &Path, name: Vec<u8>, row: Option<&mut RowCursor>, depth: usize) -> bool {
+        let md = fs::symlink_metadata(path).map(|m| Meta::of(&m));
+        self.item_with(path, name, row, md, depth)
     }
 
-    /// [`Self::item`] with the metadata already read from the parent folder's listing
-    /// (`fstatat` on the folder handle instead of resolving the whole path again).
+    /// [`Self::item`] with the metadata already read (`fstatat` on the folder being listed
+    /// instead of resolving the whole path again).
     fn item_with(
         &self,
         path: &Path,
         name: Vec<u8>,
-        row: Option<&FolderRow>,
-        md: Option<io::Result<fs::Metadata>>,
+        row: Option<&mut RowCursor>,
+        meta: io::Result<Meta>,
+        depth: usize,
     ) -> bool {
+        use rustix::fs::FileType;
         if self.excludes.matches(path) {
             return true;
         }
-        let md = match md.unwrap_or_else(|| fs::symlink_metadata(path)) {
+        let meta = match meta {
             Ok(m) => m,
             Err(e) => return self.skip(path, e.to_string()),
         };
-        let meta = Meta::of(&md);
-        let ft = md.file_type();
-        if ft.is_dir() {
-            let entries = match read_dir_sorted(path) {
-                Ok(v) => v,
-                Err(e) => return self.skip(path, format!("cannot list folder: {e}")),
-            };
-            let folder = self.folder(path);
-            let old = folder.old.clone();
-            if !self.send(Event::Enter {
-                name,
-                meta,
-                ancestor: false,
-                folder,
-            }) {
-                return false;
-            }
-            for (child_name, child_path, md) in entries {
-                if !self.item_with(&child_path, child_name, old.as_deref(), Some(md)) {
+        match meta.kind() {
+            FileType::Directory => {
+                if depth > MAX_DEPTH {
+                    return self.skip(
+                        path,
+                        format!(
+                            "folder nested more than {MAX_DEPTH} levels deep: not backed up                              (vault does not read folders that deep back)"
+                        ),
+                    );
+                }
+                let listing = match Listing::open(path) {
+                    Ok(v) => v,
+                    Err(e) => return self.skip(path, format!("cannot list folder: {e}")),
+                };
+                let folder = self.folder(path);
+                let mut cursor = folder.old.clone().map(|r| RowCursor::new(folder.key, r));
+                if !self.send(Event::Enter {
+                    name,
+                    meta,
+                    ancestor: false,
+                    folder,
+                }) {
                     return false;
                 }
-            }
-            self.send(Event::Leave)
-        } else if ft.is_file() {
-            let result = match row.and_then(|r| self.reuse(path, &name, &meta, r)) {
-                Some(done) => Pending::Ready(Ok(done)),
-                None => {
-                    let (tx, rx) = bounded(1);
-                    let job = FileJob {
-                        path: path.to_path_buf(),
-                        meta,
-                        reply: tx,
-                    };
-                    if self.jobs.send(job).is_err() {
-                        return false;
-                    }
-                    Pending::Wait(rx)
+                if !self.children(path, listing, cursor.as_mut(), depth) {
+                    return false;
                 }
-            };
-            self.send(Event::File {
-                name,
-                path: path.to_path_buf(),
-                meta,
-                result,
-            })
-        } else if ft.is_symlink() {
-            match fs::read_link(path) {
+                self.send(Event::Leave)
+            }
+            FileType::RegularFile => {
+                let result = match row.and_then(|r| self.reuse(path, &name, &meta, r)) {
+                    Some(done) => Pending::Ready(Ok(done)),
+                    None => {
+                        let (tx, rx) = bounded(1);
+                        let job = FileJob {
+                            path: path.to_path_buf(),
+                            meta,
+                            reply: tx,
+                        };
+                        if self.jobs.send(job).is_err() {
+                            return false;
+                        }
+                        Pending::Wait(rx)
+                    }
+                };
+                self.send(Event::File {
+                    name,
+                    path: path.to_path_buf(),
+                    meta,
+                    result,
+                })
+            }
+            FileType::Symlink => match fs::read_link(path) {
                 Ok(t) => self.send(Event::Symlink {
                     name,
                     meta,
                     target: t.as_os_str().as_bytes().to_vec(),
                 }),
                 Err(e) => self.skip(path, format!("cannot read link: {e}")),
-            }
-        } else {
-            self.skip(path, "not a regular file, folder or symlink")
+            },
+            _ => self.skip(path, "not a regular file, folder or symlink"),
         }
+    }
+
+    /// Emit the entries of the folder `path` (at `depth`), in name order, each `stat`ed through
+    /// the folder's descriptor. False when the run is aborting.
+    fn children(
+        &self,
+        path: &Path,
+        listing: Listing,
+        mut row: Option<&mut RowCursor>,
+        depth: usize,
+    ) -> bool {
+        let Listing { fd, names } = listing;
+        for child in names {
+            let name = match child {
+                Ok(n) => n,
+                Err(e) => {
+                    self.shared.fail(Error::io(
+                        format!(
+                            "cannot sort the names of a large folder in {}",
+                            std::env::temp_dir().display()
+                        ),
+                        e,
+                    ));
+                    return false;
+                }
+            };
+            let child_path = path.join(std::ffi::OsStr::from_bytes(&name));
+            let md =
+                rustix::fs::statat(&fd, name.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .map(|st| Meta::from_stat(&st))
+                    .map_err(io::Error::from);
+            if !self.item_with(&child_path, name, row.as_deref_mut(), md, depth + 1) {
+                return false;
+            }
+        }
+        true
     }
 
     fn run(&self, roots: &[PathBuf]) {
@@ -586,7 +681,7 @@ impl Walker<'_> {
     fn walk_roots(&self, roots: &[PathBuf]) {
         let mut stack: Vec<Vec<u8>> = Vec::new();
         // Local-index rows of the ancestor folders on `stack`.
-        let mut rows: Vec<Option<Arc<FolderRow>>> = Vec::new();
+        let mut rows: Vec<Option<RowCursor>> = Vec::new();
         for root in roots {
             let comps: Vec<Vec<u8>> = root
                 .components()
@@ -595,12 +690,10 @@ impl Walker<'_> {
                 .collect();
             if comps.is_empty() {
                 // Backing up "/" itself: its entries become the snapshot root's entries.
-                match read_dir_sorted(root) {
-                    Ok(entries) => {
-                        for (n, p, md) in entries {
-                            if !self.item_with(&p, n, None, Some(md)) {
-                                return;
-                            }
+                match Listing::open(root) {
+                    Ok(listing) => {
+                        if !self.children(root, listing, None, 0) {
+                            return;
                         }
                     }
                     Err(e) => {
@@ -638,7 +731,7 @@ impl Walker<'_> {
                     ..meta
                 };
                 let folder = self.folder(&p);
-                rows.push(folder.old.clone());
+                rows.push(folder.old.clone().map(|r| RowCursor::new(folder.key, r)));
                 if !self.send(Event::Enter {
                     name: c.clone(),
                     meta,
@@ -648,8 +741,8 @@ impl Walker<'_> {
                     return;
                 }
             }
-            let row = rows.last().cloned().flatten();
-            if !self.item(root, comps[comps.len() - 1].clone(), row.as_deref()) {
+            let row = rows.last_mut().and_then(|r| r.as_mut());
+            if !self.item(root, comps[comps.len() - 1].clone(), row, comps.len()) {
                 return;
             }
         }
@@ -661,39 +754,71 @@ impl Walker<'_> {
     }
 }
 
-type Listing = Vec<(Vec<u8>, PathBuf, io::Result<fs::Metadata>)>;
+/// A folder being walked: its descriptor (children are `stat`ed through it) and its names in
+/// byte order, sorted with bounded memory.
+struct Listing {
+    fd: std::os::fd::OwnedFd,
+    names: crate::namesort::SortedNames,
+}
 
-/// A folder's entries sorted by name, each with its metadata (not following symlinks).
-fn read_dir_sorted(dir: &Path) -> io::Result<Listing> {
-    let mut v = Vec::new();
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        v.push((e.file_name().as_bytes().to_vec(), e.path(), e.metadata()));
+impl Listing {
+    fn open(dir: &Path) -> io::Result<Listing> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let tmp = std::env::temp_dir();
+        let mut sorter = crate::namesort::NameSorter::new(crate::namesort::MEMORY_LIMIT, &tmp);
+        let mut entries = rustix::fs::Dir::read_from(&fd)?;
+        while let Some(e) = entries.read() {
+            let e = e?;
+            let name = e.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                sorter.push(name)?;
+            }
+        }
+        Ok(Listing {
+            fd,
+            names: sorter.finish(),
+        })
     }
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(v)
 }
 
 /// Count files and bytes ahead of the backup so progress can show an ETA.
 fn scan(roots: &[PathBuf], excludes: &Excludes, progress: &Progress, abort: &AtomicBool) {
-    let mut stack: Vec<PathBuf> = roots.to_vec();
-    while let Some(p) = stack.pop() {
-        if abort.load(Ordering::Relaxed) {
-            return;
-        }
-        if excludes.matches(&p) {
-            continue;
-        }
-        let Ok(md) = fs::symlink_metadata(&p) else {
-            continue;
-        };
+    // Only folders wait on the stack; files are counted as their folder is read, so a folder of
+    // a million photos is never held as a list of paths.
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let count = |p: &Path, md: &fs::Metadata, dirs: &mut Vec<PathBuf>| {
         if md.is_dir() {
-            if let Ok(rd) = fs::read_dir(&p) {
-                stack.extend(rd.flatten().map(|e| e.path()));
-            }
+            dirs.push(p.to_path_buf());
         } else if md.is_file() {
             progress.total_files.fetch_add(1, Ordering::Relaxed);
             progress.total_bytes.fetch_add(md.len(), Ordering::Relaxed);
+        }
+    };
+    for r in roots {
+        if let (false, Ok(md)) = (excludes.matches(r), fs::symlink_metadata(r)) {
+            count(r, &md, &mut dirs);
+        }
+    }
+    while let Some(d) = dirs.pop() {
+        let Ok(rd) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if abort.load(Ordering::Relaxed) {
+                return;
+            }
+            let p = e.path();
+            if excludes.matches(&p) {
+                continue;
+            }
+            if let Ok(md) = e.metadata() {
+                count(&p, &md, &mut dirs);
+            }
         }
     }
     progress.scan_finished.store(true, Ordering::Relaxed);
@@ -815,6 +940,9 @@ fn read_file(
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(120);
 const CHECKPOINT_PACKS: usize = 256;
 
+/// Stack of the walker thread.
+const WALKER_STACK: usize = 64 << 20;
+
 /// Most data packs open at once. Each is one more partly filled object at the end of every
 /// backup; more threads than packs only wait for one another while encrypting.
 const MAX_OPEN_PACKS: usize = 4;
@@ -837,7 +965,13 @@ fn uploader(shared: &Shared, repo: &Repository, full: Receiver<FinishedPack>) {
         let batch = {
             let mut w = shared.written.lock().unwrap_or_else(|p| p.into_inner());
             w.0.push(desc);
-            if w.0.len() >= CHECKPOINT_PACKS || w.1.elapsed() >= CHECKPOINT_EVERY {
+            // Many small files fill an index object long before 256 packs: the blobs waiting
+            // for an index (and for their claims to be released) stay bounded.
+            let blobs: usize = w.0.iter().map(|p| p.blobs.len()).sum();
+            if w.0.len() >= CHECKPOINT_PACKS
+                || blobs >= INDEX_BLOBS_PER_OBJECT
+                || w.1.elapsed() >= CHECKPOINT_EVERY
+            {
                 w.1 = std::time::Instant::now();
                 std::mem::take(&mut w.0)
             } else {
@@ -848,23 +982,69 @@ fn uploader(shared: &Shared, repo: &Repository, full: Receiver<FinishedPack>) {
             shared
                 .packs_indexed
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            if let Err(e) = repo.put_index(&batch) {
-                shared.fail(e);
+            match repo.put_index(&batch) {
+                Ok(_) => shared.release(&batch),
+                Err(e) => shared.fail(e),
             }
         }
     }
 }
 
-struct DirBuilder {
+/// A folder being assembled: its listing streams into a tree writer, and its files' entries
+/// into its new local-index row.
+struct DirBuilder<'k> {
     name: Vec<u8>,
     meta: Option<Meta>,
     ancestor: bool,
-    nodes: Vec<Node>,
-    /// The folder's local-index row at the start and the entries for its new row.
+    tree: TreeWriter<'k>,
+    /// The folder's local-index row at the start of the run, and the parts it lists.
     folder: Option<FolderCtx>,
-    files: FolderFiles,
+    old_parts: HashSet<Id>,
+    /// Its new row (not for ancestors, whose entries are merged with the old row at the end).
+    row: Option<RowWriter>,
+    /// Entries of the files walked in an ancestor folder.
+    walked: FolderFiles,
     /// Some entry differs from the old row.
     changed: bool,
+}
+
+impl<'k> DirBuilder<'k> {
+    fn new(
+        shared: &'k Shared<'_>,
+        name: Vec<u8>,
+        meta: Option<Meta>,
+        ancestor: bool,
+        folder: Option<FolderCtx>,
+    ) -> Self {
+        let old_parts = folder
+            .as_ref()
+            .and_then(|f| f.old.as_ref())
+            .map(|o| o.part_ids())
+            .unwrap_or_default();
+        let row = match &folder {
+            Some(f) if !ancestor => Some(RowWriter::new(f.key, &shared.keys.name)),
+            _ => None,
+        };
+        DirBuilder {
+            name,
+            meta,
+            ancestor,
+            tree: TreeWriter::new(&shared.keys.tree_split),
+            folder,
+            old_parts,
+            row,
+            walked: Vec::new(),
+            changed: false,
+        }
+    }
+
+    /// Remember a file's entry for the folder's new row.
+    fn remember(&mut self, name: &[u8], e: FileEntry) {
+        match self.row.as_mut() {
+            Some(r) => r.push(name, &e),
+            None => self.walked.push((name.to_vec(), e)),
+        }
+    }
 }
 
 /// Largest number of blobs one index object describes.
@@ -926,6 +1106,7 @@ pub fn backup_draft(
         packs_indexed: AtomicU64::new(0),
         bytes_read: AtomicU64::new(0),
         bytes_added: AtomicU64::new(0),
+        tree_bytes_added: AtomicU64::new(0),
         blobs_new: AtomicU64::new(0),
         blobs_reused: AtomicU64::new(0),
         files_unchanged: AtomicU64::new(0),
@@ -971,7 +1152,7 @@ pub fn backup_draft(
         }
         {
             let job_tx = job_tx.clone();
-            scope.spawn(move || {
+            let walker = move || {
                 Walker {
                     shared,
                     excludes,
@@ -980,7 +1161,15 @@ pub fn backup_draft(
                     jobs: job_tx,
                 }
                 .run(roots)
-            });
+            };
+            // The walker recurses once per folder level, up to MAX_DEPTH: room for that (only
+            // the pages touched count).
+            if let Err(e) = thread::Builder::new()
+                .stack_size(WALKER_STACK)
+                .spawn_scoped(scope, walker)
+            {
+                shared.fail(Error::io("cannot start the folder walker", e));
+            }
         }
         drop(job_tx);
         let mut file_workers = Vec::new();
@@ -1061,6 +1250,7 @@ pub fn backup_draft(
     cache.confirm_run(updates.run)?;
     summary.bytes_read = shared.bytes_read.load(Ordering::Relaxed);
     summary.bytes_added = shared.bytes_added.load(Ordering::Relaxed);
+    summary.tree_bytes_added = shared.tree_bytes_added.load(Ordering::Relaxed);
     summary.blobs_new = shared.blobs_new.load(Ordering::Relaxed);
     summary.blobs_reused = shared.blobs_reused.load(Ordering::Relaxed);
     summary.files_unchanged = shared.files_unchanged.load(Ordering::Relaxed);
@@ -1099,69 +1289,139 @@ pub fn backup_draft(
 
 /// Local-index writes collected by the assembler, written in batches (one transaction each).
 struct CacheUpdates {
-    rows: Vec<(Id, FolderFiles)>,
-    pending_files: usize,
+    rows: Vec<(Id, NewRow)>,
+    parts: Vec<crate::cache::PartWrite>,
+    pending_bytes: usize,
     seen: Vec<Id>,
     today: i64,
     /// This run's id: its rows count as confirmed once everything it stored is indexed.
     run: i64,
 }
 
-/// Entries written per transaction.
-const CACHE_BATCH: usize = 4096;
+/// Bytes of rows and parts written per transaction.
+const CACHE_BATCH: usize = 1 << 20;
+/// Rows marked as seen per transaction.
+const CACHE_SEEN_BATCH: usize = 4096;
 
 impl CacheUpdates {
     fn new(today: i64) -> CacheUpdates {
         CacheUpdates {
             rows: Vec::new(),
-            pending_files: 0,
+            parts: Vec::new(),
+            pending_bytes: 0,
             seen: Vec::new(),
             today,
             run: 1 + crate::crypto::random_below(i64::MAX as usize - 1) as i64,
         }
     }
 
+    /// Queue the parts a folder's new row finished, leaving out those its old row has.
+    fn add_parts(
+        &mut self,
+        folder: Id,
+        parts: Vec<(Id, Vec<u8>)>,
+        old: &HashSet<Id>,
+        cache: &LocalCache,
+    ) -> Result<()> {
+        for (id, plain) in parts {
+            if !old.contains(&id) {
+                self.pending_bytes += plain.len();
+                self.parts.push((folder, id, plain));
+            }
+        }
+        self.maybe_flush(cache)
+    }
+
+    /// Parts a folder's row finished while it was being built are stored as they come, so that
+    /// a huge folder's new row is never held whole.
+    fn take_parts(&mut self, d: &mut DirBuilder<'_>, cache: &LocalCache) -> Result<()> {
+        let (Some(row), Some(f)) = (d.row.as_mut(), d.folder.as_ref()) else {
+            return Ok(());
+        };
+        let parts = row.take_parts();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        self.add_parts(f.key, parts, &d.old_parts, cache)
+    }
+
     /// A folder is complete: write its row when anything in it changed.
-    fn folder_done(&mut self, d: &mut DirBuilder, cache: &LocalCache) -> Result<()> {
+    fn folder_done(&mut self, d: &mut DirBuilder<'_>, shared: &Shared<'_>) -> Result<()> {
+        let cache = shared.cache;
         let Some(FolderCtx { key, old }) = d.folder.take() else {
             return Ok(());
         };
-        let mut files = std::mem::take(&mut d.files);
-        if d.ancestor {
-            // Only some entries of an ancestor folder were backed up: keep the others.
-            if let Some(o) = &old {
-                for (n, e) in &o.files {
-                    if files.binary_search_by(|(m, _)| m.cmp(n)).is_err() {
-                        files.push((n.clone(), e.clone()));
+        let row = match d.row.take() {
+            Some(r) => r,
+            None => {
+                // Only some entries of an ancestor folder were walked: keep the others.
+                let mut r = RowWriter::new(key, &shared.keys.name);
+                let mut walked = std::mem::take(&mut d.walked).into_iter().peekable();
+                let mut kept = old.clone().map(|o| RowCursor::new(key, o));
+                let mut next_old = match kept.as_mut() {
+                    Some(k) => k.next_entry(cache)?,
+                    None => None,
+                };
+                loop {
+                    let take_old = match (&next_old, walked.peek()) {
+                        (None, None) => break,
+                        (Some(_), None) => true,
+                        (None, Some(_)) => false,
+                        (Some((o, _)), Some((w, _))) => o < w,
+                    };
+                    if take_old {
+                        if let Some((n, e)) = next_old.take() {
+                            r.push(&n, &e);
+                        }
+                        next_old = match kept.as_mut() {
+                            Some(k) => k.next_entry(cache)?,
+                            None => None,
+                        };
+                    } else if let Some((n, e)) = walked.next() {
+                        if next_old.as_ref().is_some_and(|(o, _)| *o == n) {
+                            next_old = match kept.as_mut() {
+                                Some(k) => k.next_entry(cache)?,
+                                None => None,
+                            };
+                        }
+                        r.push(&n, &e);
                     }
                 }
-                files.sort_by(|a, b| a.0.cmp(&b.0));
+                r
             }
-        }
+        };
         let same = !d.changed
             && match &old {
-                Some(o) => o.confirmed && o.files.len() == files.len(),
-                None => files.is_empty(),
+                Some(o) => o.confirmed && o.entries() == row.entries(),
+                None => row.entries() == 0,
             };
         if same {
+            // Unchanged entries cut the same parts as before: nothing to store.
             if old.is_some_and(|o| o.seen != self.today) {
                 self.seen.push(key);
             }
         } else {
-            self.pending_files += files.len() + 1;
-            self.rows.push((key, files));
+            let (new, parts) = row.finish();
+            self.add_parts(key, parts, &d.old_parts, cache)?;
+            self.pending_bytes += new.body.len();
+            self.rows.push((key, new));
         }
-        if self.pending_files + self.seen.len() >= CACHE_BATCH {
+        self.maybe_flush(cache)
+    }
+
+    fn maybe_flush(&mut self, cache: &LocalCache) -> Result<()> {
+        if self.pending_bytes >= CACHE_BATCH || self.seen.len() >= CACHE_SEEN_BATCH {
             self.flush(cache)?;
         }
         Ok(())
     }
 
     fn flush(&mut self, cache: &LocalCache) -> Result<()> {
-        let r = cache.put_folders(&self.rows, &self.seen, self.run);
+        let r = cache.put_folders(&self.rows, &self.parts, &self.seen, self.run);
         self.rows.clear();
+        self.parts.clear();
         self.seen.clear();
-        self.pending_files = 0;
+        self.pending_bytes = 0;
         r
     }
 }
@@ -1174,23 +1434,13 @@ fn assemble(
     summary: &mut BackupSummary,
     updates: &mut CacheUpdates,
 ) -> Result<Id> {
-    let mut stack = vec![DirBuilder {
-        name: vec![],
-        meta: None,
-        ancestor: true,
-        nodes: vec![],
-        folder: None,
-        files: vec![],
-        changed: false,
-    }];
+    let mut stack = vec![DirBuilder::new(shared, vec![], None, true, None)];
     let comp = std::cell::RefCell::new(Compressor::new(shared.zstd_level)?);
-    let save_tree = |nodes: Vec<Node>| -> Result<Id> {
-        let mut t = Tree { nodes };
-        t.nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        let data = t.encode();
-        let id = shared.keys.blob_id(&data);
+    // Tree blobs are stored as each folder's listing fills them.
+    let mut save = |data: &[u8]| -> Result<Id> {
+        let id = shared.keys.blob_id(data);
         if shared.claim(id)
-            && !shared.store_blob(&mut comp.borrow_mut(), id, BlobType::Tree, &data, full)
+            && !shared.store_blob(&mut comp.borrow_mut(), id, BlobType::Tree, data, full)
         {
             return Err(Error::Interrupted);
         }
@@ -1203,27 +1453,32 @@ fn assemble(
                 meta,
                 ancestor,
                 folder,
-            } => stack.push(DirBuilder {
+            } => stack.push(DirBuilder::new(
+                shared,
                 name,
-                meta: Some(meta),
+                Some(meta),
                 ancestor,
-                nodes: vec![],
-                folder: Some(folder),
-                files: vec![],
-                changed: false,
-            }),
+                Some(folder),
+            )),
             Event::Leave => {
                 let mut d = stack.pop().ok_or(Error::Interrupted)?;
-                updates.folder_done(&mut d, shared.cache)?;
-                let id = save_tree(d.nodes)?;
+                updates.folder_done(&mut d, shared)?;
+                let DirBuilder {
+                    name,
+                    meta,
+                    ancestor,
+                    tree,
+                    ..
+                } = d;
+                let id = tree.finish(&mut save)?;
                 summary.dirs += 1;
-                let meta = d.meta.ok_or(Error::Interrupted)?;
+                let meta = meta.ok_or(Error::Interrupted)?;
                 let parent = stack.last_mut().ok_or(Error::Interrupted)?;
-                let mut node = meta.node(d.name, NodeKind::Dir { subtree: id }, 0);
-                if d.ancestor {
+                let mut node = meta.node(name, NodeKind::Dir { subtree: id }, 0);
+                if ancestor {
                     node.flags |= FLAG_ANCESTOR;
                 }
-                parent.nodes.push(node);
+                parent.tree.push(&node, &mut save)?;
             }
             Event::File {
                 name,
@@ -1236,50 +1491,59 @@ fn assemble(
                     Pending::Wait(rx) => rx.recv().unwrap_or_else(|_| Err("backup aborted".into())),
                 };
                 let parent = stack.last_mut().ok_or(Error::Interrupted)?;
-                match res {
-                    Ok(mut done) => {
-                        match done.entry.take() {
-                            Some(e) => {
-                                parent.files.push((name.clone(), e));
-                                parent.changed |= done.fresh;
-                            }
-                            None => parent.changed = true,
-                        }
-                        if done.changed {
-                            summary.warnings.push(Skipped {
-                                path: display(&path),
-                                reason:
-                                    "changed while it was read; the stored copy may be inconsistent"
-                                        .into(),
-                            });
-                        }
-                        summary.files += 1;
-                        summary.bytes += done.size;
-                        shared.progress.files_done.fetch_add(1, Ordering::Relaxed);
-                        parent.nodes.push(meta.node(
-                            name,
-                            NodeKind::File {
-                                blobs: done.blobs,
-                                hash: done.hash,
-                            },
-                            done.size,
-                        ));
-                    }
+                let mut done = match res {
+                    Ok(done) => done,
                     Err(reason) => {
                         parent.changed = true;
                         summary.skipped.push(Skipped {
                             path: display(&path),
                             reason,
-                        })
+                        });
+                        continue;
                     }
+                };
+                let node = meta.node(
+                    name,
+                    NodeKind::File {
+                        blobs: std::mem::take(&mut done.blobs),
+                        hash: done.hash,
+                    },
+                    done.size,
+                );
+                // What no reader would accept is not stored: the file is skipped and named.
+                if let Err(why) = check_node(&node) {
+                    parent.changed = true;
+                    summary.skipped.push(Skipped {
+                        path: display(&path),
+                        reason: format!("not backed up: {why}"),
+                    });
+                    continue;
                 }
+                match done.entry.take() {
+                    Some(e) => {
+                        parent.remember(&node.name, e);
+                        parent.changed |= done.fresh;
+                        updates.take_parts(parent, shared.cache)?;
+                    }
+                    None => parent.changed = true,
+                }
+                if done.changed {
+                    summary.warnings.push(Skipped {
+                        path: display(&path),
+                        reason: "changed while it was read; the stored copy may be inconsistent"
+                            .into(),
+                    });
+                }
+                summary.files += 1;
+                summary.bytes += done.size;
+                shared.progress.files_done.fetch_add(1, Ordering::Relaxed);
+                parent.tree.push(&node, &mut save)?;
             }
             Event::Symlink { name, meta, target } => {
                 summary.symlinks += 1;
                 let parent = stack.last_mut().ok_or(Error::Interrupted)?;
-                parent
-                    .nodes
-                    .push(meta.node(name, NodeKind::Symlink { target }, 0));
+                let node = meta.node(name, NodeKind::Symlink { target }, 0);
+                parent.tree.push(&node, &mut save)?;
             }
             Event::Skipped(s) => summary.skipped.push(s),
         }
@@ -1291,5 +1555,5 @@ fn assemble(
         return Err(Error::Interrupted);
     }
     let root = stack.pop().ok_or(Error::Interrupted)?;
-    save_tree(root.nodes)
+    root.tree.finish(&mut save)
 }

@@ -18,7 +18,6 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::changes::FileStat;
 use crate::crypto::RowCipher;
 use crate::error::{Error, Result};
 use crate::format::codec::{Reader, Writer};
@@ -28,8 +27,14 @@ use crate::ids::Id;
 use crate::keys::Keys;
 use crate::repo::PackInfo;
 
+mod rows;
+pub use rows::{FileEntry, FolderFiles, FolderRow, NewRow, RowCursor, RowWriter};
+
+/// A part of a large folder's row to store: folder key, part id, plaintext.
+pub type PartWrite = (Id, Id, Vec<u8>);
+
 /// Layout version of the database; a different one is discarded and rebuilt.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Where the local index lives.
 #[derive(Clone, Debug)]
@@ -51,114 +56,6 @@ impl CachePlace {
             Some(d) => CachePlace::Dir(d.join("vault")),
             None => CachePlace::Memory,
         }
-    }
-}
-
-/// What the file-change cache remembers about one path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileEntry {
-    /// The metadata when the content was read (or last re-verified).
-    pub stat: FileStat,
-    /// Keyed hash of the whole content (as in the tree node).
-    pub hash: Id,
-    /// Keyed hash of the size, first and last 64 KiB (see `changes::sample_hash`).
-    pub sample: Id,
-    pub blobs: Vec<Id>,
-}
-
-impl FileEntry {
-    fn write(&self, w: &mut Writer) {
-        let s = &self.stat;
-        w.u64(s.size);
-        w.i64(s.mtime);
-        w.u32(s.mtime_nanos);
-        w.i64(s.ctime);
-        w.u32(s.ctime_nanos);
-        w.u64(s.ino);
-        w.u64(s.dev);
-        w.id(&self.hash);
-        w.id(&self.sample);
-        w.u32(self.blobs.len() as u32);
-        for b in &self.blobs {
-            w.id(b);
-        }
-    }
-
-    fn read(r: &mut Reader<'_>) -> Result<FileEntry> {
-        let mut e = FileEntry {
-            stat: FileStat {
-                size: r.u64()?,
-                mtime: r.i64()?,
-                mtime_nanos: r.u32()?,
-                ctime: r.i64()?,
-                ctime_nanos: r.u32()?,
-                ino: r.u64()?,
-                dev: r.u64()?,
-            },
-            hash: r.id()?,
-            sample: r.id()?,
-            blobs: Vec::new(),
-        };
-        let n = r.count(32)?;
-        e.blobs.reserve(n);
-        for _ in 0..n {
-            e.blobs.push(r.id()?);
-        }
-        Ok(e)
-    }
-}
-
-/// A folder's entries: (file name, entry), sorted by name.
-pub type FolderFiles = Vec<(Vec<u8>, FileEntry)>;
-
-/// The file-change entries of one folder: one row per folder, so that a folder of photos costs
-/// one lookup and one decryption, and its entries sit together on disk.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FolderRow {
-    pub files: FolderFiles,
-    /// Written by a run that completed: every blob its entries list is in the blob index.
-    /// Entries of an unconfirmed row are used only after checking their blobs.
-    pub confirmed: bool,
-    /// Day the row was last written or marked as seen.
-    pub seen: i64,
-}
-
-const FOLDER_ROW_VERSION: u8 = 1;
-
-impl FolderRow {
-    pub fn get(&self, name: &[u8]) -> Option<&FileEntry> {
-        self.files
-            .binary_search_by(|(n, _)| n.as_slice().cmp(name))
-            .ok()
-            .map(|i| &self.files[i].1)
-    }
-
-    fn encode(files: &[(Vec<u8>, FileEntry)]) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.u8(FOLDER_ROW_VERSION);
-        w.u32(files.len() as u32);
-        for (name, e) in files {
-            w.bytes(name);
-            e.write(&mut w);
-        }
-        w.into_vec()
-    }
-
-    fn decode(data: &[u8]) -> Result<FolderFiles> {
-        let mut r = Reader::new(data, "local folder entry");
-        if r.u8()? != FOLDER_ROW_VERSION {
-            return Err(r.err("unknown entry version"));
-        }
-        let n = r.count(4 + 8 + 8 + 4 + 8 + 4 + 8 + 8 + 32 + 32 + 4)?;
-        let mut files = Vec::with_capacity(n);
-        for _ in 0..n {
-            let name = r.bytes()?.to_vec();
-            files.push((name, FileEntry::read(&mut r)?));
-        }
-        if !files.windows(2).all(|w| w[0].0 < w[1].0) {
-            return Err(r.err("names out of order"));
-        }
-        Ok(files)
     }
 }
 
@@ -348,6 +245,7 @@ impl LocalCache {
                  DROP TABLE IF EXISTS snapshots;
                  DROP TABLE IF EXISTS files;
                  DROP TABLE IF EXISTS folders;
+                 DROP TABLE IF EXISTS folder_parts;
                  DROP TABLE IF EXISTS acknowledged;
                  DELETE FROM meta;
                  COMMIT;",
@@ -360,6 +258,7 @@ impl LocalCache {
              CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, loc BLOB NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS folders (key BLOB PRIMARY KEY, seen INTEGER NOT NULL, run INTEGER NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS folder_parts (folder BLOB NOT NULL, part BLOB NOT NULL, body BLOB NOT NULL, PRIMARY KEY (folder, part)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS acknowledged (id BLOB PRIMARY KEY) WITHOUT ROWID;",
         )
         .map_err(e)?;
@@ -606,40 +505,90 @@ impl LocalCache {
         let Some(plain) = self.rows.open(&key.0, &body) else {
             return Ok(None);
         };
-        Ok(FolderRow::decode(&plain).ok().map(|files| FolderRow {
-            files,
-            confirmed: run == 0,
-            seen,
-        }))
+        Ok(FolderRow::decode(&plain, run == 0, seen).ok())
     }
 
-    /// Write folder rows for run `run` (unconfirmed until [`Self::confirm_run`]) and mark
-    /// others as seen today, in one transaction.
-    pub fn put_folders(&self, rows: &[(Id, FolderFiles)], seen: &[Id], run: i64) -> Result<()> {
-        if rows.is_empty() && seen.is_empty() {
+    /// One part of a large folder's row; `None` when it is gone or does not open.
+    pub fn folder_part(&self, folder: &Id, part: &Id) -> Result<Option<FolderFiles>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT body FROM folder_parts WHERE folder = ?1 AND part = ?2")
+            .map_err(|e| self.err(e))?;
+        let body: Option<Vec<u8>> = st
+            .query_row(params![&folder.0[..], &part.0[..]], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some(body) = body else {
+            return Ok(None);
+        };
+        let Some(plain) = self.rows.open(&part_aad(folder, part), &body) else {
+            return Ok(None);
+        };
+        Ok(FolderRow::decode_part(&plain).ok())
+    }
+
+    /// In one transaction: store `parts` (folder, part id, plaintext), write folder rows for run
+    /// `run` (unconfirmed until [`Self::confirm_run`]) and drop the parts each no longer lists,
+    /// and mark the rows of `seen` as seen today.
+    pub fn put_folders(
+        &self,
+        rows: &[(Id, NewRow)],
+        parts: &[PartWrite],
+        seen: &[Id],
+        run: i64,
+    ) -> Result<()> {
+        if rows.is_empty() && seen.is_empty() && parts.is_empty() {
             return Ok(());
         }
         let day = today();
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         {
+            let e = |x| sql_err(&self.label, x);
+            let mut put_part = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO folder_parts (folder, part, body) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(e)?;
+            for (folder, part, plain) in parts {
+                let body = self.rows.seal(&part_aad(folder, part), plain);
+                put_part
+                    .execute(params![&folder.0[..], &part.0[..], body])
+                    .map_err(e)?;
+            }
             let mut ins = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO folders (key, seen, run, body) VALUES (?1, ?2, ?3, ?4)",
                 )
-                .map_err(|e| self.err(e))?;
-            for (key, files) in rows {
-                let body = self.rows.seal(&key.0, &FolderRow::encode(files));
+                .map_err(e)?;
+            let mut listed = tx
+                .prepare_cached("SELECT part FROM folder_parts WHERE folder = ?1")
+                .map_err(e)?;
+            let mut drop_part = tx
+                .prepare_cached("DELETE FROM folder_parts WHERE folder = ?1 AND part = ?2")
+                .map_err(e)?;
+            for (key, row) in rows {
+                let body = self.rows.seal(&key.0, &row.body);
                 ins.execute(params![&key.0[..], day, run, body])
-                    .map_err(|e| self.err(e))?;
+                    .map_err(e)?;
+                // Parts of the previous row, and of runs killed while writing this folder.
+                let stale: Vec<Vec<u8>> = listed
+                    .query_map([&key.0[..]], |r| r.get::<_, Vec<u8>>(0))
+                    .map_err(e)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(e)?
+                    .into_iter()
+                    .filter(|p| !row.parts.iter().any(|k| k.0[..] == p[..]))
+                    .collect();
+                for p in stale {
+                    drop_part.execute(params![&key.0[..], p]).map_err(e)?;
+                }
             }
             let mut touch = tx
                 .prepare_cached("UPDATE folders SET seen = ?2 WHERE key = ?1")
-                .map_err(|e| self.err(e))?;
+                .map_err(e)?;
             for key in seen {
-                touch
-                    .execute(params![&key.0[..], day])
-                    .map_err(|e| self.err(e))?;
+                touch.execute(params![&key.0[..], day]).map_err(e)?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
@@ -653,15 +602,32 @@ impl LocalCache {
             .map_err(|e| self.err(e))
     }
 
-    /// Drop folder rows not seen for [`ROW_EXPIRY_DAYS`].
+    /// Drop folder rows not seen for [`ROW_EXPIRY_DAYS`], with their parts.
     pub fn expire_folders(&self) -> Result<usize> {
-        self.lock()
+        let conn = self.lock();
+        let n = conn
             .execute(
                 "DELETE FROM folders WHERE seen < ?1",
                 [today() - ROW_EXPIRY_DAYS],
             )
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        if n > 0 {
+            conn.execute(
+                "DELETE FROM folder_parts WHERE folder NOT IN (SELECT key FROM folders)",
+                [],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        Ok(n)
     }
+}
+
+/// A part is sealed to its folder and its id: moved under another key it does not open.
+fn part_aad(folder: &Id, part: &Id) -> [u8; 64] {
+    let mut a = [0u8; 64];
+    a[..32].copy_from_slice(&folder.0);
+    a[32..].copy_from_slice(&part.0);
+    a
 }
 
 fn sql_err(label: &str, e: rusqlite::Error) -> Error {
@@ -718,21 +684,23 @@ mod tests {
         }
     }
 
-    fn entry() -> FileEntry {
-        FileEntry {
-            stat: FileStat {
-                size: 5,
-                mtime: 1,
-                mtime_nanos: 2,
-                ctime: 3,
-                ctime_nanos: 4,
-                ino: 5,
-                dev: 6,
-            },
-            hash: Id([7; 32]),
-            sample: Id([8; 32]),
-            blobs: vec![Id([9; 32]), Id([10; 32])],
+    use rows::tests::entry;
+
+    /// A folder row holding `files` (written as a backup writes it).
+    fn row_of(
+        k: &Keys,
+        key: Id,
+        files: &[(&[u8], FileEntry)],
+    ) -> (Vec<(Id, NewRow)>, Vec<PartWrite>) {
+        let mut w = RowWriter::new(key, &k.name);
+        for (n, e) in files {
+            w.push(n, e);
         }
+        let (row, parts) = w.finish();
+        (
+            vec![(key, row)],
+            parts.into_iter().map(|(p, b)| (key, p, b)).collect(),
+        )
     }
 
     #[test]
@@ -745,12 +713,8 @@ mod tests {
             assert!(c.fallback.is_none());
             c.add_packs(Some("idx1"), &[pack(1, &[Id([2; 32]), Id([3; 32])])])
                 .unwrap();
-            c.put_folders(
-                &[(Id([4; 32]), vec![(b"a.jpg".to_vec(), entry())])],
-                &[],
-                77,
-            )
-            .unwrap();
+            let (rows, parts) = row_of(&k, Id([4; 32]), &[(b"a.jpg", entry())]);
+            c.put_folders(&rows, &parts, &[], 77).unwrap();
             c.put_snapshot(&Id([5; 32]), b"snapshot bytes").unwrap();
         }
         let c = LocalCache::open(&place, &k).unwrap();
@@ -767,9 +731,10 @@ mod tests {
         );
         assert_eq!((e.offset, e.stored_len), (10, 10));
         let row = c.folder(&Id([4; 32])).unwrap().unwrap();
-        assert_eq!(row.get(b"a.jpg"), Some(&entry()));
-        assert_eq!(row.get(b"b.jpg"), None);
         assert!(!row.confirmed);
+        let mut cur = RowCursor::new(Id([4; 32]), std::sync::Arc::new(row));
+        assert_eq!(cur.get(&c, b"a.jpg").unwrap(), Some(&entry()));
+        assert_eq!(cur.get(&c, b"b.jpg").unwrap(), None);
         c.confirm_run(77).unwrap();
         assert!(c.folder(&Id([4; 32])).unwrap().unwrap().confirmed);
         assert_eq!(
@@ -834,8 +799,8 @@ mod tests {
     fn tampered_rows_are_not_trusted() {
         let k = keys();
         let c = LocalCache::open(&CachePlace::Memory, &k).unwrap();
-        c.put_folders(&[(Id([4; 32]), vec![(b"a".to_vec(), entry())])], &[], 1)
-            .unwrap();
+        let (rows, parts) = row_of(&k, Id([4; 32]), &[(b"a", entry())]);
+        c.put_folders(&rows, &parts, &[], 1).unwrap();
         // Move the row to another key: it must not open there.
         c.lock()
             .execute("UPDATE folders SET key = ?1", [&[1u8; 32][..]])
@@ -843,17 +808,58 @@ mod tests {
         assert!(c.folder(&Id([1; 32])).unwrap().is_none());
     }
 
-    proptest::proptest! {
-        #[test]
-        fn folder_rows_round_trip(size: u64, mtime: i64, ino: u64, n in 0usize..40, files in 0usize..5) {
-            let mut e = entry();
-            e.stat.size = size;
-            e.stat.mtime = mtime;
-            e.stat.ino = ino;
-            e.blobs = (0..n).map(|i| Id([i as u8; 32])).collect();
-            let row: Vec<_> = (0..files).map(|i| (format!("f{i}").into_bytes(), e.clone())).collect();
-            proptest::prop_assert_eq!(FolderRow::decode(&FolderRow::encode(&row)).unwrap(), row);
+    /// A folder too large for one row is cut into parts; reading it back finds every entry,
+    /// and a changed entry rewrites one part and leaves the others in place.
+    #[test]
+    fn large_folders_are_stored_in_parts() {
+        let k = keys();
+        let c = LocalCache::open(&CachePlace::Memory, &k).unwrap();
+        let key = Id([4; 32]);
+        let names: Vec<Vec<u8>> = (0..20_000)
+            .map(|i| format!("IMG_{i:06}.JPG").into_bytes())
+            .collect();
+        let files: Vec<(&[u8], FileEntry)> =
+            names.iter().map(|n| (n.as_slice(), entry())).collect();
+        let (rows, parts) = row_of(&k, key, &files);
+        assert!(parts.len() > 3, "{} parts", parts.len());
+        c.put_folders(&rows, &parts, &[], 1).unwrap();
+        let row = std::sync::Arc::new(c.folder(&key).unwrap().unwrap());
+        assert_eq!(row.entries(), 20_000);
+        let mut cur = RowCursor::new(key, row.clone());
+        for n in names.iter().step_by(7) {
+            assert_eq!(cur.get(&c, n).unwrap(), Some(&entry()));
+            assert_eq!(cur.get(&c, &[n.as_slice(), b"x"].concat()).unwrap(), None);
         }
+        // Asked out of order: still right.
+        assert_eq!(cur.get(&c, &names[3]).unwrap(), Some(&entry()));
+        let mut all = RowCursor::new(key, row.clone());
+        let mut n = 0;
+        while let Some((name, _)) = all.next_entry(&c).unwrap() {
+            assert_eq!(name, names[n]);
+            n += 1;
+        }
+        assert_eq!(n, 20_000);
+
+        let mut changed = entry();
+        changed.stat.size = 99;
+        let mut files2 = files.clone();
+        files2[10_000].1 = changed.clone();
+        let (rows2, parts2) = row_of(&k, key, &files2);
+        let old = row.part_ids();
+        let new: Vec<_> = parts2.iter().filter(|p| !old.contains(&p.1)).collect();
+        assert_eq!(new.len(), 1, "one part rewritten");
+        c.put_folders(&rows2, &parts2, &[], 2).unwrap();
+        let count: i64 = c
+            .lock()
+            .query_row("SELECT count(*) FROM folder_parts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count as usize, parts2.len(), "the replaced part is gone");
+        let mut cur = RowCursor::new(key, std::sync::Arc::new(c.folder(&key).unwrap().unwrap()));
+        assert_eq!(cur.get(&c, &names[10_000]).unwrap(), Some(&changed));
+        // A part that disappeared (another process rewrote the folder) reads as no entries.
+        c.lock().execute("DELETE FROM folder_parts", []).unwrap();
+        let mut cur = RowCursor::new(key, std::sync::Arc::new(c.folder(&key).unwrap().unwrap()));
+        assert_eq!(cur.get(&c, &names[5]).unwrap(), None);
     }
 }
 #[cfg(test)]

@@ -12,10 +12,10 @@ use crate::archiver::Progress;
 use crate::backend::FileType;
 use crate::crypto;
 use crate::error::{Error, Result};
-use crate::format::tree::{NodeKind, FLAG_VAULT_ONLY};
+use crate::format::tree::{FolderCursor, NodeKind, TreeSource, FLAG_VAULT_ONLY, MAX_DEPTH};
 use crate::format::{self, BlobType};
 use crate::ids::Id;
-use crate::repo::{PackReaders, Repository};
+use crate::repo::{PackReaders, RepoTrees, Repository};
 use crate::restorer::show_path;
 
 #[derive(Debug, Default, Serialize)]
@@ -117,66 +117,82 @@ pub fn check(
     rep.snapshots = snaps.len() as u64;
     let mut missing_blobs: HashSet<Id> = HashSet::new();
     let mut bad_trees: HashSet<Id> = HashSet::new();
-    let mut seen_trees: HashSet<Id> = HashSet::new();
     let mut readers = PackReaders::default();
     let mut vault_only_seen = 0;
-    for (_, s) in &snaps {
-        let mut stack = vec![s.root];
-        while let Some(t) = stack.pop() {
-            if !seen_trees.insert(t) {
-                continue;
-            }
-            rep.trees += 1;
-            let tree = match repo.load_tree(&t, &mut readers) {
-                Ok(tree) => tree,
-                Err(e) => {
-                    rep.errors.push(format!("tree {}: {e}", t.short()));
+    {
+        // Every tree blob is read once, across all snapshots: a large folder that changed keeps
+        // most of its blobs from one snapshot to the next.
+        let mut src = Walk {
+            trees: repo.trees(&mut readers),
+            seen: HashSet::new(),
+            read: 0,
+            last: None,
+        };
+        for (_, s) in &snaps {
+            let mut stack = vec![(s.root, 0usize)];
+            while let Some((t, depth)) = stack.pop() {
+                if depth > MAX_DEPTH {
+                    rep.errors.push(format!(
+                        "tree {}: a folder nested deeper than {MAX_DEPTH} levels",
+                        t.short()
+                    ));
                     bad_trees.insert(t);
                     continue;
                 }
-            };
-            for n in &tree.nodes {
-                if n.flags & FLAG_VAULT_ONLY != 0 {
-                    vault_only_seen += 1;
-                }
-                match &n.kind {
-                    NodeKind::Dir { subtree } => stack.push(*subtree),
-                    NodeKind::File { blobs, .. } => {
-                        for b in blobs {
-                            if !index.contains(b) && missing_blobs.insert(*b) {
-                                rep.errors
-                                    .push(format!("blob {} is not in the index", b.short()));
+                let mut cursor = FolderCursor::new(t);
+                loop {
+                    let n = match cursor.next(&mut src) {
+                        Ok(Some(n)) => n,
+                        Ok(None) => break,
+                        Err(e) => {
+                            // The blob the cursor asked for last is the one that failed (the
+                            // error names it).
+                            bad_trees.insert(src.last.unwrap_or(t));
+                            rep.errors.push(e.to_string());
+                            continue;
+                        }
+                    };
+                    if n.flags & FLAG_VAULT_ONLY != 0 {
+                        vault_only_seen += 1;
+                    }
+                    match &n.kind {
+                        NodeKind::Dir { subtree } => stack.push((*subtree, depth + 1)),
+                        NodeKind::File { blobs, .. } => {
+                            for b in blobs {
+                                if !index.contains(b) && missing_blobs.insert(*b) {
+                                    rep.errors
+                                        .push(format!("blob {} is not in the index", b.short()));
+                                }
                             }
                         }
+                        NodeKind::Symlink { .. } => {}
                     }
-                    NodeKind::Symlink { .. } => {}
                 }
             }
         }
+        rep.trees = src.read;
     }
 
     // Every byte of every pack.
     let mut damaged_blobs: HashSet<Id> = HashSet::new();
+    for (i, p) in index.packs.iter().enumerate() {
+        if bad_packs.contains(&p.id) {
+            damaged_blobs.extend(index.pack_entries(i).iter().map(|e| e.id));
+        }
+    }
     if opts.read_data {
-        let by_pack = index.entries_by_pack();
         progress.total_bytes.store(
             index.packs.iter().map(|p| p.object_len).sum(),
             Ordering::Relaxed,
         );
         progress.total_files.store(rep.packs, Ordering::Relaxed);
         progress.scan_finished.store(true, Ordering::Relaxed);
-        for p in &index.packs {
-            if bad_packs.contains(&p.id) {
-                for e in by_pack.get(&p.id).into_iter().flatten() {
-                    damaged_blobs.insert(e.id);
-                }
-            }
-        }
         // Packs are downloaded and verified by several workers at once.
-        let todo: Vec<&crate::repo::PackInfo> = index
+        let todo: Vec<(usize, &crate::repo::PackInfo)> = index
             .packs
             .iter()
-            .filter(|p| !bad_packs.contains(&p.id))
+            .enumerate()
+            .filter(|(_, p)| !bad_packs.contains(&p.id))
             .collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         let results = std::sync::Mutex::new(Vec::new());
@@ -187,8 +203,8 @@ pub fn check(
                         return;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(p) = todo.get(i) else { return };
-                    let entries = by_pack.get(&p.id).cloned().unwrap_or_default();
+                    let Some((pos, p)) = todo.get(i) else { return };
+                    let entries = index.pack_entries(*pos);
                     let r = read_pack(repo, p, &entries);
                     progress.files_done.fetch_add(1, Ordering::Relaxed);
                     progress
@@ -207,15 +223,6 @@ pub fn check(
             rep.blobs_verified += verified;
             rep.packs_read += 1;
         }
-    } else {
-        if !bad_packs.is_empty() {
-            let by_pack = index.entries_by_pack();
-            for p in &bad_packs {
-                for e in by_pack.get(p).into_iter().flatten() {
-                    damaged_blobs.insert(e.id);
-                }
-            }
-        }
     }
 
     // Name what is affected.
@@ -232,10 +239,25 @@ pub fn check(
                     ));
                     continue;
                 }
-                let Ok(tree) = repo.load_tree(&t, &mut readers) else {
+                if path.len() > MAX_DEPTH {
                     continue;
+                }
+                let mut src = Naming {
+                    trees: repo.trees(&mut readers),
+                    bad: &bad_trees,
+                    affected: &affected,
+                    hit: false,
                 };
-                for n in tree.nodes {
+                let mut cursor = FolderCursor::new(t);
+                loop {
+                    let n = match cursor.next(&mut src) {
+                        Ok(Some(n)) => n,
+                        Ok(None) => break,
+                        Err(_) => {
+                            src.hit = true;
+                            continue;
+                        }
+                    };
                     let mut p = path.clone();
                     p.push(n.name.clone());
                     match n.kind {
@@ -252,6 +274,14 @@ pub fn check(
                         NodeKind::Symlink { .. } => {}
                     }
                 }
+                if src.hit {
+                    // A damaged blob of a split listing: the entries it held are unknown.
+                    rep.damaged_files.push(format!(
+                        "{}:{} (part of the folder)",
+                        sid.short(),
+                        show_path(&path)
+                    ));
+                }
             }
         }
         rep.damaged_files.sort();
@@ -259,6 +289,47 @@ pub fn check(
     }
     rep.vault_only_files = vault_only_seen;
     Ok(rep)
+}
+
+/// Tree blobs for the structure check: each read once across every snapshot.
+struct Walk<'a> {
+    trees: RepoTrees<'a>,
+    seen: HashSet<Id>,
+    read: u64,
+    /// The blob asked for last: the one a cursor error is about.
+    last: Option<Id>,
+}
+
+impl TreeSource for Walk<'_> {
+    fn tree_blob(&mut self, id: &Id) -> Result<Vec<u8>> {
+        self.last = Some(*id);
+        self.read += 1;
+        self.trees.tree_blob(id)
+    }
+    fn wants(&mut self, id: &Id) -> bool {
+        self.seen.insert(*id)
+    }
+}
+
+/// Tree blobs for naming damaged files: damaged ones are passed over and noted.
+struct Naming<'a, 'b> {
+    trees: RepoTrees<'a>,
+    bad: &'b HashSet<Id>,
+    affected: &'b HashSet<Id>,
+    hit: bool,
+}
+
+impl TreeSource for Naming<'_, '_> {
+    fn tree_blob(&mut self, id: &Id) -> Result<Vec<u8>> {
+        self.trees.tree_blob(id)
+    }
+    fn wants(&mut self, id: &Id) -> bool {
+        if self.bad.contains(id) || self.affected.contains(id) {
+            self.hit = true;
+            return false;
+        }
+        true
+    }
 }
 
 /// Download one pack and verify its header, table and every blob. Returns the errors, the ids of
@@ -310,11 +381,16 @@ fn read_pack(
         Ok(t)
     })();
     match table {
-        Ok(t) => {
-            let mut t_sorted = t.clone();
-            t_sorted.sort_by_key(|e| e.offset);
+        Ok(mut t) => {
+            // Sorted, so that a pack of a hundred thousand small blobs costs a bisection per
+            // entry, not a scan.
+            t.sort_by_key(|e| e.offset);
             let ids: HashSet<Id> = t.iter().map(|e| e.id).collect();
-            if entries.iter().any(|e| !t_sorted.contains(e)) || ids.len() != t.len() {
+            let listed = |e: &format::BlobEntry| {
+                t.binary_search_by_key(&e.offset, |x| x.offset)
+                    .is_ok_and(|i| t[i] == *e)
+            };
+            if entries.iter().any(|e| !listed(e)) || ids.len() != t.len() {
                 errors.push(format!("{what}: its blob table disagrees with the index"));
             }
         }

@@ -21,6 +21,7 @@ use vault::format::tree::NodeKind;
 use vault::repo::{InitOptions, Method, PackReaders, Repository, Unlock, Wrap};
 use vault::restorer::{self, show_path, split_path, RestoreOptions};
 use vault::settings::{RepoEntry, Settings};
+use vault::treewalk::{self, Found, TreeWalk};
 
 use crate::ui;
 
@@ -781,6 +782,7 @@ fn create(
         &InitOptions {
             scrypt_log_n: log_n,
             object_lock,
+            chunking: None,
         },
     )?;
     if !cli.quiet {
@@ -1132,40 +1134,24 @@ fn ls(cli: &Cli, snapshot: &str, path: Option<&str>) -> Result<u8> {
     warn_missing_snapshots(&repo);
     let mut readers = PackReaders::default();
     let want = path.map(split_path).unwrap_or_default();
-    // Walk down to the requested path.
-    let mut tree_id = snap.root;
-    let mut here: Vec<Vec<u8>> = Vec::new();
-    let mut out = Vec::new();
-    for comp in &want {
-        let tree = repo.load_tree(&tree_id, &mut readers)?;
-        let node = tree
-            .find(comp)
-            .with_context(|| format!("{} is not in the snapshot", path.unwrap_or("")))?;
-        here.push(comp.clone());
-        match &node.kind {
-            NodeKind::Dir { subtree } => tree_id = *subtree,
-            _ => {
-                out.push(entry(&here, node));
-                return print_ls(cli, out);
-            }
+    let top = match treewalk::resolve(&repo, &snap.root, &want, &mut readers)? {
+        None => bail!("{} is not in the snapshot", path.unwrap_or("")),
+        Some(Found::Entry(node)) => {
+            return print_ls(cli, std::iter::once(entry(&want, &node)), None)
         }
-    }
-    let mut stack = vec![(tree_id, here)];
-    while let Some((t, p)) = stack.pop() {
-        let tree = repo.load_tree(&t, &mut readers)?;
-        let mut subdirs = Vec::new();
-        for n in &tree.nodes {
-            let mut cp = p.clone();
-            cp.push(n.name.clone());
-            out.push(entry(&cp, n));
-            if let NodeKind::Dir { subtree } = n.kind {
-                subdirs.push((subtree, cp));
-            }
+        Some(Found::Folder(top)) => top,
+    };
+    // Entries are printed as they are read: a folder of a million photos is never held whole.
+    let mut walk = TreeWalk::new(&repo, top, want);
+    let failed = std::cell::RefCell::new(None);
+    let entries = std::iter::from_fn(|| match walk.next_entry() {
+        Ok(e) => e.map(|(p, n)| entry(&p, &n)),
+        Err(e) => {
+            *failed.borrow_mut() = Some(e);
+            None
         }
-        stack.extend(subdirs.into_iter().rev());
-    }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    print_ls(cli, out)
+    });
+    print_ls(cli, entries, Some(&failed))
 }
 
 fn entry(path: &[Vec<u8>], n: &vault::format::tree::Node) -> LsEntry {
@@ -1186,12 +1172,20 @@ fn entry(path: &[Vec<u8>], n: &vault::format::tree::Node) -> LsEntry {
     }
 }
 
-fn print_ls(cli: &Cli, out: Vec<LsEntry>) -> Result<u8> {
+/// Print entries as they come (a JSON array with --json); `failed` holds the error that ended
+/// them early, if one did.
+fn print_ls(
+    cli: &Cli,
+    entries: impl Iterator<Item = LsEntry>,
+    failed: Option<&std::cell::RefCell<Option<vault::Error>>>,
+) -> Result<u8> {
+    let mut o = std::io::BufWriter::new(std::io::stdout().lock());
     if cli.json {
-        json_out(&out)?;
+        let mut ser = serde_json::Serializer::pretty(&mut o);
+        serde::Serializer::collect_seq(&mut ser, entries)?;
+        writeln!(o)?;
     } else if !cli.quiet {
-        let mut o = std::io::stdout().lock();
-        for e in &out {
+        for e in entries {
             let link = e
                 .target
                 .as_ref()
@@ -1207,6 +1201,12 @@ fn print_ls(cli: &Cli, out: Vec<LsEntry>) -> Result<u8> {
                 link
             )?;
         }
+    } else {
+        entries.for_each(drop);
+    }
+    o.flush()?;
+    if let Some(e) = failed.and_then(|f| f.borrow_mut().take()) {
+        return Err(e.into());
     }
     Ok(0)
 }

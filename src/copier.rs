@@ -13,7 +13,7 @@ use crate::compress::Compressor;
 use crate::error::{Error, Result};
 use crate::format::index::PackDesc;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{NodeKind, Tree};
+use crate::format::tree::{FolderCursor, NodeKind, TreeWriter, MAX_DEPTH};
 use crate::format::BlobType;
 use crate::ids::Id;
 use crate::packer::{FinishedPack, Packer};
@@ -69,7 +69,7 @@ pub fn copy(
             continue;
         }
         let mut readers = PackReaders::default();
-        let root = w.tree(src, &snap.root, &mut readers)?;
+        let root = w.tree(src, &snap.root, 0, &mut readers)?;
         w.finish()?;
         next_seq += 1;
         let copy = Snapshot {
@@ -166,18 +166,36 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// Copy a tree and everything below it; returns the destination tree id.
-    fn tree(&mut self, src: &Repository, id: &Id, readers: &mut PackReaders) -> Result<Id> {
+    /// Copy a folder and everything below it; returns the destination's id of its top tree
+    /// blob. `depth` is the folder's (§10): deeper ones are refused as any reader refuses them.
+    fn tree(
+        &mut self,
+        src: &Repository,
+        id: &Id,
+        depth: usize,
+        readers: &mut PackReaders,
+    ) -> Result<Id> {
         if crate::interrupt::requested() {
             return Err(Error::Interrupted);
         }
         if let Some(d) = self.ids.get(id) {
             return Ok(*d);
         }
-        let mut tree: Tree = src.load_tree(id, readers)?;
-        for n in tree.nodes.iter_mut() {
+        if depth > MAX_DEPTH {
+            return Err(Error::corrupt(
+                format!("tree {}", id.short()),
+                format!("a folder nested deeper than {MAX_DEPTH} levels"),
+            ));
+        }
+        // The destination splits large folders by its own key.
+        let keys = self.dst.keys().clone();
+        let mut out = TreeWriter::new(&keys.tree_split);
+        let mut cursor = FolderCursor::new(*id);
+        while let Some(mut n) = cursor.next(&mut src.trees(readers))? {
             match &mut n.kind {
-                NodeKind::Dir { subtree } => *subtree = self.tree(src, subtree, readers)?,
+                NodeKind::Dir { subtree } => {
+                    *subtree = self.tree(src, subtree, depth + 1, readers)?
+                }
                 NodeKind::File { blobs, hash } => {
                     let known = self.hashes.get(hash).copied();
                     let mut h = self.dst.keys().file_hash.hasher();
@@ -205,8 +223,9 @@ impl<'a> Writer<'a> {
                 }
                 NodeKind::Symlink { .. } => {}
             }
+            out.push(&n, &mut |b: &[u8]| self.add(BlobType::Tree, b))?;
         }
-        let d = self.add(BlobType::Tree, &tree.encode())?;
+        let d = out.finish(&mut |b: &[u8]| self.add(BlobType::Tree, b))?;
         self.ids.insert(*id, d);
         Ok(d)
     }

@@ -16,6 +16,7 @@ pub mod context {
     pub const CACHE: &str = "vault v1 local cache";
     pub const NAME: &str = "vault v1 name hash";
     pub const SAMPLE: &str = "vault v1 file sample";
+    pub const TREE_SPLIT: &str = "vault v1 tree split";
 }
 
 /// Every key a client holds. No `Debug`, zeroed on drop. A write-only device has no data
@@ -35,6 +36,9 @@ pub struct Keys {
     pub name: SecretKey,
     /// Keys the head-and-tail sample hash used to re-verify a file cheaply.
     pub sample: SecretKey,
+    /// Keys the hash of entry names that decides where a large folder's listing is split into
+    /// tree blobs (§10).
+    pub tree_split: SecretKey,
     identity: Option<DataIdentity>,
     pub recipient: DataRecipient,
     pub index_identity: DataIdentity,
@@ -59,6 +63,7 @@ impl Keys {
             cache: d(context::CACHE),
             name: d(context::NAME),
             sample: d(context::SAMPLE),
+            tree_split: d(context::TREE_SPLIT),
             recipient: m.data_recipient,
             identity: m.data_identity,
             index_recipient: m.index_identity.recipient(),

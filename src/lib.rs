@@ -19,11 +19,13 @@ pub mod ids;
 pub mod interrupt;
 pub mod keys;
 pub mod mover;
+pub mod namesort;
 pub mod packer;
 pub mod pipe;
 pub mod repo;
 pub mod restorer;
 pub mod settings;
+pub mod treewalk;
 pub mod workers;
 
 pub use error::{Error, Result};

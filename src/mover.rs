@@ -28,10 +28,10 @@ use crate::archiver::{self, BackupOptions, BackupSummary, Progress, Skipped};
 use crate::changes::FileStat;
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{NodeKind, Tree, FLAG_VAULT_ONLY};
+use crate::format::tree::{FolderCursor, NodeKind, TreeWriter, FLAG_VAULT_ONLY, MAX_DEPTH};
 use crate::format::BlobType;
 use crate::ids::Id;
-use crate::repo::{PackReaders, Repository};
+use crate::repo::{BlobWriter, PackReaders, Repository};
 use crate::restorer::show_path;
 
 /// Path components below `/`, as trees store them.
@@ -427,6 +427,18 @@ fn verified_in(n: usize, need: usize, repos: &[RepoReport], own: Option<&Vec<Str
     s
 }
 
+/// Readers follow folders only down to [`MAX_DEPTH`] (a hostile snapshot could nest them
+/// without end).
+fn too_deep(tree: &Id, path: &Comps) -> Result<()> {
+    if path.len() > MAX_DEPTH {
+        return Err(Error::corrupt(
+            format!("tree {}", tree.short()),
+            format!("a folder nested deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    Ok(())
+}
+
 /// Every file and symlink under the move's roots, from the snapshot's trees as stored (each tree
 /// is read back from the repository, not taken from memory).
 fn collect(
@@ -438,8 +450,9 @@ fn collect(
     let mut out = HashMap::new();
     let mut stack: Vec<(Id, Comps)> = vec![(*root, Vec::new())];
     while let Some((t, path)) = stack.pop() {
-        let tree = repo.load_tree(&t, readers)?;
-        for n in tree.nodes {
+        too_deep(&t, &path)?;
+        let mut cursor = FolderCursor::new(t);
+        while let Some(n) = cursor.next(&mut repo.trees(readers))? {
             let mut c = path.clone();
             c.push(n.name.clone());
             let under = roots.iter().any(|r| c.starts_with(r));
@@ -654,24 +667,24 @@ fn write_marked(repo: &Repository, draft: &Snapshot, marked: &HashSet<Comps>) ->
             prefixes.insert(c[..i].to_vec());
         }
     }
-    let mut new_trees: Vec<Vec<u8>> = Vec::new();
     let mut readers = PackReaders::default();
     let root = if marked.is_empty() {
         draft.root
     } else {
-        mark_tree(
+        // The rewritten trees are stored (and indexed) before the snapshot that names them.
+        let mut out = BlobWriter::new(repo)?;
+        let root = mark_tree(
             repo,
             &draft.root,
             &mut Vec::new(),
             marked,
             &prefixes,
             &mut readers,
-            &mut new_trees,
-        )?
+            &mut out,
+        )?;
+        out.finish()?;
+        root
     };
-    if !new_trees.is_empty() {
-        repo.write_blobs(new_trees.into_iter().map(|t| (BlobType::Tree, t)).collect())?;
-    }
     let mut snap = draft.clone();
     snap.root = root;
     snap.summary.vault_only = marked.len() as u64;
@@ -687,10 +700,12 @@ fn mark_tree(
     marked: &HashSet<Comps>,
     prefixes: &HashSet<Comps>,
     readers: &mut PackReaders,
-    out: &mut Vec<Vec<u8>>,
+    out: &mut BlobWriter<'_>,
 ) -> Result<Id> {
-    let mut tree: Tree = repo.load_tree(id, readers)?;
-    for n in tree.nodes.iter_mut() {
+    let keys = repo.keys().clone();
+    let mut writer = TreeWriter::new(&keys.tree_split);
+    let mut cursor = FolderCursor::new(*id);
+    while let Some(mut n) = cursor.next(&mut repo.trees(readers))? {
         path.push(n.name.clone());
         match &mut n.kind {
             NodeKind::Dir { subtree } if prefixes.contains(path.as_slice()) => {
@@ -704,11 +719,9 @@ fn mark_tree(
             _ => {}
         }
         path.pop();
+        writer.push(&n, &mut |b: &[u8]| out.add(BlobType::Tree, b))?;
     }
-    let bytes = tree.encode();
-    let new_id = repo.keys().blob_id(&bytes);
-    out.push(bytes);
-    Ok(new_id)
+    writer.finish(&mut |b: &[u8]| out.add(BlobType::Tree, b))
 }
 
 /// Remove `root` and the folders below it that are empty and held moved files, deepest first.
@@ -834,7 +847,9 @@ pub fn vault_only_files(repo: &Repository) -> Result<Vec<VaultOnlyFile>> {
         }
         let mut stack: Vec<(Id, Comps)> = vec![(s.root, Vec::new())];
         while let Some((t, path)) = stack.pop() {
-            for n in repo.load_tree(&t, &mut readers)?.nodes {
+            too_deep(&t, &path)?;
+            let mut cursor = FolderCursor::new(t);
+            while let Some(n) = cursor.next(&mut repo.trees(&mut readers))? {
                 let mut c = path.clone();
                 c.push(n.name.clone());
                 match n.kind {

@@ -185,6 +185,11 @@ impl FinishedPack {
     }
 }
 
+/// A pack is also finished when it holds this many blobs (a folder of tiny files would put
+/// hundreds of thousands in one): a pack's table, and the claims and index entries a backup
+/// keeps until the pack is indexed, stay a few MiB.
+pub const MAX_PACK_BLOBS: usize = 65_536;
+
 /// Distributes blobs of one type over `n_open` packs, each written as it fills.
 pub struct Packer {
     blob_type: BlobType,
@@ -280,6 +285,14 @@ impl Packer {
         stored: &[u8],
         offload: bool,
     ) -> Result<Option<FinishedPack>> {
+        // Readers refuse such a blob (§8): never store one, whatever produced it.
+        let limit = crate::format::MAX_BLOB_LEN as usize;
+        if raw_len > limit || stored.len() > limit {
+            return Err(Error::Invalid(format!(
+                "a blob of {raw_len} bytes is above the format's limit of {} MiB",
+                limit >> 20
+            )));
+        }
         let mut slot = self.pick();
         if slot.is_none() {
             *slot = Some(self.start()?);
@@ -301,7 +314,7 @@ impl Packer {
             return Err(e);
         }
         w.len += stored.len() as u64;
-        if w.blob_bytes() < self.target {
+        if w.blob_bytes() < self.target && w.entries.len() < MAX_PACK_BLOBS {
             return Ok(None);
         }
         let full = slot.take();
@@ -376,6 +389,56 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Readers refuse a blob above 64 MiB: no pack ever holds one, and a refused blob leaves
+    /// nothing behind.
+    #[test]
+    fn a_blob_above_the_format_limit_is_refused_and_nothing_is_stored() {
+        let (dir, st, keys) = setup();
+        let p = Packer::for_store(&st, &keys, 1 << 20, BlobType::Tree, 1, 1 << 30);
+        let limit = crate::format::MAX_BLOB_LEN as usize;
+        let big = vec![7u8; limit + 1];
+        let e = p
+            .add(Id([1; 32]), Compression::None, big.len(), &big, false)
+            .err()
+            .expect("a blob above the limit is refused");
+        assert!(e.to_string().contains("above the format's limit"), "{e}");
+        assert!(p.flush().unwrap().is_empty());
+        // Compressed to little, but its plaintext is still too large.
+        let e = p.add(
+            Id([2; 32]),
+            Compression::Zstd,
+            limit + 1,
+            &[0u8; 100],
+            false,
+        );
+        assert!(e.is_err());
+        assert!(p.flush().unwrap().is_empty());
+        assert!(files_under(dir.path())
+            .iter()
+            .all(|f| !f.to_string_lossy().contains("/data/")));
+    }
+
+    /// A pack of tiny blobs ends at MAX_PACK_BLOBS, long before its byte target.
+    #[test]
+    fn a_pack_of_tiny_blobs_ends_at_the_blob_limit() {
+        let (_dir, st, keys) = setup();
+        let p = Packer::for_store(&st, &keys, 1 << 20, BlobType::Data, 1, 1 << 30);
+        let mut full = None;
+        for i in 0..MAX_PACK_BLOBS as u32 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            if let Some(f) = p
+                .add(Id(id), Compression::None, 4, &i.to_le_bytes(), false)
+                .unwrap()
+            {
+                full = Some((i, f));
+            }
+        }
+        let (i, f) = full.expect("a full pack");
+        assert_eq!(i as usize, MAX_PACK_BLOBS - 1);
+        assert_eq!(f.store().unwrap().blobs.len(), MAX_PACK_BLOBS);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::format::index::{self, PackDesc};
 pub use crate::format::keyfile::Method;
 use crate::format::keyfile::{self, KeyInfo, KeyMaterial};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::Tree;
+use crate::format::tree::{self, Node, TreeSource};
 use crate::format::{self, codec::Reader, BlobEntry, BlobType, Compression, ObjectKind};
 use crate::ids::Id;
 use crate::keys::Keys;
@@ -63,6 +63,9 @@ pub struct InitOptions {
     pub scrypt_log_n: u8,
     /// Retention for every object (S3 Object Lock), fixed for the repository's life.
     pub object_lock: Option<ObjectLock>,
+    /// Chunk sizes (minimum, average, maximum) other than the defaults, within the bounds of
+    /// §6; fixed for the repository's life.
+    pub chunking: Option<(u32, u32, u32)>,
 }
 
 impl Default for InitOptions {
@@ -70,6 +73,7 @@ impl Default for InitOptions {
         InitOptions {
             scrypt_log_n: crypto::DEFAULT_SCRYPT_LOG_N,
             object_lock: None,
+            chunking: None,
         }
     }
 }
@@ -136,64 +140,81 @@ pub struct PackInfo {
     pub plain_len: u64,
 }
 
-/// Where a blob is.
-#[derive(Clone, Copy, Debug)]
-pub struct BlobLoc {
-    pub pack: u32,
-    pub entry: BlobEntry,
-}
-
 /// The union of all index objects, held in memory (for `check`, which verifies the
-/// repository itself rather than trusting the local index).
+/// repository itself rather than trusting the local index). About 100 bytes a blob: each pack's
+/// table as decoded, and the blob ids sorted once for lookups.
 #[derive(Default)]
 pub struct Index {
     pub packs: Vec<PackInfo>,
     pack_pos: HashMap<Id, u32>,
-    blobs: HashMap<Id, BlobLoc>,
+    /// Each pack's blob entries, by position in `packs`.
+    tables: Vec<Vec<BlobEntry>>,
+    /// Every blob id with its first record (pack position, entry position), sorted by id by
+    /// [`Self::finish`]; a blob recorded twice counts where it was recorded first.
+    ids: Vec<(Id, u32, u32)>,
 }
 
 impl Index {
-    pub fn add(&mut self, desc: &PackDesc) {
-        let pos = match self.pack_pos.get(&desc.id) {
-            Some(p) => *p,
-            None => {
-                let p = self.packs.len() as u32;
-                self.packs.push(PackInfo {
-                    id: desc.id,
-                    pack_type: desc.pack_type,
-                    object_len: desc.object_len,
-                    payload_offset: desc.payload_offset,
-                    plain_len: desc.plain_len,
-                });
-                self.pack_pos.insert(desc.id, p);
-                p
-            }
-        };
-        for b in &desc.blobs {
-            self.blobs.entry(b.id).or_insert(BlobLoc {
-                pack: pos,
-                entry: *b,
-            });
+    /// Add a pack's description; a pack described again is taken as first described.
+    pub fn add(&mut self, desc: PackDesc) {
+        if self.pack_pos.contains_key(&desc.id) {
+            return;
         }
+        let pos = self.packs.len() as u32;
+        self.packs.push(PackInfo {
+            id: desc.id,
+            pack_type: desc.pack_type,
+            object_len: desc.object_len,
+            payload_offset: desc.payload_offset,
+            plain_len: desc.plain_len,
+        });
+        self.pack_pos.insert(desc.id, pos);
+        for (k, b) in desc.blobs.iter().enumerate() {
+            self.ids.push((b.id, pos, k as u32));
+        }
+        self.tables.push(desc.blobs);
     }
+
+    /// Sort the ids for lookups: call once everything is added.
+    pub fn finish(&mut self) {
+        // Stable: of two records of one blob, the first added stays.
+        self.ids.sort_by_key(|e| e.0);
+        self.ids.dedup_by(|later, first| later.0 == first.0);
+        self.ids.shrink_to_fit();
+    }
+
+    fn find(&self, id: &Id) -> Option<&(Id, u32, u32)> {
+        self.ids
+            .binary_search_by(|e| e.0.cmp(id))
+            .ok()
+            .map(|i| &self.ids[i])
+    }
+
     pub fn contains(&self, id: &Id) -> bool {
-        self.blobs.contains_key(id)
+        self.find(id).is_some()
     }
+
     pub fn pack(&self, id: &Id) -> Option<&PackInfo> {
         self.pack_pos.get(id).map(|p| &self.packs[*p as usize])
     }
-    /// Blob entries grouped by pack, in offset order (for check --read-data).
-    pub fn entries_by_pack(&self) -> HashMap<Id, Vec<BlobEntry>> {
-        let mut m: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
-        for loc in self.blobs.values() {
-            m.entry(self.packs[loc.pack as usize].id)
-                .or_default()
-                .push(loc.entry);
-        }
-        for v in m.values_mut() {
-            v.sort_by_key(|e| e.offset);
-        }
-        m
+
+    /// The blobs the index places in the pack at position `pos` of [`Self::packs`], in offset
+    /// order (for check --read-data).
+    pub fn pack_entries(&self, pos: usize) -> Vec<BlobEntry> {
+        let Some(table) = self.tables.get(pos) else {
+            return Vec::new();
+        };
+        let mut v: Vec<BlobEntry> = table
+            .iter()
+            .enumerate()
+            .filter(|(k, e)| {
+                self.find(&e.id)
+                    .is_some_and(|f| f.1 as usize == pos && f.2 as usize == *k)
+            })
+            .map(|(_, e)| *e)
+            .collect();
+        v.sort_by_key(|e| e.offset);
+        v
     }
 }
 
@@ -249,6 +270,14 @@ impl Repository {
         if pass.is_empty() {
             return Err(Error::Invalid("the passphrase must not be empty".into()));
         }
+        let mut config = Config::new(Id::default(), now().0);
+        config.object_lock = opts.object_lock;
+        if let Some((min, avg, max)) = opts.chunking {
+            (config.chunk_min, config.chunk_avg, config.chunk_max) = (min, avg, max);
+            config
+                .validate()
+                .map_err(|_| Error::Invalid("chunk sizes out of range".into()))?;
+        }
         store.backend().set_object_lock(opts.object_lock)?;
         store.create()?;
         if store.stat(FileType::Marker, "")?.is_some() {
@@ -264,8 +293,7 @@ impl Repository {
         let sealed = crypto::seal_with_passphrase(pass, opts.scrypt_log_n, &plain)?;
         let key_name = Id::random().to_hex();
         store.put(FileType::Key, &key_name, &sealed)?;
-        let mut config = Config::new(keys.repo_id, now().0);
-        config.object_lock = opts.object_lock;
+        config.repo_id = keys.repo_id;
         let ct = crypto::encrypt_to_all(
             &[&keys.recipient, &keys.index_recipient],
             &config.encode(&keys.config_mac),
@@ -595,17 +623,21 @@ impl Repository {
         let names = self.names(FileType::Index)?;
         let mut index = Index::default();
         let mut errors = Vec::new();
-        for (name, r) in self.fetch_all(names, |n| self.read_index_object(n)) {
-            match r {
-                Ok(packs) => packs.iter().for_each(|p| index.add(p)),
-                Err(e) => errors.push((name, e)),
+        // A few at a time: the decoded objects are folded into the index as they come.
+        for batch in names.chunks(FETCH_THREADS * 2) {
+            for (name, r) in self.fetch_all(batch.to_vec(), |n| self.read_index_object(n)) {
+                match r {
+                    Ok(packs) => packs.into_iter().for_each(|p| index.add(p)),
+                    Err(e) => errors.push((name, e)),
+                }
             }
         }
         if !errors.is_empty() {
             for desc in self.unindexed_packs(|id| Ok(index.pack(id).is_some()))? {
-                index.add(&desc);
+                index.add(desc);
             }
         }
+        index.finish();
         Ok((index, errors))
     }
 
@@ -653,38 +685,15 @@ impl Repository {
         })
     }
 
-    /// Store blobs directly (compressed when that pays, one pack per call, then an index object).
-    /// Blobs already in the repository are skipped. Returns the ids in input order.
+    /// Store blobs directly (compressed when that pays, packed, then an index object). Blobs
+    /// already in the repository are skipped. Returns the ids in input order.
     pub fn write_blobs(&self, blobs: Vec<(BlobType, Vec<u8>)>) -> Result<Vec<Id>> {
-        let mut comp = compress::Compressor::new(self.config.zstd_level)?;
-        // One pack per type (stored blobs are never larger than their plaintext, so neither
-        // reaches this target), sized for what it will hold.
-        let total = blobs.iter().map(|(_, d)| d.len() as u64).sum::<u64>() + 1;
-        let packers = [
-            crate::packer::Packer::new(self, BlobType::Data, 1, total),
-            crate::packer::Packer::new(self, BlobType::Tree, 1, total),
-        ];
-        let mut ids = Vec::with_capacity(blobs.len());
-        let mut seen = std::collections::HashSet::new();
-        for (t, data) in blobs {
-            let id = self.keys.blob_id(&data);
-            ids.push(id);
-            if !seen.insert(id) || self.has_blob(&id)? {
-                continue;
-            }
-            let (c, out) = comp.compress(&data);
-            let p = &packers[if t == BlobType::Data { 0 } else { 1 }];
-            p.add(id, c, data.len(), out.unwrap_or(&data), false)?;
-        }
-        let mut descs = Vec::new();
-        for p in &packers {
-            for pack in p.flush()? {
-                descs.push(pack.store()?);
-            }
-        }
-        if !descs.is_empty() {
-            self.put_index(&descs)?;
-        }
+        let mut w = BlobWriter::new(self)?;
+        let ids = blobs
+            .iter()
+            .map(|(t, data)| w.add(*t, data))
+            .collect::<Result<Vec<Id>>>()?;
+        w.finish()?;
         Ok(ids)
     }
 
@@ -876,10 +885,17 @@ impl Repository {
         }
     }
 
-    /// Load and decode a tree blob.
-    pub fn load_tree(&self, id: &Id, readers: &mut PackReaders) -> Result<Tree> {
-        let data = self.read_blob(id, BlobType::Tree, readers)?;
-        Tree::decode(&data).map_err(|e| relabel(e, &format!("tree {}", id.short())))
+    /// The repository's tree blobs, for reading folders with [`tree::FolderCursor`].
+    pub fn trees<'a>(&'a self, readers: &'a mut PackReaders) -> RepoTrees<'a> {
+        RepoTrees {
+            repo: self,
+            readers,
+        }
+    }
+
+    /// One entry of the folder whose top tree blob is `top`, without reading the others.
+    pub fn lookup(&self, top: &Id, name: &[u8], readers: &mut PackReaders) -> Result<Option<Node>> {
+        tree::lookup(&mut self.trees(readers), top, name)
     }
 
     /// Read, decompress and verify one blob.
@@ -988,6 +1004,75 @@ impl Repository {
         )
         .map_err(|e| relabel(e, &what))?;
         Ok(PackStream { inner: s, what })
+    }
+}
+
+/// Tree blobs read from a repository, each verified (§12), for [`tree::FolderCursor`].
+pub struct RepoTrees<'a> {
+    repo: &'a Repository,
+    readers: &'a mut PackReaders,
+}
+
+impl TreeSource for RepoTrees<'_> {
+    fn tree_blob(&mut self, id: &Id) -> Result<Vec<u8>> {
+        self.repo.read_blob(id, BlobType::Tree, self.readers)
+    }
+}
+
+/// Stores blobs one at a time outside a backup (trees rewritten by `vault move`, hand-made
+/// objects in tests): compressed where that pays, packed by type, and indexed by `finish`.
+/// Blobs the repository already holds are skipped.
+pub struct BlobWriter<'r> {
+    repo: &'r Repository,
+    comp: compress::Compressor,
+    data: crate::packer::Packer,
+    trees: crate::packer::Packer,
+    added: HashSet<Id>,
+    stored: Vec<PackDesc>,
+}
+
+impl<'r> BlobWriter<'r> {
+    pub fn new(repo: &'r Repository) -> Result<Self> {
+        let target = repo.config().pack_target as u64;
+        Ok(BlobWriter {
+            repo,
+            comp: compress::Compressor::new(repo.config().zstd_level)?,
+            data: crate::packer::Packer::new(repo, BlobType::Data, 1, target),
+            trees: crate::packer::Packer::new(repo, BlobType::Tree, 1, target),
+            added: HashSet::new(),
+            stored: Vec::new(),
+        })
+    }
+
+    /// Store one blob (unless the repository has it); returns its id.
+    pub fn add(&mut self, t: BlobType, data: &[u8]) -> Result<Id> {
+        let id = self.repo.keys().blob_id(data);
+        if self.added.contains(&id) || self.repo.has_blob(&id)? {
+            return Ok(id);
+        }
+        self.added.insert(id);
+        let (c, out) = self.comp.compress(data);
+        let p = match t {
+            BlobType::Data => &self.data,
+            BlobType::Tree => &self.trees,
+        };
+        if let Some(full) = p.add(id, c, data.len(), out.unwrap_or(data), false)? {
+            self.stored.push(full.store()?);
+        }
+        Ok(id)
+    }
+
+    /// Store the open packs and write the index object describing everything stored.
+    pub fn finish(mut self) -> Result<()> {
+        for p in [&self.data, &self.trees] {
+            for pack in p.flush()? {
+                self.stored.push(pack.store()?);
+            }
+        }
+        if !self.stored.is_empty() {
+            self.repo.put_index(&self.stored)?;
+        }
+        Ok(())
     }
 }
 
@@ -1116,7 +1201,7 @@ mod tests {
         let store = Store::new(Arc::new(LocalBackend::new(dir.path()))).unwrap();
         let opts = InitOptions {
             scrypt_log_n: 10,
-            object_lock: None,
+            ..Default::default()
         };
         let repo = Repository::init(store, &Passphrase::new("pw".into()), &opts).unwrap();
         // Incompressible blobs spanning many STREAM chunks: the table is far from the head.

@@ -21,7 +21,9 @@ use crate::archiver::{Progress, Skipped};
 use crate::directio::{FileWriter, Staging};
 use crate::error::{os_error_in, Error, Result};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Node, NodeKind, FLAG_ANCESTOR, FLAG_VAULT_ONLY};
+use crate::format::tree::{
+    name_is_safe, FolderCursor, Node, NodeKind, FLAG_ANCESTOR, FLAG_VAULT_ONLY, MAX_DEPTH,
+};
 use crate::format::BlobType;
 use crate::ids::Id;
 use crate::repo::{PackReaders, Repository};
@@ -121,8 +123,7 @@ fn mode_mismatch(wanted: u32, actual: u32) -> (bool, bool) {
 
 /// Refuse any name that is not one plain path component.
 pub fn safe_name(name: &[u8]) -> std::result::Result<&OsStr, String> {
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
-    {
+    if !name_is_safe(name) {
         return Err(format!(
             "refused unsafe name {:?} from the snapshot",
             String::from_utf8_lossy(name)
@@ -256,17 +257,15 @@ struct Ctx<'a> {
 }
 
 /// Whether names in `dir` that differ only in upper and lower case are one name there: create a
-/// lower-case probe file and look it up in upper case. False where nothing can be created.
-fn ignores_case(dir: &Dir) -> bool {
+/// lower-case probe file and look it up in upper case. `None` where nothing can be created.
+fn ignores_case(dir: &Dir) -> Option<bool> {
     let name = format!(".vault-case-{}", Id::random().short());
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
-    if dir.open_with(&name, &opts).is_err() {
-        return false;
-    }
+    dir.open_with(&name, &opts).ok()?;
     let folded = dir.symlink_metadata(name.to_uppercase()).is_ok();
     let _ = dir.remove_file(&name);
-    folded
+    Some(folded)
 }
 
 impl Ctx<'_> {
@@ -303,7 +302,8 @@ impl Ctx<'_> {
         }
     }
 
-    /// Whether the filesystem holding `dir` ignores case, probed once per filesystem.
+    /// Whether the filesystem holding `dir` ignores case, probed once per filesystem (in the
+    /// first folder of it where a probe file can be created; until then, no).
     fn ignores_case_at(&self, dir: &Dir) -> bool {
         let Ok(dev) = dir
             .dir_metadata()
@@ -312,7 +312,13 @@ impl Ctx<'_> {
             return false;
         };
         let mut known = self.ignores_case.lock().unwrap_or_else(|p| p.into_inner());
-        *known.entry(dev).or_insert_with(|| ignores_case(dir))
+        if let Some(k) = known.get(&dev) {
+            return *k;
+        }
+        match ignores_case(dir) {
+            Some(k) => *known.entry(dev).or_insert(k),
+            None => false,
+        }
     }
 
     /// Count an item whose permissions did not stick (see `mode_mismatch`).
@@ -563,25 +569,30 @@ fn walk(
 ) -> Result<()> {
     ctx.sel.mark(&path, matched);
     let shown = show_path(&path);
-    let tree = match ctx.repo.load_tree(tree_id, readers) {
-        Ok(t) => t,
-        Err(e) => {
-            ctx.error(&shown, format!("folder contents unreadable: {e}"));
-            return Ok(());
-        }
-    };
-    if tree.nodes.windows(2).any(|w| w[0].name >= w[1].name) {
+    if path.len() > MAX_DEPTH {
         ctx.error(
             &shown,
-            "refused: the snapshot lists names out of order or twice",
+            format!("refused: folder nested deeper than {MAX_DEPTH} levels"),
         );
         return Ok(());
     }
     // Names that differ only in case are one name on a filesystem that ignores case: there the
-    // first one restored stays and the others are reported. The filesystem is asked only when
-    // the snapshot has such names.
-    let mut folded: HashMap<String, String> = HashMap::new();
-    for node in tree.nodes {
+    // first one restored stays and the others are reported. Only there are the names of a folder
+    // remembered (lower-cased), so a restore onto an ordinary filesystem holds none of them
+    // whatever the folder's size.
+    let mut folded: Option<HashMap<String, String>> = ctx.ignores_case_at(&dir).then(HashMap::new);
+    let mut cursor = FolderCursor::new(*tree_id);
+    loop {
+        let node = match cursor.next(&mut ctx.repo.trees(readers)) {
+            Ok(Some(n)) => n,
+            Ok(None) => break,
+            Err(e) => {
+                // A damaged blob of a split listing costs the entries it holds; the cursor goes
+                // on with the next.
+                ctx.error(&shown, format!("folder contents unreadable: {e}"));
+                continue;
+            }
+        };
         if crate::interrupt::requested() {
             return Err(Error::Interrupted);
         }
@@ -615,20 +626,22 @@ fn walk(
         {
             continue;
         }
-        let shown_name = String::from_utf8_lossy(&node.name).into_owned();
-        let first = folded
-            .entry(shown_name.to_lowercase())
-            .or_insert_with(|| shown_name.clone());
-        if *first != shown_name && ctx.ignores_case_at(&dir) {
-            ctx.skipped(
-                &child_shown,
-                format!(
-                    "not restored: \"{first}\" is already in this folder, and the target's \
+        if let Some(folded) = folded.as_mut() {
+            let shown_name = String::from_utf8_lossy(&node.name).into_owned();
+            let first = folded
+                .entry(shown_name.to_lowercase())
+                .or_insert_with(|| shown_name.clone());
+            if *first != shown_name {
+                ctx.skipped(
+                    &child_shown,
+                    format!(
+                        "not restored: \"{first}\" is already in this folder, and the target's \
                      filesystem does not tell names apart by upper and lower case; restore this \
                      one into another folder (--include it, with another --target)"
-                ),
-            );
-            continue;
+                    ),
+                );
+                continue;
+            }
         }
         match &node.kind {
             NodeKind::Dir { subtree } => {

@@ -1,5 +1,5 @@
-//! Format test vectors: pin the v5 byte layout of every structure and the key derivation.
-//! tests/vectors/format-v5.txt holds `name hex` lines; docs/design.md refers to them.
+//! Format test vectors: pin the v6 byte layout of every structure and the key derivation.
+//! tests/vectors/format-v6.txt holds `name hex` lines; docs/design.md refers to them.
 //! A deliberate format change bumps the format version and regenerates the file with
 //! VAULT_REGEN_VECTORS=1.
 
@@ -11,12 +11,12 @@ use vault::format::config::Config;
 use vault::format::index::{self, PackDesc};
 use vault::format::keyfile::{self, KeyInfo, KeyMaterial, Method};
 use vault::format::snapshot::{Snapshot, Summary};
-use vault::format::tree::{Node, NodeKind, Tree};
+use vault::format::tree::{Node, NodeKind, Tree, TreeBlob, TreeWriter};
 use vault::format::{pack, BlobEntry, BlobType, Compression};
 use vault::keys::Keys;
 use vault::Id;
 
-const FILE: &str = "tests/vectors/format-v5.txt";
+const FILE: &str = "tests/vectors/format-v6.txt";
 /// A fixed age identity used only by these vectors.
 const IDENTITY: &str = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX";
 /// A second fixed identity, the index identity of the vectors.
@@ -117,6 +117,40 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
         ],
     };
     v.insert("tree", tree.encode());
+    v.insert("tree-split-key", k.tree_split.expose().to_vec());
+    // A folder of 6,000 photos, split by the rule of §10: every blob's id in the order written
+    // (pins where the rule cuts), and the top index blob.
+    let mut written: Vec<(Id, Vec<u8>)> = Vec::new();
+    let mut w = TreeWriter::new(&k.tree_split);
+    let mut store = |b: &[u8]| {
+        let id = k.blob_id(b);
+        written.push((id, b.to_vec()));
+        Ok(id)
+    };
+    for i in 0..6000u32 {
+        let node = Node {
+            name: format!("IMG_{i:05}.JPG").into_bytes(),
+            kind: NodeKind::File {
+                blobs: vec![Id([(i % 251) as u8; 32])],
+                hash: Id([0xcc; 32]),
+            },
+            mode: 0o100644,
+            mtime: 1_700_000_000 + i as i64,
+            mtime_nanos: 0,
+            size: 1_000_000,
+            uid: 1000,
+            gid: 1000,
+            flags: 0,
+        };
+        w.push(&node, &mut store).unwrap();
+    }
+    let top = w.finish(&mut store).unwrap();
+    v.insert(
+        "tree-split-ids",
+        written.iter().flat_map(|(id, _)| id.0).collect(),
+    );
+    let top_blob = written.iter().find(|(id, _)| *id == top).unwrap().1.clone();
+    v.insert("tree-index", top_blob);
     let snap = Snapshot {
         repo_id: k.repo_id,
         time: 1_700_000_100,
@@ -191,10 +225,10 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
 }
 
 #[test]
-fn v5_layout_is_pinned() {
+fn v6_layout_is_pinned() {
     let got = vectors();
     if std::env::var_os("VAULT_REGEN_VECTORS").is_some() {
-        let mut s = String::from("# vault repository format v5 test vectors: name hex\n");
+        let mut s = String::from("# vault repository format v6 test vectors: name hex\n");
         for (k, v) in &got {
             s.push_str(&format!("{k} {}\n", hex::encode(v)));
         }
@@ -216,7 +250,7 @@ fn v5_layout_is_pinned() {
     for (k, v) in &got {
         assert!(
             want[k] == *v,
-            "vector {k} changed: the v5 format must not change"
+            "vector {k} changed: the v6 format must not change"
         );
     }
 }
@@ -225,6 +259,16 @@ fn v5_layout_is_pinned() {
 fn pinned_bytes_decode_to_the_structures() {
     let k = keys();
     let v = vectors();
+    match TreeBlob::decode(&v["tree-index"]).unwrap() {
+        TreeBlob::Index { height, children } => {
+            assert_eq!(height, 1);
+            assert!(children.len() >= 2);
+            assert_eq!(children[0].first, b"IMG_00000.JPG");
+            assert_eq!(children.iter().map(|c| c.count).sum::<u64>(), 6000);
+            assert_eq!(v["tree-split-ids"].len(), 32 * (children.len() + 1));
+        }
+        TreeBlob::Leaf(_) => panic!("6,000 photos fit one leaf"),
+    }
     let tree = Tree::decode(&v["tree"]).unwrap();
     assert_eq!(tree.encode(), v["tree"]);
     assert_eq!(tree.nodes[2].name, b"sub\xff");

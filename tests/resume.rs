@@ -27,7 +27,7 @@ fn interrupted_backup_is_resumed_not_repeated() {
         &pass,
         &InitOptions {
             scrypt_log_n: 10,
-            object_lock: None,
+            ..Default::default()
         },
     )
     .unwrap();

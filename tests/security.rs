@@ -14,7 +14,7 @@ use std::sync::Arc;
 use vault::backend::local::LocalBackend;
 use vault::backend::Store;
 use vault::crypto::Passphrase;
-use vault::format::snapshot::{Snapshot, Summary};
+use vault::format::snapshot::Snapshot;
 use vault::format::tree::{Node, NodeKind, Tree};
 use vault::format::BlobType;
 use vault::repo::{InitOptions, Repository};
@@ -170,7 +170,7 @@ fn malicious_snapshot_restores_nothing_outside_the_target() {
         &pass,
         &InitOptions {
             scrypt_log_n: 10,
-            object_lock: None,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -236,18 +236,8 @@ fn malicious_snapshot_restores_nothing_outside_the_target() {
         .write_blobs(vec![(BlobType::Tree, Tree { nodes }.encode())])
         .unwrap()[0];
     let snap = Snapshot {
-        repo_id: repo.repo_id(),
-        time: 0,
-        time_nanos: 0,
         host: "mallory".into(),
-        paths: vec![b"/".to_vec()],
-        tags: vec![],
-        root,
-        parent: None,
-        previous: None,
-        sequence: 1,
-        original: None,
-        summary: Summary::default(),
+        ..bare_snapshot(&repo, root, b"/")
     };
     let sid = repo.write_snapshot(&snap).unwrap();
 

@@ -16,7 +16,7 @@ use codec::{Reader, Writer};
 /// First bytes of every object's plaintext.
 pub const MAGIC: [u8; 8] = *b"vaultobj";
 /// The repository format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Size of the common object header: magic, version, repository id, object kind.
 pub const HEADER_LEN: usize = 8 + 4 + 32 + 1;
 
@@ -182,7 +182,8 @@ impl BlobEntry {
     }
 }
 
-/// No blob, compressed or not, may exceed 64 MiB (chunks are at most 16 MiB; trees are split).
+/// No blob, compressed or not, may exceed 64 MiB (chunks are at most 16 MiB; a large folder's
+/// listing is split over several tree blobs, §10). Writers check it before storing anything.
 pub const MAX_BLOB_LEN: u32 = 64 << 20;
 
 #[cfg(test)]
@@ -208,12 +209,12 @@ mod tests {
         )
         .is_err());
         let mut bad = v.clone();
-        bad[8] = 4; // a version 4 object: its packs are laid out differently
+        bad[8] = 5; // a version 5 object: its trees were never split
         assert!(matches!(
             read_header(&mut Reader::new(&bad, "t"), None, ObjectKind::Index),
             Err(Error::UnsupportedVersion {
-                found: 4,
-                supported: 5
+                found: 5,
+                supported: 6
             })
         ));
     }

@@ -157,6 +157,29 @@ impl Env {
     }
 }
 
+/// A snapshot of the hand-made tree `root` (tests that play someone who holds the keys), with
+/// one backed-up path and no history.
+pub fn bare_snapshot(
+    repo: &vault::repo::Repository,
+    root: vault::Id,
+    path: &[u8],
+) -> vault::format::snapshot::Snapshot {
+    vault::format::snapshot::Snapshot {
+        repo_id: repo.repo_id(),
+        time: 1_700_000_000,
+        time_nanos: 0,
+        host: "test".into(),
+        paths: vec![path.to_vec()],
+        tags: vec![],
+        root,
+        parent: None,
+        previous: None,
+        sequence: 1,
+        original: None,
+        summary: Default::default(),
+    }
+}
+
 /// Deterministic pseudo-random bytes (incompressible).
 pub fn noise(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
