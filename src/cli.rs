@@ -1173,16 +1173,28 @@ fn entry(path: &[Vec<u8>], n: &vault::format::tree::Node) -> LsEntry {
 }
 
 /// Print entries as they come (a JSON array with --json); `failed` holds the error that ended
-/// them early, if one did.
+/// them early, if one did. A reader that stops reading (`vault ls | head`) ends the listing
+/// quietly: it has what it wanted.
 fn print_ls(
     cli: &Cli,
     entries: impl Iterator<Item = LsEntry>,
     failed: Option<&std::cell::RefCell<Option<vault::Error>>>,
 ) -> Result<u8> {
+    match write_ls(cli, entries) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+        r => r?,
+    }
+    if let Some(e) = failed.and_then(|f| f.borrow_mut().take()) {
+        return Err(e.into());
+    }
+    Ok(0)
+}
+
+fn write_ls(cli: &Cli, entries: impl Iterator<Item = LsEntry>) -> std::io::Result<()> {
     let mut o = std::io::BufWriter::new(std::io::stdout().lock());
     if cli.json {
         let mut ser = serde_json::Serializer::pretty(&mut o);
-        serde::Serializer::collect_seq(&mut ser, entries)?;
+        serde::Serializer::collect_seq(&mut ser, entries).map_err(std::io::Error::from)?;
         writeln!(o)?;
     } else if !cli.quiet {
         for e in entries {
@@ -1204,11 +1216,7 @@ fn print_ls(
     } else {
         entries.for_each(drop);
     }
-    o.flush()?;
-    if let Some(e) = failed.and_then(|f| f.borrow_mut().take()) {
-        return Err(e.into());
-    }
-    Ok(0)
+    o.flush()
 }
 
 fn restore(
