@@ -27,7 +27,9 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
 use crate::backend::RequestStats;
-use crate::cache::{FileEntry, FolderFiles, FolderRow, LocalCache, NewRow, RowCursor, RowWriter};
+use crate::cache::{
+    FileEntry, FolderFiles, FolderRow, FolderWrite, LocalCache, RowCursor, RowWriter,
+};
 use crate::changes::{self, FileStat, Verdict};
 use crate::chunker::Chunker;
 use crate::compress::Compressor;
@@ -1289,7 +1291,7 @@ pub fn backup_draft(
 
 /// Local-index writes collected by the assembler, written in batches (one transaction each).
 struct CacheUpdates {
-    rows: Vec<(Id, NewRow)>,
+    rows: Vec<FolderWrite>,
     parts: Vec<crate::cache::PartWrite>,
     pending_bytes: usize,
     seen: Vec<Id>,
@@ -1333,16 +1335,37 @@ impl CacheUpdates {
     }
 
     /// Parts a folder's row finished while it was being built are stored as they come, so that
-    /// a huge folder's new row is never held whole.
+    /// a huge folder's new row is never held whole; when any is new, with a provisional row
+    /// listing the parts so far, so that a run killed in the middle of the folder leaves the next
+    /// one these entries (an unconfirmed row's entries are used once their blobs are indexed).
     fn take_parts(&mut self, d: &mut DirBuilder<'_>, cache: &LocalCache) -> Result<()> {
         let (Some(row), Some(f)) = (d.row.as_mut(), d.folder.as_ref()) else {
             return Ok(());
         };
         let parts = row.take_parts();
-        if parts.is_empty() {
+        if !parts.iter().any(|(id, _)| !d.old_parts.contains(id)) {
             return Ok(());
         }
+        if let Some(p) = row.provisional() {
+            self.rows.push(FolderWrite {
+                key: f.key,
+                row: p,
+                provisional: true,
+            });
+        }
         self.add_parts(f.key, parts, &d.old_parts, cache)
+    }
+
+    /// The run stops before these folders are complete: keep what their rows have so far
+    /// (unless nothing in a folder changed: its old row is then worth more).
+    fn stopped(&mut self, open: &mut [DirBuilder<'_>], cache: &LocalCache) -> Result<()> {
+        for d in open.iter_mut().filter(|d| d.changed) {
+            if let Some(row) = d.row.as_mut() {
+                row.close_part();
+            }
+            self.take_parts(d, cache)?;
+        }
+        Ok(())
     }
 
     /// A folder is complete: write its row when anything in it changed.
@@ -1404,7 +1427,11 @@ impl CacheUpdates {
             let (new, parts) = row.finish();
             self.add_parts(key, parts, &d.old_parts, cache)?;
             self.pending_bytes += new.body.len();
-            self.rows.push((key, new));
+            self.rows.push(FolderWrite {
+                key,
+                row: new,
+                provisional: false,
+            });
         }
         self.maybe_flush(cache)
     }
@@ -1426,7 +1453,8 @@ impl CacheUpdates {
     }
 }
 
-/// Consume the walker's events in order, build trees bottom-up, return the root tree id.
+/// Consume the walker's events in order, build trees bottom-up, return the root tree id. A run
+/// that stops early keeps the local-index entries of the folders it was in the middle of.
 fn assemble(
     shared: &Shared,
     events: Receiver<Vec<Event>>,
@@ -1435,6 +1463,21 @@ fn assemble(
     updates: &mut CacheUpdates,
 ) -> Result<Id> {
     let mut stack = vec![DirBuilder::new(shared, vec![], None, true, None)];
+    let r = assemble_into(shared, events, full, summary, updates, &mut stack);
+    if r.is_err() {
+        updates.stopped(&mut stack, shared.cache)?;
+    }
+    r
+}
+
+fn assemble_into<'k>(
+    shared: &'k Shared,
+    events: Receiver<Vec<Event>>,
+    full: &Sender<FinishedPack>,
+    summary: &mut BackupSummary,
+    updates: &mut CacheUpdates,
+    stack: &mut Vec<DirBuilder<'k>>,
+) -> Result<Id> {
     let comp = std::cell::RefCell::new(Compressor::new(shared.zstd_level)?);
     // Tree blobs are stored as each folder's listing fills them.
     let mut save = |data: &[u8]| -> Result<Id> {

@@ -33,6 +33,14 @@ pub use rows::{FileEntry, FolderFiles, FolderRow, NewRow, RowCursor, RowWriter};
 /// A part of a large folder's row to store: folder key, part id, plaintext.
 pub type PartWrite = (Id, Id, Vec<u8>);
 
+/// A folder row to store.
+pub struct FolderWrite {
+    pub key: Id,
+    pub row: NewRow,
+    /// Written while the folder is still being backed up (its old parts are still read).
+    pub provisional: bool,
+}
+
 /// Layout version of the database; a different one is discarded and rebuilt.
 const SCHEMA_VERSION: i64 = 3;
 
@@ -528,11 +536,12 @@ impl LocalCache {
     }
 
     /// In one transaction: store `parts` (folder, part id, plaintext), write folder rows for run
-    /// `run` (unconfirmed until [`Self::confirm_run`]) and drop the parts each no longer lists,
-    /// and mark the rows of `seen` as seen today.
+    /// `run` (unconfirmed until [`Self::confirm_run`]) and, for the final ones, drop the parts
+    /// they no longer list, and mark the rows of `seen` as seen today. A provisional row (a large
+    /// folder still being backed up) keeps the old parts: the run still reads them.
     pub fn put_folders(
         &self,
-        rows: &[(Id, NewRow)],
+        rows: &[FolderWrite],
         parts: &[PartWrite],
         seen: &[Id],
         run: i64,
@@ -567,10 +576,18 @@ impl LocalCache {
             let mut drop_part = tx
                 .prepare_cached("DELETE FROM folder_parts WHERE folder = ?1 AND part = ?2")
                 .map_err(e)?;
-            for (key, row) in rows {
+            for FolderWrite {
+                key,
+                row,
+                provisional,
+            } in rows
+            {
                 let body = self.rows.seal(&key.0, &row.body);
                 ins.execute(params![&key.0[..], day, run, body])
                     .map_err(e)?;
+                if *provisional {
+                    continue;
+                }
                 // Parts of the previous row, and of runs killed while writing this folder.
                 let stale: Vec<Vec<u8>> = listed
                     .query_map([&key.0[..]], |r| r.get::<_, Vec<u8>>(0))
@@ -691,14 +708,18 @@ mod tests {
         k: &Keys,
         key: Id,
         files: &[(&[u8], FileEntry)],
-    ) -> (Vec<(Id, NewRow)>, Vec<PartWrite>) {
+    ) -> (Vec<FolderWrite>, Vec<PartWrite>) {
         let mut w = RowWriter::new(key, &k.name);
         for (n, e) in files {
             w.push(n, e);
         }
         let (row, parts) = w.finish();
         (
-            vec![(key, row)],
+            vec![FolderWrite {
+                key,
+                row,
+                provisional: false,
+            }],
             parts.into_iter().map(|(p, b)| (key, p, b)).collect(),
         )
     }

@@ -500,3 +500,58 @@ fn a_copy_never_stores_a_tree_readers_refuse() {
         "no snapshot in the destination"
     );
 }
+
+/// A backup stopped in the middle of a large folder (Ctrl-C, or kill -9) leaves the next run the
+/// entries of the files it finished: they are not read again. Before, a folder's local-index row
+/// was written only when the folder was complete, so every file of it was read again.
+#[test]
+fn a_backup_stopped_in_a_large_folder_keeps_what_it_did() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let dir = src.join("Camera Uploads");
+    let n = 200_000;
+    camera_uploads(&dir, n, 5);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut stopped = 0;
+    for signal in ["-INT", "-KILL"] {
+        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vault"))
+            .env("VAULT_PASSWORD", PASS)
+            .env("VAULT_REPO", env.repo())
+            .env("HOME", env.path("home"))
+            .args(["--quiet", "backup"])
+            .arg(&src)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Stop it once a first index object is stored: some files are then fully backed up.
+        let index = env.repo().join("index");
+        let start = std::time::Instant::now();
+        while fs::read_dir(&index).map(|d| d.count()).unwrap_or(0) == 0 {
+            assert!(start.elapsed().as_secs() < 600, "no index object appeared");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::process::Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            continue; // it finished first: nothing to learn from this round
+        }
+        stopped += 1;
+        let again = backup_json(&env, &src);
+        let unchanged = again["files_unchanged"].as_u64().unwrap();
+        assert!(unchanged > 0 && unchanged < n as u64, "{signal}: {again}");
+        assert_eq!(again["files"], n as u64);
+        // Start over for the next signal.
+        fs::remove_dir_all(env.repo()).unwrap();
+        fs::remove_dir_all(env.path("home")).unwrap();
+        env.init();
+    }
+    assert!(
+        stopped > 0,
+        "no backup was stopped in the middle of the folder"
+    );
+}

@@ -303,7 +303,7 @@ pub struct RowWriter {
     last: Option<Vec<u8>>,
 }
 
-/// What a finished [`RowWriter`] leaves to store: the row's plaintext and the parts it lists.
+/// What a [`RowWriter`] leaves to store: the row's plaintext and the parts it lists.
 pub struct NewRow {
     pub body: Vec<u8>,
     pub parts: Vec<Id>,
@@ -372,6 +372,37 @@ impl RowWriter {
         std::mem::take(&mut self.done)
     }
 
+    /// End the open part now (a run that stops in the middle of a folder keeps what it did).
+    pub fn close_part(&mut self) {
+        if self.n > 0 {
+            self.cut();
+        }
+    }
+
+    /// A row listing the parts finished so far: written while a large folder is still being
+    /// backed up, so that a run killed in its middle leaves the next one these entries.
+    pub fn provisional(&self) -> Option<NewRow> {
+        if self.parts.is_empty() {
+            return None;
+        }
+        Some(Self::parts_row(&self.parts))
+    }
+
+    fn parts_row(parts: &[PartRef]) -> NewRow {
+        let mut w = Writer::new();
+        w.u8(ROW_VERSION);
+        w.u8(LAYOUT_PARTS);
+        w.u32(parts.len() as u32);
+        for p in parts {
+            w.id(&p.id);
+            w.u32(p.entries);
+        }
+        NewRow {
+            body: w.into_vec(),
+            parts: parts.iter().map(|p| p.id).collect(),
+        }
+    }
+
     /// End the row: the entries inline when they never filled a part, else the list of parts
     /// (the last one is then among [`Self::take_parts`]).
     pub fn finish(mut self) -> (NewRow, Vec<(Id, Vec<u8>)>) {
@@ -386,26 +417,9 @@ impl RowWriter {
                 self.take_parts(),
             );
         }
-        if self.n > 0 {
-            self.cut();
-        }
-        let mut w = Writer::new();
-        w.u8(ROW_VERSION);
-        w.u8(LAYOUT_PARTS);
-        w.u32(self.parts.len() as u32);
-        for p in &self.parts {
-            w.id(&p.id);
-            w.u32(p.entries);
-        }
-        let parts = self.parts.iter().map(|p| p.id).collect();
-        let done = self.take_parts();
-        (
-            NewRow {
-                body: w.into_vec(),
-                parts,
-            },
-            done,
-        )
+        self.close_part();
+        let row = Self::parts_row(&self.parts);
+        (row, self.take_parts())
     }
 }
 
