@@ -27,6 +27,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
 use crate::backend::RequestStats;
+use crate::blobwriter::{BlobWriter, WriterStats};
 use crate::cache::{
     FileEntry, FolderFiles, FolderRow, FolderWrite, LocalCache, RowCursor, RowWriter,
 };
@@ -34,13 +35,12 @@ use crate::changes::{self, FileStat, Verdict};
 use crate::chunker::Chunker;
 use crate::compress::Compressor;
 use crate::error::{Error, Result};
-use crate::format::index::PackDesc;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{check_node, Node, NodeKind, TreeWriter, FLAG_ANCESTOR, MAX_DEPTH};
 use crate::format::BlobType;
 use crate::ids::Id;
 use crate::keys::Keys;
-use crate::packer::{FinishedPack, Packer};
+use crate::packer::FinishedPack;
 use crate::repo::Repository;
 use crate::workers::Pool;
 
@@ -64,22 +64,7 @@ pub struct BackupOptions {
     pub count_first: bool,
 }
 
-/// Live counters, read by the progress display.
-#[derive(Default)]
-pub struct Progress {
-    pub files_done: AtomicU64,
-    pub bytes_done: AtomicU64,
-    pub total_files: AtomicU64,
-    pub total_bytes: AtomicU64,
-    pub scan_finished: AtomicBool,
-}
-
-/// A path that was not backed up, and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct Skipped {
-    pub path: String,
-    pub reason: String,
-}
+pub use crate::progress::{Progress, Skipped};
 
 /// The result of a backup run.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -254,24 +239,15 @@ struct Shared<'a> {
     /// stores mtimes to 2 s).
     racy_after: i64,
     today: i64,
-    /// Blobs first seen in this run (the repository's are looked up in the local index).
-    claimed: Mutex<HashSet<Id>>,
-    data_packer: Packer,
-    tree_packer: Packer,
+    /// Dedup, packing, storing and indexing of the run's new blobs.
+    writer: BlobWriter<'a>,
     /// File workers: when some idle, packs encrypt on threads of their own so the busy ones keep
     /// the cores in use.
     workers: Pool,
-    /// Packs stored and not yet indexed, and when the last checkpoint index was written.
-    written: Mutex<(Vec<PackDesc>, std::time::Instant)>,
     failure: Mutex<Option<Error>>,
     abort: AtomicBool,
     progress: Arc<Progress>,
-    packs_indexed: AtomicU64,
     bytes_read: AtomicU64,
-    bytes_added: AtomicU64,
-    tree_bytes_added: AtomicU64,
-    blobs_new: AtomicU64,
-    blobs_reused: AtomicU64,
     files_unchanged: AtomicU64,
     bytes_sampled: AtomicU64,
 }
@@ -300,20 +276,8 @@ impl Shared<'_> {
         data: &[u8],
         full: &Sender<FinishedPack>,
     ) -> bool {
-        let (compression, out) = comp.compress(data);
-        let stored = out.unwrap_or(data);
-        self.bytes_added
-            .fetch_add(stored.len() as u64, Ordering::Relaxed);
-        if blob_type == BlobType::Tree {
-            self.tree_bytes_added
-                .fetch_add(stored.len() as u64, Ordering::Relaxed);
-        }
-        let packer = match blob_type {
-            BlobType::Data => &self.data_packer,
-            BlobType::Tree => &self.tree_packer,
-        };
         let offload = self.workers.some_idle();
-        match packer.add(id, compression, data.len(), stored, offload) {
+        match self.writer.add_claimed(comp, id, blob_type, data, offload) {
             Ok(Some(pack)) => full.send(pack).is_ok(),
             Ok(None) => true,
             Err(e) => {
@@ -323,34 +287,12 @@ impl Shared<'_> {
         }
     }
 
-    /// Forget the claims on blobs now indexed: the local index answers for them from here on,
-    /// so the set of claims holds only what is not yet indexed, not everything a run stored.
-    fn release(&self, packs: &[PackDesc]) {
-        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
-        for p in packs {
-            for b in &p.blobs {
-                claimed.remove(&b.id);
-            }
-        }
-    }
-
     /// Claim a blob id: true when it is new and the caller must store it.
     fn claim(&self, id: Id) -> bool {
-        let claimed = || self.claimed.lock().unwrap_or_else(|p| p.into_inner());
-        let new = !claimed().contains(&id)
-            && match self.cache.has_blob(&id) {
-                Ok(stored) => !stored && claimed().insert(id),
-                Err(e) => {
-                    self.fail(e);
-                    false
-                }
-            };
-        if new {
-            self.blobs_new.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.blobs_reused.fetch_add(1, Ordering::Relaxed);
-        }
-        new
+        self.writer.claim(id).unwrap_or_else(|e| {
+            self.fail(e);
+            false
+        })
     }
 }
 
@@ -935,12 +877,11 @@ fn read_file(
     })
 }
 
-/// Index the stored packs after this long, or this many packs (4 GiB), whichever comes first, so
-/// that a killed backup leaves most of its work indexed and the next run reuses it instead of
+/// Index the stored packs at least this often (also every 256 packs or 50,000 blobs), so that a
+/// killed backup leaves most of its work indexed and the next run reuses it instead of
 /// uploading it again (an interrupted one indexes everything it stored). Every checkpoint is one
 /// more object in the repository, so a backup that takes less time writes one index at the end.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(120);
-const CHECKPOINT_PACKS: usize = 256;
 
 /// Stack of the walker thread.
 const WALKER_STACK: usize = 64 << 20;
@@ -952,42 +893,13 @@ const MAX_OPEN_PACKS: usize = 4;
 /// Store finished packs (folder: sync and link into place; S3: upload) and write the checkpoint
 /// indexes. Several threads, so that uploads overlap one another and the file workers' reading
 /// and encryption.
-fn uploader(shared: &Shared, repo: &Repository, full: Receiver<FinishedPack>) {
+fn uploader(shared: &Shared, full: Receiver<FinishedPack>) {
     for pack in full {
         if shared.aborted() {
             continue;
         }
-        let desc = match pack.store() {
-            Ok(desc) => desc,
-            Err(e) => {
-                shared.fail(e);
-                continue;
-            }
-        };
-        let batch = {
-            let mut w = shared.written.lock().unwrap_or_else(|p| p.into_inner());
-            w.0.push(desc);
-            // Many small files fill an index object long before 256 packs: the blobs waiting
-            // for an index (and for their claims to be released) stay bounded.
-            let blobs: usize = w.0.iter().map(|p| p.blobs.len()).sum();
-            if w.0.len() >= CHECKPOINT_PACKS
-                || blobs >= INDEX_BLOBS_PER_OBJECT
-                || w.1.elapsed() >= CHECKPOINT_EVERY
-            {
-                w.1 = std::time::Instant::now();
-                std::mem::take(&mut w.0)
-            } else {
-                Vec::new()
-            }
-        };
-        if !batch.is_empty() {
-            shared
-                .packs_indexed
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            match repo.put_index(&batch) {
-                Ok(_) => shared.release(&batch),
-                Err(e) => shared.fail(e),
-            }
+        if let Err(e) = shared.writer.store_pack(pack) {
+            shared.fail(e);
         }
     }
 }
@@ -1049,9 +961,6 @@ impl<'k> DirBuilder<'k> {
     }
 }
 
-/// Largest number of blobs one index object describes.
-const INDEX_BLOBS_PER_OBJECT: usize = 50_000;
-
 /// Run a backup into `repo`.
 pub fn backup(
     repo: &Repository,
@@ -1092,25 +1001,13 @@ pub fn backup_draft(
         force_reread: opts.force_reread,
         racy_after: started - 2,
         today: crate::cache::today(),
-        claimed: Mutex::new(HashSet::new()),
-        data_packer: Packer::new(
-            repo,
-            BlobType::Data,
-            threads.clamp(2, MAX_OPEN_PACKS),
-            cfg.pack_target as u64,
-        ),
-        tree_packer: Packer::new(repo, BlobType::Tree, 1, cfg.pack_target as u64),
+        writer: BlobWriter::new(repo, threads.clamp(2, MAX_OPEN_PACKS))?
+            .with_checkpoints(CHECKPOINT_EVERY),
         workers: Pool::new(threads),
-        written: Mutex::new((Vec::new(), std::time::Instant::now())),
         failure: Mutex::new(None),
         abort: AtomicBool::new(false),
         progress: progress.clone(),
-        packs_indexed: AtomicU64::new(0),
         bytes_read: AtomicU64::new(0),
-        bytes_added: AtomicU64::new(0),
-        tree_bytes_added: AtomicU64::new(0),
-        blobs_new: AtomicU64::new(0),
-        blobs_reused: AtomicU64::new(0),
         files_unchanged: AtomicU64::new(0),
         bytes_sampled: AtomicU64::new(0),
     };
@@ -1139,7 +1036,6 @@ pub fn backup_draft(
 
     let mut summary = BackupSummary::default();
     let mut updates = CacheUpdates::new(shared.today);
-    let repo_ro: &Repository = repo;
     let root_id = thread::scope(|scope| -> Result<Id> {
         let (job_tx, job_rx) = bounded::<FileJob>(threads * 4);
         let (ev_tx, ev_rx) = bounded::<Vec<Event>>(32);
@@ -1183,7 +1079,7 @@ pub fn backup_draft(
         let mut uploaders = Vec::new();
         for _ in 0..uploads {
             let rx = full_rx.clone();
-            uploaders.push(scope.spawn(move || uploader(shared, repo_ro, rx)));
+            uploaders.push(scope.spawn(move || uploader(shared, rx)));
         }
         drop(full_rx);
 
@@ -1192,11 +1088,7 @@ pub fn backup_draft(
             let _ = w.join();
         }
         if !shared.aborted() {
-            let rest = shared.data_packer.flush().and_then(|mut r| {
-                r.extend(shared.tree_packer.flush()?);
-                Ok(r)
-            });
-            match rest {
+            match shared.writer.flush() {
                 Ok(rest) => {
                     for b in rest {
                         let _ = full_tx.send(b);
@@ -1216,7 +1108,6 @@ pub fn backup_draft(
     // lists is in the repository's index.
     let flushed = updates.flush(cache);
     // Write order: packs are all stored; now the index; the snapshot last.
-    let written = std::mem::take(&mut shared.written.lock().unwrap_or_else(|p| p.into_inner()).0);
     let failure = shared
         .failure
         .lock()
@@ -1226,35 +1117,21 @@ pub fn backup_draft(
         (None, Ok(id)) => id,
         (Some(e), _) | (None, Err(e)) => {
             // Index what was stored so that the next run reuses it instead of uploading again.
-            if !written.is_empty() {
-                let _ = repo.put_index(&written);
-            }
+            shared.writer.salvage();
             return Err(e);
         }
     };
     flushed?;
-    summary.packs_written = written.len() as u64 + shared.packs_indexed.load(Ordering::Relaxed);
-    let mut batch: Vec<PackDesc> = Vec::new();
-    let mut count = 0;
-    for p in written {
-        count += p.blobs.len();
-        batch.push(p);
-        if count >= INDEX_BLOBS_PER_OBJECT {
-            repo.put_index(&batch)?;
-            batch.clear();
-            count = 0;
-        }
-    }
-    if !batch.is_empty() {
-        repo.put_index(&batch)?;
-    }
+    shared.writer.index_stored()?;
     // Everything this run stored is indexed: its folder rows need no blob checks from now on.
     cache.confirm_run(updates.run)?;
     summary.bytes_read = shared.bytes_read.load(Ordering::Relaxed);
-    summary.bytes_added = shared.bytes_added.load(Ordering::Relaxed);
-    summary.tree_bytes_added = shared.tree_bytes_added.load(Ordering::Relaxed);
-    summary.blobs_new = shared.blobs_new.load(Ordering::Relaxed);
-    summary.blobs_reused = shared.blobs_reused.load(Ordering::Relaxed);
+    let w = &shared.writer.stats;
+    summary.bytes_added = WriterStats::get(&w.bytes_added);
+    summary.tree_bytes_added = WriterStats::get(&w.tree_bytes_added);
+    summary.blobs_new = WriterStats::get(&w.blobs_new);
+    summary.blobs_reused = WriterStats::get(&w.blobs_reused);
+    summary.packs_written = WriterStats::get(&w.packs_written);
     summary.files_unchanged = shared.files_unchanged.load(Ordering::Relaxed);
     summary.bytes_sampled = shared.bytes_sampled.load(Ordering::Relaxed);
     let (time, time_nanos) = {

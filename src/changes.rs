@@ -18,7 +18,6 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use crate::cache::FileEntry;
 use crate::crypto::SecretKey;
 use crate::ids::Id;
 
@@ -51,6 +50,18 @@ impl FileStat {
             dev: m.dev(),
         }
     }
+}
+
+/// What the file-change cache remembers about one path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileEntry {
+    /// The metadata when the content was read (or last re-verified).
+    pub stat: FileStat,
+    /// Keyed hash of the whole content (as in the tree node).
+    pub hash: Id,
+    /// Keyed hash of the size, first and last 64 KiB (see `sample_hash`).
+    pub sample: Id,
+    pub blobs: Vec<Id>,
 }
 
 /// What to do with a file that has an entry in the local index.

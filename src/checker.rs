@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::archiver::Progress;
 use crate::backend::FileType;
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::format::tree::{FolderCursor, NodeKind, TreeSource, FLAG_VAULT_ONLY, MAX_DEPTH};
 use crate::format::{self, BlobType};
 use crate::ids::Id;
+use crate::progress::Progress;
 use crate::repo::{PackReaders, RepoTrees, Repository};
 use crate::restorer::show_path;
 
@@ -188,7 +188,7 @@ pub fn check(
         progress.total_files.store(rep.packs, Ordering::Relaxed);
         progress.scan_finished.store(true, Ordering::Relaxed);
         // Packs are downloaded and verified by several workers at once.
-        let todo: Vec<(usize, &crate::repo::PackInfo)> = index
+        let todo: Vec<(usize, &crate::format::index::PackInfo)> = index
             .packs
             .iter()
             .enumerate()
@@ -336,7 +336,7 @@ impl TreeSource for Naming<'_, '_> {
 /// the damaged blobs and the number verified.
 fn read_pack(
     repo: &Repository,
-    p: &crate::repo::PackInfo,
+    p: &crate::format::index::PackInfo,
     entries: &[format::BlobEntry],
 ) -> (Vec<String>, Vec<Id>, u64) {
     let what = format!("pack {}", p.id.short());

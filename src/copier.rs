@@ -8,19 +8,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::archiver::Progress;
-use crate::compress::Compressor;
+use crate::blobwriter::{BlobWriter, WriterStats};
 use crate::error::{Error, Result};
-use crate::format::index::PackDesc;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{FolderCursor, NodeKind, TreeWriter, MAX_DEPTH};
 use crate::format::BlobType;
 use crate::ids::Id;
-use crate::packer::{FinishedPack, Packer};
+use crate::progress::Progress;
 use crate::repo::{PackReaders, Repository};
-
-/// Index objects list at most this many blobs (as backups do).
-const INDEX_BLOBS: usize = 50_000;
 
 #[derive(Debug, Default, Serialize)]
 pub struct CopyReport {
@@ -95,75 +90,37 @@ pub fn copy(
         previous = Some(id);
         report.copied.push((sid.to_hex(), id.to_hex()));
     }
-    report.blobs_new = w.blobs_new;
-    report.bytes_added = w.bytes_added;
-    report.packs_written = w.packs_written;
+    let stats = &w.out.stats;
+    report.blobs_new = WriterStats::get(&stats.blobs_new);
+    report.bytes_added = WriterStats::get(&stats.bytes_added);
+    report.packs_written = WriterStats::get(&stats.packs_written);
     Ok(report)
 }
 
-/// Packs blobs for the destination and stores them, packs first, then their index.
+/// Re-identifies the source's blobs for the destination and stores them there (packs first,
+/// then their index, through the destination's [`BlobWriter`]).
 struct Writer<'a> {
     dst: &'a Repository,
-    comp: Compressor,
-    data: Packer,
-    trees: Packer,
-    written: Vec<PackDesc>,
+    out: BlobWriter<'a>,
     /// Source blob id → destination blob id.
     ids: HashMap<Id, Id>,
     /// Source whole-file hash → destination whole-file hash.
     hashes: HashMap<Id, Id>,
-    /// Added by this run, not yet indexed.
-    pending: HashSet<Id>,
-    blobs_new: u64,
-    bytes_added: u64,
-    packs_written: u64,
 }
 
 impl<'a> Writer<'a> {
     fn new(dst: &'a Repository) -> Result<Self> {
-        let cfg = dst.config();
         Ok(Writer {
             dst,
-            comp: Compressor::new(cfg.zstd_level)?,
-            data: Packer::new(dst, BlobType::Data, 2, cfg.pack_target as u64),
-            trees: Packer::new(dst, BlobType::Tree, 1, cfg.pack_target as u64),
-            written: Vec::new(),
+            out: BlobWriter::new(dst, 2)?,
             ids: HashMap::new(),
             hashes: HashMap::new(),
-            pending: HashSet::new(),
-            blobs_new: 0,
-            bytes_added: 0,
-            packs_written: 0,
         })
     }
 
     /// Store `plain` unless the destination has it; returns its destination id.
     fn add(&mut self, t: BlobType, plain: &[u8]) -> Result<Id> {
-        let id = self.dst.keys().blob_id(plain);
-        if self.pending.contains(&id) || self.dst.has_blob(&id)? {
-            return Ok(id);
-        }
-        let (c, out) = self.comp.compress(plain);
-        let stored = out.unwrap_or(plain);
-        self.bytes_added += stored.len() as u64;
-        self.blobs_new += 1;
-        self.pending.insert(id);
-        let p = if t == BlobType::Data {
-            &self.data
-        } else {
-            &self.trees
-        };
-        if let Some(full) = p.add(id, c, plain.len(), stored, false)? {
-            self.store(full)?;
-        }
-        Ok(id)
-    }
-
-    fn store(&mut self, pack: FinishedPack) -> Result<()> {
-        let desc = pack.store()?;
-        self.packs_written += 1;
-        self.written.push(desc);
-        Ok(())
+        self.out.add(t, plain)
     }
 
     /// Copy a folder and everything below it; returns the destination's id of its top tree
@@ -232,26 +189,6 @@ impl<'a> Writer<'a> {
 
     /// Seal the open packs and index everything stored so far.
     fn finish(&mut self) -> Result<()> {
-        let mut rest = self.data.flush()?;
-        rest.extend(self.trees.flush()?);
-        for b in rest {
-            self.store(b)?;
-        }
-        let mut batch = Vec::new();
-        let mut count = 0;
-        for p in std::mem::take(&mut self.written) {
-            count += p.blobs.len();
-            batch.push(p);
-            if count >= INDEX_BLOBS {
-                self.dst.put_index(&batch)?;
-                batch.clear();
-                count = 0;
-            }
-        }
-        if !batch.is_empty() {
-            self.dst.put_index(&batch)?;
-        }
-        self.pending.clear();
-        Ok(())
+        self.out.finish()
     }
 }

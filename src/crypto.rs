@@ -17,20 +17,7 @@ pub const MIN_SCRYPT_LOG_N: u8 = 10;
 /// Default work factor for new key files: about 0.5 s and 256 MiB on a laptop.
 pub const DEFAULT_SCRYPT_LOG_N: u8 = 18;
 
-/// Fill `buf` from the operating system's random generator.
-pub fn fill_random(buf: &mut [u8]) {
-    // The OS generator failing is not recoverable and must never yield predictable keys.
-    if let Err(e) = getrandom::fill(buf) {
-        panic!("the operating system's random generator failed: {e}");
-    }
-}
-
-/// A uniformly random integer below `n` (n > 0).
-pub fn random_below(n: usize) -> usize {
-    let mut b = [0u8; 8];
-    fill_random(&mut b);
-    (u64::from_le_bytes(b) % n as u64) as usize
-}
+pub use crate::random::{fill_random, random_below};
 
 /// A 256-bit secret key. No `Debug`, zeroed on drop.
 #[derive(Clone)]

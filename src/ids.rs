@@ -13,7 +13,7 @@ impl Id {
     /// A fresh random id from the OS generator.
     pub fn random() -> Id {
         let mut b = [0u8; 32];
-        crate::crypto::fill_random(&mut b);
+        crate::random::fill_random(&mut b);
         Id(b)
     }
 

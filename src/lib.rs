@@ -4,6 +4,7 @@
 
 pub mod archiver;
 pub mod backend;
+pub mod blobwriter;
 pub mod cache;
 pub mod changes;
 pub mod checker;
@@ -22,6 +23,8 @@ pub mod mover;
 pub mod namesort;
 pub mod packer;
 pub mod pipe;
+pub mod progress;
+pub mod random;
 pub mod repo;
 pub mod restorer;
 pub mod settings;

@@ -24,14 +24,16 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::archiver::{self, BackupOptions, BackupSummary, Progress, Skipped};
+use crate::archiver::{self, BackupOptions, BackupSummary};
+use crate::blobwriter::BlobWriter;
 use crate::changes::FileStat;
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{FolderCursor, NodeKind, TreeWriter, FLAG_VAULT_ONLY, MAX_DEPTH};
 use crate::format::BlobType;
 use crate::ids::Id;
-use crate::repo::{BlobWriter, PackReaders, Repository};
+use crate::progress::{Progress, Skipped};
+use crate::repo::{PackReaders, Repository};
 use crate::restorer::show_path;
 
 /// Path components below `/`, as trees store them.
@@ -672,7 +674,7 @@ fn write_marked(repo: &Repository, draft: &Snapshot, marked: &HashSet<Comps>) ->
         draft.root
     } else {
         // The rewritten trees are stored (and indexed) before the snapshot that names them.
-        let mut out = BlobWriter::new(repo)?;
+        let out = BlobWriter::new(repo, 1)?;
         let root = mark_tree(
             repo,
             &draft.root,
@@ -680,7 +682,7 @@ fn write_marked(repo: &Repository, draft: &Snapshot, marked: &HashSet<Comps>) ->
             marked,
             &prefixes,
             &mut readers,
-            &mut out,
+            &out,
         )?;
         out.finish()?;
         root
@@ -700,7 +702,7 @@ fn mark_tree(
     marked: &HashSet<Comps>,
     prefixes: &HashSet<Comps>,
     readers: &mut PackReaders,
-    out: &mut BlobWriter<'_>,
+    out: &BlobWriter<'_>,
 ) -> Result<Id> {
     let keys = repo.keys().clone();
     let mut writer = TreeWriter::new(&keys.tree_split);

@@ -13,7 +13,6 @@ use crate::format::{pack, BlobEntry, BlobType, Compression};
 use crate::ids::Id;
 use crate::keys::Keys;
 use crate::pipe::Pipe;
-use crate::repo::Repository;
 
 /// A pack being filled: its plaintext goes through age into the store's writer as blobs arrive.
 pub struct PackWriter {
@@ -208,17 +207,6 @@ fn lock(m: &Mutex<Option<PackWriter>>) -> MutexGuard<'_, Option<PackWriter>> {
 }
 
 impl Packer {
-    pub fn new(repo: &Repository, blob_type: BlobType, n_open: usize, target: u64) -> Packer {
-        Packer::for_store(
-            repo.store(),
-            repo.keys(),
-            repo.config().pack_min as u64,
-            blob_type,
-            n_open,
-            target,
-        )
-    }
-
     /// A packer writing to `store` for the repository of `keys`; data packs are padded to at
     /// least `pack_min` bytes.
     pub fn for_store(

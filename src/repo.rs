@@ -13,7 +13,7 @@ use crate::compress;
 use crate::crypto::{self, Passphrase, Unwrap};
 use crate::error::{Error, Result};
 use crate::format::config::{Config, ObjectLock};
-use crate::format::index::{self, PackDesc};
+use crate::format::index::{self, PackDesc, PackInfo};
 pub use crate::format::keyfile::Method;
 use crate::format::keyfile::{self, KeyInfo, KeyMaterial};
 use crate::format::snapshot::Snapshot;
@@ -130,16 +130,6 @@ pub struct KeyFileInfo {
     pub current: bool,
 }
 
-/// A pack as the index knows it.
-#[derive(Clone, Debug)]
-pub struct PackInfo {
-    pub id: Id,
-    pub pack_type: BlobType,
-    pub object_len: u64,
-    pub payload_offset: u32,
-    pub plain_len: u64,
-}
-
 /// The union of all index objects, held in memory (for `check`, which verifies the
 /// repository itself rather than trusting the local index). About 100 bytes a blob: each pack's
 /// table as decoded, and the blob ids sorted once for lookups.
@@ -161,13 +151,7 @@ impl Index {
             return;
         }
         let pos = self.packs.len() as u32;
-        self.packs.push(PackInfo {
-            id: desc.id,
-            pack_type: desc.pack_type,
-            object_len: desc.object_len,
-            payload_offset: desc.payload_offset,
-            plain_len: desc.plain_len,
-        });
+        self.packs.push(desc.info());
         self.pack_pos.insert(desc.id, pos);
         for (k, b) in desc.blobs.iter().enumerate() {
             self.ids.push((b.id, pos, k as u32));
@@ -685,18 +669,6 @@ impl Repository {
         })
     }
 
-    /// Store blobs directly (compressed when that pays, packed, then an index object). Blobs
-    /// already in the repository are skipped. Returns the ids in input order.
-    pub fn write_blobs(&self, blobs: Vec<(BlobType, Vec<u8>)>) -> Result<Vec<Id>> {
-        let mut w = BlobWriter::new(self)?;
-        let ids = blobs
-            .iter()
-            .map(|(t, data)| w.add(*t, data))
-            .collect::<Result<Vec<Id>>>()?;
-        w.finish()?;
-        Ok(ids)
-    }
-
     pub fn read_index_object(&self, name: &str) -> Result<Vec<PackDesc>> {
         let ct = self.store.get(FileType::Index, name)?;
         let what = format!("index {}", &name[..8.min(name.len())]);
@@ -1019,63 +991,6 @@ impl TreeSource for RepoTrees<'_> {
     }
 }
 
-/// Stores blobs one at a time outside a backup (trees rewritten by `vault move`, hand-made
-/// objects in tests): compressed where that pays, packed by type, and indexed by `finish`.
-/// Blobs the repository already holds are skipped.
-pub struct BlobWriter<'r> {
-    repo: &'r Repository,
-    comp: compress::Compressor,
-    data: crate::packer::Packer,
-    trees: crate::packer::Packer,
-    added: HashSet<Id>,
-    stored: Vec<PackDesc>,
-}
-
-impl<'r> BlobWriter<'r> {
-    pub fn new(repo: &'r Repository) -> Result<Self> {
-        let target = repo.config().pack_target as u64;
-        Ok(BlobWriter {
-            repo,
-            comp: compress::Compressor::new(repo.config().zstd_level)?,
-            data: crate::packer::Packer::new(repo, BlobType::Data, 1, target),
-            trees: crate::packer::Packer::new(repo, BlobType::Tree, 1, target),
-            added: HashSet::new(),
-            stored: Vec::new(),
-        })
-    }
-
-    /// Store one blob (unless the repository has it); returns its id.
-    pub fn add(&mut self, t: BlobType, data: &[u8]) -> Result<Id> {
-        let id = self.repo.keys().blob_id(data);
-        if self.added.contains(&id) || self.repo.has_blob(&id)? {
-            return Ok(id);
-        }
-        self.added.insert(id);
-        let (c, out) = self.comp.compress(data);
-        let p = match t {
-            BlobType::Data => &self.data,
-            BlobType::Tree => &self.trees,
-        };
-        if let Some(full) = p.add(id, c, data.len(), out.unwrap_or(data), false)? {
-            self.stored.push(full.store()?);
-        }
-        Ok(id)
-    }
-
-    /// Store the open packs and write the index object describing everything stored.
-    pub fn finish(mut self) -> Result<()> {
-        for p in [&self.data, &self.trees] {
-            for pack in p.flush()? {
-                self.stored.push(pack.store()?);
-            }
-        }
-        if !self.stored.is_empty() {
-            self.repo.put_index(&self.stored)?;
-        }
-        Ok(())
-    }
-}
-
 /// Replace the generic label of a Corrupt error with a specific one.
 fn relabel(e: Error, what: &str) -> Error {
     match e {
@@ -1212,7 +1127,7 @@ mod tests {
                 (BlobType::Data, d)
             })
             .collect();
-        repo.write_blobs(blobs).unwrap();
+        crate::blobwriter::write_blobs(&repo, blobs).unwrap();
         let indexes = repo.store().list(FileType::Index).unwrap();
         assert_eq!(indexes.len(), 1);
         let indexed = repo.read_index_object(&indexes[0].0).unwrap();

@@ -17,7 +17,6 @@ use crossbeam_channel::bounded;
 use rustix::io::Errno;
 use serde::Serialize;
 
-use crate::archiver::{Progress, Skipped};
 use crate::directio::{FileWriter, Staging};
 use crate::error::{os_error_in, Error, Result};
 use crate::format::snapshot::Snapshot;
@@ -26,6 +25,7 @@ use crate::format::tree::{
 };
 use crate::format::BlobType;
 use crate::ids::Id;
+use crate::progress::{Progress, Skipped};
 use crate::repo::{PackReaders, Repository};
 use crate::workers::Pool;
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use vault::archiver::Progress;
 use vault::crypto::Passphrase;
+use vault::progress::Progress;
 
 /// Human-readable byte count.
 pub fn bytes(n: u64) -> String {

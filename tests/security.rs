@@ -176,9 +176,8 @@ fn malicious_snapshot_restores_nothing_outside_the_target() {
     .unwrap();
 
     let content = b"attacker payload".to_vec();
-    let ids = repo
-        .write_blobs(vec![(BlobType::Data, content.clone())])
-        .unwrap();
+    let ids =
+        vault::blobwriter::write_blobs(&repo, vec![(BlobType::Data, content.clone())]).unwrap();
     let hash = repo.keys().file_hash.keyed_hash(&content);
     let file = |name: &[u8]| {
         node(
@@ -195,9 +194,9 @@ fn malicious_snapshot_restores_nothing_outside_the_target() {
     let evil_inner = Tree {
         nodes: vec![file(b"pwned")],
     };
-    let inner_id = repo
-        .write_blobs(vec![(BlobType::Tree, evil_inner.encode())])
-        .unwrap()[0];
+    let inner_id =
+        vault::blobwriter::write_blobs(&repo, vec![(BlobType::Tree, evil_inner.encode())]).unwrap()
+            [0];
     let dup = Tree {
         nodes: vec![
             node(
@@ -210,19 +209,20 @@ fn malicious_snapshot_restores_nothing_outside_the_target() {
             node(b"evil", NodeKind::Dir { subtree: inner_id }, 0),
         ],
     };
-    let dup_id = repo
-        .write_blobs(vec![(BlobType::Tree, dup.encode())])
-        .unwrap()[0];
+    let dup_id =
+        vault::blobwriter::write_blobs(&repo, vec![(BlobType::Tree, dup.encode())]).unwrap()[0];
     // A folder the target already has as a symlink to the outside.
-    let pre_id = repo
-        .write_blobs(vec![(
+    let pre_id = vault::blobwriter::write_blobs(
+        &repo,
+        vec![(
             BlobType::Tree,
             Tree {
                 nodes: vec![file(b"pwned2")],
             }
             .encode(),
-        )])
-        .unwrap()[0];
+        )],
+    )
+    .unwrap()[0];
     let mut nodes = vec![
         file(b"../escape"),
         file(b".."),
@@ -232,9 +232,9 @@ fn malicious_snapshot_restores_nothing_outside_the_target() {
         node(b"prelinked", NodeKind::Dir { subtree: pre_id }, 0),
     ];
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    let root = repo
-        .write_blobs(vec![(BlobType::Tree, Tree { nodes }.encode())])
-        .unwrap()[0];
+    let root =
+        vault::blobwriter::write_blobs(&repo, vec![(BlobType::Tree, Tree { nodes }.encode())])
+            .unwrap()[0];
     let snap = Snapshot {
         host: "mallory".into(),
         ..bare_snapshot(&repo, root, b"/")

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::changes::FileStat;
+use crate::changes::{FileEntry, FileStat};
 use crate::crypto::SecretKey;
 use crate::error::Result;
 use crate::format::codec::{Reader, Writer};
@@ -13,61 +13,47 @@ use crate::ids::Id;
 
 use super::LocalCache;
 
-/// What the file-change cache remembers about one path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileEntry {
-    /// The metadata when the content was read (or last re-verified).
-    pub stat: FileStat,
-    /// Keyed hash of the whole content (as in the tree node).
-    pub hash: Id,
-    /// Keyed hash of the size, first and last 64 KiB (see `changes::sample_hash`).
-    pub sample: Id,
-    pub blobs: Vec<Id>,
-}
-
 /// Smallest encoded entry (empty name, no blob), for count checks.
 const MIN_ENTRY_LEN: usize = 4 + 8 + 8 + 4 + 8 + 4 + 8 + 8 + 32 + 32 + 4;
 
-impl FileEntry {
-    fn write(&self, w: &mut Writer) {
-        let s = &self.stat;
-        w.u64(s.size);
-        w.i64(s.mtime);
-        w.u32(s.mtime_nanos);
-        w.i64(s.ctime);
-        w.u32(s.ctime_nanos);
-        w.u64(s.ino);
-        w.u64(s.dev);
-        w.id(&self.hash);
-        w.id(&self.sample);
-        w.u32(self.blobs.len() as u32);
-        for b in &self.blobs {
-            w.id(b);
-        }
+fn write_entry(e: &FileEntry, w: &mut Writer) {
+    let s = &e.stat;
+    w.u64(s.size);
+    w.i64(s.mtime);
+    w.u32(s.mtime_nanos);
+    w.i64(s.ctime);
+    w.u32(s.ctime_nanos);
+    w.u64(s.ino);
+    w.u64(s.dev);
+    w.id(&e.hash);
+    w.id(&e.sample);
+    w.u32(e.blobs.len() as u32);
+    for b in &e.blobs {
+        w.id(b);
     }
+}
 
-    fn read(r: &mut Reader<'_>) -> Result<FileEntry> {
-        let mut e = FileEntry {
-            stat: FileStat {
-                size: r.u64()?,
-                mtime: r.i64()?,
-                mtime_nanos: r.u32()?,
-                ctime: r.i64()?,
-                ctime_nanos: r.u32()?,
-                ino: r.u64()?,
-                dev: r.u64()?,
-            },
-            hash: r.id()?,
-            sample: r.id()?,
-            blobs: Vec::new(),
-        };
-        let n = r.count(32)?;
-        e.blobs.reserve(n);
-        for _ in 0..n {
-            e.blobs.push(r.id()?);
-        }
-        Ok(e)
+fn read_entry(r: &mut Reader<'_>) -> Result<FileEntry> {
+    let mut e = FileEntry {
+        stat: FileStat {
+            size: r.u64()?,
+            mtime: r.i64()?,
+            mtime_nanos: r.u32()?,
+            ctime: r.i64()?,
+            ctime_nanos: r.u32()?,
+            ino: r.u64()?,
+            dev: r.u64()?,
+        },
+        hash: r.id()?,
+        sample: r.id()?,
+        blobs: Vec::new(),
+    };
+    let n = r.count(32)?;
+    e.blobs.reserve(n);
+    for _ in 0..n {
+        e.blobs.push(r.id()?);
     }
+    Ok(e)
 }
 
 /// A folder's entries: (file name, entry), sorted by name.
@@ -124,7 +110,7 @@ fn decode_entries(r: &mut Reader<'_>) -> Result<FolderFiles> {
     let mut files: FolderFiles = Vec::with_capacity(n);
     for _ in 0..n {
         let name = r.bytes()?.to_vec();
-        let e = FileEntry::read(r)?;
+        let e = read_entry(r)?;
         if files.last().is_some_and(|(p, _)| *p >= name) {
             return Err(r.err("names out of order"));
         }
@@ -340,7 +326,7 @@ impl RowWriter {
             buf: std::mem::take(&mut self.buf),
         };
         w.bytes(name);
-        e.write(&mut w);
+        write_entry(e, &mut w);
         self.buf = w.buf;
         self.n += 1;
         self.total += 1;

@@ -5,6 +5,29 @@ use super::{read_header, write_header, BlobEntry, BlobType, ObjectKind, BLOB_ENT
 use crate::error::Result;
 use crate::ids::Id;
 
+/// A pack as the index knows it: an index object's record of it, without its blob entries.
+#[derive(Clone, Debug)]
+pub struct PackInfo {
+    pub id: Id,
+    pub pack_type: BlobType,
+    pub object_len: u64,
+    pub payload_offset: u32,
+    pub plain_len: u64,
+}
+
+impl PackDesc {
+    /// The pack without its blob entries.
+    pub fn info(&self) -> PackInfo {
+        PackInfo {
+            id: self.id,
+            pack_type: self.pack_type,
+            object_len: self.object_len,
+            payload_offset: self.payload_offset,
+            plain_len: self.plain_len,
+        }
+    }
+}
+
 /// One pack as described by an index object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackDesc {

@@ -911,7 +911,9 @@ pub(crate) mod tests {
             .collect();
         let added: usize = new.iter().sum();
         assert!(before > 25 << 20, "a listing of {before} bytes");
-        assert!(new.len() <= 4, "{} new blobs", new.len());
+        // The leaf that gained the entry (split in two at most), perhaps its neighbour before
+        // the cuts fall in step again, and the index.
+        assert!(new.len() <= 6, "{} new blobs", new.len());
         assert!(added * 10 < before, "{added} of {before} bytes rewritten");
         assert_eq!(read_all(&mut src, top), nodes);
     }
