@@ -1029,10 +1029,7 @@ pub fn backup_draft(
                         .collect::<Vec<_>>()
         })
         .map(|(id, _)| *id);
-    let previous = snapshots
-        .iter()
-        .max_by_key(|(_, s)| s.sequence)
-        .map(|(id, s)| (*id, s.sequence));
+    let (previous, sequence) = crate::snapshots::chain_after(&snapshots);
 
     let mut summary = BackupSummary::default();
     let mut updates = CacheUpdates::new(shared.today);
@@ -1152,8 +1149,8 @@ pub fn backup_draft(
         tags: opts.tags.clone(),
         root: root_id,
         parent,
-        previous: previous.map(|p| p.0),
-        sequence: previous.map(|p| p.1 + 1).unwrap_or(1),
+        previous,
+        sequence,
         original: None,
         summary: Summary {
             files: summary.files,

@@ -50,11 +50,7 @@ pub fn copy(
     let done: HashSet<Id> = dst_snaps.iter().filter_map(|(_, s)| s.original).collect();
     let mut report = CopyReport::default();
     let mut w = Writer::new(dst)?;
-    let mut next_seq = dst_snaps.iter().map(|(_, s)| s.sequence).max().unwrap_or(0);
-    let mut previous = dst_snaps
-        .iter()
-        .max_by_key(|(_, s)| s.sequence)
-        .map(|(id, _)| *id);
+    let (mut previous, mut sequence) = crate::snapshots::chain_after(&dst_snaps);
     for (sid, snap) in &src_snaps {
         if !which.is_empty() && !which.contains(sid) {
             continue;
@@ -66,16 +62,16 @@ pub fn copy(
         let mut readers = PackReaders::default();
         let root = w.tree(src, &snap.root, 0, &mut readers)?;
         w.finish()?;
-        next_seq += 1;
         let copy = Snapshot {
             repo_id: dst.repo_id(),
             root,
             parent: None,
             previous,
-            sequence: next_seq,
+            sequence,
             original: Some(*sid),
             ..snap.clone()
         };
+        sequence += 1;
         let (ok, bad) = crate::mover::verify_tree(dst, &root, &snap.paths, threads, &progress)?;
         report.files_verified += ok;
         if !bad.is_empty() {

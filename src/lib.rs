@@ -28,6 +28,7 @@ pub mod random;
 pub mod repo;
 pub mod restorer;
 pub mod settings;
+pub mod snapshots;
 pub mod treewalk;
 pub mod workers;
 

@@ -1,0 +1,186 @@
+//! The repository index (§9): keeping the local index in step with the index objects, writing
+//! index objects, and the whole index in memory for `check`.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{relabel, Repository, Synced, FETCH_THREADS};
+use crate::backend::FileType;
+use crate::cache::LocalCache;
+use crate::error::{Error, Result};
+use crate::format::index::{PackDesc, PackInfo};
+use crate::format::BlobEntry;
+use crate::ids::Id;
+
+/// The union of all index objects, held in memory (for `check`, which verifies the
+/// repository itself rather than trusting the local index). About 100 bytes a blob: each pack's
+/// table as decoded, and the blob ids sorted once for lookups.
+#[derive(Default)]
+pub struct Index {
+    pub packs: Vec<PackInfo>,
+    pack_pos: HashMap<Id, u32>,
+    /// Each pack's blob entries, by position in `packs`.
+    tables: Vec<Vec<BlobEntry>>,
+    /// Every blob id with its first record (pack position, entry position), sorted by id by
+    /// [`Self::finish`]; a blob recorded twice counts where it was recorded first.
+    ids: Vec<(Id, u32, u32)>,
+}
+
+impl Index {
+    /// Add a pack's description; a pack described again is taken as first described.
+    pub fn add(&mut self, desc: PackDesc) {
+        if self.pack_pos.contains_key(&desc.id) {
+            return;
+        }
+        let pos = self.packs.len() as u32;
+        self.packs.push(desc.info());
+        self.pack_pos.insert(desc.id, pos);
+        for (k, b) in desc.blobs.iter().enumerate() {
+            self.ids.push((b.id, pos, k as u32));
+        }
+        self.tables.push(desc.blobs);
+    }
+
+    /// Sort the ids for lookups: call once everything is added.
+    pub fn finish(&mut self) {
+        // Stable: of two records of one blob, the first added stays.
+        self.ids.sort_by_key(|e| e.0);
+        self.ids.dedup_by(|later, first| later.0 == first.0);
+        self.ids.shrink_to_fit();
+    }
+
+    fn find(&self, id: &Id) -> Option<&(Id, u32, u32)> {
+        self.ids
+            .binary_search_by(|e| e.0.cmp(id))
+            .ok()
+            .map(|i| &self.ids[i])
+    }
+
+    pub fn contains(&self, id: &Id) -> bool {
+        self.find(id).is_some()
+    }
+
+    pub fn pack(&self, id: &Id) -> Option<&PackInfo> {
+        self.pack_pos.get(id).map(|p| &self.packs[*p as usize])
+    }
+
+    /// The blobs the index places in the pack at position `pos` of [`Self::packs`], in offset
+    /// order (for check --read-data).
+    pub fn pack_entries(&self, pos: usize) -> Vec<BlobEntry> {
+        let Some(table) = self.tables.get(pos) else {
+            return Vec::new();
+        };
+        let mut v: Vec<BlobEntry> = table
+            .iter()
+            .enumerate()
+            .filter(|(k, e)| {
+                self.find(&e.id)
+                    .is_some_and(|f| f.1 as usize == pos && f.2 as usize == *k)
+            })
+            .map(|(_, e)| *e)
+            .collect();
+        v.sort_by_key(|e| e.offset);
+        v
+    }
+}
+
+impl Repository {
+    /// Open the local index and merge the index objects it has not seen. When one it had
+    /// merged is gone from the repository (compacted or removed elsewhere), start over.
+    pub(super) fn sync(&self) -> Result<Synced> {
+        let cache = LocalCache::open(&self.cache_place, &self.keys)?;
+        let listed = self.names(FileType::Index)?;
+        let listed_set: HashSet<&str> = listed.iter().map(|s| s.as_str()).collect();
+        let mut merged = cache.index_objects()?;
+        if merged.iter().any(|m| !listed_set.contains(m.as_str())) {
+            cache.clear_index()?;
+            merged.clear();
+        }
+        let new: Vec<String> = listed.into_iter().filter(|n| !merged.contains(n)).collect();
+        let mut index_errors = Vec::new();
+        for (name, r) in self.fetch_all(new, |name| {
+            let packs = self.read_index_object(name)?;
+            cache.add_packs(Some(name), &packs)
+        }) {
+            if let Err(e) = r {
+                if matches!(e, Error::Cache { .. }) {
+                    return Err(e);
+                }
+                index_errors.push((name, e));
+            }
+        }
+        if !index_errors.is_empty() {
+            for desc in self.unindexed_packs(|id| cache.has_pack(id))? {
+                cache.add_packs(None, &[desc])?;
+            }
+        }
+        Ok(Synced {
+            cache,
+            index_errors,
+        })
+    }
+
+    /// Every index object read straight from the repository into memory, for `check`. Damaged
+    /// ones are returned with the reason; the packs they described are recovered from the packs'
+    /// own tables.
+    pub fn full_index(&self) -> Result<(Index, Vec<(String, Error)>)> {
+        let names = self.names(FileType::Index)?;
+        let mut index = Index::default();
+        let mut errors = Vec::new();
+        // A few at a time: the decoded objects are folded into the index as they come.
+        for batch in names.chunks(FETCH_THREADS * 2) {
+            for (name, r) in self.fetch_all(batch.to_vec(), |n| self.read_index_object(n)) {
+                match r {
+                    Ok(packs) => packs.into_iter().for_each(|p| index.add(p)),
+                    Err(e) => errors.push((name, e)),
+                }
+            }
+        }
+        if !errors.is_empty() {
+            for desc in self.unindexed_packs(|id| Ok(index.pack(id).is_some()))? {
+                index.add(desc);
+            }
+        }
+        index.finish();
+        Ok((index, errors))
+    }
+
+    /// After a damaged index object: every stored pack that `known` does not know, described
+    /// from the blob table inside the pack. Unreadable packs are left for `check` to report.
+    fn unindexed_packs(&self, known: impl Fn(&Id) -> Result<bool>) -> Result<Vec<PackDesc>> {
+        let mut out = Vec::new();
+        for (name, size) in self.store.list(FileType::Pack)? {
+            let id: Id = name.parse()?;
+            if !known(&id)? {
+                if let Ok(desc) = self.read_pack_table(&id, size) {
+                    out.push(desc);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// True when the repository holds the blob (as far as the local index knows).
+    pub fn has_blob(&self, id: &Id) -> Result<bool> {
+        self.cache()?.has_blob(id)
+    }
+
+    pub fn read_index_object(&self, name: &str) -> Result<Vec<PackDesc>> {
+        let ct = self.store.get(FileType::Index, name)?;
+        let what = format!("index {}", &name[..8.min(name.len())]);
+        let plain = self.keys.index_identity.decrypt(&ct, &what)?;
+        crate::format::index::decode(&plain, &self.keys.repo_id).map_err(|e| relabel(e, &what))
+    }
+
+    /// Store an index object describing `packs` (already stored) and merge it into the local
+    /// index. Returns its name.
+    pub fn put_index(&self, packs: &[PackDesc]) -> Result<String> {
+        let name = Id::random().to_hex();
+        let ct = self
+            .keys
+            .index_recipient
+            .encrypt(&crate::format::index::encode(&self.keys.repo_id, packs))?;
+        self.store.put(FileType::Index, &name, &ct)?;
+        self.cache()?.add_packs(Some(&name), packs)?;
+        Ok(name)
+    }
+}

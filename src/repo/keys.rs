@@ -1,0 +1,234 @@
+//! Unlocking a repository and managing its key files (one per unlock method, §4.3, §4.4), and
+//! write-only device profiles.
+
+use zeroize::Zeroizing;
+
+use super::{check_marker, now, Repository};
+use crate::backend::{FileType, Store};
+use crate::crypto::{self, Passphrase, Unwrap};
+use crate::error::{Error, Result};
+use crate::format::keyfile::{self, KeyInfo, KeyMaterial, Method};
+use crate::ids::Id;
+use crate::keys::Keys;
+
+/// First characters of the profile line in a write-only profile file.
+pub const PROFILE_PREFIX: &str = "VAULT-WRITE-ONLY-PROFILE-3:";
+
+/// Parse a write-only profile file's text.
+pub fn parse_profile(text: &str) -> Result<KeyMaterial> {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(PROFILE_PREFIX))
+        .ok_or_else(|| Error::Invalid("not a vault device profile".into()))?;
+    let bytes = Zeroizing::new(
+        hex::decode(line).map_err(|_| Error::Invalid("the device profile is damaged".into()))?,
+    );
+    let (material, info) = keyfile::decode(&bytes)?;
+    if info.method != Method::WriteOnly {
+        return Err(Error::Invalid("not a write-only device profile".into()));
+    }
+    Ok(material)
+}
+
+/// How to unlock a repository.
+pub enum Unlock<'a> {
+    Passphrase(&'a Passphrase),
+    /// An identity file, a recovery key or a device key.
+    Identities(&'a crypto::Identities, &'a str),
+}
+
+impl Unlock<'_> {
+    fn kind(&self) -> String {
+        match self {
+            Unlock::Passphrase(_) => "passphrase".into(),
+            Unlock::Identities(_, kind) => kind.to_string(),
+        }
+    }
+}
+
+/// How a new key file is wrapped.
+pub enum Wrap<'a> {
+    Passphrase(&'a Passphrase, u8),
+    Recipients(&'a crypto::KeyRecipients),
+}
+
+/// A key file as `key list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyFileInfo {
+    pub id: String,
+    /// From the public age header: passphrase, age identity or plugin.
+    pub kind: &'static str,
+    /// The key file this run unlocked with.
+    pub current: bool,
+}
+
+impl Repository {
+    /// Unlock with a passphrase.
+    pub fn open(store: Store, pass: &Passphrase) -> Result<Repository> {
+        Repository::unlock(store, &Unlock::Passphrase(pass))
+    }
+
+    /// Unlock with any method.
+    pub fn unlock(store: Store, how: &Unlock<'_>) -> Result<Repository> {
+        check_marker(&store)?;
+        let mut material = None;
+        let mut hostile = None;
+        for (name, _) in store.list(FileType::Key)? {
+            let data = store.get(FileType::Key, &name)?;
+            let what = format!("key file {}", &name[..8]);
+            let tried = match how {
+                Unlock::Passphrase(p) => crypto::open_with_passphrase(p, &data, &what),
+                Unlock::Identities(ids, _) => crypto::open_with_identities(ids, &data, &what),
+            };
+            match tried {
+                Ok(Unwrap::Opened(plain)) => {
+                    material = Some((keyfile::decode(&plain)?.0, name));
+                    break;
+                }
+                Ok(Unwrap::WrongPassphrase | Unwrap::NotPassphrase) => continue,
+                // A key file planted to make us spend gigabytes or hours: skip it, keep trying.
+                Err(e @ Error::WorkFactorTooHigh(..)) => hostile = Some(e),
+                // One damaged key file must not lock the owner out: try the others.
+                Err(e) if e.is_corrupt() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((material, unlocked_with)) = material else {
+            return Err(Self::why_locked(&store, how, hostile)?);
+        };
+        Repository::finish_open(store, Keys::from_material(material), unlocked_with)
+    }
+
+    /// Open with a device profile's key material directly (write-only devices); no key file is
+    /// involved. The config must verify under the profile's keys.
+    pub fn open_with_material(store: Store, material: KeyMaterial) -> Result<Repository> {
+        check_marker(&store)?;
+        Repository::finish_open(store, Keys::from_material(material), String::new()).map_err(|e| {
+            match e {
+                Error::Corrupt { what, .. } if what == "config" => {
+                    Error::Invalid("this device profile belongs to another repository".into())
+                }
+                other => other,
+            }
+        })
+    }
+
+    /// A write-only device profile for this repository, as text to save in a file.
+    pub fn write_only_profile(&self, label: &str) -> Result<Zeroizing<String>> {
+        if self.keys.is_write_only() {
+            return Err(Error::WriteOnly);
+        }
+        let info = KeyInfo {
+            method: Method::WriteOnly,
+            created: now().0,
+            label: label.to_string(),
+        };
+        let plain = keyfile::encode(&self.keys.write_only_material(), &info);
+        Ok(Zeroizing::new(format!(
+            "# vault write-only device profile for repository {} at {}\n# It can back up into the repository and read nothing back. Keep it private (0600).\n{PROFILE_PREFIX}{}\n",
+            self.keys.repo_id.short(),
+            self.store.location(),
+            hex::encode(&plain[..])
+        )))
+    }
+
+    /// The most helpful error when no key file opened.
+    fn why_locked(store: &Store, how: &Unlock<'_>, hostile: Option<Error>) -> Result<Error> {
+        for (name, _) in store.list(FileType::Revoked)? {
+            let Ok(header) = store.get(FileType::Revoked, &name) else {
+                continue;
+            };
+            let matched = match how {
+                Unlock::Passphrase(p) => crypto::header_matches_passphrase(p, &header),
+                Unlock::Identities(ids, _) => crypto::header_matches_identities(ids, &header),
+            };
+            if matched {
+                return Ok(Error::KeyRemoved(how.kind()));
+            }
+        }
+        Ok(match (hostile, how) {
+            (Some(e), _) => e,
+            (None, Unlock::Passphrase(_)) => Error::WrongPassphrase,
+            (None, Unlock::Identities(..)) => Error::WrongKey(how.kind()),
+        })
+    }
+
+    /// The key files, as far as their public headers tell.
+    pub fn key_files(&self) -> Result<Vec<KeyFileInfo>> {
+        let mut out = Vec::new();
+        for (name, _) in self.store.list(FileType::Key)? {
+            let data = self.store.get(FileType::Key, &name)?;
+            out.push(KeyFileInfo {
+                id: name[..8].to_string(),
+                kind: crypto::stanza_kind(&data),
+                current: name == self.unlocked_with,
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Add an unlock method: a new key file wrapping this repository's keys. Only key files are
+    /// written. Returns the new key file's short id.
+    pub fn add_key(&self, wrap: &Wrap<'_>, method: Method, label: &str) -> Result<String> {
+        if self.keys.is_write_only() {
+            return Err(Error::WriteOnly);
+        }
+        let info = KeyInfo {
+            method,
+            created: now().0,
+            label: label.to_string(),
+        };
+        let plain = keyfile::encode(&self.keys.material(), &info);
+        let sealed = match wrap {
+            Wrap::Passphrase(p, log_n) => {
+                if p.is_empty() {
+                    return Err(Error::Invalid("the passphrase must not be empty".into()));
+                }
+                crypto::seal_with_passphrase(p, *log_n, &plain)?
+            }
+            Wrap::Recipients(r) => crypto::seal_to_recipients(r, &plain)?,
+        };
+        let name = Id::random().to_hex();
+        self.store.put(FileType::Key, &name, &sealed)?;
+        Ok(name[..8].to_string())
+    }
+
+    /// Remove an unlock method by key file id prefix. Keeps the key file's public header under
+    /// `revoked/` so the removed method is recognised (and refused) later; the secrets it wrapped
+    /// are deleted. Refuses to remove the last key file.
+    pub fn remove_key(&self, prefix: &str) -> Result<String> {
+        let keys = self.store.list(FileType::Key)?;
+        let matching: Vec<&String> = keys
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| prefix.len() >= 4 && n.starts_with(&prefix.to_ascii_lowercase()))
+            .collect();
+        let name = match matching.as_slice() {
+            [one] => (*one).clone(),
+            [] => {
+                return Err(Error::Invalid(format!(
+                    "no key file {prefix:?}; see `vault key list`"
+                )))
+            }
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{prefix:?} matches several key files; give more digits"
+                )))
+            }
+        };
+        if keys.len() <= 1 {
+            return Err(Error::Invalid(
+                "refusing to remove the last key: the repository would be unreadable forever"
+                    .into(),
+            ));
+        }
+        let data = self.store.get(FileType::Key, &name)?;
+        let header = crypto::header_only(&data)
+            .ok_or_else(|| Error::corrupt(format!("key file {}", &name[..8]), "no age header"))?;
+        self.store.put(FileType::Revoked, &name, &header)?;
+        self.store.delete(FileType::Key, &name)?;
+        Ok(name[..8].to_string())
+    }
+}

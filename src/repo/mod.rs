@@ -1,0 +1,284 @@
+//! An unlocked repository: one facade over its parts, each in a file of its own (unlocking and
+//! key files in `keys`, the index in `index`, pack and blob reading in `packs`, snapshots in
+//! `crate::snapshots`), with its store, config and local index.
+
+mod index;
+mod keys;
+mod packs;
+pub use crate::format::keyfile::Method;
+use crate::snapshots::MissingSnapshots;
+pub use crate::snapshots::SnapshotList;
+pub use index::Index;
+pub use keys::{parse_profile, KeyFileInfo, Unlock, Wrap, PROFILE_PREFIX};
+pub use packs::{read_table_from_end, PackReaders, PackStream, RepoTrees};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::backend::{valid_name, FileType, Store};
+use crate::cache::{CachePlace, LocalCache};
+use crate::crypto::{self, Passphrase};
+use crate::error::{Error, Result};
+use crate::format;
+use crate::format::config::{Config, ObjectLock};
+use crate::format::keyfile::{self, KeyInfo};
+use crate::ids::Id;
+use crate::keys::Keys;
+
+/// Plaintext content of the `VAULT` marker object.
+pub fn marker_text(version: u32) -> String {
+    format!("vault repository\nformat {version}\n")
+}
+
+fn parse_marker(data: &[u8], location: &str) -> Result<u32> {
+    let s = std::str::from_utf8(data).map_err(|_| Error::NotARepository(location.into()))?;
+    let mut lines = s.lines();
+    if lines.next() != Some("vault repository") {
+        return Err(Error::NotARepository(location.into()));
+    }
+    lines
+        .next()
+        .and_then(|l| l.strip_prefix("format "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Error::NotARepository(location.into()))
+}
+
+/// Check the plaintext marker: a repository, of a format version this build reads.
+fn check_marker(store: &Store) -> Result<()> {
+    let marker = match store.get(FileType::Marker, "") {
+        Ok(m) => m,
+        Err(Error::NotFound(_)) => return Err(Error::NoRepository(store.location())),
+        Err(e) => return Err(e),
+    };
+    let version = parse_marker(&marker, &store.location())?;
+    if version != format::FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            found: version,
+            supported: format::FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Options for creating a repository.
+pub struct InitOptions {
+    pub scrypt_log_n: u8,
+    /// Retention for every object (S3 Object Lock), fixed for the repository's life.
+    pub object_lock: Option<ObjectLock>,
+    /// Chunk sizes (minimum, average, maximum) other than the defaults, within the bounds of
+    /// §6; fixed for the repository's life.
+    pub chunking: Option<(u32, u32, u32)>,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            scrypt_log_n: crypto::DEFAULT_SCRYPT_LOG_N,
+            object_lock: None,
+            chunking: None,
+        }
+    }
+}
+
+/// The local index, brought up to date with the repository.
+struct Synced {
+    cache: LocalCache,
+    /// Index objects that could not be read, with the reason.
+    index_errors: Vec<(String, Error)>,
+}
+
+/// Repository objects fetched at once when the local index catches up.
+const FETCH_THREADS: usize = 8;
+
+/// An unlocked repository.
+pub struct Repository {
+    pub(crate) store: Store,
+    pub(crate) keys: Arc<Keys>,
+    config: Config,
+    cache_place: CachePlace,
+    /// Opened and synced on first use, so that commands that need no index never read it.
+    synced: OnceLock<Synced>,
+    sync_lock: Mutex<()>,
+    /// Name of the key file this run unlocked with.
+    unlocked_with: String,
+    /// Snapshots found missing while listing (see `missing_snapshots`), and those of them the
+    /// user acknowledged on this computer.
+    pub(crate) missing_snapshots: Mutex<MissingSnapshots>,
+}
+
+fn now() -> (i64, u32) {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs() as i64, d.subsec_nanos())
+}
+
+/// Replace the generic label of a Corrupt error with a specific one.
+pub(crate) fn relabel(e: Error, what: &str) -> Error {
+    match e {
+        Error::Corrupt { detail, .. } => Error::corrupt(what, detail),
+        other => other,
+    }
+}
+
+/// Check a many-object name before using it as a path component.
+pub fn check_name(name: &str) -> Result<()> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("invalid object name {name:?}")))
+    }
+}
+
+impl Repository {
+    /// Create a repository with one passphrase key file.
+    pub fn init(store: Store, pass: &Passphrase, opts: &InitOptions) -> Result<Repository> {
+        if pass.is_empty() {
+            return Err(Error::Invalid("the passphrase must not be empty".into()));
+        }
+        let mut config = Config::new(Id::default(), now().0);
+        config.object_lock = opts.object_lock;
+        if let Some((min, avg, max)) = opts.chunking {
+            (config.chunk_min, config.chunk_avg, config.chunk_max) = (min, avg, max);
+            config
+                .validate()
+                .map_err(|_| Error::Invalid("chunk sizes out of range".into()))?;
+        }
+        store.backend().set_object_lock(opts.object_lock)?;
+        store.create()?;
+        if store.stat(FileType::Marker, "")?.is_some() {
+            return Err(Error::AlreadyExists(store.location()));
+        }
+        let keys = Keys::generate();
+        let info = KeyInfo {
+            method: Method::Passphrase,
+            created: now().0,
+            label: "passphrase".into(),
+        };
+        let plain = keyfile::encode(&keys.material(), &info);
+        let sealed = crypto::seal_with_passphrase(pass, opts.scrypt_log_n, &plain)?;
+        let key_name = Id::random().to_hex();
+        store.put(FileType::Key, &key_name, &sealed)?;
+        config.repo_id = keys.repo_id;
+        let ct = crypto::encrypt_to_all(
+            &[&keys.recipient, &keys.index_recipient],
+            &config.encode(&keys.config_mac),
+        )?;
+        store.put(FileType::Config, "", &ct)?;
+        // The marker goes last: a folder without it is not (yet) a repository.
+        store.put(
+            FileType::Marker,
+            "",
+            marker_text(format::FORMAT_VERSION).as_bytes(),
+        )?;
+        Ok(Repository::new(store, keys, config, key_name))
+    }
+
+    /// True when the store holds a repository marker.
+    pub fn exists(store: &Store) -> Result<bool> {
+        Ok(store.stat(FileType::Marker, "")?.is_some())
+    }
+
+    /// Read the config with the unlocked keys.
+    fn finish_open(store: Store, keys: Keys, unlocked_with: String) -> Result<Repository> {
+        let ct = store.get(FileType::Config, "")?;
+        // Write-only devices read the config with the index identity.
+        let plain = match keys.data_identity() {
+            Ok(id) => id.decrypt(&ct, "config")?,
+            Err(_) => keys.index_identity.decrypt(&ct, "config")?,
+        };
+        let config = Config::decode(&plain, &keys.repo_id, &keys.config_mac)?;
+        // A local copy of a locked repository cannot lock; everything else keeps the rule.
+        let _ = store.backend().set_object_lock(config.object_lock);
+        Ok(Repository::new(store, keys, config, unlocked_with))
+    }
+
+    fn new(store: Store, keys: Keys, config: Config, unlocked_with: String) -> Repository {
+        Repository {
+            store,
+            keys: Arc::new(keys),
+            config,
+            cache_place: CachePlace::Memory,
+            synced: OnceLock::new(),
+            sync_lock: Mutex::new(()),
+            unlocked_with,
+            missing_snapshots: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Where the local index lives (in memory unless set). Takes effect at the next use.
+    pub fn set_cache_place(&mut self, place: CachePlace) {
+        self.cache_place = place;
+        self.synced = OnceLock::new();
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn repo_id(&self) -> Id {
+        self.keys.repo_id
+    }
+
+    fn synced(&self) -> Result<&Synced> {
+        if let Some(s) = self.synced.get() {
+            return Ok(s);
+        }
+        let _guard = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.synced.get().is_none() {
+            let s = self.sync()?;
+            let _ = self.synced.set(s);
+        }
+        self.synced
+            .get()
+            .ok_or_else(|| Error::Invalid("the local index could not be opened".into()))
+    }
+
+    /// The local index, opened and brought up to date with the repository on first use.
+    pub fn cache(&self) -> Result<&LocalCache> {
+        Ok(&self.synced()?.cache)
+    }
+
+    /// Index objects that could not be read when the local index was brought up to date.
+    pub fn index_errors(&self) -> Result<&[(String, Error)]> {
+        Ok(&self.synced()?.index_errors)
+    }
+
+    pub(crate) fn names(&self, t: FileType) -> Result<Vec<String>> {
+        Ok(self.store.list(t)?.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// Run `f` on each name with a few threads (repository reads are mostly waiting).
+    /// Results come back in input order.
+    pub(crate) fn fetch_all<T: Send>(
+        &self,
+        names: Vec<String>,
+        f: impl Fn(&str) -> Result<T> + Sync,
+    ) -> Vec<(String, Result<T>)> {
+        let next = AtomicUsize::new(0);
+        let out = Mutex::new(Vec::with_capacity(names.len()));
+        std::thread::scope(|scope| {
+            for _ in 0..FETCH_THREADS.min(names.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(name) = names.get(i) else { return };
+                    let r = f(name);
+                    out.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
+                });
+            }
+        });
+        let mut out = out.into_inner().unwrap_or_else(|p| p.into_inner());
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter()
+            .map(|(i, r)| (names[i].clone(), r))
+            .collect()
+    }
+}

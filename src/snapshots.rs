@@ -1,0 +1,199 @@
+//! Snapshots (§11): writing, reading and listing them, the `previous`/`sequence` chain, and
+//! snapshots gone from the repository that this computer or a later snapshot knew.
+
+use std::collections::HashSet;
+
+use zeroize::Zeroizing;
+
+use crate::backend::FileType;
+use crate::error::{Error, Result};
+use crate::format::snapshot::Snapshot;
+use crate::ids::Id;
+use crate::repo::{relabel, Repository};
+/// Readable snapshots (sorted by time) and the names of unreadable ones with the reason.
+pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<(String, Error)>);
+
+#[derive(Default)]
+pub(crate) struct MissingSnapshots {
+    reported: std::collections::BTreeSet<Id>,
+    acknowledged: std::collections::BTreeSet<Id>,
+}
+
+impl Repository {
+    /// Encrypt, MAC and store a snapshot. Returns its id.
+    pub fn write_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        let plain = snap.encode(&self.keys.snapshot_mac);
+        let id = self.keys.snapshot_id.keyed_hash(&plain);
+        let ct = self.keys.recipient.encrypt(&plain)?;
+        self.store.put(FileType::Snapshot, &id.to_hex(), &ct)?;
+        if !self.keys.is_write_only() {
+            self.cache()?.put_snapshot(&id, &plain)?;
+        }
+        Ok(id)
+    }
+
+    /// Read one snapshot, checking its MAC, header and that its name is its keyed id. The local
+    /// index keeps snapshots already verified; their MAC is checked again on every read.
+    pub fn read_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        self.keys.data_identity()?;
+        let cache = self.cache()?;
+        if let Some(plain) = cache.snapshot(id)? {
+            return Snapshot::decode(&plain, &self.keys.repo_id, &self.keys.snapshot_mac)
+                .map_err(|e| relabel(e, &format!("snapshot {}", id.short())));
+        }
+        let (snap, plain) = self.fetch_snapshot(id)?;
+        cache.put_snapshot(id, &plain)?;
+        Ok(snap)
+    }
+
+    /// Download and verify one snapshot, bypassing the local index.
+    fn fetch_snapshot(&self, id: &Id) -> Result<(Snapshot, Zeroizing<Vec<u8>>)> {
+        let what = format!("snapshot {}", id.short());
+        let ct = self.store.get(FileType::Snapshot, &id.to_hex())?;
+        let plain = self.keys.data_identity()?.decrypt(&ct, &what)?;
+        if self.keys.snapshot_id.keyed_hash(&plain) != *id {
+            return Err(Error::corrupt(&what, "content does not match its name"));
+        }
+        let snap = Snapshot::decode(&plain, &self.keys.repo_id, &self.keys.snapshot_mac)
+            .map_err(|e| relabel(e, &what))?;
+        Ok((snap, Zeroizing::new(plain)))
+    }
+
+    /// All readable snapshots sorted by time, plus the ones that failed to read. Only snapshots
+    /// the local index has not seen are downloaded; ones it saw that are gone from the repository
+    /// stay in it and are reported (`missing_snapshots`). With `verify_stored`, every snapshot is
+    /// downloaded and verified (for `check`).
+    pub fn snapshots_with(&self, verify_stored: bool) -> Result<SnapshotList> {
+        self.keys.data_identity()?;
+        let cache = self.cache()?;
+        let names = self.names(FileType::Snapshot)?;
+        let mut listed = HashSet::new();
+        let mut ok = vec![];
+        let mut bad = vec![];
+        for (name, r) in self.fetch_all(names, |n| {
+            let id: Id = n.parse()?;
+            if verify_stored {
+                self.fetch_snapshot(&id).map(|(s, _)| (id, s))
+            } else {
+                self.read_snapshot(&id).map(|s| (id, s))
+            }
+        }) {
+            match r {
+                Ok((id, s)) => {
+                    listed.insert(id);
+                    ok.push((id, s));
+                }
+                Err(e @ Error::Cache { .. }) => return Err(e),
+                Err(e) => bad.push((name, e)),
+            }
+        }
+        // vault never deletes a snapshot (§11): one that the local index saw, or that a listed
+        // snapshot names as `previous`, and that the repository no longer has was deleted by
+        // someone else or rolled back with the storage.
+        // The local index keeps the ones it saw, so that every run says so until someone looks.
+        // (`check` asks too: what this computer saw is a fact about the repository's past, not
+        // data taken from the cache.) Present but unreadable ones are reported as damaged.
+        let unreadable: HashSet<&str> = bad.iter().map(|(n, _)| n.as_str()).collect();
+        let gone = |p: &Id| !listed.contains(p) && !unreadable.contains(p.to_hex().as_str());
+        let mut missing: Vec<Id> = cache.snapshot_ids()?.into_iter().filter(gone).collect();
+        missing.extend(ok.iter().filter_map(|(_, s)| s.previous).filter(gone));
+        if !missing.is_empty() {
+            let acked = cache.acknowledged()?;
+            let mut m = self.missing();
+            for id in missing {
+                if acked.contains(&id) {
+                    m.acknowledged.insert(id);
+                } else {
+                    m.reported.insert(id);
+                }
+            }
+        }
+        ok.sort_by_key(|(_, s)| (s.time, s.time_nanos, s.sequence));
+        Ok((ok, bad))
+    }
+
+    fn missing(&self) -> std::sync::MutexGuard<'_, MissingSnapshots> {
+        self.missing_snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Snapshots that listing found missing: the local index had seen them, or a listed snapshot
+    /// names them as its `previous`, and the repository no longer has them. vault never deletes
+    /// snapshots, so someone deleted them or the storage was rolled back. Every listing reports
+    /// them again until the user acknowledges them on this computer
+    /// (`acknowledge_missing_snapshots`).
+    pub fn missing_snapshots(&self) -> Vec<Id> {
+        self.missing().reported.iter().copied().collect()
+    }
+
+    /// Missing snapshots not reported because the user acknowledged them on this computer.
+    pub fn acknowledged_missing_snapshots(&self) -> Vec<Id> {
+        self.missing().acknowledged.iter().copied().collect()
+    }
+
+    /// Stop reporting the snapshots `missing_snapshots` returned, on this computer only: the
+    /// user has looked into why they are gone. Other computers, and this one with a new local
+    /// index, still report them.
+    pub fn acknowledge_missing_snapshots(&self) -> Result<Vec<Id>> {
+        let ids = self.missing_snapshots();
+        self.cache()?.acknowledge_missing(&ids)?;
+        let mut m = self.missing();
+        for id in &ids {
+            m.reported.remove(id);
+            m.acknowledged.insert(*id);
+        }
+        Ok(ids)
+    }
+
+    /// [`Self::snapshots_with`] through the local index.
+    pub fn snapshots(&self) -> Result<SnapshotList> {
+        self.snapshots_with(false)
+    }
+
+    /// Resolve `latest` or a hex prefix (at least 4 digits) to one snapshot.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        if spec == "latest" {
+            let (mut all, bad) = self.snapshots()?;
+            if let Some(last) = all.pop() {
+                return Ok(last);
+            }
+            if let Some((_, e)) = bad.into_iter().next() {
+                return Err(e);
+            }
+            return Err(Error::SnapshotNotFound(
+                "latest (the repository has none)".into(),
+            ));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        if spec_l.len() < 4 || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Invalid(format!(
+                "snapshot must be `latest` or at least 4 hex digits of its id, not {spec:?}"
+            )));
+        }
+        let matches: Vec<String> = self
+            .store
+            .list(FileType::Snapshot)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with(&spec_l))
+            .collect();
+        match matches.len() {
+            0 => Err(Error::SnapshotNotFound(spec.into())),
+            1 => {
+                let id: Id = matches[0].parse()?;
+                Ok((id, self.read_snapshot(&id)?))
+            }
+            _ => Err(Error::AmbiguousSnapshot(spec.into())),
+        }
+    }
+}
+
+/// Where a new snapshot goes in the chain (§11): the newest snapshot known, by sequence, as its
+/// `previous`, and one more than that one's sequence (1 for the first).
+pub fn chain_after(snaps: &[(Id, Snapshot)]) -> (Option<Id>, u64) {
+    match snaps.iter().max_by_key(|(_, s)| s.sequence) {
+        Some((id, s)) => (Some(*id), s.sequence + 1),
+        None => (None, 1),
+    }
+}
