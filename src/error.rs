@@ -38,7 +38,12 @@ pub enum Error {
     // The cause is part of the message and deliberately not a `source()`, so that printing the
     // error chain does not repeat it.
     #[error("storage: {context}: {cause}")]
-    Storage { context: String, cause: io::Error },
+    Storage {
+        context: String,
+        cause: io::Error,
+        /// Worth another attempt (throttling, 5xx, a timeout, a broken connection).
+        transient: bool,
+    },
     #[error("{context}: {cause}")]
     Io { context: String, cause: io::Error },
     #[error("interrupted")]
@@ -81,7 +86,29 @@ impl Error {
         Error::Storage {
             context: context.into(),
             cause: source,
+            transient: false,
         }
+    }
+
+    /// A storage failure that another attempt may not meet (throttling, 5xx, a timeout, a
+    /// broken connection).
+    pub fn transient(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Storage {
+            context: context.into(),
+            cause: source,
+            transient: true,
+        }
+    }
+
+    /// True for a failure worth retrying.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Storage {
+                transient: true,
+                ..
+            }
+        )
     }
 
     /// True when the error means stored data did not verify.
@@ -90,8 +117,6 @@ impl Error {
     }
 }
 
-/// What to do about a repository of another format version: a newer one needs a newer vault;
-/// older ones come only from development builds, which can still read them.
 /// Whether `e` is one of these operating-system errors.
 pub fn os_error_in(e: &io::Error, codes: &[rustix::io::Errno]) -> bool {
     codes
@@ -99,6 +124,8 @@ pub fn os_error_in(e: &io::Error, codes: &[rustix::io::Errno]) -> bool {
         .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
 }
 
+/// What to do about a repository of another format version: a newer one needs a newer vault;
+/// older ones come only from development builds, which can still read them.
 fn version_advice(found: u32, supported: u32) -> &'static str {
     if found > supported {
         "upgrade vault"

@@ -7,24 +7,53 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Location;
 use crate::error::{Error, Result};
 
-/// One named repository. S3 settings left out fall back to the command line and environment.
+/// One named repository. Backend settings left out fall back to the command line and
+/// environment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub struct RepoEntry {
-    /// A folder path or `s3://bucket/prefix`.
+    /// A folder path, or an address a backend understands (`s3://bucket/prefix`).
     pub address: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// `path` or `virtual` (S3 addressing style).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub addressing: Option<String>,
     /// Passphrase file for this repository (else the usual VAULT_PASSWORD, keyring, prompt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passphrase_file: Option<PathBuf>,
+    /// The backend's settings (S3: `endpoint`, `region`, `addressing`); checked against what the
+    /// address's backend understands when the file is read.
+    #[serde(flatten)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A repository as a command names it: by name from the settings file, or by address.
+#[derive(Clone, Debug)]
+pub struct Named {
+    /// The settings name, when it was named.
+    pub name: Option<String>,
+    pub location: Location,
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl Named {
+    /// A repository given by address.
+    pub fn address(address: &str) -> Named {
+        Named {
+            name: None,
+            location: Location::new(address),
+            passphrase_file: None,
+        }
+    }
+    fn of(name: &str, e: &RepoEntry) -> Named {
+        Named {
+            name: Some(name.to_string()),
+            location: Location {
+                address: e.address.clone(),
+                options: e.options.clone(),
+            },
+            passphrase_file: e.passphrase_file.clone(),
+        }
+    }
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -68,13 +97,16 @@ impl Settings {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::default(),
             Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
         };
-        for name in file.repositories.keys() {
+        for (name, e) in &file.repositories {
             if !valid_name(name) {
                 return Err(Error::Invalid(format!(
                     "settings file {}: {name:?} is not a valid repository name",
                     path.display()
                 )));
             }
+            Location::check_options(&e.address, e.options.keys()).map_err(|err| {
+                Error::Invalid(format!("settings file {}: {name}: {err}", path.display()))
+            })?;
         }
         Ok(Settings {
             path: path.to_path_buf(),
@@ -88,6 +120,22 @@ impl Settings {
 
     pub fn get(&self, name: &str) -> Option<&RepoEntry> {
         self.file.repositories.get(name)
+    }
+
+    /// The repository `r` names: a name in this file (with its settings), unless it looks like
+    /// a path; else an address.
+    pub fn locate(&self, r: &str) -> Named {
+        if valid_name(r) && !r.contains('/') {
+            if let Some(e) = self.get(r) {
+                return Named::of(r, e);
+            }
+        }
+        Named::address(r)
+    }
+
+    /// Every named repository, in name order.
+    pub fn all(&self) -> Vec<Named> {
+        self.repositories().map(|(n, e)| Named::of(n, e)).collect()
     }
 
     /// Named repositories in name order.
@@ -162,7 +210,7 @@ mod tests {
         assert_eq!(s.repositories().count(), 0);
         let e = RepoEntry {
             address: "s3://b/p".into(),
-            endpoint: Some("http://127.0.0.1:9000".into()),
+            options: [("endpoint".to_string(), "http://127.0.0.1:9000".to_string())].into(),
             ..Default::default()
         };
         s.add("cloud", e.clone()).unwrap();

@@ -7,13 +7,13 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use super::{object_path, valid_name, Backend, FileType};
 use crate::error::{Error, Result};
 
 pub struct LocalBackend {
     root: PathBuf,
-    counters: super::Counters,
     /// Abandoned temporary files were looked for (once per process and repository).
     swept: std::sync::Once,
 }
@@ -22,7 +22,6 @@ impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalBackend {
             root: root.into(),
-            counters: super::Counters::default(),
             swept: std::sync::Once::new(),
         }
     }
@@ -235,10 +234,6 @@ impl Backend for LocalBackend {
         self.root.display().to_string()
     }
 
-    fn counters(&self) -> &super::Counters {
-        &self.counters
-    }
-
     async fn create(&self) -> Result<()> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
@@ -273,12 +268,10 @@ impl Backend for LocalBackend {
         .map_err(|e| Error::io("background task", io::Error::other(e)))?
     }
 
-    async fn put(&self, t: FileType, name: &str, data: &[u8]) -> Result<()> {
-        self.counters.count(&self.counters.put);
-        self.counters.sent(data.len());
+    async fn put(&self, t: FileType, name: &str, data: Bytes) -> Result<()> {
         // Stores are driven by `block_on` from plain threads (never from runtime workers), so
         // the blocking file I/O runs on the caller's thread: no hand-off, no copy of `data`.
-        put_blocking(&self.root, &self.path(t, name), data)
+        put_blocking(&self.root, &self.path(t, name), &data)
     }
 
     fn object_file(
@@ -316,7 +309,6 @@ impl Backend for LocalBackend {
     }
 
     async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
-        self.counters.count(&self.counters.get);
         let path = self.path(t, name);
         match tokio::fs::read(&path).await {
             Ok(v) => Ok(v),
@@ -339,7 +331,6 @@ impl Backend for LocalBackend {
         len: u64,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
-        self.counters.count(&self.counters.get);
         let path = self.path(t, name);
         // Blocking reads on the caller's thread, as in `put`.
         let mut f = match File::open(&path) {
@@ -371,7 +362,6 @@ impl Backend for LocalBackend {
     }
 
     async fn list(&self, t: FileType) -> Result<Vec<(String, u64)>> {
-        self.counters.count(&self.counters.list);
         let dir = self.root.join(t.dir());
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
@@ -397,7 +387,6 @@ impl Backend for LocalBackend {
     }
 
     async fn stat(&self, t: FileType, name: &str) -> Result<Option<u64>> {
-        self.counters.count(&self.counters.head);
         let path = self.path(t, name);
         match tokio::fs::metadata(&path).await {
             Ok(m) => Ok(Some(m.len())),
@@ -407,7 +396,6 @@ impl Backend for LocalBackend {
     }
 
     async fn delete(&self, t: FileType, name: &str) -> Result<()> {
-        self.counters.count(&self.counters.delete);
         let path = self.path(t, name);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),

@@ -1,16 +1,25 @@
-//! Storage backends: the async `Backend` trait every store implements (local folder now, S3
-//! next), and `Store`, the blocking facade the worker threads use.
+//! Storage backends: the async `Backend` trait every store implements (a local folder, an
+//! S3-compatible bucket), the wrappers that stack on any backend (metering, retries, dry runs),
+//! `open` which builds the stack from an address, and `Store`, the blocking facade the worker
+//! threads use.
 
+pub mod dryrun;
 pub mod local;
+pub mod meter;
+pub mod open;
+mod range;
+pub mod retry;
 pub mod s3;
 
-use std::io::{self, Read, Seek, SeekFrom};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
-use serde::Serialize;
+pub use meter::{Counters, RequestStats};
+pub use open::{open, BackendOptions, Location};
+pub use range::RangeReader;
 
 use crate::error::{Error, Result};
 use crate::format::config::ObjectLock;
@@ -74,66 +83,17 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Requests made to the store (every attempt, retries included) and bytes moved.
-#[derive(Default)]
-pub struct Counters {
-    pub put: AtomicU64,
-    pub get: AtomicU64,
-    pub list: AtomicU64,
-    pub head: AtomicU64,
-    pub delete: AtomicU64,
-    pub retries: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    pub bytes_received: AtomicU64,
-}
-
-impl Counters {
-    pub fn count(&self, c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn sent(&self, n: usize) {
-        self.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-    }
-    pub fn received(&self, n: usize) {
-        self.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
-    }
-    pub fn snapshot(&self) -> RequestStats {
-        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        RequestStats {
-            put: l(&self.put),
-            get: l(&self.get),
-            list: l(&self.list),
-            head: l(&self.head),
-            delete: l(&self.delete),
-            retries: l(&self.retries),
-            bytes_sent: l(&self.bytes_sent),
-            bytes_received: l(&self.bytes_received),
-        }
-    }
-}
-
-/// A copy of [`Counters`] for reports.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct RequestStats {
-    pub put: u64,
-    pub get: u64,
-    pub list: u64,
-    pub head: u64,
-    pub delete: u64,
-    /// Attempts that failed and were retried (included in the counts above).
-    pub retries: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-}
-
 /// A place to keep repository objects. Objects are immutable: `put` never replaces different
 /// content, and putting identical content again succeeds (so retries are harmless).
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// Human-readable location (no credentials).
     fn location(&self) -> String;
-    /// Request counters of this backend.
-    fn counters(&self) -> &Counters;
+    /// The meter of the store this backend serves: a backend that makes more than one request
+    /// for one call counts the others there (the meter counts one per call).
+    fn attach_meter(&self, meter: Arc<Counters>) {
+        let _ = meter;
+    }
     /// Write every later object with this retention. Backends without Object Lock refuse.
     fn set_object_lock(&self, lock: Option<ObjectLock>) -> Result<()> {
         match lock {
@@ -146,11 +106,9 @@ pub trait Backend: Send + Sync {
     /// Prepare the store for a new repository (create the folder or bucket; check that the
     /// bucket can hold it). The caller checks that no repository exists there yet.
     async fn create(&self) -> Result<()>;
-    async fn put(&self, t: FileType, name: &str, data: &[u8]) -> Result<()>;
-    /// `put` of a buffer the backend may keep (a network upload sends from it without a copy).
-    async fn put_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
-        self.put(t, name, &data).await
-    }
+    /// Store an object (create-only). `Bytes`: a network upload sends from the buffer, and a
+    /// retry sends it again, without copying it.
+    async fn put(&self, t: FileType, name: &str, data: Bytes) -> Result<()>;
     async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>>;
     async fn get_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// `get_range` into `buf` (replacing its contents), reusing its allocation where the
@@ -217,12 +175,7 @@ impl ObjectWriter {
     pub fn commit(self) -> Result<()> {
         match self.target {
             Target::Memory(data) => self.store.put_owned(self.t, &self.name, data),
-            Target::File(f) => {
-                let c = self.store.backend.counters();
-                c.count(&c.put);
-                c.sent(self.len as usize);
-                f.commit()
-            }
+            Target::File(f) => f.commit(),
         }
     }
 }
@@ -241,15 +194,28 @@ impl io::Write for ObjectWriter {
     }
 }
 
-/// A backend plus the runtime that drives it, callable from plain threads.
+/// A backend stack plus the runtime that drives it, callable from plain threads.
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
+    meter: Arc<Counters>,
     rt: Arc<tokio::runtime::Runtime>,
 }
 
 impl Store {
+    /// A store over `backend`, every request metered.
     pub fn new(backend: Arc<dyn Backend>) -> Result<Store> {
+        Store::layered(backend, None)
+    }
+
+    /// A store over `backend`, metered, with transient failures retried by `retry` (each
+    /// attempt is counted: the meter sits below the retries).
+    pub fn layered(backend: Arc<dyn Backend>, retry: Option<retry::RetryPolicy>) -> Result<Store> {
+        let meter = Arc::new(Counters::default());
+        let mut b: Arc<dyn Backend> = Arc::new(meter::Metered::new(backend, meter.clone()));
+        if let Some(policy) = retry {
+            b = Arc::new(retry::Retry::new(b, policy, meter.clone()));
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -257,7 +223,8 @@ impl Store {
             .build()
             .map_err(|e| Error::io("starting the I/O runtime", e))?;
         Ok(Store {
-            backend,
+            backend: b,
+            meter,
             rt: Arc::new(rt),
         })
     }
@@ -274,17 +241,19 @@ impl Store {
         self.backend.location()
     }
     pub fn stats(&self) -> RequestStats {
-        self.backend.counters().snapshot()
+        self.meter.snapshot()
     }
 
     pub fn create(&self) -> Result<()> {
         self.rt.block_on(self.backend.create())
     }
     pub fn put(&self, t: FileType, name: &str, data: &[u8]) -> Result<()> {
-        self.rt.block_on(self.backend.put(t, name, data))
+        self.put_owned(t, name, data.to_vec())
     }
+    /// `put` of a buffer the store may keep (a network upload sends from it without a copy).
     pub fn put_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
-        self.rt.block_on(self.backend.put_owned(t, name, data))
+        self.rt
+            .block_on(self.backend.put(t, name, Bytes::from(data)))
     }
     pub fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
         self.rt.block_on(self.backend.get(t, name))
@@ -328,97 +297,5 @@ impl Store {
     }
     pub fn delete(&self, t: FileType, name: &str) -> Result<()> {
         self.rt.block_on(self.backend.delete(t, name))
-    }
-}
-
-/// `Read + Seek` over ranged reads of one stored object, fetching `window` bytes at a time, so
-/// the age stream reader can decrypt just the chunks a blob needs.
-pub struct RangeReader {
-    store: Store,
-    t: FileType,
-    name: String,
-    size: u64,
-    pos: u64,
-    window: u64,
-    max_window: u64,
-    buf: Vec<u8>,
-    buf_start: u64,
-}
-
-impl RangeReader {
-    pub fn new(store: Store, t: FileType, name: String, size: u64, window: u64) -> Self {
-        let max_window = store.backend.max_read_window().max(64 * 1024);
-        RangeReader {
-            store,
-            t,
-            name,
-            size,
-            pos: 0,
-            window: window.max(64 * 1024),
-            max_window,
-            buf: Vec::new(),
-            buf_start: 0,
-        }
-    }
-
-    /// Starts with the object's first bytes, already fetched by the caller: no second request.
-    pub fn with_head(mut self, head: Vec<u8>) -> Self {
-        self.buf = head;
-        self.buf_start = 0;
-        self
-    }
-}
-
-impl Read for RangeReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.size || out.is_empty() {
-            return Ok(0);
-        }
-        let in_buf =
-            self.pos >= self.buf_start && self.pos < self.buf_start + self.buf.len() as u64;
-        if !in_buf {
-            // Sequential reading (a whole file, check) doubles the read-ahead, so one pack costs a
-            // few requests; a random read (one photo) fetches only a small window.
-            if !self.buf.is_empty() && self.pos == self.buf_start + self.buf.len() as u64 {
-                self.window = (self.window * 2).min(self.max_window);
-            }
-            let len = self.window.max(out.len() as u64).min(self.size - self.pos);
-            self.store
-                .get_range_into(self.t, &self.name, self.pos, len, &mut self.buf)
-                .map_err(|e| match e {
-                    Error::Storage { cause, .. } => cause,
-                    other => io::Error::other(other.to_string()),
-                })?;
-            self.buf_start = self.pos;
-            if self.buf.is_empty() {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "object shorter than recorded",
-                ));
-            }
-        }
-        let off = (self.pos - self.buf_start) as usize;
-        let n = out.len().min(self.buf.len() - off);
-        out[..n].copy_from_slice(&self.buf[off..off + n]);
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl Seek for RangeReader {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(p) => p as i128,
-            SeekFrom::End(d) => self.size as i128 + d as i128,
-            SeekFrom::Current(d) => self.pos as i128 + d as i128,
-        };
-        if new < 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before start",
-            ));
-        }
-        self.pos = new as u64;
-        Ok(self.pos)
     }
 }

@@ -1,13 +1,15 @@
 //! S3-compatible backend (AWS, MinIO, Garage, SeaweedFS, B2, R2, Wasabi...) on aws-sdk-s3:
 //! path-style addressing for custom endpoints, checksums only where required (what S3 clones
 //! accept) plus a signed Content-MD5 so the server verifies every upload (the one hash of the
-//! body: payloads are not signed, see `put_single`), our own retry loop with
-//! exponential backoff and full jitter, create-only PUTs whose ambiguous outcomes are resolved by
-//! comparing content, multipart uploads for large objects, and optional Object Lock retention.
+//! body: payloads are not signed, see `put_single`), create-only PUTs whose ambiguous outcomes
+//! are resolved by comparing content, multipart uploads for large objects (their parts retried
+//! here, one by one), and optional Object Lock retention. Each call is one attempt: `open` stacks
+//! the retry wrapper (full-jitter exponential backoff) and the meter on top.
 
 use bytes::Bytes;
 use std::error::Error as StdError;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,6 +28,8 @@ use aws_sdk_s3::Client;
 use base64::Engine;
 use md5::{Digest, Md5};
 
+use super::open::{BackendOptions, Location};
+use super::retry::RetryPolicy;
 use super::{object_path, valid_name, Backend, Counters, FileType};
 use crate::error::{Error, Result};
 use crate::format::config::{LockMode, ObjectLock};
@@ -83,7 +87,36 @@ pub struct S3Backend {
     opts: S3Options,
     client: OnceLock<Client>,
     lock: Mutex<Option<ObjectLock>>,
-    counters: Counters,
+    /// The store's meter, for the requests beyond the one per call it counts itself.
+    meter: OnceLock<Arc<Counters>>,
+}
+
+/// Settings a repository's S3 address may carry (in the settings file, or from the command line).
+pub const OPTIONS: &[&str] = &["endpoint", "region", "addressing"];
+
+/// The backend of an `s3://bucket/prefix` location, and its retry policy.
+pub fn open(loc: &Location, opts: &BackendOptions) -> Result<super::open::Opened> {
+    let mut o = S3Options::parse(&loc.address)?;
+    let get = |k: &str| loc.options.get(k).filter(|v| !v.is_empty()).cloned();
+    o.endpoint = get("endpoint");
+    o.region = get("region");
+    o.path_style = match get("addressing").as_deref() {
+        Some("path") => Some(true),
+        Some("virtual") => Some(false),
+        Some(other) => {
+            return Err(Error::Invalid(format!(
+                "S3 addressing {other:?}: use path or virtual"
+            )))
+        }
+        None => None,
+    };
+    o.attempt_timeout = opts.attempt_timeout.max(Duration::from_secs(1));
+    o.max_attempts = opts.attempts.max(1);
+    let policy = RetryPolicy {
+        attempts: o.max_attempts,
+        ..RetryPolicy::default()
+    };
+    Ok((Arc::new(S3Backend::new(o)), Some(policy)))
 }
 
 /// What went wrong with one request, for the retry loop and the user.
@@ -226,20 +259,13 @@ fn md5_b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Md5::digest(data))
 }
 
-/// Full-jitter exponential backoff: random in [0, min(cap, base * 2^attempt)].
-fn backoff(attempt: u32) -> Duration {
-    let cap_ms = 20_000u64;
-    let exp = 200u64.saturating_mul(1u64 << attempt.min(16)).min(cap_ms);
-    Duration::from_millis(crate::crypto::random_below(exp as usize + 1) as u64)
-}
-
 impl S3Backend {
     pub fn new(opts: S3Options) -> Self {
         S3Backend {
             opts,
             client: OnceLock::new(),
             lock: Mutex::new(None),
-            counters: Counters::default(),
+            meter: OnceLock::new(),
         }
     }
 
@@ -310,29 +336,27 @@ impl S3Backend {
         } else {
             f.message
         };
-        Error::storage(what, std::io::Error::other(msg))
+        let cause = std::io::Error::other(msg);
+        if f.retry {
+            Error::transient(what, cause)
+        } else {
+            Error::storage(what, cause)
+        }
     }
 
-    /// Run `op` with retries. `op` returns Ok, or the failure of one attempt.
-    async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> std::result::Result<T, Failure>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(f) if f.retry && attempt + 1 < self.opts.max_attempts => {
-                    self.counters
-                        .retries
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let _ = what;
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(f) => return Err(f),
-            }
+    /// Count a request beyond the one the store's meter counts for the call.
+    fn extra(&self, kind: impl Fn(&Counters) -> &AtomicU64) {
+        if let Some(m) = self.meter.get() {
+            m.count(kind(m));
+        }
+    }
+
+    /// The policy for requests this backend retries itself (the parts of a multipart upload,
+    /// so that one failed part does not send the whole object again).
+    fn part_retries(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.opts.max_attempts,
+            ..RetryPolicy::default()
         }
     }
 
@@ -353,27 +377,21 @@ impl S3Backend {
     ) -> std::result::Result<Vec<u8>, Failure> {
         let client = self.client().await;
         let endpoint = self.endpoint_name();
-        self.retry("get", || async {
-            self.counters.count(&self.counters.get);
-            let mut req = client.get_object().bucket(&self.opts.bucket).key(key);
-            if let Some((off, len)) = range {
-                if len == 0 {
-                    return Ok(Vec::new());
-                }
-                req = req.range(format!("bytes={}-{}", off, off + len - 1));
+        let mut req = client.get_object().bucket(&self.opts.bucket).key(key);
+        if let Some((off, len)) = range {
+            if len == 0 {
+                return Ok(Vec::new());
             }
-            let resp = req.send().await.map_err(|e| classify(&e, &endpoint))?;
-            let data = resp.body.collect().await.map_err(|e| Failure {
-                retry: true,
-                status: None,
-                code: None,
-                message: format!("download interrupted: {}", root_cause(&e)),
-            })?;
-            let v = data.into_bytes().to_vec();
-            self.counters.received(v.len());
-            Ok(v)
-        })
-        .await
+            req = req.range(format!("bytes={}-{}", off, off + len - 1));
+        }
+        let resp = req.send().await.map_err(|e| classify(&e, &endpoint))?;
+        let data = resp.body.collect().await.map_err(|e| Failure {
+            retry: true,
+            status: None,
+            code: None,
+            message: format!("download interrupted: {}", root_cause(&e)),
+        })?;
+        Ok(data.into_bytes().to_vec())
     }
 
     // Payload signing would hash every byte a second time (SHA-256 beside the MD5) for a check
@@ -384,50 +402,51 @@ impl S3Backend {
         let client = self.client().await;
         let endpoint = self.endpoint_name();
         let md5 = md5_b64(&body);
-        let lock = self.lock_headers();
-        let data = &body[..];
-        let r = self
-            .retry("put", || async {
-                self.counters.count(&self.counters.put);
-                let mut req = client
-                    .put_object()
-                    .bucket(&self.opts.bucket)
-                    .key(key)
-                    .content_md5(&md5)
-                    .if_none_match("*")
-                    .body(ByteStream::from(body.clone()));
-                if let Some((mode, until)) = &lock {
-                    req = req
-                        .object_lock_mode(mode.clone())
-                        .object_lock_retain_until_date(*until);
-                }
-                let r = req
-                    .customize()
-                    .disable_payload_signing()
-                    .send()
-                    .await
-                    .map_err(|e| classify(&e, &endpoint));
-                if r.is_ok() {
-                    self.counters.sent(data.len());
-                }
-                r.map(|_| ())
-            })
-            .await;
+        let mut req = client
+            .put_object()
+            .bucket(&self.opts.bucket)
+            .key(key)
+            .content_md5(&md5)
+            .if_none_match("*")
+            .body(ByteStream::from(body.clone()));
+        if let Some((mode, until)) = self.lock_headers() {
+            req = req
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
+        let r = req
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| classify(&e, &endpoint));
         match r {
             // 412: an object with this name exists. That is our own earlier attempt when its
             // response was lost, or a bug; only identical content counts as success.
-            Err(f) if f.status == Some(412) => match self.get_inner(key, None).await {
-                Ok(existing) if existing == data => Ok(()),
-                Ok(_) => Err(Failure {
-                    retry: false,
-                    status: Some(412),
-                    code: None,
-                    message: "a different object already has this name; refusing to replace it"
-                        .into(),
-                }),
-                Err(e) => Err(e),
-            },
-            other => other,
+            Err(f) if f.status == Some(412) => {
+                self.extra(|m| &m.get);
+                match self.get_inner(key, None).await {
+                    Ok(existing) => {
+                        if let Some(m) = self.meter.get() {
+                            m.received(existing.len());
+                        }
+                        if existing == body[..] {
+                            Ok(())
+                        } else {
+                            Err(Failure {
+                                retry: false,
+                                status: Some(412),
+                                code: None,
+                                message:
+                                    "a different object already has this name; refusing to replace it"
+                                        .into(),
+                            })
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            other => other.map(|_| ()),
         }
     }
 
@@ -435,54 +454,54 @@ impl S3Backend {
         let client = self.client().await;
         let endpoint = self.endpoint_name();
         let lock = self.lock_headers();
-        let upload_id = self
-            .retry("create multipart", || async {
-                self.counters.count(&self.counters.put);
-                let mut req = client
-                    .create_multipart_upload()
-                    .bucket(&self.opts.bucket)
-                    .key(key);
-                if let Some((mode, until)) = &lock {
-                    req = req
-                        .object_lock_mode(mode.clone())
-                        .object_lock_retain_until_date(*until);
-                }
-                let out = req.send().await.map_err(|e| classify(&e, &endpoint))?;
-                out.upload_id().map(str::to_string).ok_or(Failure {
-                    retry: true,
-                    status: None,
-                    code: None,
-                    message: "no upload id in the answer".into(),
-                })
-            })
-            .await?;
+        // The store's meter counts one request for the call: this is it.
+        let mut req = client
+            .create_multipart_upload()
+            .bucket(&self.opts.bucket)
+            .key(key);
+        if let Some((mode, until)) = &lock {
+            req = req
+                .object_lock_mode(mode.clone())
+                .object_lock_retain_until_date(*until);
+        }
+        let out = req.send().await.map_err(|e| classify(&e, &endpoint))?;
+        let upload_id = out.upload_id().map(str::to_string).ok_or(Failure {
+            retry: true,
+            status: None,
+            code: None,
+            message: "no upload id in the answer".into(),
+        })?;
+        let policy = self.part_retries();
+        let meter = self.meter.get().map(|m| &**m);
         let result = async {
             let mut parts = Vec::new();
             for (i, start) in (0..data.len()).step_by(PART_SIZE).enumerate() {
                 let n = i as i32 + 1;
                 // A view of the same buffer: no copy per part.
                 let body = data.slice(start..data.len().min(start + PART_SIZE));
-                let chunk = &body[..];
-                let md5 = md5_b64(chunk);
-                let etag = self
-                    .retry("upload part", || async {
-                        self.counters.count(&self.counters.put);
-                        let out = client
-                            .upload_part()
-                            .bucket(&self.opts.bucket)
-                            .key(key)
-                            .upload_id(&upload_id)
-                            .part_number(n)
-                            .content_md5(&md5)
-                            .body(ByteStream::from(body.clone()))
-                            .customize()
-                            .disable_payload_signing()
-                            .send()
-                            .await
-                            .map_err(|e| classify(&e, &endpoint))?;
-                        self.counters.sent(chunk.len());
-                        Ok(out.e_tag().map(str::to_string))
-                    })
+                let md5 = md5_b64(&body);
+                let etag = policy
+                    .run(
+                        meter,
+                        |f: &Failure| f.retry,
+                        || async {
+                            self.extra(|m| &m.put);
+                            let out = client
+                                .upload_part()
+                                .bucket(&self.opts.bucket)
+                                .key(key)
+                                .upload_id(&upload_id)
+                                .part_number(n)
+                                .content_md5(&md5)
+                                .body(ByteStream::from(body.clone()))
+                                .customize()
+                                .disable_payload_signing()
+                                .send()
+                                .await
+                                .map_err(|e| classify(&e, &endpoint))?;
+                            Ok(out.e_tag().map(str::to_string))
+                        },
+                    )
                     .await?;
                 parts.push(
                     CompletedPart::builder()
@@ -494,25 +513,30 @@ impl S3Backend {
             let done = CompletedMultipartUpload::builder()
                 .set_parts(Some(parts))
                 .build();
-            self.retry("complete multipart", || async {
-                self.counters.count(&self.counters.put);
-                client
-                    .complete_multipart_upload()
-                    .bucket(&self.opts.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .multipart_upload(done.clone())
-                    .send()
-                    .await
-                    .map_err(|e| classify(&e, &endpoint))
-                    .map(|_| ())
-            })
-            .await
+            policy
+                .run(
+                    meter,
+                    |f: &Failure| f.retry,
+                    || async {
+                        self.extra(|m| &m.put);
+                        client
+                            .complete_multipart_upload()
+                            .bucket(&self.opts.bucket)
+                            .key(key)
+                            .upload_id(&upload_id)
+                            .multipart_upload(done.clone())
+                            .send()
+                            .await
+                            .map_err(|e| classify(&e, &endpoint))
+                            .map(|_| ())
+                    },
+                )
+                .await
         }
         .await;
-        if result.is_err() {
+        if let Err(mut f) = result {
             // Leave no half-uploaded parts to pay for.
-            self.counters.count(&self.counters.delete);
+            self.extra(|m| &m.delete);
             let _ = client
                 .abort_multipart_upload()
                 .bucket(&self.opts.bucket)
@@ -520,8 +544,11 @@ impl S3Backend {
                 .upload_id(&upload_id)
                 .send()
                 .await;
+            // Its parts were retried already: sending the whole object again would not help.
+            f.retry = false;
+            return Err(f);
         }
-        result
+        Ok(())
     }
 }
 
@@ -535,8 +562,8 @@ impl Backend for S3Backend {
         }
     }
 
-    fn counters(&self) -> &Counters {
-        &self.counters
+    fn attach_meter(&self, meter: Arc<Counters>) {
+        let _ = self.meter.set(meter);
     }
 
     fn set_object_lock(&self, lock: Option<ObjectLock>) -> Result<()> {
@@ -545,14 +572,15 @@ impl Backend for S3Backend {
     }
 
     async fn create(&self) -> Result<()> {
+        // The meter counts no request for `create`: every one is counted here.
         let client = self.client().await;
         let endpoint = self.endpoint_name();
         let lock = *self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.counters.count(&self.counters.head);
+        self.extra(|m| &m.head);
         match client.head_bucket().bucket(&self.opts.bucket).send().await {
             Ok(_) => {
                 if lock.is_some() {
-                    self.counters.count(&self.counters.get);
+                    self.extra(|m| &m.get);
                     let cfg = client
                         .get_object_lock_configuration()
                         .bucket(&self.opts.bucket)
@@ -570,7 +598,7 @@ impl Backend for S3Backend {
                 self.ensure_empty_prefix().await
             }
             Err(e) if status_of(&e) == Some(404) => {
-                self.counters.count(&self.counters.put);
+                self.extra(|m| &m.put);
                 let region = client
                     .config()
                     .region()
@@ -603,14 +631,8 @@ impl Backend for S3Backend {
         }
     }
 
-    async fn put(&self, t: FileType, name: &str, data: &[u8]) -> Result<()> {
-        self.put_owned(t, name, data.to_vec()).await
-    }
-
-    async fn put_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
+    async fn put(&self, t: FileType, name: &str, data: Bytes) -> Result<()> {
         let key = self.key(t, name);
-        // The SDK sends from `Bytes`; taking the buffer over saves a copy of every pack.
-        let data = Bytes::from(data);
         let r = if data.len() > MULTIPART_THRESHOLD {
             self.put_multipart(&key, data).await
         } else {
@@ -640,20 +662,20 @@ impl Backend for S3Backend {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let page = self
-                .retry("list", || async {
-                    self.counters.count(&self.counters.list);
-                    client
-                        .list_objects_v2()
-                        .bucket(&self.opts.bucket)
-                        .prefix(&prefix)
-                        .set_continuation_token(token.clone())
-                        .send()
-                        .await
-                        .map_err(|e| classify(&e, &endpoint))
-                })
+            if token.is_some() {
+                // A page after the first: the meter counted one request for the call.
+                self.extra(|m| &m.list);
+            }
+            let page = client
+                .list_objects_v2()
+                .bucket(&self.opts.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token.clone())
+                .send()
                 .await
-                .map_err(|f| self.fail(&format!("listing {}", t.name()), f))?;
+                .map_err(|e| {
+                    self.fail(&format!("listing {}", t.name()), classify(&e, &endpoint))
+                })?;
             for o in page.contents() {
                 let Some(key) = o.key() else { continue };
                 let name = key.rsplit('/').next().unwrap_or_default();
@@ -673,44 +695,39 @@ impl Backend for S3Backend {
         let client = self.client().await;
         let endpoint = self.endpoint_name();
         let key = self.key(t, name);
-        let r = self
-            .retry("head", || async {
-                self.counters.count(&self.counters.head);
+        let r = match client
+            .head_object()
+            .bucket(&self.opts.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
+            // HEAD answers carry no error code: ask once more with a ranged GET, whose
+            // answer tells a missing key from a missing bucket or a bad signature.
+            Err(e) if matches!(status_of(&e), Some(403 | 404)) => {
+                self.extra(|m| &m.get);
                 match client
-                    .head_object()
+                    .get_object()
                     .bucket(&self.opts.bucket)
                     .key(&key)
+                    .range("bytes=0-0")
                     .send()
                     .await
                 {
-                    Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
-                    // HEAD answers carry no error code: ask once more with a ranged GET, whose
-                    // answer tells a missing key from a missing bucket or a bad signature.
-                    Err(e) if matches!(status_of(&e), Some(403 | 404)) => {
-                        self.counters.count(&self.counters.get);
-                        match client
-                            .get_object()
-                            .bucket(&self.opts.bucket)
-                            .key(&key)
-                            .range("bytes=0-0")
-                            .send()
-                            .await
-                        {
-                            Ok(_) => Err(classify(&e, &endpoint)),
-                            Err(g) => {
-                                let f = classify(&g, &endpoint);
-                                match f.code.as_deref() {
-                                    Some("NoSuchKey") => Ok(None),
-                                    None if f.status == Some(404) => Ok(None),
-                                    _ => Err(f),
-                                }
-                            }
+                    Ok(_) => Err(classify(&e, &endpoint)),
+                    Err(g) => {
+                        let f = classify(&g, &endpoint);
+                        match f.code.as_deref() {
+                            Some("NoSuchKey") => Ok(None),
+                            None if f.status == Some(404) => Ok(None),
+                            _ => Err(f),
                         }
                     }
-                    Err(e) => Err(classify(&e, &endpoint)),
                 }
-            })
-            .await;
+            }
+            Err(e) => Err(classify(&e, &endpoint)),
+        };
         let what = if t == FileType::Marker {
             "opening the repository".to_string()
         } else {
@@ -723,19 +740,19 @@ impl Backend for S3Backend {
         let client = self.client().await;
         let endpoint = self.endpoint_name();
         let key = self.key(t, name);
-        self.retry("delete", || async {
-            self.counters.count(&self.counters.delete);
-            client
-                .delete_object()
-                .bucket(&self.opts.bucket)
-                .key(&key)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| classify(&e, &endpoint))
-        })
-        .await
-        .map_err(|f| self.fail(&format!("deleting {} {}", t.name(), short(name)), f))
+        client
+            .delete_object()
+            .bucket(&self.opts.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                self.fail(
+                    &format!("deleting {} {}", t.name(), short(name)),
+                    classify(&e, &endpoint),
+                )
+            })
     }
 }
 
@@ -749,7 +766,7 @@ impl S3Backend {
         } else {
             format!("{}/", self.opts.prefix)
         };
-        self.counters.count(&self.counters.list);
+        self.extra(|m| &m.list);
         let page = client
             .list_objects_v2()
             .bucket(&self.opts.bucket)
@@ -805,12 +822,5 @@ mod tests {
         assert_eq!(S3Options::parse("s3://bkt").unwrap().prefix, "");
         assert!(S3Options::parse("s3://B").is_err());
         assert!(S3Options::parse("/tmp/x").is_err());
-    }
-
-    #[test]
-    fn backoff_is_bounded() {
-        for a in 0..40 {
-            assert!(backoff(a) <= Duration::from_secs(20));
-        }
     }
 }

@@ -912,9 +912,15 @@ pub(crate) mod tests {
         let added: usize = new.iter().sum();
         assert!(before > 25 << 20, "a listing of {before} bytes");
         // The leaf that gained the entry (split in two at most), perhaps its neighbour before
-        // the cuts fall in step again, and the index.
+        // the cuts fall in step again, and the index. (In 300 trials with random keys and
+        // places: always one leaf and the index; the leaf's size is what varies, up to the
+        // 4 MiB a leaf may reach.)
         assert!(new.len() <= 6, "{} new blobs", new.len());
-        assert!(added * 10 < before, "{added} of {before} bytes rewritten");
+        let index_room = 64 << 10;
+        assert!(
+            added <= 2 * TREE_SPLIT.max + index_room,
+            "{added} of {before} bytes rewritten"
+        );
         assert_eq!(read_all(&mut src, top), nodes);
     }
 

@@ -1,0 +1,181 @@
+//! Retrying transient failures (throttling, 5xx, timeouts, broken connections) with full-jitter
+//! exponential backoff: a wrapper around any backend, and the same policy for backends that retry
+//! parts of one call themselves (the parts of an S3 multipart upload).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::meter::Counters;
+use super::{Backend, FileType, ObjectFile};
+use crate::error::{Error, Result};
+use crate::format::config::ObjectLock;
+
+/// How often and how patiently to retry.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included (1: no retry).
+    pub attempts: u32,
+    /// Backoff of the first retry, doubled for each next one.
+    pub base: Duration,
+    /// Longest backoff.
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 8,
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(20),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full-jitter exponential backoff: random in [0, min(cap, base * 2^attempt)].
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let cap_ms = self.cap.as_millis() as u64;
+        let exp = (self.base.as_millis() as u64)
+            .saturating_mul(1u64 << attempt.min(16))
+            .min(cap_ms);
+        Duration::from_millis(crate::random::random_below(exp as usize + 1) as u64)
+    }
+
+    /// Run `op` until it succeeds, fails for good, or the attempts are spent; each retry is
+    /// counted in `meter`. `transient` says which failures are worth another attempt.
+    pub async fn run<T, E, F, Fut>(
+        &self,
+        meter: Option<&Counters>,
+        transient: impl Fn(&E) -> bool,
+        mut op: F,
+    ) -> std::result::Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Err(e) if transient(&e) && attempt + 1 < self.attempts => {
+                    if let Some(m) = meter {
+                        m.count(&m.retries);
+                    }
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+/// Retries the calls of its backend that fail transiently (`Error::is_transient`).
+pub struct Retry {
+    inner: Arc<dyn Backend>,
+    policy: RetryPolicy,
+    meter: Arc<Counters>,
+}
+
+impl Retry {
+    pub fn new(inner: Arc<dyn Backend>, policy: RetryPolicy, meter: Arc<Counters>) -> Self {
+        Retry {
+            inner,
+            policy,
+            meter,
+        }
+    }
+
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.policy
+            .run(Some(&self.meter), Error::is_transient, op)
+            .await
+    }
+}
+
+#[async_trait]
+impl Backend for Retry {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn set_object_lock(&self, lock: Option<ObjectLock>) -> Result<()> {
+        self.inner.set_object_lock(lock)
+    }
+    fn attach_meter(&self, meter: Arc<Counters>) {
+        self.inner.attach_meter(meter)
+    }
+    fn max_read_window(&self) -> u64 {
+        self.inner.max_read_window()
+    }
+    async fn create(&self) -> Result<()> {
+        self.run(|| self.inner.create()).await
+    }
+    async fn put(&self, t: FileType, name: &str, data: Bytes) -> Result<()> {
+        // `Bytes` clones share the buffer: a retried pack is not copied.
+        self.run(|| self.inner.put(t, name, data.clone())).await
+    }
+    async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+        self.run(|| self.inner.get(t, name)).await
+    }
+    async fn get_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.run(|| self.inner.get_range(t, name, offset, len))
+            .await
+    }
+    async fn get_range_into(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            match self.inner.get_range_into(t, name, offset, len, buf).await {
+                Err(e) if e.is_transient() && attempt + 1 < self.policy.attempts => {
+                    self.meter.count(&self.meter.retries);
+                    tokio::time::sleep(self.policy.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+    async fn list(&self, t: FileType) -> Result<Vec<(String, u64)>> {
+        self.run(|| self.inner.list(t)).await
+    }
+    fn object_file(
+        &self,
+        t: FileType,
+        name: &str,
+        size: u64,
+    ) -> Result<Option<Box<dyn ObjectFile>>> {
+        self.inner.object_file(t, name, size)
+    }
+    async fn stat(&self, t: FileType, name: &str) -> Result<Option<u64>> {
+        self.run(|| self.inner.stat(t, name)).await
+    }
+    async fn delete(&self, t: FileType, name: &str) -> Result<()> {
+        self.run(|| self.inner.delete(t, name)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded() {
+        let p = RetryPolicy::default();
+        for a in 0..40 {
+            assert!(p.backoff(a) <= Duration::from_secs(20));
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! `vault backup`: back up paths into one repository (created on first use when it is the
+//! default one), or into several one after the other.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use vault::archiver::{self, BackupOptions, BackupSummary};
+use vault::crypto;
+use vault::progress::Progress;
+use vault::repo::Repository;
+
+use super::{output::status, Ctx, Target};
+use crate::ui;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Files and folders to back up
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Back up to these repositories, one after the other (names from `vault repo list`
+    /// or addresses, comma-separated) instead of --repo
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    to: Vec<String>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long, value_name = "TAG")]
+    tag: Vec<String>,
+    /// Skip paths matching this glob; without '/' it matches file names (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Host name recorded in the snapshot
+    #[arg(long)]
+    host: Option<String>,
+    /// Read every file, even those whose size, mtime and inode say they are unchanged
+    /// (catches content edited in place with the mtime set back; slower)
+    #[arg(long)]
+    force_reread: bool,
+}
+
+/// What backup and move take from their arguments to back up.
+pub(crate) struct BackupArgs<'a> {
+    pub(crate) paths: &'a [PathBuf],
+    pub(crate) tags: &'a [String],
+    pub(crate) excludes: &'a [String],
+    pub(crate) host: Option<String>,
+    pub(crate) force_reread: bool,
+}
+
+pub(crate) fn run(ctx: &Ctx<'_>, args: &Args) -> Result<u8> {
+    let a = BackupArgs {
+        paths: &args.paths,
+        tags: &args.tag,
+        excludes: &args.exclude,
+        host: args.host.clone(),
+        force_reread: args.force_reread,
+    };
+    // Check the paths before asking for a passphrase or creating anything.
+    for p in a.paths {
+        std::fs::symlink_metadata(p).with_context(|| format!("cannot back up {}", p.display()))?;
+    }
+    if args.to.is_empty() {
+        let t = ctx.target()?;
+        let (store, is_default) = ctx.store_of(&t)?;
+        let repo = if is_default && ctx.cli.profile.is_none() && !Repository::exists(&store)? {
+            ctx.out.notice(format!(
+                "no repository yet; creating the default one at {}",
+                store.location()
+            ));
+            ctx.create(store, crypto::DEFAULT_SCRYPT_LOG_N, None, None)?
+        } else {
+            ctx.open_store(&t, store)?
+        };
+        let s = backup_into(ctx, &t, &repo, &a)?;
+        ctx.out.json(&s)?;
+        return Ok(report(ctx, None, &s));
+    }
+    // Several repositories: each gets its own backup (their chunking keys differ), one after the
+    // other; one that fails does not stop the others.
+    let mut code = 0;
+    let mut out = Vec::new();
+    for t in ctx.targets(&args.to)? {
+        let r = ctx.open_target(&t).and_then(|(repo, label)| {
+            ctx.out.progress_note(format!("backing up to {label}"));
+            Ok((backup_into(ctx, &t, &repo, &a)?, label))
+        });
+        match r {
+            Ok((s, label)) => {
+                code = code.max(report(ctx, Some(&label), &s));
+                out.push(serde_json::json!({ "repository": label, "summary": s }));
+            }
+            Err(e) => {
+                let label = t.given();
+                ctx.out.warn(format!("error: {label}: {e:#}"));
+                code = 1;
+                out.push(serde_json::json!({ "repository": label, "error": format!("{e:#}") }));
+            }
+        }
+    }
+    ctx.out.json(&out)?;
+    Ok(code)
+}
+
+pub(crate) fn backup_options(
+    ctx: &Ctx<'_>,
+    t: &Target,
+    a: &BackupArgs<'_>,
+) -> Result<BackupOptions> {
+    Ok(BackupOptions {
+        paths: a.paths.to_vec(),
+        tags: a.tags.to_vec(),
+        excludes: a.excludes.to_vec(),
+        host: a
+            .host
+            .clone()
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+        threads: 0,
+        uploads: ctx.connections(t),
+        // Backing up a folder that holds the repository must not copy the repository into itself.
+        exclude_paths: ctx.local_path(t).into_iter().collect(),
+        force_reread: a.force_reread,
+        count_first: ctx.out.progress_shown(),
+    })
+}
+
+fn backup_into(
+    ctx: &Ctx<'_>,
+    t: &Target,
+    repo: &Repository,
+    a: &BackupArgs<'_>,
+) -> Result<BackupSummary> {
+    let opts = backup_options(ctx, t, a)?;
+    let progress = Arc::new(Progress::default());
+    let view = ctx.out.progress(progress.clone(), "backup");
+    let res = archiver::backup(repo, &opts, progress);
+    view.finish();
+    let s = res?;
+    ctx.warn_index(repo)?;
+    Ok(s)
+}
+
+/// Print a backup's outcome (not the JSON); returns its exit status.
+fn report(ctx: &Ctx<'_>, label: Option<&str>, s: &BackupSummary) -> u8 {
+    ctx.out.say(format!(
+        "{}snapshot {} saved",
+        label.map(|l| format!("{l}: ")).unwrap_or_default(),
+        &s.snapshot[..8]
+    ));
+    ctx.out.say(format!(
+        "  {} files ({} unchanged, not read), {} folders, {} symlinks; read {}, added {} ({} new \
+         chunks, {} reused, {} packs)",
+        s.files,
+        s.files_unchanged,
+        s.dirs,
+        s.symlinks,
+        ui::bytes(s.bytes_read),
+        ui::bytes(s.bytes_added),
+        s.blobs_new,
+        s.blobs_reused,
+        s.packs_written
+    ));
+    for w in &s.warnings {
+        ctx.out.warn(format!("warning: {}: {}", w.path, w.reason));
+    }
+    for k in &s.skipped {
+        ctx.out.warn(format!("skipped: {}: {}", k.path, k.reason));
+    }
+    if !s.skipped.is_empty() {
+        ctx.out.warn(format!(
+            "{} item(s) were skipped (exit status 3)",
+            s.skipped.len()
+        ));
+    }
+    status(false, !s.skipped.is_empty() || !s.warnings.is_empty())
+}

@@ -1,0 +1,211 @@
+//! `vault ls`: the files of a snapshot, streamed as they are read; `--vault-only`: the files
+//! that live only in the vault, from every snapshot.
+
+use std::io::Write;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+use vault::format::tree::{Node, NodeKind};
+use vault::mover;
+use vault::repo::{PackReaders, Repository};
+use vault::restorer::{show_path, split_path};
+use vault::treewalk::{self, Found, TreeWalk};
+
+use super::output::Stream;
+use super::Ctx;
+use crate::ui;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// `latest` or at least 4 hex digits of a snapshot id
+    #[arg(default_value = "latest")]
+    snapshot: String,
+    /// Only list under this path inside the snapshot
+    path: Option<String>,
+    /// List the files that live only in the vault (moved with `vault move`), from every
+    /// snapshot; a path narrows the list
+    #[arg(long, conflicts_with = "snapshot")]
+    vault_only: bool,
+}
+
+#[derive(Serialize)]
+pub(crate) struct LsEntry {
+    path: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    pub(crate) size: u64,
+    mode: String,
+    mtime: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+}
+
+fn mode_string(kind: &NodeKind, mode: u32) -> String {
+    let t = match kind {
+        NodeKind::Dir { .. } => 'd',
+        NodeKind::Symlink { .. } => 'l',
+        NodeKind::File { .. } => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let b = (mode >> shift) & 7;
+        s.push(if b & 4 != 0 { 'r' } else { '-' });
+        s.push(if b & 2 != 0 { 'w' } else { '-' });
+        s.push(if b & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+pub(crate) fn entry(path: &[Vec<u8>], n: &Node) -> LsEntry {
+    LsEntry {
+        path: show_path(path),
+        kind: match n.kind {
+            NodeKind::Dir { .. } => "dir",
+            NodeKind::File { .. } => "file",
+            NodeKind::Symlink { .. } => "symlink",
+        },
+        size: n.size,
+        mode: mode_string(&n.kind, n.mode),
+        mtime: n.mtime,
+        target: match &n.kind {
+            NodeKind::Symlink { target } => Some(String::from_utf8_lossy(target).into_owned()),
+            _ => None,
+        },
+    }
+}
+
+pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
+    if a.vault_only {
+        return vault_only(ctx, a.path.as_deref());
+    }
+    let repo = ctx.open()?;
+    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    ctx.warn_missing_snapshots(&repo);
+    let mut readers = PackReaders::default();
+    let want = a.path.as_deref().map(split_path).unwrap_or_default();
+    let top = match treewalk::resolve(&repo, &snap.root, &want, &mut readers)? {
+        None => bail!("{} is not in the snapshot", a.path.as_deref().unwrap_or("")),
+        Some(Found::Entry(node)) => return print(ctx, std::iter::once(entry(&want, &node)), None),
+        Some(Found::Folder(top)) => top,
+    };
+    // Entries are printed as they are read: a folder of a million photos is never held whole.
+    let mut walk = TreeWalk::new(&repo, top, want);
+    let failed = std::cell::RefCell::new(None);
+    let entries = std::iter::from_fn(|| match walk.next_entry() {
+        Ok(e) => e.map(|(p, n)| entry(&p, &n)),
+        Err(e) => {
+            *failed.borrow_mut() = Some(e);
+            None
+        }
+    });
+    print(ctx, entries, Some(&failed))
+}
+
+/// Print entries as they come (a JSON array with --json); `failed` holds the error that ended
+/// them early, if one did. A reader that stops reading (`vault ls | head`) ends the listing
+/// quietly: it has what it wanted.
+fn print(
+    ctx: &Ctx<'_>,
+    entries: impl Iterator<Item = LsEntry>,
+    failed: Option<&std::cell::RefCell<Option<vault::Error>>>,
+) -> Result<u8> {
+    match write(ctx, entries) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+        r => r?,
+    }
+    if let Some(e) = failed.and_then(|f| f.borrow_mut().take()) {
+        return Err(e.into());
+    }
+    Ok(0)
+}
+
+fn write(ctx: &Ctx<'_>, entries: impl Iterator<Item = LsEntry>) -> std::io::Result<()> {
+    let mut o = std::io::BufWriter::new(std::io::stdout().lock());
+    match ctx.out.stream() {
+        Stream::Json => {
+            // Streamed: the array is written entry by entry.
+            let mut ser = serde_json::Serializer::pretty(&mut o);
+            serde::Serializer::collect_seq(&mut ser, entries).map_err(std::io::Error::from)?;
+            writeln!(o)?;
+        }
+        Stream::Text => {
+            for e in entries {
+                let link = e
+                    .target
+                    .as_ref()
+                    .map(|t| format!(" -> {t}"))
+                    .unwrap_or_default();
+                writeln!(
+                    o,
+                    "{} {:>12} {} {}{}",
+                    e.mode,
+                    e.size,
+                    ui::time(e.mtime),
+                    e.path,
+                    link
+                )?;
+            }
+        }
+        Stream::Silent => entries.for_each(drop),
+    }
+    o.flush()
+}
+
+/// Vault-only files under `under` (all when empty).
+pub(crate) fn vault_only_under(
+    repo: &Repository,
+    under: &[Vec<Vec<u8>>],
+) -> Result<Vec<mover::VaultOnlyFile>> {
+    let mut files = mover::vault_only_files(repo)?;
+    if !under.is_empty() {
+        files.retain(|f| under.iter().any(|u| f.path.starts_with(u)));
+    }
+    Ok(files)
+}
+
+#[derive(Serialize)]
+struct VaultOnlyJson {
+    #[serde(flatten)]
+    entry: LsEntry,
+    snapshot: String,
+    /// Something is at its original place again (restored, or kept by a move that found it
+    /// changed at the last moment).
+    on_disk: bool,
+}
+
+fn vault_only(ctx: &Ctx<'_>, path: Option<&str>) -> Result<u8> {
+    let repo = ctx.open()?;
+    let under: Vec<_> = path.map(split_path).into_iter().collect();
+    let files = vault_only_under(&repo, &under)?;
+    let rows: Vec<VaultOnlyJson> = files
+        .iter()
+        .map(|f| VaultOnlyJson {
+            entry: entry(&f.path, &f.node),
+            snapshot: f.snapshot.to_hex(),
+            on_disk: std::fs::symlink_metadata(mover::local_path(&f.path)).is_ok(),
+        })
+        .collect();
+    ctx.out.result(&rows, || {
+        let mut o = std::io::stdout().lock();
+        for r in &rows {
+            writeln!(
+                o,
+                "{} {:>12} {} {}  {}{}",
+                r.entry.mode,
+                r.entry.size,
+                ui::time(r.entry.mtime),
+                &r.snapshot[..8],
+                r.entry.path,
+                if r.on_disk { "  (also on disk)" } else { "" }
+            )?;
+        }
+        writeln!(
+            o,
+            "{} vault-only file(s), {}",
+            rows.len(),
+            ui::bytes(rows.iter().map(|r| r.entry.size).sum())
+        )?;
+        Ok(())
+    })?;
+    Ok(0)
+}

@@ -1,0 +1,98 @@
+//! `vault snapshots`: list the snapshots, and acknowledge the ones gone missing.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::Ctx;
+use crate::ui;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Stop warning, on this computer, about the snapshots now reported missing from the
+    /// repository, once you know why they are gone (other computers still warn)
+    #[arg(long)]
+    acknowledge_missing: bool,
+}
+
+#[derive(Serialize)]
+struct SnapshotJson {
+    id: String,
+    time: i64,
+    host: String,
+    paths: Vec<String>,
+    tags: Vec<String>,
+    parent: Option<String>,
+    sequence: u64,
+    files: u64,
+    bytes: u64,
+}
+
+pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
+    let repo = ctx.open()?;
+    let (snaps, bad) = repo.snapshots()?;
+    for (name, e) in &bad {
+        ctx.out
+            .warn(format!("warning: snapshot {}: {e}", &name[..8]));
+    }
+    if a.acknowledge_missing {
+        let ids = repo.acknowledge_missing_snapshots()?;
+        let ids: Vec<String> = ids.iter().map(|id| id.short()).collect();
+        if ids.is_empty() {
+            ctx.out.warn("no missing snapshots to acknowledge");
+        } else {
+            ctx.out.warn(format!(
+                "acknowledged {} missing snapshot(s) on this computer: {}. This computer stops \
+                 warning about them; other computers still do.",
+                ids.len(),
+                ids.join(", ")
+            ));
+        }
+    }
+    ctx.warn_missing_snapshots(&repo);
+    let paths = |s: &vault::format::snapshot::Snapshot| -> Vec<String> {
+        s.paths
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    };
+    let v: Vec<SnapshotJson> = snaps
+        .iter()
+        .map(|(id, s)| SnapshotJson {
+            id: id.to_hex(),
+            time: s.time,
+            host: s.host.clone(),
+            paths: paths(s),
+            tags: s.tags.clone(),
+            parent: s.parent.map(|p| p.to_hex()),
+            sequence: s.sequence,
+            files: s.summary.files,
+            bytes: s.summary.bytes,
+        })
+        .collect();
+    ctx.out.result(&v, || {
+        println!(
+            "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  paths",
+            "id", "time (UTC)", "host", "files", "size"
+        );
+        for (id, s) in &snaps {
+            let tags = if s.tags.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", s.tags.join(","))
+            };
+            println!(
+                "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {}{}",
+                id.short(),
+                ui::time(s.time),
+                s.host,
+                s.summary.files,
+                ui::bytes(s.summary.bytes),
+                paths(s).join(" "),
+                tags
+            );
+        }
+        println!("{} snapshot(s)", snaps.len());
+        Ok(())
+    })?;
+    Ok(if bad.is_empty() { 0 } else { 1 })
+}
