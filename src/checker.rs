@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::backend::short_name;
 use crate::backend::FileType;
 use crate::crypto;
 use crate::error::{Error, Result};
@@ -60,8 +61,7 @@ pub fn check(
     // The repository itself is checked, not the local index: read every index object.
     let (index, index_errors) = repo.full_index()?;
     for (name, e) in &index_errors {
-        rep.errors
-            .push(format!("index {}: {e}", &name[..8.min(name.len())]));
+        rep.errors.push(format!("index {}: {e}", short_name(name)));
     }
     // Packs: indexed ones must exist with the recorded size.
     let stored: HashMap<String, u64> = repo.store().list(FileType::Pack)?.into_iter().collect();
@@ -97,7 +97,8 @@ pub fn check(
     // Snapshots and trees.
     let (snaps, bad) = repo.snapshots_with(true)?;
     for (name, e) in &bad {
-        rep.errors.push(format!("snapshot {}: {e}", &name[..8]));
+        rep.errors
+            .push(format!("snapshot {}: {e}", short_name(name)));
     }
     for id in repo.missing_snapshots() {
         rep.errors.push(format!(

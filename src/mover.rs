@@ -829,48 +829,7 @@ fn local_items(opts: &BackupOptions) -> Result<LocalItems> {
     Ok(plan)
 }
 
-/// A file that lives only in the vault, as the newest snapshot marking it records it.
-pub struct VaultOnlyFile {
-    pub path: Comps,
-    pub node: crate::format::tree::Node,
-    pub snapshot: Id,
-}
-
-/// Every vault-only file of the repository: from each snapshot that marks any (newest first),
-/// the newest record of each path.
-pub fn vault_only_files(repo: &Repository) -> Result<Vec<VaultOnlyFile>> {
-    let (snaps, _) = repo.snapshots()?;
-    let mut seen: HashSet<Comps> = HashSet::new();
-    let mut out = Vec::new();
-    let mut readers = PackReaders::default();
-    for (sid, s) in snaps.iter().rev() {
-        if s.summary.vault_only == 0 {
-            continue;
-        }
-        let mut stack: Vec<(Id, Comps)> = vec![(s.root, Vec::new())];
-        while let Some((t, path)) = stack.pop() {
-            too_deep(&t, &path)?;
-            let mut cursor = FolderCursor::new(t);
-            while let Some(n) = cursor.next(&mut repo.trees(&mut readers))? {
-                let mut c = path.clone();
-                c.push(n.name.clone());
-                match n.kind {
-                    NodeKind::Dir { subtree } => stack.push((subtree, c)),
-                    _ if n.flags & FLAG_VAULT_ONLY != 0 && seen.insert(c.clone()) => {
-                        out.push(VaultOnlyFile {
-                            path: c,
-                            node: n,
-                            snapshot: *sid,
-                        });
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
-}
+pub use crate::snapshots::{vault_only_files, VaultOnlyFile};
 
 /// Read back from `repo` every file of the snapshot tree `root` under `paths` (absolute, as a
 /// snapshot records them): trees, blobs and whole-file hashes. Returns the number of files and

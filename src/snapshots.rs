@@ -8,16 +8,10 @@ use zeroize::Zeroizing;
 use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
+use crate::format::tree::{FolderCursor, NodeKind, FLAG_VAULT_ONLY, MAX_DEPTH};
 use crate::ids::Id;
-use crate::repo::{relabel, Repository};
-/// Readable snapshots (sorted by time) and the names of unreadable ones with the reason.
-pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<(String, Error)>);
-
-#[derive(Default)]
-pub(crate) struct MissingSnapshots {
-    reported: std::collections::BTreeSet<Id>,
-    acknowledged: std::collections::BTreeSet<Id>,
-}
+use crate::repo::PackReaders;
+use crate::repo::{relabel, MissingSnapshots, Repository, SnapshotList};
 
 impl Repository {
     /// Encrypt, MAC and store a snapshot. Returns its id.
@@ -196,4 +190,52 @@ pub fn chain_after(snaps: &[(Id, Snapshot)]) -> (Option<Id>, u64) {
         Some((id, s)) => (Some(*id), s.sequence + 1),
         None => (None, 1),
     }
+}
+
+/// A file that lives only in the vault (§17), as the newest snapshot marking it records it.
+pub struct VaultOnlyFile {
+    pub path: Vec<Vec<u8>>,
+    pub node: crate::format::tree::Node,
+    pub snapshot: Id,
+}
+
+/// Every vault-only file of the repository: from each snapshot that marks any (newest first),
+/// the newest record of each path.
+pub fn vault_only_files(repo: &Repository) -> Result<Vec<VaultOnlyFile>> {
+    let (snaps, _) = repo.snapshots()?;
+    let mut seen: HashSet<Vec<Vec<u8>>> = HashSet::new();
+    let mut out = Vec::new();
+    let mut readers = PackReaders::default();
+    for (sid, s) in snaps.iter().rev() {
+        if s.summary.vault_only == 0 {
+            continue;
+        }
+        let mut stack: Vec<(Id, Vec<Vec<u8>>)> = vec![(s.root, Vec::new())];
+        while let Some((t, path)) = stack.pop() {
+            if path.len() > MAX_DEPTH {
+                return Err(Error::corrupt(
+                    format!("tree {}", t.short()),
+                    format!("a folder nested deeper than {MAX_DEPTH} levels"),
+                ));
+            }
+            let mut cursor = FolderCursor::new(t);
+            while let Some(n) = cursor.next(&mut repo.trees(&mut readers))? {
+                let mut c = path.clone();
+                c.push(n.name.clone());
+                match n.kind {
+                    NodeKind::Dir { subtree } => stack.push((subtree, c)),
+                    _ if n.flags & FLAG_VAULT_ONLY != 0 && seen.insert(c.clone()) => {
+                        out.push(VaultOnlyFile {
+                            path: c,
+                            node: n,
+                            snapshot: *sid,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
 }

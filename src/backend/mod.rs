@@ -75,6 +75,12 @@ pub fn object_path(t: FileType, name: &str) -> String {
     }
 }
 
+/// The first 8 characters of an object name (64 hex digits), as users are shown ids; a shorter
+/// name whole.
+pub fn short_name(name: &str) -> &str {
+    name.get(..8).unwrap_or(name)
+}
+
 /// True for names the many-object kinds may have.
 pub fn valid_name(name: &str) -> bool {
     name.len() == 64

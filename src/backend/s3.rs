@@ -30,7 +30,7 @@ use md5::{Digest, Md5};
 
 use super::open::{BackendOptions, Location};
 use super::retry::RetryPolicy;
-use super::{object_path, valid_name, Backend, Counters, FileType};
+use super::{object_path, short_name, valid_name, Backend, Counters, FileType};
 use crate::error::{Error, Result};
 use crate::format::config::{LockMode, ObjectLock};
 
@@ -638,7 +638,7 @@ impl Backend for S3Backend {
         } else {
             self.put_single(&key, data).await
         };
-        r.map_err(|f| self.fail(&format!("storing {} {}", t.name(), short(name)), f))
+        r.map_err(|f| self.fail(&format!("storing {} {}", t.name(), short_name(name)), f))
     }
 
     async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
@@ -749,7 +749,7 @@ impl Backend for S3Backend {
             .map(|_| ())
             .map_err(|e| {
                 self.fail(
-                    &format!("deleting {} {}", t.name(), short(name)),
+                    &format!("deleting {} {}", t.name(), short_name(name)),
                     classify(&e, &endpoint),
                 )
             })
@@ -799,15 +799,11 @@ impl S3Backend {
 
     fn not_found_or(&self, t: FileType, name: &str, f: Failure) -> Error {
         if f.status == Some(404) && f.code.as_deref() != Some("NoSuchBucket") {
-            Error::NotFound(format!("{} {}", t.name(), short(name)))
+            Error::NotFound(format!("{} {}", t.name(), short_name(name)))
         } else {
-            self.fail(&format!("reading {} {}", t.name(), short(name)), f)
+            self.fail(&format!("reading {} {}", t.name(), short_name(name)), f)
         }
     }
-}
-
-fn short(name: &str) -> &str {
-    &name[..8.min(name.len())]
 }
 
 #[cfg(test)]

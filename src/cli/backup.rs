@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use vault::archiver::{self, BackupOptions, BackupSummary};
+use vault::backend::short_name;
 use vault::crypto;
 use vault::progress::Progress;
 use vault::repo::Repository;
@@ -143,7 +144,7 @@ fn report(ctx: &Ctx<'_>, label: Option<&str>, s: &BackupSummary) -> u8 {
     ctx.out.say(format!(
         "{}snapshot {} saved",
         label.map(|l| format!("{l}: ")).unwrap_or_default(),
-        &s.snapshot[..8]
+        short_name(&s.snapshot)
     ));
     ctx.out.say(format!(
         "  {} files ({} unchanged, not read), {} folders, {} symlinks; read {}, added {} ({} new \

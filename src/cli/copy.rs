@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use vault::backend::short_name;
 use vault::progress::Progress;
 
 use super::Ctx;
@@ -50,9 +51,9 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
         for (a, b) in &r.copied {
             println!(
                 "copied snapshot {} to {} as {}",
-                &a[..8],
+                short_name(a),
                 dst_label,
-                &b[..8]
+                short_name(b)
             );
         }
         println!(

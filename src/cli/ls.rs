@@ -5,6 +5,7 @@ use std::io::Write;
 
 use anyhow::{bail, Result};
 use serde::Serialize;
+use vault::backend::short_name;
 use vault::format::tree::{Node, NodeKind};
 use vault::mover;
 use vault::repo::{PackReaders, Repository};
@@ -194,7 +195,7 @@ fn vault_only(ctx: &Ctx<'_>, path: Option<&str>) -> Result<u8> {
                 r.entry.mode,
                 r.entry.size,
                 ui::time(r.entry.mtime),
-                &r.snapshot[..8],
+                short_name(&r.snapshot),
                 r.entry.path,
                 if r.on_disk { "  (also on disk)" } else { "" }
             )?;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use vault::backend::short_name;
 use vault::mover::{self, Destination, MoveOptions};
 use vault::progress::Progress;
 use vault::repo::Repository;
@@ -132,7 +133,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, args: &Args) -> Result<u8> {
                 (Some(s), _) => println!(
                     "{}: snapshot {} saved; {} files read back and verified ({}){}",
                     rr.name,
-                    &s[..8],
+                    short_name(s),
                     rr.files_verified,
                     ui::bytes(rr.bytes_verified),
                     if rr.files_failed > 0 {

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use vault::backend::short_name;
 use vault::backend::{BackendOptions, Location, Store};
 use vault::cache::CachePlace;
 use vault::crypto;
@@ -357,7 +358,7 @@ impl<'a> Ctx<'a> {
         for (name, e) in repo.index_errors()? {
             self.out.warn(format!(
                 "warning: index {} is unreadable ({e}); run `vault check`",
-                &name[..8.min(name.len())]
+                short_name(name)
             ));
         }
         self.warn_missing_snapshots(repo);

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{relabel, Repository, Synced, FETCH_THREADS};
+use crate::backend::short_name;
 use crate::backend::FileType;
 use crate::cache::LocalCache;
 use crate::error::{Error, Result};
@@ -166,7 +167,7 @@ impl Repository {
 
     pub fn read_index_object(&self, name: &str) -> Result<Vec<PackDesc>> {
         let ct = self.store.get(FileType::Index, name)?;
-        let what = format!("index {}", &name[..8.min(name.len())]);
+        let what = format!("index {}", short_name(name));
         let plain = self.keys.index_identity.decrypt(&ct, &what)?;
         crate::format::index::decode(&plain, &self.keys.repo_id).map_err(|e| relabel(e, &what))
     }

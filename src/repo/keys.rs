@@ -4,6 +4,7 @@
 use zeroize::Zeroizing;
 
 use super::{check_marker, now, Repository};
+use crate::backend::short_name;
 use crate::backend::{FileType, Store};
 use crate::crypto::{self, Passphrase, Unwrap};
 use crate::error::{Error, Result};
@@ -76,7 +77,7 @@ impl Repository {
         let mut hostile = None;
         for (name, _) in store.list(FileType::Key)? {
             let data = store.get(FileType::Key, &name)?;
-            let what = format!("key file {}", &name[..8]);
+            let what = format!("key file {}", short_name(&name));
             let tried = match how {
                 Unlock::Passphrase(p) => crypto::open_with_passphrase(p, &data, &what),
                 Unlock::Identities(ids, _) => crypto::open_with_identities(ids, &data, &what),
@@ -160,7 +161,7 @@ impl Repository {
         for (name, _) in self.store.list(FileType::Key)? {
             let data = self.store.get(FileType::Key, &name)?;
             out.push(KeyFileInfo {
-                id: name[..8].to_string(),
+                id: short_name(&name).to_string(),
                 kind: crypto::stanza_kind(&data),
                 current: name == self.unlocked_with,
             });
@@ -192,7 +193,7 @@ impl Repository {
         };
         let name = Id::random().to_hex();
         self.store.put(FileType::Key, &name, &sealed)?;
-        Ok(name[..8].to_string())
+        Ok(short_name(&name).to_string())
     }
 
     /// Remove an unlock method by key file id prefix. Keeps the key file's public header under
@@ -225,10 +226,11 @@ impl Repository {
             ));
         }
         let data = self.store.get(FileType::Key, &name)?;
-        let header = crypto::header_only(&data)
-            .ok_or_else(|| Error::corrupt(format!("key file {}", &name[..8]), "no age header"))?;
+        let header = crypto::header_only(&data).ok_or_else(|| {
+            Error::corrupt(format!("key file {}", short_name(&name)), "no age header")
+        })?;
         self.store.put(FileType::Revoked, &name, &header)?;
         self.store.delete(FileType::Key, &name)?;
-        Ok(name[..8].to_string())
+        Ok(short_name(&name).to_string())
     }
 }

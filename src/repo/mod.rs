@@ -6,8 +6,6 @@ mod index;
 mod keys;
 mod packs;
 pub use crate::format::keyfile::Method;
-use crate::snapshots::MissingSnapshots;
-pub use crate::snapshots::SnapshotList;
 pub use index::Index;
 pub use keys::{parse_profile, KeyFileInfo, Unlock, Wrap, PROFILE_PREFIX};
 pub use packs::{read_table_from_end, PackReaders, PackStream, RepoTrees};
@@ -22,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::format;
 use crate::format::config::{Config, ObjectLock};
 use crate::format::keyfile::{self, KeyInfo};
+use crate::format::snapshot::Snapshot;
 use crate::ids::Id;
 use crate::keys::Keys;
 
@@ -89,6 +88,17 @@ struct Synced {
 
 /// Repository objects fetched at once when the local index catches up.
 const FETCH_THREADS: usize = 8;
+
+/// Readable snapshots (sorted by time) and the names of unreadable ones with the reason.
+pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<(String, Error)>);
+
+/// Snapshots found missing from the repository (`crate::snapshots`): reported on every listing
+/// until acknowledged on this computer.
+#[derive(Default)]
+pub(crate) struct MissingSnapshots {
+    pub(crate) reported: std::collections::BTreeSet<Id>,
+    pub(crate) acknowledged: std::collections::BTreeSet<Id>,
+}
 
 /// An unlocked repository.
 pub struct Repository {
