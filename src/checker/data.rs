@@ -1,0 +1,171 @@
+//! `vault check --read-data`: every pack downloaded and decrypted, its header and blob table
+//! compared with the index, and every blob verified against its id.
+
+use std::collections::HashSet;
+use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::backend::FileType;
+use crate::crypto;
+use crate::error::{Error, Result};
+use crate::format::index::PackInfo;
+use crate::format::{self, BlobType};
+use crate::ids::Id;
+use crate::progress::Progress;
+use crate::repo::{Index, Repository};
+
+use super::CheckReport;
+
+/// Read and verify every pack of `index` except those already known bad, several at once.
+/// Returns the ids of the blobs found damaged.
+pub(super) fn read_packs(
+    repo: &Repository,
+    (index, bad_packs): (&Index, &HashSet<Id>),
+    threads: usize,
+    progress: &Progress,
+    rep: &mut CheckReport,
+) -> Result<Vec<Id>> {
+    progress.total_bytes.store(
+        index.packs.iter().map(|p| p.object_len).sum(),
+        Ordering::Relaxed,
+    );
+    progress.total_files.store(rep.packs, Ordering::Relaxed);
+    progress.scan_finished.store(true, Ordering::Relaxed);
+    let todo: Vec<(usize, &PackInfo)> = index
+        .packs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !bad_packs.contains(&p.id))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| loop {
+                if crate::interrupt::requested() {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((pos, p)) = todo.get(i) else { return };
+                let entries = index.pack_entries(*pos);
+                let r = read_pack(repo, p, &entries);
+                progress.files_done.fetch_add(1, Ordering::Relaxed);
+                progress
+                    .bytes_done
+                    .fetch_add(p.object_len, Ordering::Relaxed);
+                results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+            });
+        }
+    });
+    if crate::interrupt::requested() {
+        return Err(Error::Interrupted);
+    }
+    let mut damaged_blobs = Vec::new();
+    for (errs, damaged, verified) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        rep.errors.extend(errs);
+        damaged_blobs.extend(damaged);
+        rep.blobs_verified += verified;
+        rep.packs_read += 1;
+    }
+    Ok(damaged_blobs)
+}
+
+/// Download one pack and verify its header, table and every blob. Returns the errors, the ids of
+/// the damaged blobs and the number verified.
+fn read_pack(
+    repo: &Repository,
+    p: &PackInfo,
+    entries: &[format::BlobEntry],
+) -> (Vec<String>, Vec<Id>, u64) {
+    let what = format!("pack {}", p.id.short());
+    let mut errors = vec![];
+    let all_damaged = |errors: &mut Vec<String>, e: Error| {
+        errors.push(format!("{what}: {e}"));
+        (entries.iter().map(|e| e.id).collect::<Vec<_>>(), 0)
+    };
+    let bytes = match repo.store().get(FileType::Pack, &p.id.to_hex()) {
+        Ok(b) => b,
+        Err(e) => {
+            let (d, v) = all_damaged(&mut errors, e);
+            return (errors, d, v);
+        }
+    };
+    let open = || {
+        repo.keys()
+            .data_identity()?
+            .open(Cursor::new(&bytes[..]), &what)
+    };
+    let mut s = match open() {
+        Ok(s) => s,
+        Err(e) => {
+            let (d, v) = all_damaged(&mut errors, e);
+            return (errors, d, v);
+        }
+    };
+    // The table inside the pack must agree with the index.
+    let table = (|| -> Result<Vec<format::BlobEntry>> {
+        let mut hdr = [0u8; format::HEADER_LEN];
+        s.read_exact(&mut hdr)
+            .map_err(|e| crypto::read_error(&what, e))?;
+        format::read_header(
+            &mut format::codec::Reader::new(&hdr, "pack"),
+            Some(&repo.repo_id()),
+            format::ObjectKind::Pack,
+        )?;
+        let (len, t) = crate::repo::read_table_from_end(&mut s, &what)?;
+        if len != p.plain_len {
+            return Err(Error::corrupt(&what, "its length differs from the index's"));
+        }
+        Ok(t)
+    })();
+    match table {
+        Ok(mut t) => {
+            // Sorted, so that a pack of a hundred thousand small blobs costs a bisection per
+            // entry, not a scan.
+            t.sort_by_key(|e| e.offset);
+            let ids: HashSet<Id> = t.iter().map(|e| e.id).collect();
+            let listed = |e: &format::BlobEntry| {
+                t.binary_search_by_key(&e.offset, |x| x.offset)
+                    .is_ok_and(|i| t[i] == *e)
+            };
+            if entries.iter().any(|e| !listed(e)) || ids.len() != t.len() {
+                errors.push(format!("{what}: its blob table disagrees with the index"));
+            }
+        }
+        Err(e) => errors.push(format!("{what}: header unreadable: {e}")),
+    }
+    let mut damaged = vec![];
+    let mut verified = 0;
+    for e in entries {
+        let r = (|| -> Result<()> {
+            s.seek(SeekFrom::Start(e.offset))
+                .map_err(|x| crypto::read_error(&what, x))?;
+            let mut buf = vec![0u8; e.stored_len as usize];
+            s.read_exact(&mut buf)
+                .map_err(|x| crypto::read_error(&what, x))?;
+            repo.decode_blob(e, buf)?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => verified += 1,
+            Err(err) => {
+                // After a failed chunk the stream's position is unknown: start a fresh reader.
+                if let Ok(fresh) = open() {
+                    s = fresh;
+                }
+                errors.push(format!(
+                    "{what}: {} blob {}: {err}",
+                    if e.blob_type == BlobType::Tree {
+                        "tree"
+                    } else {
+                        "data"
+                    },
+                    e.id.short()
+                ));
+                damaged.push(e.id);
+            }
+        }
+    }
+    (errors, damaged, verified)
+}

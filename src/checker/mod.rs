@@ -1,0 +1,159 @@
+//! check: verify the repository's structure and, with --read-data, every byte of every pack,
+//! then name the files that damage affects.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::backend::short_name;
+use crate::backend::FileType;
+use crate::error::Result;
+use crate::format::snapshot::Snapshot;
+use crate::ids::Id;
+use crate::progress::Progress;
+use crate::repo::{Index, PackReaders, Repository};
+
+#[derive(Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub snapshots: u64,
+    pub trees: u64,
+    pub packs: u64,
+    pub packs_read: u64,
+    pub blobs_verified: u64,
+    /// Problems that mean data is missing or damaged.
+    pub errors: Vec<String>,
+    /// Harmless findings (leftovers of interrupted runs).
+    pub notes: Vec<String>,
+    /// Files whose content is affected by the errors: "snapshot-id:path".
+    pub damaged_files: Vec<String>,
+    /// The damaged files among them that were moved into the vault (their originals are gone):
+    /// "snapshot-id:path".
+    pub vault_only_damaged: Vec<String>,
+    /// Files marked vault-only in this repository's snapshots.
+    pub vault_only_files: u64,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+pub struct CheckOptions {
+    pub read_data: bool,
+    /// Packs downloaded and verified at once.
+    pub threads: usize,
+}
+
+mod data;
+mod trees;
+
+pub fn check(
+    repo: &Repository,
+    opts: &CheckOptions,
+    progress: Arc<Progress>,
+) -> Result<CheckReport> {
+    repo.keys().data_identity()?;
+    let mut rep = CheckReport::default();
+    // The repository itself is checked, not the local index: read every index object.
+    let (index, index_errors) = repo.full_index()?;
+    for (name, e) in &index_errors {
+        rep.errors.push(format!("index {}: {e}", short_name(name)));
+    }
+    let bad_packs = check_packs(repo, &index, &mut rep)?;
+    let snaps = check_snapshots(repo, &mut rep)?;
+    let mut readers = PackReaders::default();
+    let (missing_blobs, bad_trees) =
+        trees::check_trees(repo, &index, &snaps, &mut readers, &mut rep);
+
+    let mut damaged_blobs: HashSet<Id> = HashSet::new();
+    for (i, p) in index.packs.iter().enumerate() {
+        if bad_packs.contains(&p.id) {
+            damaged_blobs.extend(index.pack_entries(i).iter().map(|e| e.id));
+        }
+    }
+    if opts.read_data {
+        let todo = (&index, &bad_packs);
+        damaged_blobs.extend(data::read_packs(
+            repo,
+            todo,
+            opts.threads,
+            &progress,
+            &mut rep,
+        )?);
+    }
+
+    let affected: HashSet<Id> = damaged_blobs.union(&missing_blobs).copied().collect();
+    if !affected.is_empty() || !bad_trees.is_empty() {
+        let damage = trees::Damage {
+            bad_trees: &bad_trees,
+            affected: &affected,
+        };
+        trees::name_damaged(repo, &snaps, damage, &mut readers, &mut rep);
+        rep.damaged_files.sort();
+        rep.vault_only_damaged.sort();
+    }
+    Ok(rep)
+}
+
+/// Packs the index names must exist with the recorded size. Returns the packs that do not.
+fn check_packs(repo: &Repository, index: &Index, rep: &mut CheckReport) -> Result<HashSet<Id>> {
+    let stored: HashMap<String, u64> = repo.store().list(FileType::Pack)?.into_iter().collect();
+    rep.packs = index.packs.len() as u64;
+    let mut bad_packs: HashSet<Id> = HashSet::new();
+    let mut indexed = HashSet::new();
+    for p in &index.packs {
+        let name = p.id.to_hex();
+        indexed.insert(name.clone());
+        match stored.get(&name) {
+            None => {
+                rep.errors.push(format!("pack {} is missing", p.id.short()));
+                bad_packs.insert(p.id);
+            }
+            Some(&len) if len != p.object_len => {
+                rep.errors.push(format!(
+                    "pack {} has size {len}, the index says {}",
+                    p.id.short(),
+                    p.object_len
+                ));
+                bad_packs.insert(p.id);
+            }
+            _ => {}
+        }
+    }
+    let orphans = stored.keys().filter(|k| !indexed.contains(*k)).count();
+    if orphans > 0 {
+        rep.notes.push(format!(
+            "{orphans} pack(s) are not in any index (left by an interrupted backup); they are not used and do no harm"
+        ));
+    }
+    Ok(bad_packs)
+}
+
+/// Every snapshot object, and the snapshots this computer knows of that are gone. Returns the
+/// snapshots that decoded.
+fn check_snapshots(repo: &Repository, rep: &mut CheckReport) -> Result<Vec<(Id, Snapshot)>> {
+    let (snaps, bad) = repo.snapshots_with(true)?;
+    for (name, e) in &bad {
+        rep.errors
+            .push(format!("snapshot {}: {e}", short_name(name)));
+    }
+    for id in repo.missing_snapshots() {
+        rep.errors.push(format!(
+            "snapshot {} is missing: this computer saw it, or a later snapshot was made after \
+             it, and vault never deletes snapshots (deleted by someone else, or the storage was \
+             rolled back)",
+            id.short()
+        ));
+    }
+    for id in repo.acknowledged_missing_snapshots() {
+        rep.notes.push(format!(
+            "snapshot {} is missing; acknowledged on this computer \
+             (`vault snapshots --acknowledge-missing`)",
+            id.short()
+        ));
+    }
+    rep.snapshots = snaps.len() as u64;
+    Ok(snaps)
+}
