@@ -1,0 +1,165 @@
+//! The blob index in the local index: which pack holds each blob, merged from the repository's
+//! index objects.
+
+use super::*;
+
+impl LocalCache {
+    /// Names of the repository index objects already merged.
+    pub fn index_objects(&self) -> Result<HashSet<String>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT name FROM index_objects")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forget the blob index (an index object disappeared from the repository). Folder rows
+    /// stay but lose their confirmation: their blobs are checked before they are used again.
+    pub fn clear_index(&self) -> Result<()> {
+        self.lock()
+            .execute_batch(
+                "BEGIN IMMEDIATE; DELETE FROM index_objects; DELETE FROM blobs; DELETE FROM packs;
+                 UPDATE folders SET run = -1; COMMIT;",
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Merge the packs one index object describes (or, with no name, packs recovered from
+    /// their own tables), atomically with recording the object as merged.
+    pub fn add_packs(&self, name: Option<&str>, packs: &[PackDesc]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut pack_ins = tx
+                .prepare_cached("INSERT OR IGNORE INTO packs (id, info) VALUES (?1, ?2)")
+                .map_err(|e| self.err(e))?;
+            let mut pack_n = tx
+                .prepare_cached("SELECT n FROM packs WHERE id = ?1")
+                .map_err(|e| self.err(e))?;
+            let mut blob_ins = tx
+                .prepare_cached("INSERT OR IGNORE INTO blobs (id, loc) VALUES (?1, ?2)")
+                .map_err(|e| self.err(e))?;
+            for p in packs {
+                let sealed = self.rows.seal(&p.id.0, &encode_pack(&p.info()));
+                pack_ins
+                    .execute(params![&p.id.0[..], sealed])
+                    .map_err(|e| self.err(e))?;
+                let n: i64 = pack_n
+                    .query_row([&p.id.0[..]], |r| r.get(0))
+                    .map_err(|e| self.err(e))?;
+                for b in &p.blobs {
+                    let mut w = Writer::new();
+                    w.u64(n as u64);
+                    b.encode(&mut w);
+                    let loc = self.rows.seal(&b.id.0, &w.into_vec());
+                    blob_ins
+                        .execute(params![&b.id.0[..], loc])
+                        .map_err(|e| self.err(e))?;
+                }
+            }
+            if let Some(name) = name {
+                tx.execute(
+                    "INSERT OR IGNORE INTO index_objects (name) VALUES (?1)",
+                    [name],
+                )
+                .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    pub fn has_pack(&self, id: &Id) -> Result<bool> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT 1 FROM packs WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+    }
+
+    pub fn has_blob(&self, id: &Id) -> Result<bool> {
+        self.has_blobs(std::slice::from_ref(id))
+    }
+
+    /// True when every blob in `ids` is indexed.
+    pub fn has_blobs(&self, ids: &[Id]) -> Result<bool> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        for id in ids {
+            if !st.exists([&id.0[..]]).map_err(|e| self.err(e))? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Where a blob is: its pack and its entry.
+    pub fn blob(&self, id: &Id) -> Result<Option<(PackInfo, BlobEntry)>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT loc FROM blobs WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        let Some(loc): Option<Vec<u8>> = st
+            .query_row([&id.0[..]], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?
+        else {
+            return Ok(None);
+        };
+        let plain = self
+            .rows
+            .open(&id.0, &loc)
+            .ok_or_else(|| self.corrupt_row("blob"))?;
+        let mut r = Reader::new(&plain, "local blob entry");
+        let n = r.u64()? as i64;
+        let entry = BlobEntry::decode(&mut r)?;
+        if entry.id != *id {
+            return Err(self.corrupt_row("blob"));
+        }
+        let mut st = conn
+            .prepare_cached("SELECT id, info FROM packs WHERE n = ?1")
+            .map_err(|e| self.err(e))?;
+        let (pid, info): (Vec<u8>, Vec<u8>) = st
+            .query_row([n], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        let pid = id_of(pid, &self.label)?;
+        let info = self
+            .rows
+            .open(&pid.0, &info)
+            .ok_or_else(|| self.corrupt_row("pack"))?;
+        Ok(Some((decode_pack(pid, &info)?, entry)))
+    }
+
+    pub fn blob_count(&self) -> Result<u64> {
+        self.lock()
+            .query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn encode_pack(p: &PackInfo) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(p.pack_type as u8);
+    w.u64(p.object_len);
+    w.u32(p.payload_offset);
+    w.u64(p.plain_len);
+    w.into_vec()
+}
+
+fn decode_pack(id: Id, data: &[u8]) -> Result<PackInfo> {
+    let mut r = Reader::new(data, "local pack entry");
+    let t = r.u8()?;
+    Ok(PackInfo {
+        id,
+        pack_type: BlobType::from_u8(t).ok_or_else(|| r.err("unknown pack type"))?,
+        object_len: r.u64()?,
+        payload_offset: r.u32()?,
+        plain_len: r.u64()?,
+    })
+}
