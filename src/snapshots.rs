@@ -64,8 +64,7 @@ impl Repository {
         let mut listed = HashSet::new();
         let mut ok = vec![];
         let mut bad = vec![];
-        for (name, r) in self.fetch_all(names, |n| {
-            let id: Id = n.parse()?;
+        for (name, r) in self.fetch_all(names, |&id| {
             if verify_stored {
                 self.fetch_snapshot(&id).map(|(s, _)| (id, s))
             } else {
@@ -87,8 +86,8 @@ impl Repository {
         // The local index keeps the ones it saw, so that every run says so until someone looks.
         // (`check` asks too: what this computer saw is a fact about the repository's past, not
         // data taken from the cache.) Present but unreadable ones are reported as damaged.
-        let unreadable: HashSet<&str> = bad.iter().map(|(n, _)| n.as_str()).collect();
-        let gone = |p: &Id| !listed.contains(p) && !unreadable.contains(p.to_hex().as_str());
+        let unreadable: HashSet<Id> = bad.iter().map(|(n, _)| *n).collect();
+        let gone = |p: &Id| !listed.contains(p) && !unreadable.contains(p);
         let mut missing: Vec<Id> = cache.snapshot_ids()?.into_iter().filter(gone).collect();
         missing.extend(ok.iter().filter_map(|(_, s)| s.previous).filter(gone));
         if !missing.is_empty() {
@@ -165,19 +164,16 @@ impl Repository {
                 "snapshot must be `latest` or at least 4 hex digits of its id, not {spec:?}"
             )));
         }
-        let matches: Vec<String> = self
+        let matches: Vec<Id> = self
             .store
             .list(FileType::Snapshot)?
             .into_iter()
             .map(|(n, _)| n)
-            .filter(|n| n.starts_with(&spec_l))
+            .filter(|n| n.to_hex().starts_with(&spec_l))
             .collect();
-        match matches.len() {
-            0 => Err(Error::SnapshotNotFound(spec.into())),
-            1 => {
-                let id: Id = matches[0].parse()?;
-                Ok((id, self.read_snapshot(&id)?))
-            }
+        match matches.as_slice() {
+            [] => Err(Error::SnapshotNotFound(spec.into())),
+            [id] => Ok((*id, self.read_snapshot(id)?)),
             _ => Err(Error::AmbiguousSnapshot(spec.into())),
         }
     }

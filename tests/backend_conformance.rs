@@ -61,16 +61,16 @@ fn conformance(store: &Store, is_s3: bool) {
     }
     let mut listed = store.list(FileType::Pack).unwrap();
     listed.sort();
-    let mut want: Vec<(String, u64)> = packs
+    let mut want: Vec<(vault::Id, u64)> = packs
         .iter()
         .enumerate()
-        .map(|(i, p)| (p.clone(), i as u64 * 10))
+        .map(|(i, p)| (p.parse().unwrap(), i as u64 * 10))
         .collect();
     want.sort();
     assert_eq!(listed, want);
     assert_eq!(
         store.list(FileType::Index).unwrap(),
-        vec![(n.clone(), 100_000)]
+        vec![(n.parse().unwrap(), 100_000)]
     );
     assert!(store.list(FileType::Snapshot).unwrap().is_empty());
     // delete, twice (idempotent).

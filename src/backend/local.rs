@@ -434,7 +434,7 @@ mod tests {
         assert_eq!(store.stat(FileType::Pack, &name).unwrap(), Some(11));
         assert_eq!(
             store.list(FileType::Pack).unwrap(),
-            vec![(name.clone(), 11)]
+            vec![(name.parse().unwrap(), 11)]
         );
         store.delete(FileType::Pack, &name).unwrap();
         assert_eq!(store.stat(FileType::Pack, &name).unwrap(), None);

@@ -23,6 +23,7 @@ pub use range::RangeReader;
 
 use crate::error::{Error, Result};
 use crate::format::config::ObjectLock;
+use crate::ids::Id;
 
 /// The kinds of object a repository holds; each maps to a fixed place in the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -279,8 +280,16 @@ impl Store {
         self.rt
             .block_on(self.backend.get_range_into(t, name, offset, len, buf))
     }
-    pub fn list(&self, t: FileType) -> Result<Vec<(String, u64)>> {
-        self.rt.block_on(self.backend.list(t))
+    /// The objects of a many-object kind, by id, with their sizes. Names are typed here, where
+    /// they enter from the store: one that is not 64 lowercase hex digits (nothing vault wrote)
+    /// is passed over.
+    pub fn list(&self, t: FileType) -> Result<Vec<(Id, u64)>> {
+        let listed = self.rt.block_on(self.backend.list(t))?;
+        Ok(listed
+            .into_iter()
+            .filter(|(n, _)| valid_name(n))
+            .filter_map(|(n, size)| n.parse().ok().map(|id| (id, size)))
+            .collect())
     }
     /// Start a new object of about `size` bytes, to be written in pieces and then committed.
     pub fn writer(&self, t: FileType, name: &str, size: u64) -> Result<ObjectWriter> {

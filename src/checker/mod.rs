@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::backend::short_name;
 use crate::backend::FileType;
 use crate::error::Result;
 use crate::format::snapshot::Snapshot;
@@ -59,7 +58,7 @@ pub fn check(
     // The repository itself is checked, not the local index: read every index object.
     let (index, index_errors) = repo.full_index()?;
     for (name, e) in &index_errors {
-        rep.errors.push(format!("index {}: {e}", short_name(name)));
+        rep.errors.push(format!("index {}: {e}", name.short()));
     }
     let bad_packs = check_packs(repo, &index, &mut rep)?;
     let snaps = check_snapshots(repo, &mut rep)?;
@@ -99,14 +98,13 @@ pub fn check(
 
 /// Packs the index names must exist with the recorded size. Returns the packs that do not.
 fn check_packs(repo: &Repository, index: &Index, rep: &mut CheckReport) -> Result<HashSet<Id>> {
-    let stored: HashMap<String, u64> = repo.store().list(FileType::Pack)?.into_iter().collect();
+    let stored: HashMap<Id, u64> = repo.store().list(FileType::Pack)?.into_iter().collect();
     rep.packs = index.packs.len() as u64;
     let mut bad_packs: HashSet<Id> = HashSet::new();
     let mut indexed = HashSet::new();
     for p in &index.packs {
-        let name = p.id.to_hex();
-        indexed.insert(name.clone());
-        match stored.get(&name) {
+        indexed.insert(p.id);
+        match stored.get(&p.id) {
             None => {
                 rep.errors.push(format!("pack {} is missing", p.id.short()));
                 bad_packs.insert(p.id);
@@ -137,7 +135,7 @@ fn check_snapshots(repo: &Repository, rep: &mut CheckReport) -> Result<Vec<(Id, 
     let (snaps, bad) = repo.snapshots_with(true)?;
     for (name, e) in &bad {
         rep.errors
-            .push(format!("snapshot {}: {e}", short_name(name)));
+            .push(format!("snapshot {}: {e}", name.short()));
     }
     for id in repo.missing_snapshots() {
         rep.errors.push(format!(

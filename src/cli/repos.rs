@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use vault::backend::short_name;
 use vault::backend::{BackendOptions, Location, Store};
 use vault::cache::CachePlace;
 use vault::crypto;
@@ -358,7 +357,7 @@ impl<'a> Ctx<'a> {
         for (name, e) in repo.index_errors()? {
             self.out.warn(format!(
                 "warning: index {} is unreadable ({e}); run `vault check`",
-                short_name(name)
+                name.short()
             ));
         }
         self.warn_missing_snapshots(repo);

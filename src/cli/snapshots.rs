@@ -2,7 +2,6 @@
 
 use anyhow::Result;
 use serde::Serialize;
-use vault::backend::short_name;
 
 use super::Ctx;
 use crate::ui;
@@ -33,7 +32,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     let (snaps, bad) = repo.snapshots()?;
     for (name, e) in &bad {
         ctx.out
-            .warn(format!("warning: snapshot {}: {e}", short_name(name)));
+            .warn(format!("warning: snapshot {}: {e}", name.short()));
     }
     if a.acknowledge_missing {
         let ids = repo.acknowledge_missing_snapshots()?;

@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{relabel, Repository, Synced, FETCH_THREADS};
-use crate::backend::short_name;
 use crate::backend::FileType;
 use crate::cache::LocalCache;
 use crate::error::{Error, Result};
@@ -90,17 +89,20 @@ impl Repository {
     pub(super) fn sync(&self) -> Result<Synced> {
         let cache = LocalCache::open(&self.cache_place, &self.keys)?;
         let listed = self.names(FileType::Index)?;
-        let listed_set: HashSet<&str> = listed.iter().map(|s| s.as_str()).collect();
+        let listed_set: HashSet<String> = listed.iter().map(|n| n.to_hex()).collect();
         let mut merged = cache.index_objects()?;
-        if merged.iter().any(|m| !listed_set.contains(m.as_str())) {
+        if merged.iter().any(|m| !listed_set.contains(m)) {
             cache.clear_index()?;
             merged.clear();
         }
-        let new: Vec<String> = listed.into_iter().filter(|n| !merged.contains(n)).collect();
+        let new: Vec<Id> = listed
+            .into_iter()
+            .filter(|n| !merged.contains(&n.to_hex()))
+            .collect();
         let mut index_errors = Vec::new();
         for (name, r) in self.fetch_all(new, |name| {
             let packs = self.read_index_object(name)?;
-            cache.add_packs(Some(name), &packs)
+            cache.add_packs(Some(&name.to_hex()), &packs)
         }) {
             if let Err(e) = r {
                 if matches!(e, Error::Cache { .. }) {
@@ -123,7 +125,7 @@ impl Repository {
     /// Every index object read straight from the repository into memory, for `check`. Damaged
     /// ones are returned with the reason; the packs they described are recovered from the packs'
     /// own tables.
-    pub fn full_index(&self) -> Result<(Index, Vec<(String, Error)>)> {
+    pub fn full_index(&self) -> Result<(Index, Vec<(Id, Error)>)> {
         let names = self.names(FileType::Index)?;
         let mut index = Index::default();
         let mut errors = Vec::new();
@@ -149,8 +151,7 @@ impl Repository {
     /// from the blob table inside the pack. Unreadable packs are left for `check` to report.
     fn unindexed_packs(&self, known: impl Fn(&Id) -> Result<bool>) -> Result<Vec<PackDesc>> {
         let mut out = Vec::new();
-        for (name, size) in self.store.list(FileType::Pack)? {
-            let id: Id = name.parse()?;
+        for (id, size) in self.store.list(FileType::Pack)? {
             if !known(&id)? {
                 if let Ok(desc) = self.read_pack_table(&id, size) {
                     out.push(desc);
@@ -165,23 +166,23 @@ impl Repository {
         self.cache()?.has_blob(id)
     }
 
-    pub fn read_index_object(&self, name: &str) -> Result<Vec<PackDesc>> {
-        let ct = self.store.get(FileType::Index, name)?;
-        let what = format!("index {}", short_name(name));
+    pub fn read_index_object(&self, name: &Id) -> Result<Vec<PackDesc>> {
+        let ct = self.store.get(FileType::Index, &name.to_hex())?;
+        let what = format!("index {}", name.short());
         let plain = self.keys.index_identity.decrypt(&ct, &what)?;
         crate::format::index::decode(&plain, &self.keys.repo_id).map_err(|e| relabel(e, &what))
     }
 
     /// Store an index object describing `packs` (already stored) and merge it into the local
     /// index. Returns its name.
-    pub fn put_index(&self, packs: &[PackDesc]) -> Result<String> {
-        let name = Id::random().to_hex();
+    pub fn put_index(&self, packs: &[PackDesc]) -> Result<Id> {
+        let name = Id::random();
         let ct = self
             .keys
             .index_recipient
             .encrypt(&crate::format::index::encode(&self.keys.repo_id, packs))?;
-        self.store.put(FileType::Index, &name, &ct)?;
-        self.cache()?.add_packs(Some(&name), packs)?;
+        self.store.put(FileType::Index, &name.to_hex(), &ct)?;
+        self.cache()?.add_packs(Some(&name.to_hex()), packs)?;
         Ok(name)
     }
 }

@@ -76,8 +76,8 @@ impl Repository {
         let mut material = None;
         let mut hostile = None;
         for (name, _) in store.list(FileType::Key)? {
-            let data = store.get(FileType::Key, &name)?;
-            let what = format!("key file {}", short_name(&name));
+            let data = store.get(FileType::Key, &name.to_hex())?;
+            let what = format!("key file {}", name.short());
             let tried = match how {
                 Unlock::Passphrase(p) => crypto::open_with_passphrase(p, &data, &what),
                 Unlock::Identities(ids, _) => crypto::open_with_identities(ids, &data, &what),
@@ -98,14 +98,14 @@ impl Repository {
         let Some((material, unlocked_with)) = material else {
             return Err(Self::why_locked(&store, how, hostile)?);
         };
-        Repository::finish_open(store, Keys::from_material(material), unlocked_with)
+        Repository::finish_open(store, Keys::from_material(material), Some(unlocked_with))
     }
 
     /// Open with a device profile's key material directly (write-only devices); no key file is
     /// involved. The config must verify under the profile's keys.
     pub fn open_with_material(store: Store, material: KeyMaterial) -> Result<Repository> {
         check_marker(&store)?;
-        Repository::finish_open(store, Keys::from_material(material), String::new()).map_err(|e| {
+        Repository::finish_open(store, Keys::from_material(material), None).map_err(|e| {
             match e {
                 Error::Corrupt { what, .. } if what == "config" => {
                     Error::Invalid("this device profile belongs to another repository".into())
@@ -137,7 +137,7 @@ impl Repository {
     /// The most helpful error when no key file opened.
     fn why_locked(store: &Store, how: &Unlock<'_>, hostile: Option<Error>) -> Result<Error> {
         for (name, _) in store.list(FileType::Revoked)? {
-            let Ok(header) = store.get(FileType::Revoked, &name) else {
+            let Ok(header) = store.get(FileType::Revoked, &name.to_hex()) else {
                 continue;
             };
             let matched = match how {
@@ -159,11 +159,11 @@ impl Repository {
     pub fn key_files(&self) -> Result<Vec<KeyFileInfo>> {
         let mut out = Vec::new();
         for (name, _) in self.store.list(FileType::Key)? {
-            let data = self.store.get(FileType::Key, &name)?;
+            let data = self.store.get(FileType::Key, &name.to_hex())?;
             out.push(KeyFileInfo {
-                id: short_name(&name).to_string(),
+                id: name.short(),
                 kind: crypto::stanza_kind(&data),
-                current: name == self.unlocked_with,
+                current: Some(name) == self.unlocked_with,
             });
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -191,9 +191,9 @@ impl Repository {
             }
             Wrap::Recipients(r) => crypto::seal_to_recipients(r, &plain)?,
         };
-        let name = Id::random().to_hex();
-        self.store.put(FileType::Key, &name, &sealed)?;
-        Ok(short_name(&name).to_string())
+        let name = Id::random();
+        self.store.put(FileType::Key, &name.to_hex(), &sealed)?;
+        Ok(name.short())
     }
 
     /// Remove an unlock method by key file id prefix. Keeps the key file's public header under
@@ -201,13 +201,14 @@ impl Repository {
     /// are deleted. Refuses to remove the last key file.
     pub fn remove_key(&self, prefix: &str) -> Result<String> {
         let keys = self.store.list(FileType::Key)?;
-        let matching: Vec<&String> = keys
+        let prefix_l = prefix.to_ascii_lowercase();
+        let matching: Vec<Id> = keys
             .iter()
-            .map(|(n, _)| n)
-            .filter(|n| prefix.len() >= 4 && n.starts_with(&prefix.to_ascii_lowercase()))
+            .map(|(n, _)| *n)
+            .filter(|n| prefix.len() >= 4 && n.to_hex().starts_with(&prefix_l))
             .collect();
         let name = match matching.as_slice() {
-            [one] => (*one).clone(),
+            [one] => one.to_hex(),
             [] => {
                 return Err(Error::Invalid(format!(
                     "no key file {prefix:?}; see `vault key list`"

@@ -83,14 +83,14 @@ impl Default for InitOptions {
 struct Synced {
     cache: LocalCache,
     /// Index objects that could not be read, with the reason.
-    index_errors: Vec<(String, Error)>,
+    index_errors: Vec<(Id, Error)>,
 }
 
 /// Repository objects fetched at once when the local index catches up.
 const FETCH_THREADS: usize = 8;
 
 /// Readable snapshots (sorted by time) and the names of unreadable ones with the reason.
-pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<(String, Error)>);
+pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<(Id, Error)>);
 
 /// Snapshots found missing from the repository (`crate::snapshots`): reported on every listing
 /// until acknowledged on this computer.
@@ -109,8 +109,8 @@ pub struct Repository {
     /// Opened and synced on first use, so that commands that need no index never read it.
     synced: OnceLock<Synced>,
     sync_lock: Mutex<()>,
-    /// Name of the key file this run unlocked with.
-    unlocked_with: String,
+    /// The key file this run unlocked with (none for a device profile's own key material).
+    unlocked_with: Option<Id>,
     /// Snapshots found missing while listing (see `missing_snapshots`), and those of them the
     /// user acknowledged on this computer.
     pub(crate) missing_snapshots: Mutex<MissingSnapshots>,
@@ -167,8 +167,8 @@ impl Repository {
         };
         let plain = keyfile::encode(&keys.material(), &info);
         let sealed = crypto::seal_with_passphrase(pass, opts.scrypt_log_n, &plain)?;
-        let key_name = Id::random().to_hex();
-        store.put(FileType::Key, &key_name, &sealed)?;
+        let key_name = Id::random();
+        store.put(FileType::Key, &key_name.to_hex(), &sealed)?;
         config.repo_id = keys.repo_id;
         let ct = crypto::encrypt_to_all(
             &[&keys.recipient, &keys.index_recipient],
@@ -181,7 +181,7 @@ impl Repository {
             "",
             marker_text(format::FORMAT_VERSION).as_bytes(),
         )?;
-        Ok(Repository::new(store, keys, config, key_name))
+        Ok(Repository::new(store, keys, config, Some(key_name)))
     }
 
     /// True when the store holds a repository marker.
@@ -190,7 +190,7 @@ impl Repository {
     }
 
     /// Read the config with the unlocked keys.
-    fn finish_open(store: Store, keys: Keys, unlocked_with: String) -> Result<Repository> {
+    fn finish_open(store: Store, keys: Keys, unlocked_with: Option<Id>) -> Result<Repository> {
         let ct = store.get(FileType::Config, "")?;
         // Write-only devices read the config with the index identity.
         let plain = match keys.data_identity() {
@@ -203,7 +203,7 @@ impl Repository {
         Ok(Repository::new(store, keys, config, unlocked_with))
     }
 
-    fn new(store: Store, keys: Keys, config: Config, unlocked_with: String) -> Repository {
+    fn new(store: Store, keys: Keys, config: Config, unlocked_with: Option<Id>) -> Repository {
         Repository {
             store,
             keys: Arc::new(keys),
@@ -258,11 +258,11 @@ impl Repository {
     }
 
     /// Index objects that could not be read when the local index was brought up to date.
-    pub fn index_errors(&self) -> Result<&[(String, Error)]> {
+    pub fn index_errors(&self) -> Result<&[(Id, Error)]> {
         Ok(&self.synced()?.index_errors)
     }
 
-    pub(crate) fn names(&self, t: FileType) -> Result<Vec<String>> {
+    pub(crate) fn names(&self, t: FileType) -> Result<Vec<Id>> {
         Ok(self.store.list(t)?.into_iter().map(|(n, _)| n).collect())
     }
 
@@ -270,9 +270,9 @@ impl Repository {
     /// Results come back in input order.
     pub(crate) fn fetch_all<T: Send>(
         &self,
-        names: Vec<String>,
-        f: impl Fn(&str) -> Result<T> + Sync,
-    ) -> Vec<(String, Result<T>)> {
+        names: Vec<Id>,
+        f: impl Fn(&Id) -> Result<T> + Sync,
+    ) -> Vec<(Id, Result<T>)> {
         let next = AtomicUsize::new(0);
         let out = Mutex::new(Vec::with_capacity(names.len()));
         std::thread::scope(|scope| {
@@ -288,7 +288,7 @@ impl Repository {
         let mut out = out.into_inner().unwrap_or_else(|p| p.into_inner());
         out.sort_by_key(|(i, _)| *i);
         out.into_iter()
-            .map(|(i, r)| (names[i].clone(), r))
+            .map(|(i, r)| (names[i], r))
             .collect()
     }
 }
