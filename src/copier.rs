@@ -72,7 +72,7 @@ pub fn copy(
             ..snap.clone()
         };
         sequence += 1;
-        let (ok, bad) = crate::mover::verify_tree(dst, &root, &snap.paths, threads, &progress)?;
+        let (ok, bad) = crate::readback::verify_tree(dst, &root, &snap.paths, threads, &progress)?;
         report.files_verified += ok;
         if !bad.is_empty() {
             // The snapshot is not written: a copy that does not read back is no copy.

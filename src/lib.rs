@@ -25,6 +25,7 @@ pub mod packer;
 pub mod pipe;
 pub mod progress;
 pub mod random;
+pub mod readback;
 pub mod repo;
 pub mod restorer;
 pub mod settings;

@@ -6,6 +6,20 @@ use crate::format::tree::{FolderCursor, Node, NodeKind, MAX_DEPTH};
 use crate::ids::Id;
 use crate::repo::{PackReaders, Repository};
 
+/// A snapshot path as users see it: `/` and the components, bytes that are not UTF-8 shown as
+/// U+FFFD.
+pub fn show_path(comps: &[Vec<u8>]) -> String {
+    let mut s = String::new();
+    for c in comps {
+        s.push('/');
+        s.push_str(&String::from_utf8_lossy(c));
+    }
+    if s.is_empty() {
+        s.push('/');
+    }
+    s
+}
+
 /// What a path in a snapshot is.
 pub enum Found {
     /// A folder, by the id of its top tree blob (the snapshot's root for the empty path).

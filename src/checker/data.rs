@@ -105,14 +105,7 @@ fn read_pack(
     };
     // The table inside the pack must agree with the index.
     let table = (|| -> Result<Vec<format::BlobEntry>> {
-        let mut hdr = [0u8; format::HEADER_LEN];
-        s.read_exact(&mut hdr)
-            .map_err(|e| crypto::read_error(&what, e))?;
-        format::read_header(
-            &mut format::codec::Reader::new(&hdr, "pack"),
-            Some(&repo.repo_id()),
-            format::ObjectKind::Pack,
-        )?;
+        repo.check_pack_header(&mut s, &what)?;
         let (len, t) = crate::repo::read_table_from_end(&mut s, &what)?;
         if len != p.plain_len {
             return Err(Error::corrupt(&what, "its length differs from the index's"));

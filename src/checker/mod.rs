@@ -134,8 +134,7 @@ fn check_packs(repo: &Repository, index: &Index, rep: &mut CheckReport) -> Resul
 fn check_snapshots(repo: &Repository, rep: &mut CheckReport) -> Result<Vec<(Id, Snapshot)>> {
     let (snaps, bad) = repo.snapshots_with(true)?;
     for (name, e) in &bad {
-        rep.errors
-            .push(format!("snapshot {}: {e}", name.short()));
+        rep.errors.push(format!("snapshot {}: {e}", name.short()));
     }
     for id in repo.missing_snapshots() {
         rep.errors.push(format!(

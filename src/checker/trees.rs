@@ -8,7 +8,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{FolderCursor, NodeKind, TreeSource, FLAG_VAULT_ONLY, MAX_DEPTH};
 use crate::ids::Id;
 use crate::repo::{Index, PackReaders, RepoTrees, Repository};
-use crate::restorer::show_path;
+use crate::treewalk::show_path;
 
 use super::CheckReport;
 

@@ -9,7 +9,8 @@ use vault::backend::short_name;
 use vault::format::tree::{Node, NodeKind};
 use vault::mover;
 use vault::repo::{PackReaders, Repository};
-use vault::restorer::{show_path, split_path};
+use vault::restorer::split_path;
+use vault::treewalk::show_path;
 use vault::treewalk::{self, Found, TreeWalk};
 
 use super::output::Stream;

@@ -29,12 +29,13 @@ use crate::blobwriter::BlobWriter;
 use crate::changes::FileStat;
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{FolderCursor, NodeKind, TreeWriter, FLAG_VAULT_ONLY, MAX_DEPTH};
+use crate::format::tree::{FolderCursor, NodeKind, TreeWriter, FLAG_VAULT_ONLY};
 use crate::format::BlobType;
 use crate::ids::Id;
 use crate::progress::{Progress, Skipped};
+use crate::readback::{collect, comps_of, read_back, Comps, Stored, StoredContent};
 use crate::repo::{PackReaders, Repository};
-use crate::restorer::show_path;
+use crate::treewalk::show_path;
 
 mod mark;
 mod plan;
@@ -43,11 +44,7 @@ mod verify;
 use mark::write_marked;
 use plan::local_items;
 pub use plan::{plan, Plan, PlannedItem};
-pub use verify::verify_tree;
-use verify::{collect, read_back, read_local};
-
-/// Path components below `/`, as trees store them.
-type Comps = Vec<Vec<u8>>;
+use verify::read_local;
 
 pub struct MoveOptions {
     /// What to back up (the paths to move, excludes, host, tags, threads, uploads).
@@ -93,19 +90,6 @@ pub struct MoveReport {
     pub repositories: Vec<RepoReport>,
 }
 
-/// A file or symlink of the move, as one repository's snapshot trees record it.
-#[derive(Clone)]
-struct Stored {
-    size: u64,
-    content: StoredContent,
-}
-
-#[derive(Clone)]
-enum StoredContent {
-    File { blobs: Vec<Id>, hash: Id },
-    Symlink { target: Vec<u8> },
-}
-
 /// A local item and what the fresh read of it found.
 struct Local {
     path: PathBuf,
@@ -144,13 +128,6 @@ fn test_pause(point: &str) {
     while !dir.join(format!("{point}.go")).exists() && !crate::interrupt::requested() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-}
-
-fn comps_of(p: &Path) -> Comps {
-    p.components()
-        .skip(1)
-        .map(|c| c.as_os_str().as_bytes().to_vec())
-        .collect()
 }
 
 fn path_of(c: &Comps) -> PathBuf {

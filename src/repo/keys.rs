@@ -105,13 +105,11 @@ impl Repository {
     /// involved. The config must verify under the profile's keys.
     pub fn open_with_material(store: Store, material: KeyMaterial) -> Result<Repository> {
         check_marker(&store)?;
-        Repository::finish_open(store, Keys::from_material(material), None).map_err(|e| {
-            match e {
-                Error::Corrupt { what, .. } if what == "config" => {
-                    Error::Invalid("this device profile belongs to another repository".into())
-                }
-                other => other,
+        Repository::finish_open(store, Keys::from_material(material), None).map_err(|e| match e {
+            Error::Corrupt { what, .. } if what == "config" => {
+                Error::Invalid("this device profile belongs to another repository".into())
             }
+            other => other,
         })
     }
 

@@ -287,8 +287,6 @@ impl Repository {
         });
         let mut out = out.into_inner().unwrap_or_else(|p| p.into_inner());
         out.sort_by_key(|(i, _)| *i);
-        out.into_iter()
-            .map(|(i, r)| (names[i], r))
-            .collect()
+        out.into_iter().map(|(i, r)| (names[i], r)).collect()
     }
 }

@@ -29,7 +29,6 @@ impl TreeSource for RepoTrees<'_> {
     }
 }
 
-/// Decrypting reader of one pack.
 /// Read a pack's table from its end through a decrypting stream (the object header is checked
 /// by whoever opened the stream). Returns the plaintext length and the table.
 pub fn read_table_from_end<S: Read + Seek>(s: &mut S, what: &str) -> Result<(u64, Vec<BlobEntry>)> {
@@ -50,6 +49,7 @@ pub fn read_table_from_end<S: Read + Seek>(s: &mut S, what: &str) -> Result<(u64
     Ok((len, blobs))
 }
 
+/// Decrypting reader of one pack, its object header already checked.
 pub struct PackStream {
     inner: age::stream::StreamReader<RangeReader>,
     what: String,
@@ -260,16 +260,23 @@ impl Repository {
     fn open_pack_from(&self, id: &Id, rr: RangeReader) -> Result<PackStream> {
         let what = format!("pack {}", id.short());
         let mut s = self.keys.data_identity()?.open(rr, &what)?;
+        self.check_pack_header(&mut s, &what)?;
+        Ok(PackStream { inner: s, what })
+    }
+
+    /// Read and check the object header at the start of a pack's plaintext: a pack of this
+    /// repository, of this format.
+    pub fn check_pack_header(&self, s: &mut impl Read, what: &str) -> Result<()> {
         let mut hdr = [0u8; format::HEADER_LEN];
         s.read_exact(&mut hdr)
-            .map_err(|e| crypto::read_error(&what, e))?;
+            .map_err(|e| crypto::read_error(what, e))?;
         format::read_header(
             &mut Reader::new(&hdr, "pack"),
             Some(&self.keys.repo_id),
             ObjectKind::Pack,
         )
-        .map_err(|e| relabel(e, &what))?;
-        Ok(PackStream { inner: s, what })
+        .map(|_| ())
+        .map_err(|e| relabel(e, what))
     }
 }
 

@@ -22,6 +22,7 @@ use crate::format::BlobType;
 use crate::ids::Id;
 use crate::progress::{Progress, Skipped};
 use crate::repo::{PackReaders, Repository};
+use crate::treewalk::show_path;
 use crate::workers::Pool;
 use cap_fs_ext::{DirExt, SystemTimeSpec};
 use cap_std::fs::{Dir, OpenOptions};
@@ -113,19 +114,6 @@ pub fn split_path(p: &str) -> Vec<Vec<u8>> {
         .filter(|c| !c.is_empty() && *c != b".")
         .map(|c| c.to_vec())
         .collect()
-}
-
-/// Show a snapshot path.
-pub fn show_path(comps: &[Vec<u8>]) -> String {
-    let mut s = String::new();
-    for c in comps {
-        s.push('/');
-        s.push_str(&String::from_utf8_lossy(c));
-    }
-    if s.is_empty() {
-        s.push('/');
-    }
-    s
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
