@@ -71,7 +71,7 @@ pub fn copy(
             original: Some(*sid),
             ..snap.clone()
         };
-        sequence += 1;
+        sequence = sequence.saturating_add(1);
         let (ok, bad) = crate::readback::verify_tree(dst, &root, &snap.paths, threads, &progress)?;
         report.files_verified += ok;
         if !bad.is_empty() {

@@ -206,9 +206,12 @@ fn lock(m: &Mutex<Option<PackWriter>>) -> MutexGuard<'_, Option<PackWriter>> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Tree packs are padded to at least this many bytes (§8), or `pack_min` when that is less.
+pub const TREE_PACK_MIN: u64 = 64 * 1024;
+
 impl Packer {
     /// A packer writing to `store` for the repository of `keys`; data packs are padded to at
-    /// least `pack_min` bytes.
+    /// least `pack_min` bytes, tree packs to [`TREE_PACK_MIN`].
     pub fn for_store(
         store: &Store,
         keys: &Keys,
@@ -225,7 +228,8 @@ impl Packer {
             target,
             min_len: match blob_type {
                 BlobType::Data => pack_min,
-                BlobType::Tree => 0,
+                // The trees of a small backup must not tell how many files it had (§8).
+                BlobType::Tree => pack_min.min(TREE_PACK_MIN),
             },
             open: (0..n_open.max(1)).map(|_| Mutex::new(None)).collect(),
         }

@@ -16,7 +16,10 @@ use crate::repo::{relabel, MissingSnapshots, Repository, SnapshotList};
 impl Repository {
     /// Encrypt, MAC and store a snapshot. Returns its id.
     pub fn write_snapshot(&self, snap: &Snapshot) -> Result<Id> {
-        let plain = snap.encode(&self.keys.snapshot_mac);
+        // Signed as the class it states, with that class's key: a copy keeps the class of
+        // the snapshot it copies, and a write-only device cannot state class 1.
+        let key = self.keys.mac_key(&snap.writer, false)?;
+        let plain = snap.encode(&key);
         let id = self.keys.snapshot_id.keyed_hash(&plain);
         let ct = self.keys.recipient.encrypt(&plain)?;
         self.store.put(FileType::Snapshot, &id.to_hex(), &ct)?;
@@ -32,7 +35,7 @@ impl Repository {
         self.keys.data_identity()?;
         let cache = self.cache()?;
         if let Some(plain) = cache.snapshot(id)? {
-            return Snapshot::decode(&plain, &self.keys.repo_id, &self.keys.snapshot_mac)
+            return Snapshot::decode(&plain, &self.keys.repo_id, &self.keys.snapshot_macs())
                 .map_err(|e| relabel(e, &format!("snapshot {}", id.short())));
         }
         let (snap, plain) = self.fetch_snapshot(id)?;
@@ -48,7 +51,7 @@ impl Repository {
         if self.keys.snapshot_id.keyed_hash(&plain) != *id {
             return Err(Error::corrupt(&what, "content does not match its name"));
         }
-        let snap = Snapshot::decode(&plain, &self.keys.repo_id, &self.keys.snapshot_mac)
+        let snap = Snapshot::decode(&plain, &self.keys.repo_id, &self.keys.snapshot_macs())
             .map_err(|e| relabel(e, &what))?;
         Ok((snap, Zeroizing::new(plain)))
     }
@@ -146,17 +149,42 @@ impl Repository {
 
     /// Resolve `latest` or a hex prefix (at least 4 digits) to one snapshot.
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        self.find_snapshot_noting(spec).map(|f| (f.id, f.snapshot))
+    }
+
+    /// [`Self::find_snapshot`], saying which newer snapshots `latest` passed over (§11): the
+    /// newest snapshot a full device wrote and not dated in the future is `latest`.
+    pub fn find_snapshot_noting(&self, spec: &str) -> Result<Found> {
         if spec == "latest" {
             let (mut all, bad) = self.snapshots()?;
-            if let Some(last) = all.pop() {
-                return Ok(last);
+            let now = crate::repo::now().0;
+            let mut passed_over: Vec<PassedOver> = bad
+                .iter()
+                .map(|(id, e)| PassedOver::Unreadable(*id, e.to_string()))
+                .collect();
+            while let Some((id, snap)) = all.pop() {
+                match trust(&snap, now) {
+                    Trust::Trusted => {
+                        return Ok(Found {
+                            id,
+                            snapshot: snap,
+                            passed_over,
+                        })
+                    }
+                    Trust::WriteOnly => passed_over.push(PassedOver::WriteOnly(id)),
+                    Trust::Future => passed_over.push(PassedOver::Future(id, snap.time)),
+                }
             }
             if let Some((_, e)) = bad.into_iter().next() {
                 return Err(e);
             }
-            return Err(Error::SnapshotNotFound(
-                "latest (the repository has none)".into(),
-            ));
+            return Err(Error::SnapshotNotFound(if passed_over.is_empty() {
+                "latest (the repository has none)".into()
+            } else {
+                "latest (no snapshot written by a full device and not dated in the future; name \
+                 one by its id)"
+                    .into()
+            }));
         }
         let spec_l = spec.to_ascii_lowercase();
         if spec_l.len() < 4 || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -173,17 +201,63 @@ impl Repository {
             .collect();
         match matches.as_slice() {
             [] => Err(Error::SnapshotNotFound(spec.into())),
-            [id] => Ok((*id, self.read_snapshot(id)?)),
+            [id] => Ok(Found {
+                id: *id,
+                snapshot: self.read_snapshot(id)?,
+                passed_over: Vec::new(),
+            }),
             _ => Err(Error::AmbiguousSnapshot(spec.into())),
         }
     }
 }
 
+/// Snapshots dated more than this many seconds after the reader's clock are flagged (§11).
+pub const FUTURE_SLACK_SECS: i64 = 3600;
+
+/// How far a full device takes a snapshot at its word (§11, §13.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    Trusted,
+    /// Written by a write-only device, or by whoever holds a stolen profile.
+    WriteOnly,
+    /// Dated more than [`FUTURE_SLACK_SECS`] after `now`.
+    Future,
+}
+
+pub fn trust(s: &Snapshot, now: i64) -> Trust {
+    if !s.writer.is_full() {
+        Trust::WriteOnly
+    } else if s.time > now.saturating_add(FUTURE_SLACK_SECS) {
+        Trust::Future
+    } else {
+        Trust::Trusted
+    }
+}
+
+/// A snapshot found by `latest` or by id.
+pub struct Found {
+    pub id: Id,
+    pub snapshot: Snapshot,
+    /// Newer snapshots `latest` did not take, and why.
+    pub passed_over: Vec<PassedOver>,
+}
+
+pub enum PassedOver {
+    Unreadable(Id, String),
+    WriteOnly(Id),
+    Future(Id, i64),
+}
+
 /// Where a new snapshot goes in the chain (§11): the newest snapshot known, by sequence, as its
 /// `previous`, and one more than that one's sequence (1 for the first).
+/// Only full devices' snapshots count: a forged one must not push the chain to its end.
 pub fn chain_after(snaps: &[(Id, Snapshot)]) -> (Option<Id>, u64) {
-    match snaps.iter().max_by_key(|(_, s)| s.sequence) {
-        Some((id, s)) => (Some(*id), s.sequence + 1),
+    match snaps
+        .iter()
+        .filter(|(_, s)| s.writer.is_full())
+        .max_by_key(|(_, s)| s.sequence)
+    {
+        Some((id, s)) => (Some(*id), s.sequence.saturating_add(1)),
         None => (None, 1),
     }
 }
@@ -202,8 +276,11 @@ pub fn vault_only_files(repo: &Repository) -> Result<Vec<VaultOnlyFile>> {
     let mut seen: HashSet<Vec<Vec<u8>>> = HashSet::new();
     let mut out = Vec::new();
     let mut readers = PackReaders::default();
+    let now = crate::repo::now().0;
     for (sid, s) in snaps.iter().rev() {
-        if s.summary.vault_only == 0 {
+        // A write-only device cannot move files: its vault-only marks are forged (§11), and
+        // a snapshot dated in the future must not shadow the real newest record.
+        if s.summary.vault_only == 0 || trust(s, now) != Trust::Trusted {
             continue;
         }
         let mut stack: Vec<(Id, Vec<Vec<u8>>)> = vec![(s.root, Vec::new())];

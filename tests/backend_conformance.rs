@@ -49,6 +49,30 @@ fn conformance(store: &Store, is_s3: bool) {
         store.get(FileType::Index, &missing),
         Err(Error::NotFound(_))
     ));
+    // Bounded reads (design.md §12): an object larger than its kind allows is refused as
+    // damaged, whoever planted it; and a writer cannot store one.
+    let big = name();
+    let oversized = common::noise(FileType::Key.max_len() as usize + 1, 3);
+    assert!(matches!(
+        store.put(FileType::Key, &big, &oversized),
+        Err(Error::Invalid(_))
+    ));
+    store
+        .runtime()
+        .block_on(
+            store
+                .backend()
+                .put(FileType::Key, &big, oversized.clone().into()),
+        )
+        .unwrap();
+    let e = store.get(FileType::Key, &big).unwrap_err();
+    assert!(e.is_corrupt(), "{e}");
+    assert!(e.to_string().contains("more than the"), "{e}");
+    // A ranged read takes no more than it asked for.
+    assert_eq!(
+        store.get_range(FileType::Key, &big, 10, 100).unwrap(),
+        &oversized[10..110]
+    );
     // Singletons and empty objects.
     store.put(FileType::Config, "", &[]).unwrap();
     assert_eq!(store.get(FileType::Config, "").unwrap(), b"");

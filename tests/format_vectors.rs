@@ -1,5 +1,5 @@
-//! Format test vectors: pin the v6 byte layout of every structure and the key derivation.
-//! tests/vectors/format-v6.txt holds `name hex` lines; docs/design.md refers to them.
+//! Format test vectors: pin the v7 byte layout of every structure and the key derivation.
+//! tests/vectors/format-v7.txt holds `name hex` lines; docs/design.md refers to them.
 //! A deliberate format change bumps the format version and regenerates the file with
 //! VAULT_REGEN_VECTORS=1.
 
@@ -12,11 +12,11 @@ use vault::format::index::{self, PackDesc};
 use vault::format::keyfile::{self, KeyInfo, KeyMaterial, Method};
 use vault::format::snapshot::{Snapshot, Summary};
 use vault::format::tree::{Node, NodeKind, Tree, TreeBlob, TreeWriter};
-use vault::format::{pack, BlobEntry, BlobType, Compression};
+use vault::format::{device_mac_key, pack, BlobEntry, BlobType, Compression, DeviceId, WrittenBy};
 use vault::keys::Keys;
 use vault::Id;
 
-const FILE: &str = "tests/vectors/format-v6.txt";
+const FILE: &str = "tests/vectors/format-v7.txt";
 /// A fixed age identity used only by these vectors.
 const IDENTITY: &str = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX";
 /// A second fixed identity, the index identity of the vectors.
@@ -27,10 +27,11 @@ fn keys() -> Keys {
     let data = DataIdentity::parse(IDENTITY).unwrap();
     Keys::from_material(KeyMaterial {
         repo_id: Id([0x11; 32]),
-        master: SecretKey::from_bytes([0x42; 32]),
+        secret: SecretKey::from_bytes([0x42; 32]),
         data_recipient: data.recipient(),
         data_identity: Some(data),
         index_identity: DataIdentity::parse(INDEX_IDENTITY).unwrap(),
+        device: None,
     })
 }
 
@@ -42,9 +43,20 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
         "file-hash(hello)",
         k.file_hash.keyed_hash(b"hello").0.to_vec(),
     );
-    v.insert("snapshot-mac-key", k.snapshot_mac.expose().to_vec());
-    v.insert("config-mac-key", k.config_mac.expose().to_vec());
+    let full = k.full().unwrap();
+    v.insert("snapshot-mac-key", full.snapshot_mac.expose().to_vec());
+    v.insert("index-mac-key", full.index_mac.expose().to_vec());
+    v.insert("config-mac-key", full.config_mac.expose().to_vec());
     v.insert("snapshot-id-key", k.snapshot_id.expose().to_vec());
+    v.insert("device-mac-key", full.device_mac.expose().to_vec());
+    v.insert("config-check-key", k.config_check.expose().to_vec());
+    v.insert("local-cache-key", k.cache.expose().to_vec());
+    // A write-only profile's keys: the same writer-secret subkeys, no master secret, and a
+    // local-cache key of its own (§4.1).
+    let wo = Keys::from_material(k.write_only_material().unwrap());
+    assert_eq!(wo.blob_id(b"hello"), k.blob_id(b"hello"));
+    assert!(wo.full().is_err());
+    v.insert("write-only-local-cache-key", wo.cache.expose().to_vec());
     let mut cfg = Config::new(k.repo_id, 1_700_000_000);
     // The vector pins the encoding, not the defaults of the day (new repositories got 20 MiB
     // packs after these vectors were written).
@@ -54,7 +66,10 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
         mode: vault::format::config::LockMode::Compliance,
         days: 30,
     });
-    v.insert("config-object-lock", locked.encode(&k.config_mac));
+    v.insert(
+        "config-object-lock",
+        locked.encode(&k.config_check, &full.config_mac),
+    );
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let data: Vec<u8> = (0..12_000_000)
         .map(|_| {
@@ -71,7 +86,7 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
             .flat_map(|c| (*c as u32).to_le_bytes())
             .collect(),
     );
-    v.insert("config", cfg.encode(&k.config_mac));
+    v.insert("config", cfg.encode(&k.config_check, &full.config_mac));
     let tree = Tree {
         nodes: vec![
             Node {
@@ -169,8 +184,19 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
             bytes: 12345,
             vault_only: 1,
         },
+        writer: WrittenBy::Full,
     };
-    let snap_bytes = snap.encode(&k.snapshot_mac);
+    let snap_bytes = snap.encode(&full.snapshot_mac);
+    let device = DeviceId([0x33; 16]);
+    let wo_snap = Snapshot {
+        writer: WrittenBy::Device(device),
+        summary: Summary::default(),
+        ..snap.clone()
+    };
+    v.insert(
+        "snapshot-write-only",
+        wo_snap.encode(&device_mac_key(&full.device_mac, &device)),
+    );
     v.insert(
         "snapshot-id",
         k.snapshot_id.keyed_hash(&snap_bytes).0.to_vec(),
@@ -192,6 +218,8 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
         "index",
         index::encode(
             &k.repo_id,
+            &WrittenBy::Full,
+            &full.index_mac,
             &[PackDesc {
                 id: Id([0x22; 32]),
                 pack_type: BlobType::Data,
@@ -225,10 +253,10 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
 }
 
 #[test]
-fn v6_layout_is_pinned() {
+fn v7_layout_is_pinned() {
     let got = vectors();
     if std::env::var_os("VAULT_REGEN_VECTORS").is_some() {
-        let mut s = String::from("# vault repository format v6 test vectors: name hex\n");
+        let mut s = String::from("# vault repository format v7 test vectors: name hex\n");
         for (k, v) in &got {
             s.push_str(&format!("{k} {}\n", hex::encode(v)));
         }
@@ -250,7 +278,7 @@ fn v6_layout_is_pinned() {
     for (k, v) in &got {
         assert!(
             want[k] == *v,
-            "vector {k} changed: the v6 format must not change"
+            "vector {k} changed: the v7 format must not change"
         );
     }
 }
@@ -272,18 +300,28 @@ fn pinned_bytes_decode_to_the_structures() {
     let tree = Tree::decode(&v["tree"]).unwrap();
     assert_eq!(tree.encode(), v["tree"]);
     assert_eq!(tree.nodes[2].name, b"sub\xff");
-    let s = Snapshot::decode(&v["snapshot"], &k.repo_id, &k.snapshot_mac).unwrap();
+    let s = Snapshot::decode(&v["snapshot"], &k.repo_id, &k.snapshot_macs()).unwrap();
     assert_eq!(s.host, "laptop");
+    assert!(s.writer.is_full());
+    let w = Snapshot::decode(&v["snapshot-write-only"], &k.repo_id, &k.snapshot_macs()).unwrap();
+    assert_eq!(w.writer, WrittenBy::Device(DeviceId([0x33; 16])));
     assert_eq!(s.summary.vault_only, 1);
     assert_eq!(tree.nodes[0].flags, vault::format::tree::FLAG_VAULT_ONLY);
-    let c = Config::decode(&v["config"], &k.repo_id, &k.config_mac).unwrap();
+    let c = Config::decode(
+        &v["config"],
+        &k.repo_id,
+        &k.config_check,
+        Some(&k.full().unwrap().config_mac),
+    )
+    .unwrap();
     assert_eq!(c.chunk_avg, 1 << 20);
-    let idx = index::decode(&v["index"], &k.repo_id).unwrap();
+    let (by, idx) = index::decode(&v["index"], &k.repo_id, &k.index_macs()).unwrap();
+    assert!(by.is_full());
     assert_eq!(idx[0].blobs[0].raw_len, 10);
     let p = &v["pack-plaintext"];
     let table = pack::decode(p, &k.repo_id).unwrap();
     assert_eq!(table[0].stored_len, 3);
     let (m, info) = keyfile::decode(&v["keyfile-plaintext"]).unwrap();
-    assert_eq!(m.master.expose(), &[0x42; 32]);
+    assert_eq!(m.secret.expose(), &[0x42; 32]);
     assert_eq!(info.label, "passphrase");
 }

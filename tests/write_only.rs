@@ -87,10 +87,33 @@ fn a_write_only_device_backs_up_and_reads_nothing() {
     }
     assert!(!std::path::Path::new("/tmp/never-restored").exists());
 
-    // The owner sees the phone's snapshot and restores it.
+    // The owner sees the phone's snapshot, marked as a write-only device's, and restores it by
+    // its id: `latest` is the newest snapshot of a full device (design.md §11).
+    let listed = env.vault().args(["snapshots", "--json"]).output().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let writers: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["writer"].as_str().unwrap())
+        .collect();
+    assert_eq!(writers, ["full", "write-only"]);
+    let phone_snap = listed[1]["id"].as_str().unwrap().to_string();
+    let text = env.vault().arg("snapshots").output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("(write-only device)"));
     let out = env.path("out");
-    env.vault()
+    let latest = env
+        .vault()
         .args(["restore", "--target"])
+        .arg(&out)
+        .arg("--include")
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(!latest.status.success());
+    assert!(String::from_utf8_lossy(&latest.stderr).contains("written by a write-only device"));
+    env.vault()
+        .args(["restore", &phone_snap, "--target"])
         .arg(&out)
         .arg("--include")
         .arg(&src)

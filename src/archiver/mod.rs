@@ -388,6 +388,7 @@ pub fn backup_draft(
             bytes: summary.bytes,
             vault_only: 0,
         },
+        writer: repo.keys().written_by(),
     };
     summary.requests = repo.store().stats();
     Ok((summary, snap))

@@ -96,8 +96,8 @@ impl Backend for DryRun {
         });
         Ok(())
     }
-    async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
-        self.inner.get(t, name).await
+    async fn get(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+        self.inner.get(t, name, max).await
     }
     async fn get_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.inner.get_range(t, name, offset, len).await

@@ -308,13 +308,30 @@ impl Backend for LocalBackend {
         })))
     }
 
-    async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+    async fn get(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
         let path = self.path(t, name);
-        match tokio::fs::read(&path).await {
-            Ok(v) => Ok(v),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found(t, name)),
-            Err(e) => Err(storage("reading", &path, e)),
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found(t, name)),
+            Err(e) => return Err(storage("reading", &path, e)),
+        };
+        let len = f
+            .metadata()
+            .map_err(|e| storage("reading", &path, e))?
+            .len();
+        if len > max {
+            return Err(super::too_large(t, name, len, max));
         }
+        let mut v = Vec::with_capacity(len as usize);
+        // Bounded even if the file grows meanwhile.
+        (&mut f)
+            .take(max + 1)
+            .read_to_end(&mut v)
+            .map_err(|e| storage("reading", &path, e))?;
+        if v.len() as u64 > max {
+            return Err(super::too_large(t, name, v.len() as u64, max));
+        }
+        Ok(v)
     }
 
     async fn get_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -410,6 +427,23 @@ mod tests {
     use super::*;
     use crate::backend::Store;
     use std::sync::Arc;
+
+    #[test]
+    fn a_planted_huge_object_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(Arc::new(LocalBackend::new(dir.path().join("r")))).unwrap();
+        store.create().unwrap();
+        // A 3 GiB key file (sparse: no disk used) once made unlocking allocate 6.3 GB.
+        let name = crate::ids::Id::random().to_hex();
+        let path = dir.path().join("r").join(object_path(FileType::Key, &name));
+        File::create(&path).unwrap().set_len(3 << 30).unwrap();
+        let e = store.get(FileType::Key, &name).unwrap_err();
+        assert!(e.is_corrupt(), "{e}");
+        assert!(e.to_string().contains("3221225472 bytes"), "{e}");
+        for t in [FileType::Config, FileType::Index, FileType::Snapshot] {
+            assert!(t.max_len() < 1 << 30);
+        }
+    }
 
     #[test]
     fn conformance_basics() {

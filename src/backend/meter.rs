@@ -105,9 +105,9 @@ impl Backend for Metered {
         self.meter.sent(n);
         Ok(())
     }
-    async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+    async fn get(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
         self.meter.count(&self.meter.get);
-        let v = self.inner.get(t, name).await?;
+        let v = self.inner.get(t, name, max).await?;
         self.meter.received(v.len());
         Ok(v)
     }

@@ -52,6 +52,22 @@ impl FileType {
         }
     }
 
+    /// The largest object of this kind a reader downloads (§12): anything larger is refused
+    /// before it is read, so that an object planted in the store cannot make a client allocate
+    /// what it likes. Writers stay far below: vault's key files are about 1 KiB, configs
+    /// 200 bytes, index objects at most a few MiB (50,000 blobs), packs at most `pack_target`
+    /// (1 GiB) plus one blob, the table and the padding.
+    pub fn max_len(self) -> u64 {
+        match self {
+            FileType::Marker => 4 << 10,
+            FileType::Config => 64 << 10,
+            FileType::Key | FileType::Revoked => 1 << 20,
+            FileType::Index => 64 << 20,
+            FileType::Snapshot => 16 << 20,
+            FileType::Pack => 1280 << 20,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             FileType::Marker => "marker",
@@ -63,6 +79,18 @@ impl FileType {
             FileType::Revoked => "removed key",
         }
     }
+}
+
+/// The error for an object larger than its kind allows: it is treated as damaged (a reader
+/// skips a key file like that and goes on with the others).
+pub fn too_large(t: FileType, name: &str, len: u64, max: u64) -> Error {
+    Error::corrupt(
+        format!("{} {}", t.name(), short_name(name)),
+        format!(
+            "it is {len} bytes, more than the {max} a {} can be",
+            t.name()
+        ),
+    )
 }
 
 /// Path of an object relative to the repository root. Names of many-object kinds are 64 hex
@@ -116,7 +144,8 @@ pub trait Backend: Send + Sync {
     /// Store an object (create-only). `Bytes`: a network upload sends from the buffer, and a
     /// retry sends it again, without copying it.
     async fn put(&self, t: FileType, name: &str, data: Bytes) -> Result<()>;
-    async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>>;
+    /// A whole object, refused (as damaged, [`too_large`]) when it is larger than `max`.
+    async fn get(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>>;
     async fn get_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// `get_range` into `buf` (replacing its contents), reusing its allocation where the
     /// backend can.
@@ -259,11 +288,21 @@ impl Store {
     }
     /// `put` of a buffer the store may keep (a network upload sends from it without a copy).
     pub fn put_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
+        // A writer never stores what its readers refuse (§12).
+        if data.len() as u64 > t.max_len() {
+            return Err(Error::Invalid(format!(
+                "the {} would be {} bytes, more than the {} readers accept",
+                t.name(),
+                data.len(),
+                t.max_len()
+            )));
+        }
         self.rt
             .block_on(self.backend.put(t, name, Bytes::from(data)))
     }
+    /// A whole object, at most [`FileType::max_len`] bytes.
     pub fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
-        self.rt.block_on(self.backend.get(t, name))
+        self.rt.block_on(self.backend.get(t, name, t.max_len()))
     }
     pub fn get_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.rt

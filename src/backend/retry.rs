@@ -121,8 +121,8 @@ impl Backend for Retry {
         // `Bytes` clones share the buffer: a retried pack is not copied.
         self.run(|| self.inner.put(t, name, data.clone())).await
     }
-    async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
-        self.run(|| self.inner.get(t, name)).await
+    async fn get(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+        self.run(|| self.inner.get(t, name, max)).await
     }
     async fn get_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.run(|| self.inner.get_range(t, name, offset, len))

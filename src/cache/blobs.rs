@@ -28,9 +28,12 @@ impl LocalCache {
             .map_err(|e| self.err(e))
     }
 
-    /// Merge the packs one index object describes (or, with no name, packs recovered from
-    /// their own tables), atomically with recording the object as merged.
-    pub fn add_packs(&self, name: Option<&str>, packs: &[PackDesc]) -> Result<()> {
+    /// Merge the packs one index object written `by` a device describes (or, with no name, packs
+    /// recovered from their own tables, which count as a write-only device's), atomically with recording the
+    /// object as merged. Every location of a blob is kept (§13.1); a location recorded by both
+    /// classes counts as class 1.
+    pub fn add_packs(&self, name: Option<&str>, by: &WrittenBy, packs: &[PackDesc]) -> Result<()> {
+        let vouched = self.trust_all || by.is_full();
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         {
@@ -41,7 +44,11 @@ impl LocalCache {
                 .prepare_cached("SELECT n FROM packs WHERE id = ?1")
                 .map_err(|e| self.err(e))?;
             let mut blob_ins = tx
-                .prepare_cached("INSERT OR IGNORE INTO blobs (id, loc) VALUES (?1, ?2)")
+                .prepare_cached(
+                    "INSERT INTO blobs (id, pack, vouched, loc) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (id, pack) DO UPDATE SET vouched = excluded.vouched,
+                     loc = excluded.loc WHERE excluded.vouched > blobs.vouched",
+                )
                 .map_err(|e| self.err(e))?;
             for p in packs {
                 let sealed = self.rows.seal(&p.id.0, &encode_pack(&p.info()));
@@ -57,7 +64,7 @@ impl LocalCache {
                     b.encode(&mut w);
                     let loc = self.rows.seal(&b.id.0, &w.into_vec());
                     blob_ins
-                        .execute(params![&b.id.0[..], loc])
+                        .execute(params![&b.id.0[..], n, vouched as i64, loc])
                         .map_err(|e| self.err(e))?;
                 }
             }
@@ -80,15 +87,17 @@ impl LocalCache {
         st.exists([&id.0[..]]).map_err(|e| self.err(e))
     }
 
+    /// True when the blob is stored as far as this device may rely on for deduplication: on a
+    /// full device, a class-1 index object records it (§13.1).
     pub fn has_blob(&self, id: &Id) -> Result<bool> {
         self.has_blobs(std::slice::from_ref(id))
     }
 
-    /// True when every blob in `ids` is indexed.
+    /// True when [`Self::has_blob`] holds for every blob in `ids`.
     pub fn has_blobs(&self, ids: &[Id]) -> Result<bool> {
         let conn = self.lock();
         let mut st = conn
-            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1 AND vouched = 1")
             .map_err(|e| self.err(e))?;
         for id in ids {
             if !st.exists([&id.0[..]]).map_err(|e| self.err(e))? {
@@ -98,46 +107,50 @@ impl LocalCache {
         Ok(true)
     }
 
-    /// Where a blob is: its pack and its entry.
-    pub fn blob(&self, id: &Id) -> Result<Option<(PackInfo, BlobEntry)>> {
+    /// Every recorded location of a blob, class-1 ones first: a reader tries them in turn.
+    pub fn blob(&self, id: &Id) -> Result<Vec<(PackInfo, BlobEntry)>> {
         let conn = self.lock();
         let mut st = conn
-            .prepare_cached("SELECT loc FROM blobs WHERE id = ?1")
+            .prepare_cached("SELECT pack, loc FROM blobs WHERE id = ?1 ORDER BY vouched DESC, pack")
             .map_err(|e| self.err(e))?;
-        let Some(loc): Option<Vec<u8>> = st
-            .query_row([&id.0[..]], |r| r.get(0))
-            .optional()
+        let rows: Vec<(i64, Vec<u8>)> = st
+            .query_map([&id.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(|e| self.err(e))?
-        else {
-            return Ok(None);
-        };
-        let plain = self
-            .rows
-            .open(&id.0, &loc)
-            .ok_or_else(|| self.corrupt_row("blob"))?;
-        let mut r = Reader::new(&plain, "local blob entry");
-        let n = r.u64()? as i64;
-        let entry = BlobEntry::decode(&mut r)?;
-        if entry.id != *id {
-            return Err(self.corrupt_row("blob"));
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (pack, loc) in rows {
+            let plain = self
+                .rows
+                .open(&id.0, &loc)
+                .ok_or_else(|| self.corrupt_row("blob"))?;
+            let mut r = Reader::new(&plain, "local blob entry");
+            let n = r.u64()? as i64;
+            let entry = BlobEntry::decode(&mut r)?;
+            if entry.id != *id || n != pack {
+                return Err(self.corrupt_row("blob"));
+            }
+            let mut st = conn
+                .prepare_cached("SELECT id, info FROM packs WHERE n = ?1")
+                .map_err(|e| self.err(e))?;
+            let (pid, info): (Vec<u8>, Vec<u8>) = st
+                .query_row([n], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| self.err(e))?;
+            let pid = id_of(pid, &self.label)?;
+            let info = self
+                .rows
+                .open(&pid.0, &info)
+                .ok_or_else(|| self.corrupt_row("pack"))?;
+            out.push((decode_pack(pid, &info)?, entry));
         }
-        let mut st = conn
-            .prepare_cached("SELECT id, info FROM packs WHERE n = ?1")
-            .map_err(|e| self.err(e))?;
-        let (pid, info): (Vec<u8>, Vec<u8>) = st
-            .query_row([n], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.err(e))?;
-        let pid = id_of(pid, &self.label)?;
-        let info = self
-            .rows
-            .open(&pid.0, &info)
-            .ok_or_else(|| self.corrupt_row("pack"))?;
-        Ok(Some((decode_pack(pid, &info)?, entry)))
+        Ok(out)
     }
 
     pub fn blob_count(&self) -> Result<u64> {
         self.lock()
-            .query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT count(DISTINCT id) FROM blobs", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }

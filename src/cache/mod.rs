@@ -22,7 +22,7 @@ use crate::crypto::RowCipher;
 use crate::error::{Error, Result};
 use crate::format::codec::{Reader, Writer};
 use crate::format::index::{PackDesc, PackInfo};
-use crate::format::{BlobEntry, BlobType};
+use crate::format::{BlobEntry, BlobType, WrittenBy};
 use crate::ids::Id;
 use crate::keys::Keys;
 
@@ -46,7 +46,7 @@ pub struct FolderWrite {
 }
 
 /// Layout version of the database; a different one is discarded and rebuilt.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Where the local index lives.
 #[derive(Clone, Debug)]
@@ -90,6 +90,9 @@ pub struct LocalCache {
     label: String,
     /// Why the on-disk index could not be used, when this one is in memory instead of on disk.
     pub fallback: Option<String>,
+    /// A write-only device can check nothing it reads and takes every index entry as vouched
+    /// for; a full device only those of class-1 index objects (§13.1).
+    trust_all: bool,
 }
 
 /// Ids stored as 32-byte blobs.
@@ -108,7 +111,13 @@ impl LocalCache {
         match place {
             CachePlace::Memory => Self::open_memory(keys, None),
             CachePlace::Dir(dir) => {
-                let dir = dir.join(keys.repo_id.to_hex());
+                // A write-only profile's local index is sealed with keys from the writer
+                // secret (§4.1), so it lives apart from a full device's.
+                let mut name = keys.repo_id.to_hex();
+                if keys.is_write_only() {
+                    name.push_str("-write-only");
+                }
+                let dir = dir.join(name);
                 match Self::open_file(&dir, keys) {
                     Ok(c) => Ok(c),
                     Err(Error::Cache { path, detail }) => {
@@ -128,6 +137,7 @@ impl LocalCache {
             rows: RowCipher::new(&keys.cache),
             label,
             fallback,
+            trust_all: keys.is_write_only(),
         };
         c.setup(keys, false)?;
         Ok(c)
@@ -157,6 +167,7 @@ impl LocalCache {
                 rows: RowCipher::new(&keys.cache),
                 label: label.clone(),
                 fallback: None,
+                trust_all: keys.is_write_only(),
             };
             c.setup(keys, true)?;
             Ok(c)
@@ -246,7 +257,7 @@ impl LocalCache {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS index_objects (name TEXT PRIMARY KEY) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS packs (n INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, info BLOB NOT NULL);
-             CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, loc BLOB NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS blobs (id BLOB NOT NULL, pack INTEGER NOT NULL, vouched INTEGER NOT NULL, loc BLOB NOT NULL, PRIMARY KEY (id, pack)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS folders (key BLOB PRIMARY KEY, seen INTEGER NOT NULL, run INTEGER NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS folder_parts (folder BLOB NOT NULL, part BLOB NOT NULL, body BLOB NOT NULL, PRIMARY KEY (folder, part)) WITHOUT ROWID;

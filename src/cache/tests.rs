@@ -57,8 +57,12 @@ fn blobs_packs_and_files_round_trip_and_persist() {
     {
         let c = LocalCache::open(&place, &k).unwrap();
         assert!(c.fallback.is_none());
-        c.add_packs(Some("idx1"), &[pack(1, &[Id([2; 32]), Id([3; 32])])])
-            .unwrap();
+        c.add_packs(
+            Some("idx1"),
+            &WrittenBy::Full,
+            &[pack(1, &[Id([2; 32]), Id([3; 32])])],
+        )
+        .unwrap();
         let (rows, parts) = row_of(&k, Id([4; 32]), &[(b"a.jpg", entry())]);
         c.put_folders(&rows, &parts, &[], 77).unwrap();
         c.put_snapshot(&Id([5; 32]), b"snapshot bytes").unwrap();
@@ -69,7 +73,7 @@ fn blobs_packs_and_files_round_trip_and_persist() {
     assert!(!c.has_blob(&Id([6; 32])).unwrap());
     assert!(c.has_blobs(&[Id([2; 32]), Id([3; 32])]).unwrap());
     assert!(!c.has_blobs(&[Id([2; 32]), Id([6; 32])]).unwrap());
-    let (p, e) = c.blob(&Id([3; 32])).unwrap().unwrap();
+    let (p, e) = c.blob(&Id([3; 32])).unwrap().remove(0);
     assert_eq!(p.id, Id([1; 32]));
     assert_eq!(
         (p.object_len, p.payload_offset, p.plain_len),
@@ -100,7 +104,8 @@ fn another_key_starts_empty_and_files_are_private() {
     let place = CachePlace::Dir(dir.path().to_path_buf());
     let k = keys();
     let c = LocalCache::open(&place, &k).unwrap();
-    c.add_packs(Some("a"), &[pack(1, &[Id([2; 32])])]).unwrap();
+    c.add_packs(Some("a"), &WrittenBy::Full, &[pack(1, &[Id([2; 32])])])
+        .unwrap();
     drop(c);
     let sub = dir.path().join(k.repo_id.to_hex());
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -110,7 +115,7 @@ fn another_key_starts_empty_and_files_are_private() {
     }
     // Same repository id, different keys (cannot happen in practice): nothing is trusted.
     let mut m = k.material();
-    m.master = crate::crypto::SecretKey::generate();
+    m.secret = crate::crypto::SecretKey::generate();
     let k2 = Keys::from_material(m);
     let c2 = LocalCache::open(&place, &k2).unwrap();
     assert!(!c2.has_blob(&Id([2; 32])).unwrap());
@@ -126,7 +131,8 @@ fn a_damaged_database_is_replaced() {
     std::fs::write(sub.join("index.sqlite"), vec![0x55u8; 8192]).unwrap();
     let c = LocalCache::open(&place, &k).unwrap();
     assert!(c.fallback.is_none(), "{:?}", c.fallback);
-    c.add_packs(Some("a"), &[pack(1, &[Id([2; 32])])]).unwrap();
+    c.add_packs(Some("a"), &WrittenBy::Full, &[pack(1, &[Id([2; 32])])])
+        .unwrap();
     assert!(c.has_blob(&Id([2; 32])).unwrap());
 }
 
@@ -137,7 +143,8 @@ fn an_unusable_dir_falls_back_to_memory() {
     std::fs::write(&file, b"x").unwrap();
     let c = LocalCache::open(&CachePlace::Dir(file), &keys()).unwrap();
     assert!(c.fallback.is_some());
-    c.add_packs(Some("a"), &[pack(1, &[Id([2; 32])])]).unwrap();
+    c.add_packs(Some("a"), &WrittenBy::Full, &[pack(1, &[Id([2; 32])])])
+        .unwrap();
     assert!(c.has_blob(&Id([2; 32])).unwrap());
 }
 
@@ -226,4 +233,72 @@ fn page_cache_and_mmap_are_set() {
         .query_row("PRAGMA cache_size", [], |r| r.get(0))
         .unwrap();
     assert_eq!((v, cs), (256 << 20, -65536));
+}
+
+#[test]
+fn only_full_devices_entries_count_for_deduplication_and_every_location_is_kept() {
+    let k = keys();
+    let c = LocalCache::open(&CachePlace::Memory, &k).unwrap();
+    let phone = WrittenBy::Device(crate::format::DeviceId([7; 16]));
+    // A write-only device's index object claims blob 2 in pack 1: readable, not vouched for.
+    c.add_packs(Some("w"), &phone, &[pack(1, &[Id([2; 32])])])
+        .unwrap();
+    assert!(!c.has_blob(&Id([2; 32])).unwrap());
+    assert_eq!(c.blob(&Id([2; 32])).unwrap().len(), 1);
+    // A full device stores it again in pack 9: both locations kept, the full device's first.
+    c.add_packs(Some("f"), &WrittenBy::Full, &[pack(9, &[Id([2; 32])])])
+        .unwrap();
+    assert!(c.has_blob(&Id([2; 32])).unwrap());
+    let locs = c.blob(&Id([2; 32])).unwrap();
+    assert_eq!(locs.len(), 2);
+    assert_eq!(locs[0].0.id, Id([9; 32]));
+    assert_eq!(locs[1].0.id, Id([1; 32]));
+    // The same location vouched for later by a full device becomes trusted.
+    c.add_packs(Some("g"), &WrittenBy::Full, &[pack(1, &[Id([2; 32])])])
+        .unwrap();
+    assert_eq!(c.blob(&Id([2; 32])).unwrap().len(), 2);
+    assert_eq!(c.blob_count().unwrap(), 1);
+    // A write-only device trusts every entry: it can check nothing it reads.
+    let wo = Keys::from_material(k.write_only_material().unwrap());
+    let c = LocalCache::open(&CachePlace::Memory, &wo).unwrap();
+    c.add_packs(Some("w"), &phone, &[pack(1, &[Id([2; 32])])])
+        .unwrap();
+    assert!(c.has_blob(&Id([2; 32])).unwrap());
+}
+
+#[test]
+fn a_write_only_profile_cannot_open_a_full_devices_local_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let place = CachePlace::Dir(dir.path().to_path_buf());
+    let k = keys();
+    let c = LocalCache::open(&place, &k).unwrap();
+    c.add_packs(Some("a"), &WrittenBy::Full, &[pack(1, &[Id([2; 32])])])
+        .unwrap();
+    let (rows, parts) = row_of(&k, Id([4; 32]), &[(b"CANARY.jpg", entry())]);
+    c.put_folders(&rows, &parts, &[], 77).unwrap();
+    drop(c);
+    // The thief copies the full device's database where its own profile would look for it.
+    let wo = Keys::from_material(k.write_only_material().unwrap());
+    assert_ne!(wo.cache.expose(), k.cache.expose());
+    let full_dir = dir.path().join(k.repo_id.to_hex());
+    let stolen = dir
+        .path()
+        .join(format!("{}-write-only", k.repo_id.to_hex()));
+    std::fs::create_dir_all(&stolen).unwrap();
+    std::fs::copy(full_dir.join("index.sqlite"), stolen.join("index.sqlite")).unwrap();
+    let c = LocalCache::open(&place, &wo).unwrap();
+    assert!(!c.has_blob(&Id([2; 32])).unwrap());
+    assert!(c.folder(&Id([4; 32])).unwrap().is_none());
+    // And its rows do not open under the profile's key.
+    let row = {
+        let conn = rusqlite::Connection::open(full_dir.join("index.sqlite")).unwrap();
+        conn.query_row("SELECT loc FROM blobs", [], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap()
+    };
+    assert!(crate::crypto::RowCipher::new(&wo.cache)
+        .open(&[2; 32], &row)
+        .is_none());
+    assert!(crate::crypto::RowCipher::new(&k.cache)
+        .open(&[2; 32], &row)
+        .is_some());
 }

@@ -8,10 +8,13 @@ use serde::Serialize;
 
 use crate::backend::FileType;
 use crate::error::Result;
+use crate::format::index::PackDesc;
 use crate::format::snapshot::Snapshot;
+use crate::format::BlobEntry;
 use crate::ids::Id;
 use crate::progress::Progress;
 use crate::repo::{Index, PackReaders, Repository};
+use crate::snapshots::{trust, Trust};
 
 #[derive(Debug, Default, Serialize)]
 pub struct CheckReport {
@@ -31,6 +34,8 @@ pub struct CheckReport {
     pub vault_only_damaged: Vec<String>,
     /// Files marked vault-only in this repository's snapshots.
     pub vault_only_files: u64,
+    /// Snapshots written by write-only devices (§11).
+    pub write_only_snapshots: u64,
 }
 
 impl CheckReport {
@@ -61,6 +66,7 @@ pub fn check(
         rep.errors.push(format!("index {}: {e}", name.short()));
     }
     let bad_packs = check_packs(repo, &index, &mut rep)?;
+    check_tables(repo, &index, &bad_packs, &mut rep);
     let snaps = check_snapshots(repo, &mut rep)?;
     let mut readers = PackReaders::default();
     let (missing_blobs, bad_trees) =
@@ -129,6 +135,64 @@ fn check_packs(repo: &Repository, index: &Index, rep: &mut CheckReport) -> Resul
     Ok(bad_packs)
 }
 
+/// Compare every index object's description of each pack with the pack's own table (§13.1): an
+/// entry that disagrees was made by a broken or hostile writer (a stolen write-only profile can
+/// point a stored blob at other bytes). Reads fall back to other locations; `check` names it.
+fn check_tables(repo: &Repository, index: &Index, bad_packs: &HashSet<Id>, rep: &mut CheckReport) {
+    let todo: Vec<(Id, u64)> = index
+        .packs
+        .iter()
+        .filter(|p| !bad_packs.contains(&p.id))
+        .map(|p| (p.id, p.object_len))
+        .collect();
+    let pos: HashMap<Id, usize> = index
+        .packs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id, i))
+        .collect();
+    let mut again: HashMap<Id, Vec<&(Option<Id>, PackDesc)>> = HashMap::new();
+    for a in &index.again {
+        again.entry(a.1.id).or_default().push(a);
+    }
+    for (id, r) in repo.read_pack_tables(&todo) {
+        let table = match r {
+            Ok(t) => t,
+            Err(e) => {
+                rep.errors.push(format!(
+                    "pack {}: its table cannot be read: {e}",
+                    id.short()
+                ));
+                continue;
+            }
+        };
+        let own: HashSet<&BlobEntry> = table.blobs.iter().collect();
+        let i = pos[&id];
+        let first = (
+            index.sources[i],
+            index.described(i),
+            index.packs[i].plain_len,
+        );
+        let later = again
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|(src, d)| (*src, d.blobs.as_slice(), d.plain_len));
+        for (src, entries, plain_len) in std::iter::once(first).chain(later) {
+            let wrong = entries.iter().filter(|e| !own.contains(e)).count()
+                + usize::from(plain_len != table.plain_len);
+            if wrong > 0 {
+                let by = src.map_or("the index".to_string(), |s| format!("index {}", s.short()));
+                rep.errors.push(format!(
+                    "{by}: {wrong} entr(ies) for pack {} disagree with the pack's own table \
+                     (reads fall back to the other locations of those blobs)",
+                    id.short()
+                ));
+            }
+        }
+    }
+}
+
 /// Every snapshot object, and the snapshots this computer knows of that are gone. Returns the
 /// snapshots that decoded.
 fn check_snapshots(repo: &Repository, rep: &mut CheckReport) -> Result<Vec<(Id, Snapshot)>> {
@@ -150,6 +214,19 @@ fn check_snapshots(repo: &Repository, rep: &mut CheckReport) -> Result<Vec<(Id, 
              (`vault snapshots --acknowledge-missing`)",
             id.short()
         ));
+    }
+    let now = crate::repo::now().0;
+    for (id, s) in &snaps {
+        match trust(s, now) {
+            Trust::Trusted => {}
+            Trust::WriteOnly => rep.write_only_snapshots += 1,
+            Trust::Future => rep.notes.push(format!(
+                "snapshot {} is dated {} seconds after this computer's clock: a device with a \
+                 wrong clock, or someone forging snapshots, wrote it; `latest` passes over it",
+                id.short(),
+                s.time.saturating_sub(now)
+            )),
+        }
     }
     rep.snapshots = snaps.len() as u64;
     Ok(snaps)

@@ -31,7 +31,8 @@ pub(super) fn check_trees(
         read: 0,
         last: None,
     };
-    for (_, s) in snaps {
+    for (sid, s) in snaps {
+        let forged_marks = rep.vault_only_files;
         let mut stack = vec![(s.root, 0usize)];
         while let Some((t, depth)) = stack.pop() {
             if depth > MAX_DEPTH {
@@ -70,6 +71,21 @@ pub(super) fn check_trees(
                     }
                     NodeKind::Symlink { .. } => {}
                 }
+            }
+        }
+        if !s.writer.is_full() {
+            // A write-only device cannot move files (§11): such marks are forged, and
+            // ignored by restore and move.
+            let marks = rep.vault_only_files - forged_marks;
+            rep.vault_only_files = forged_marks;
+            if marks > 0 || s.summary.vault_only > 0 {
+                rep.errors.push(format!(
+                    "snapshot {}: written by a write-only device, yet it marks {} file(s) as \
+                     vault-only; write-only devices cannot move files, so someone with a \
+                     write-only profile forged it (its marks are ignored)",
+                    sid.short(),
+                    marks.max(s.summary.vault_only)
+                ));
             }
         }
     }

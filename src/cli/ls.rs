@@ -81,7 +81,9 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
         return vault_only(ctx, a.path.as_deref());
     }
     let repo = ctx.open()?;
-    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let found = repo.find_snapshot_noting(&a.snapshot)?;
+    ctx.warn_passed_over(&found.passed_over);
+    let snap = found.snapshot;
     ctx.warn_missing_snapshots(&repo);
     let mut readers = PackReaders::default();
     let want = a.path.as_deref().map(split_path).unwrap_or_default();

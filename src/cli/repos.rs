@@ -364,6 +364,31 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// Say which newer snapshots `latest` did not take (§11).
+    pub(crate) fn warn_passed_over(&self, passed: &[vault::snapshots::PassedOver]) {
+        use vault::snapshots::PassedOver;
+        for p in passed {
+            self.out.warn(match p {
+                PassedOver::Unreadable(id, e) => format!(
+                    "warning: snapshot {} could not be read ({e}); `latest` is the newest \
+                     readable one. Run `vault check`.",
+                    id.short()
+                ),
+                PassedOver::WriteOnly(id) => format!(
+                    "note: snapshot {} is newer but was written by a write-only device; `latest` \
+                     is the newest from a full device. Name it by its id to use it.",
+                    id.short()
+                ),
+                PassedOver::Future(id, t) => format!(
+                    "warning: snapshot {} is dated {} UTC, in the future; `latest` passed over it. \
+                     A device with a wrong clock, or someone forging snapshots, wrote it.",
+                    id.short(),
+                    crate::ui::time(*t)
+                ),
+            });
+        }
+    }
+
     pub(crate) fn warn_missing_snapshots(&self, repo: &Repository) {
         let missing = repo.missing_snapshots();
         if missing.is_empty() {

@@ -46,7 +46,9 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     }
     let target = a.target.as_deref().context("--target is required")?;
     let repo = ctx.open()?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let found = repo.find_snapshot_noting(&a.snapshot)?;
+    ctx.warn_passed_over(&found.passed_over);
+    let (id, snap) = (found.id, found.snapshot);
     let opts = RestoreOptions {
         target: target.to_path_buf(),
         includes: a.include.iter().map(|s| split_path(s)).collect(),

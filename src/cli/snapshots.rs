@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::Ctx;
 use crate::ui;
+use vault::snapshots::{trust, Trust};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -25,6 +26,10 @@ struct SnapshotJson {
     sequence: u64,
     files: u64,
     bytes: u64,
+    /// "full" or "write-only": the class of device that wrote it (§11).
+    writer: &'static str,
+    /// Dated more than an hour after this computer's clock.
+    future: bool,
 }
 
 pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
@@ -55,6 +60,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .collect()
     };
+    let now = vault::repo::now().0;
     let v: Vec<SnapshotJson> = snaps
         .iter()
         .map(|(id, s)| SnapshotJson {
@@ -67,6 +73,8 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
             sequence: s.sequence,
             files: s.summary.files,
             bytes: s.summary.bytes,
+            writer: s.writer.name(),
+            future: trust(s, now) == Trust::Future,
         })
         .collect();
     ctx.out.result(&v, || {
@@ -80,15 +88,21 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
             } else {
                 format!("  [{}]", s.tags.join(","))
             };
+            let mark = match trust(s, now) {
+                Trust::Trusted => "",
+                Trust::WriteOnly => "  (write-only device)",
+                Trust::Future => "  (dated in the future)",
+            };
             println!(
-                "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {}{}",
+                "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {}{}{}",
                 id.short(),
                 ui::time(s.time),
                 s.host,
                 s.summary.files,
                 ui::bytes(s.summary.bytes),
                 paths(s).join(" "),
-                tags
+                tags,
+                mark
             );
         }
         println!("{} snapshot(s)", snaps.len());

@@ -20,6 +20,9 @@ pub struct ObjectLock {
     pub days: u32,
 }
 
+/// Longest Object Lock retention accepted: 100 years.
+pub const MAX_LOCK_DAYS: u32 = 36_500;
+
 /// Extension key for [`ObjectLock`] in the config.
 const EXT_OBJECT_LOCK: &str = "object-lock";
 
@@ -71,7 +74,13 @@ impl Config {
             && self.chunk_max.is_multiple_of(2)
             && self.pack_target >= 1 << 16
             && self.pack_target <= 1 << 30
-            && (1..=19).contains(&self.zstd_level);
+            // A forged pack_min would make every small backup upload a huge pack.
+            && self.pack_min <= self.pack_target
+            && self.pack_min <= 16 << 20
+            && (1..=19).contains(&self.zstd_level)
+            && self
+                .object_lock
+                .is_none_or(|l| (1..=MAX_LOCK_DAYS).contains(&l.days));
         if ok {
             Ok(())
         } else {
@@ -79,7 +88,9 @@ impl Config {
         }
     }
 
-    pub fn encode(&self, mac_key: &SecretKey) -> Vec<u8> {
+    /// Encode with the check (writer-secret key, for write-only devices) and the MAC (from the
+    /// master secret, for full devices) of §6.
+    pub fn encode(&self, check_key: &SecretKey, mac_key: &SecretKey) -> Vec<u8> {
         let mut w = Writer::new();
         write_header(&mut w, &self.repo_id, ObjectKind::Config);
         w.u32(self.chunk_min);
@@ -103,13 +114,21 @@ impl Config {
             w.str(k);
             w.bytes(&v);
         }
+        let check = check_key.keyed_hash(&w.buf);
+        w.id(&check);
         let mac = mac_key.keyed_hash(&w.buf);
         w.id(&mac);
         w.into_vec()
     }
 
-    /// Decode and verify. `repo_id` is the id from the unlocked key file.
-    pub fn decode(data: &[u8], repo_id: &Id, mac_key: &SecretKey) -> Result<Self> {
+    /// Decode and verify. `repo_id` is the id from the unlocked key file; `mac_key` is `None` on
+    /// a write-only device, which checks only the check.
+    pub fn decode(
+        data: &[u8],
+        repo_id: &Id,
+        check_key: &SecretKey,
+        mac_key: Option<&SecretKey>,
+    ) -> Result<Self> {
         let mut r = Reader::new(data, "config");
         let repo_id = read_header(&mut r, Some(repo_id), ObjectKind::Config)?;
         let c = Config {
@@ -148,9 +167,13 @@ impl Config {
             }
         }
         let body = r.pos();
+        let check = r.id()?;
+        let checked = r.pos();
         let mac = r.id()?;
         r.finish()?;
-        if !mac_key.verify_mac(&data[..body], &mac.0) {
+        if !check_key.verify_mac(&data[..body], &check.0)
+            || mac_key.is_some_and(|k| !k.verify_mac(&data[..checked], &mac.0))
+        {
             return Err(Error::corrupt("config", "MAC does not verify"));
         }
         c.validate()?;
@@ -164,19 +187,78 @@ mod tests {
 
     #[test]
     fn round_trip_and_mac() {
-        let key = SecretKey::generate();
+        let (check, key) = (SecretKey::generate(), SecretKey::generate());
         let mut c = Config::new(Id::random(), 1_700_000_000);
-        let enc = c.encode(&key);
-        assert_eq!(Config::decode(&enc, &c.repo_id, &key).unwrap(), c);
+        let enc = c.encode(&check, &key);
+        assert_eq!(
+            Config::decode(&enc, &c.repo_id, &check, Some(&key)).unwrap(),
+            c
+        );
+        assert_eq!(Config::decode(&enc, &c.repo_id, &check, None).unwrap(), c);
         c.object_lock = Some(ObjectLock {
             mode: LockMode::Compliance,
             days: 30,
         });
-        let locked = c.encode(&key);
-        assert_eq!(Config::decode(&locked, &c.repo_id, &key).unwrap(), c);
+        let locked = c.encode(&check, &key);
+        assert_eq!(
+            Config::decode(&locked, &c.repo_id, &check, Some(&key)).unwrap(),
+            c
+        );
         let mut bad = enc.clone();
         bad[50] ^= 1;
-        assert!(Config::decode(&bad, &c.repo_id, &key).is_err());
-        assert!(Config::decode(&enc, &c.repo_id, &SecretKey::generate()).is_err());
+        assert!(Config::decode(&bad, &c.repo_id, &check, Some(&key)).is_err());
+        let other = SecretKey::generate();
+        assert!(Config::decode(&enc, &c.repo_id, &check, Some(&other)).is_err());
+        assert!(Config::decode(&enc, &c.repo_id, &other, None).is_err());
+        // A write-only device (holding only the check key) can forge a config that other
+        // write-only devices accept, but not one a full device accepts.
+        let forged = Config::new(c.repo_id, 0).encode(&check, &other);
+        assert!(Config::decode(&forged, &c.repo_id, &check, Some(&key)).is_err());
+    }
+
+    #[test]
+    fn parameters_out_of_range_are_refused() {
+        let (check, key) = (SecretKey::generate(), SecretKey::generate());
+        let base = Config::new(Id::random(), 0);
+        let bad = [
+            Config {
+                pack_min: 200 << 20,
+                ..base.clone()
+            },
+            Config {
+                pack_min: base.pack_target + 2,
+                ..base.clone()
+            },
+            Config {
+                pack_target: 1 << 31,
+                ..base.clone()
+            },
+            Config {
+                chunk_max: u32::MAX - 1,
+                ..base.clone()
+            },
+            Config {
+                zstd_level: 0,
+                ..base.clone()
+            },
+            Config {
+                object_lock: Some(ObjectLock {
+                    mode: LockMode::Governance,
+                    days: 0,
+                }),
+                ..base.clone()
+            },
+            Config {
+                object_lock: Some(ObjectLock {
+                    mode: LockMode::Governance,
+                    days: u32::MAX,
+                }),
+                ..base.clone()
+            },
+        ];
+        for c in bad {
+            let enc = c.encode(&check, &key);
+            assert!(Config::decode(&enc, &c.repo_id, &check, Some(&key)).is_err());
+        }
     }
 }

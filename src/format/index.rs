@@ -1,7 +1,11 @@
 //! Index objects: which blobs each pack holds and where, so clients need not read packs.
 
 use super::codec::{Reader, Writer};
-use super::{read_header, write_header, BlobEntry, BlobType, ObjectKind, BLOB_ENTRY_LEN};
+use super::{
+    pad, read_header, read_mac, read_padding, read_writer, write_header, write_writer, BlobEntry,
+    BlobType, MacKeys, ObjectKind, WrittenBy, BLOB_ENTRY_LEN,
+};
+use crate::crypto::SecretKey;
 use crate::error::Result;
 use crate::ids::Id;
 
@@ -42,9 +46,14 @@ pub struct PackDesc {
     pub blobs: Vec<BlobEntry>,
 }
 
-pub fn encode(repo_id: &Id, packs: &[PackDesc]) -> Vec<u8> {
+/// Index objects are padded to at least this many bytes (§9).
+pub const PAD_MIN: usize = 64 * 1024;
+
+/// Encode an index object written `by` a device, MAC-ed with that writer's key, padded.
+pub fn encode(repo_id: &Id, by: &WrittenBy, key: &SecretKey, packs: &[PackDesc]) -> Vec<u8> {
     let mut w = Writer::new();
     write_header(&mut w, repo_id, ObjectKind::Index);
+    write_writer(&mut w, by);
     w.u32(packs.len() as u32);
     for p in packs {
         w.id(&p.id);
@@ -57,12 +66,20 @@ pub fn encode(repo_id: &Id, packs: &[PackDesc]) -> Vec<u8> {
             b.encode(&mut w);
         }
     }
+    // Who wrote it leads the body (a reader learns it before the packs); the MAC covers
+    // everything before it.
+    let mac = key.keyed_hash(&w.buf);
+    w.id(&mac);
+    pad(&mut w, PAD_MIN);
     w.into_vec()
 }
 
-pub fn decode(data: &[u8], repo_id: &Id) -> Result<Vec<PackDesc>> {
+/// Decode an index object, checking its MAC when this device holds its writer's key. Returns
+/// who wrote it and the packs it describes.
+pub fn decode(data: &[u8], repo_id: &Id, macs: &MacKeys<'_>) -> Result<(WrittenBy, Vec<PackDesc>)> {
     let mut r = Reader::new(data, "index");
     read_header(&mut r, Some(repo_id), ObjectKind::Index)?;
+    let by = read_writer(&mut r)?;
     let n = r.count(32 + 1 + 8 + 4 + 8 + 4)?;
     let mut packs = Vec::with_capacity(n);
     for _ in 0..n {
@@ -91,14 +108,15 @@ pub fn decode(data: &[u8], repo_id: &Id) -> Result<Vec<PackDesc>> {
             blobs,
         });
     }
-    r.finish()?;
-    Ok(packs)
+    read_mac(&mut r, data, macs, &by)?;
+    read_padding(&mut r, data, PAD_MIN)?;
+    Ok((by, packs))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::Compression;
+    use crate::format::{device_mac_key, Compression, DeviceId};
     use proptest::prelude::*;
 
     proptest! {
@@ -111,9 +129,26 @@ mod tests {
                 blobs: (0..c).map(|i| BlobEntry { id: Id::random(), blob_type: BlobType::Data,
                     compression: Compression::Zstd, offset: 100 + i as u64 * 10, stored_len: 10, raw_len: 20 }).collect(),
             }).collect();
-            let enc = encode(&repo, &packs);
-            prop_assert_eq!(decode(&enc, &repo).unwrap(), packs.clone());
-            prop_assert!(decode(&enc[..enc.len().saturating_sub(1)], &repo).is_err() || packs.is_empty());
+            let (fk, root) = (SecretKey::generate(), SecretKey::generate());
+            let dev = DeviceId([3; 16]);
+            let wk = device_mac_key(&root, &dev);
+            let macs = MacKeys { full: Some(&fk), devices: Some(&root), own: None };
+            let enc = encode(&repo, &WrittenBy::Full, &fk, &packs);
+            prop_assert_eq!(enc.len(), PAD_MIN);
+            prop_assert_eq!(decode(&enc, &repo, &macs).unwrap(), (WrittenBy::Full, packs.clone()));
+            prop_assert!(decode(&enc[..enc.len() - 1], &repo, &macs).is_err());
+            let by = WrittenBy::Device(dev);
+            let enc = encode(&repo, &by, &wk, &packs);
+            prop_assert_eq!(decode(&enc, &repo, &macs).unwrap(), (by, packs.clone()));
+            // Claiming class 1 with a device key fails; a write-only reader takes class 1 as
+            // it is, since it cannot check it.
+            let forged = encode(&repo, &WrittenBy::Full, &wk, &packs);
+            prop_assert!(decode(&forged, &repo, &macs).is_err());
+            let wo = MacKeys { full: None, devices: None, own: Some((dev, &wk)) };
+            prop_assert!(decode(&forged, &repo, &wo).is_ok());
+            let mut flipped = enc.clone();
+            flipped[super::super::HEADER_LEN + 20] ^= 1;
+            prop_assert!(decode(&flipped, &repo, &macs).is_err());
         }
     }
 }

@@ -3,7 +3,7 @@
 use zeroize::Zeroizing;
 
 use super::codec::{Reader, Writer};
-use super::{read_header, write_header, ObjectKind};
+use super::{read_header, write_header, DeviceId, ObjectKind};
 use crate::crypto::{DataIdentity, DataRecipient, SecretKey};
 use crate::error::{Error, Result};
 use crate::ids::Id;
@@ -53,12 +53,15 @@ impl Method {
 /// The secrets a key file carries. No `Debug`.
 pub struct KeyMaterial {
     pub repo_id: Id,
-    pub master: SecretKey,
+    /// The master secret `M`, or in a write-only profile the writer secret `W` (§4.1).
+    pub secret: SecretKey,
     /// `None` in a write-only profile: such a device cannot decrypt packs, trees or snapshots.
     pub data_identity: Option<DataIdentity>,
     pub data_recipient: DataRecipient,
     /// Decrypts index objects only (blob ids, sizes, pack ids; no names, no content).
     pub index_identity: DataIdentity,
+    /// A write-only profile's device id and MAC key (§4.1); `None` in every other key file.
+    pub device: Option<(DeviceId, SecretKey)>,
 }
 
 /// Descriptive fields of a key file, safe to show.
@@ -73,7 +76,7 @@ pub fn encode(material: &KeyMaterial, info: &KeyInfo) -> Zeroizing<Vec<u8>> {
     let mut w = Writer::new();
     write_header(&mut w, &material.repo_id, ObjectKind::Key);
     w.u8(info.method as u8);
-    w.raw(material.master.expose());
+    w.raw(material.secret.expose());
     match &material.data_identity {
         Some(id) => w.str(&id.to_secret_string()),
         None => w.str(""),
@@ -82,6 +85,10 @@ pub fn encode(material: &KeyMaterial, info: &KeyInfo) -> Zeroizing<Vec<u8>> {
     w.str(&material.index_identity.to_secret_string());
     w.i64(info.created);
     w.str(&info.label);
+    if let Some((id, key)) = &material.device {
+        w.raw(&id.0);
+        w.raw(key.expose());
+    }
     Zeroizing::new(w.into_vec())
 }
 
@@ -98,9 +105,9 @@ pub fn decode(data: &[u8]) -> Result<(KeyMaterial, KeyInfo)> {
     let m = r.u8()?;
     let method = Method::from_u8(m)
         .ok_or_else(|| Error::corrupt("key file", format!("unknown method {m}")))?;
-    let mut master = [0u8; 32];
-    master.copy_from_slice(r.take(32)?);
-    let master = SecretKey::from_bytes(master);
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(r.take(32)?);
+    let secret = SecretKey::from_bytes(secret);
     let data = secret_str(&mut r)?;
     let data_identity = if data.is_empty() {
         None
@@ -111,6 +118,15 @@ pub fn decode(data: &[u8]) -> Result<(KeyMaterial, KeyInfo)> {
     let index_identity = DataIdentity::parse(&secret_str(&mut r)?)?;
     let created = r.i64()?;
     let label = r.str()?;
+    let device = if method == Method::WriteOnly {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(r.take(16)?);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(r.take(32)?);
+        Some((DeviceId(id), SecretKey::from_bytes(key)))
+    } else {
+        None
+    };
     r.finish()?;
     if let Some(id) = &data_identity {
         if id.recipient().to_string() != data_recipient.to_string() {
@@ -129,10 +145,11 @@ pub fn decode(data: &[u8]) -> Result<(KeyMaterial, KeyInfo)> {
     Ok((
         KeyMaterial {
             repo_id,
-            master,
+            secret,
             data_identity,
             data_recipient,
             index_identity,
+            device,
         },
         KeyInfo {
             method,
@@ -150,10 +167,11 @@ mod tests {
         let d = DataIdentity::generate();
         KeyMaterial {
             repo_id: Id::random(),
-            master: SecretKey::generate(),
+            secret: SecretKey::generate(),
             data_recipient: d.recipient(),
             data_identity: Some(d),
             index_identity: DataIdentity::generate(),
+            device: None,
         }
     }
 
@@ -168,7 +186,7 @@ mod tests {
         let enc = encode(&m, &info);
         let (m2, info2) = decode(&enc).unwrap();
         assert_eq!(m2.repo_id, m.repo_id);
-        assert_eq!(m2.master.expose(), m.master.expose());
+        assert_eq!(m2.secret.expose(), m.secret.expose());
         assert_eq!(
             *m2.data_identity.unwrap().to_secret_string(),
             *m.data_identity.as_ref().unwrap().to_secret_string()
@@ -181,6 +199,7 @@ mod tests {
     fn write_only_profile_has_no_data_identity() {
         let mut m = material();
         m.data_identity = None;
+        m.device = Some((DeviceId([5; 16]), SecretKey::generate()));
         let info = KeyInfo {
             method: Method::WriteOnly,
             created: 0,
@@ -188,6 +207,7 @@ mod tests {
         };
         let (m2, _) = decode(&encode(&m, &info)).unwrap();
         assert!(m2.data_identity.is_none());
+        assert_eq!(m2.device.as_ref().unwrap().0, DeviceId([5; 16]));
         // A full key claiming to be write-only (or the reverse) is refused.
         let bad = KeyInfo {
             method: Method::Passphrase,

@@ -9,6 +9,7 @@ pub mod pack;
 pub mod snapshot;
 pub mod tree;
 
+use crate::crypto::SecretKey;
 use crate::error::{Error, Result};
 use crate::ids::Id;
 use codec::{Reader, Writer};
@@ -16,7 +17,7 @@ use codec::{Reader, Writer};
 /// First bytes of every object's plaintext.
 pub const MAGIC: [u8; 8] = *b"vaultobj";
 /// The repository format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 /// Size of the common object header: magic, version, repository id, object kind.
 pub const HEADER_LEN: usize = 8 + 4 + 32 + 1;
 
@@ -51,6 +52,154 @@ impl ObjectKind {
             _ => return None,
         })
     }
+}
+
+/// A write-only device's id (§4.1): random, chosen when its profile is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(pub [u8; 16]);
+
+impl DeviceId {
+    pub fn random() -> Self {
+        let mut b = [0u8; 16];
+        crate::random::fill_random(&mut b);
+        DeviceId(b)
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// Who wrote a snapshot or an index object (§9, §11): a full device, or the write-only device
+/// of this id. Only full devices hold the key of class 1's MAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WrittenBy {
+    Full,
+    Device(DeviceId),
+}
+
+impl WrittenBy {
+    pub fn is_full(&self) -> bool {
+        matches!(self, WrittenBy::Full)
+    }
+    /// "full" or "write-only".
+    pub fn name(&self) -> &'static str {
+        match self {
+            WrittenBy::Full => "full",
+            WrittenBy::Device(_) => "write-only",
+        }
+    }
+    /// `u8 writer` (1 full, 2 write-only) and `[16] device` (zeros for class 1).
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            WrittenBy::Full => {
+                w.u8(1);
+                w.raw(&[0; 16]);
+            }
+            WrittenBy::Device(d) => {
+                w.u8(2);
+                w.raw(&d.0);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self> {
+        let class = r.u8()?;
+        let mut d = [0u8; 16];
+        d.copy_from_slice(r.take(16)?);
+        match class {
+            1 if d == [0; 16] => Ok(WrittenBy::Full),
+            1 => Err(r.err("a full device's object names a device")),
+            2 => Ok(WrittenBy::Device(DeviceId(d))),
+            c => Err(r.err(format!("unknown writer class {c}"))),
+        }
+    }
+}
+
+/// The MAC key of a write-only device: `keyed_blake3(device-mac key, device id)` (§4.1).
+pub fn device_mac_key(root: &SecretKey, id: &DeviceId) -> SecretKey {
+    SecretKey::from_bytes(root.keyed_hash(&id.0).0)
+}
+
+/// The keys a reader holds to check who wrote an object of one kind.
+pub struct MacKeys<'a> {
+    /// Class 1's MAC key for this kind of object: full devices only.
+    pub full: Option<&'a SecretKey>,
+    /// Derives every write-only device's MAC key: full devices only.
+    pub devices: Option<&'a SecretKey>,
+    /// A write-only device's own id and MAC key.
+    pub own: Option<(DeviceId, &'a SecretKey)>,
+}
+
+impl MacKeys<'_> {
+    /// The key that verifies objects `by` wrote, when this device can know it.
+    pub fn key(&self, by: &WrittenBy) -> Option<SecretKey> {
+        match by {
+            WrittenBy::Full => self.full.cloned(),
+            WrittenBy::Device(id) => match (self.devices, self.own) {
+                (Some(root), _) => Some(device_mac_key(root, id)),
+                (None, Some((own, key))) if own == *id => Some(key.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Read who wrote an object, then check the MAC that follows over everything before it:
+/// `keyed_blake3(key of the writer, data[..MAC])`. Without that key (a write-only device
+/// reading another's objects) the MAC cannot be checked and the object is taken as it is.
+pub fn read_writer_mac(r: &mut Reader<'_>, data: &[u8], keys: &MacKeys<'_>) -> Result<WrittenBy> {
+    let by = WrittenBy::decode(r)?;
+    read_mac(r, data, keys, &by)?;
+    Ok(by)
+}
+
+/// Read the MAC at `r`'s position and check it over `data[..position]` with `by`'s key.
+pub fn read_mac(r: &mut Reader<'_>, data: &[u8], keys: &MacKeys<'_>, by: &WrittenBy) -> Result<()> {
+    let body = r.pos();
+    let mac = r.id()?;
+    if let Some(key) = keys.key(by) {
+        if !key.verify_mac(&data[..body], &mac.0) {
+            return Err(r.err("MAC does not verify"));
+        }
+    }
+    Ok(())
+}
+
+/// Append who wrote the object and the MAC of everything before the MAC.
+pub fn write_writer_mac(w: &mut Writer, by: &WrittenBy, key: &SecretKey) {
+    by.encode(w);
+    let mac = key.keyed_hash(&w.buf);
+    w.id(&mac);
+}
+
+/// Write who wrote the object (for objects that state it before their body).
+pub fn write_writer(w: &mut Writer, by: &WrittenBy) {
+    by.encode(w);
+}
+
+/// Read who wrote the object (stated before the body).
+pub fn read_writer(r: &mut Reader<'_>) -> Result<WrittenBy> {
+    WrittenBy::decode(r)
+}
+
+/// Zero padding to `pack::padme(max(len, min))` (§9, §11): an object's size then tells little
+/// about what it holds.
+pub fn pad(w: &mut Writer, min: usize) {
+    let len = w.buf.len();
+    let target = pack::padded_len(len as u64, min as u64) as usize;
+    w.buf.resize(target, 0);
+}
+
+/// The rest of `r` must be zero padding of exactly the length [`pad`] gives.
+pub fn read_padding(r: &mut Reader<'_>, data: &[u8], min: usize) -> Result<()> {
+    let end = r.pos();
+    if data.len() as u64 != pack::padded_len(end as u64, min as u64) {
+        return Err(r.err("padding has the wrong length"));
+    }
+    let rest = r.take(data.len() - end)?;
+    if rest.iter().any(|&b| b != 0) {
+        return Err(r.err("padding is not zeros"));
+    }
+    r.finish()
 }
 
 /// Write the common header.
@@ -112,7 +261,7 @@ impl BlobType {
 }
 
 /// How a blob is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Compression {
     None = 0,
@@ -130,7 +279,7 @@ impl Compression {
 }
 
 /// Where a blob lives inside a pack's plaintext.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BlobEntry {
     pub id: Id,
     pub blob_type: BlobType,
@@ -209,12 +358,12 @@ mod tests {
         )
         .is_err());
         let mut bad = v.clone();
-        bad[8] = 5; // a version 5 object: its trees were never split
+        bad[8] = 6; // a version 6 object: nothing says who wrote it
         assert!(matches!(
             read_header(&mut Reader::new(&bad, "t"), None, ObjectKind::Index),
             Err(Error::UnsupportedVersion {
-                found: 5,
-                supported: 6
+                found: 6,
+                supported: 7
             })
         ));
     }

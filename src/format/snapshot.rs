@@ -1,9 +1,12 @@
 //! Snapshots: the root of one backup, MAC-protected and chained (previous id, sequence).
 
 use super::codec::{Reader, Writer};
-use super::{read_header, write_header, ObjectKind};
+use super::{
+    pad, read_header, read_padding, read_writer_mac, write_header, write_writer_mac, MacKeys,
+    ObjectKind, WrittenBy,
+};
 use crate::crypto::SecretKey;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::Id;
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -35,7 +38,13 @@ pub struct Snapshot {
     /// repository (so that the next copy skips it).
     pub original: Option<Id>,
     pub summary: Summary,
+    /// Written by a full device or a write-only one (§11): a full device does not take a
+    /// write-only device's snapshot as `latest` nor believe its vault-only marks.
+    pub writer: WrittenBy,
 }
+
+/// Snapshots are padded to at least this many bytes (§11).
+pub const PAD_MIN: usize = 4096;
 
 fn opt_id(w: &mut Writer, id: &Option<Id>) {
     match id {
@@ -61,7 +70,8 @@ fn read_opt_id(r: &mut Reader<'_>) -> Result<Option<Id>> {
 }
 
 impl Snapshot {
-    /// Encode with the MAC appended. The snapshot's id is the keyed hash of this output.
+    /// Encode with the writer class, the MAC made with `mac_key` (the key of that class) and
+    /// the padding. The snapshot's id is the keyed hash of this output.
     pub fn encode(&self, mac_key: &SecretKey) -> Vec<u8> {
         let mut w = Writer::new();
         write_header(&mut w, &self.repo_id, ObjectKind::Snapshot);
@@ -85,16 +95,19 @@ impl Snapshot {
         w.u64(self.summary.dirs);
         w.u64(self.summary.bytes);
         w.u64(self.summary.vault_only);
-        let mac = mac_key.keyed_hash(&w.buf);
-        w.id(&mac);
+        write_writer_mac(&mut w, &self.writer, mac_key);
+        pad(&mut w, PAD_MIN);
         w.into_vec()
     }
 
-    pub fn decode(data: &[u8], repo_id: &Id, mac_key: &SecretKey) -> Result<Snapshot> {
+    pub fn decode(data: &[u8], repo_id: &Id, macs: &MacKeys<'_>) -> Result<Snapshot> {
         let mut r = Reader::new(data, "snapshot");
         let repo_id = read_header(&mut r, Some(repo_id), ObjectKind::Snapshot)?;
         let time = r.i64()?;
         let time_nanos = r.u32()?;
+        if time_nanos >= 1_000_000_000 {
+            return Err(r.err("nanoseconds out of range"));
+        }
         let host = r.str()?;
         let np = r.count(4)?;
         let mut paths = Vec::with_capacity(np);
@@ -117,12 +130,8 @@ impl Snapshot {
             bytes: r.u64()?,
             vault_only: r.u64()?,
         };
-        let body = r.pos();
-        let mac = r.id()?;
-        r.finish()?;
-        if !mac_key.verify_mac(&data[..body], &mac.0) {
-            return Err(Error::corrupt("snapshot", "MAC does not verify"));
-        }
+        let writer = read_writer_mac(&mut r, data, macs)?;
+        read_padding(&mut r, data, PAD_MIN)?;
         Ok(Snapshot {
             repo_id,
             time,
@@ -136,6 +145,7 @@ impl Snapshot {
             sequence,
             original,
             summary,
+            writer,
         })
     }
 }
@@ -143,24 +153,41 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::{device_mac_key, DeviceId};
     use proptest::prelude::*;
 
     proptest! {
         #[test]
         fn round_trip(host in ".{0,20}", tags in proptest::collection::vec("[a-z]{0,8}", 0..4),
                       paths in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 0..4),
-                      seq: u64, parent: Option<[u8; 32]>, time: i64) {
-            let key = SecretKey::generate();
+                      seq: u64, parent: Option<[u8; 32]>, time: i64, full: bool) {
+            let (fk, root) = (SecretKey::generate(), SecretKey::generate());
+            let dev = DeviceId([9; 16]);
+            let wk = device_mac_key(&root, &dev);
+            let macs = MacKeys { full: Some(&fk), devices: Some(&root), own: None };
+            let writer = if full { WrittenBy::Full } else { WrittenBy::Device(dev) };
+            let key = if full { &fk } else { &wk };
             let s = Snapshot { repo_id: Id::random(), time, time_nanos: 7, host, paths, tags,
                 root: Id::random(), parent: parent.map(Id), previous: None, sequence: seq,
                 original: parent.map(|p| Id([p[0]; 32])),
-                summary: Summary { files: 1, dirs: 2, bytes: 3, vault_only: seq % 5 } };
-            let enc = s.encode(&key);
-            prop_assert_eq!(Snapshot::decode(&enc, &s.repo_id, &key).unwrap(), s.clone());
-            let mut bad = enc.clone();
-            let i = enc.len() / 2;
-            bad[i] ^= 0x40;
-            prop_assert!(Snapshot::decode(&bad, &s.repo_id, &key).is_err());
+                summary: Summary { files: 1, dirs: 2, bytes: 3, vault_only: seq % 5 }, writer };
+            let enc = s.encode(key);
+            prop_assert_eq!(enc.len() % 4096, 0);
+            prop_assert_eq!(Snapshot::decode(&enc, &s.repo_id, &macs).unwrap(), s.clone());
+            for i in [enc.len() / 8, enc.len() - 1] {
+                let mut bad = enc.clone();
+                bad[i] ^= 0x40;
+                prop_assert!(Snapshot::decode(&bad, &s.repo_id, &macs).is_err());
+            }
+            // A write-only key cannot make a snapshot that passes as a full device's, nor as
+            // another device's.
+            let forged = Snapshot { writer: WrittenBy::Full, ..s.clone() }.encode(&wk);
+            prop_assert!(Snapshot::decode(&forged, &s.repo_id, &macs).is_err());
+            let other = Snapshot { writer: WrittenBy::Device(DeviceId([8; 16])), ..s.clone() };
+            prop_assert!(Snapshot::decode(&other.encode(&wk), &s.repo_id, &macs).is_err());
+            // The device itself checks its own snapshots only.
+            let own = MacKeys { full: None, devices: None, own: Some((dev, &wk)) };
+            prop_assert!(Snapshot::decode(&other.encode(&wk), &s.repo_id, &own).is_ok());
         }
     }
 }

@@ -8,7 +8,11 @@ use crate::backend::FileType;
 use crate::cache::LocalCache;
 use crate::error::{Error, Result};
 use crate::format::index::{PackDesc, PackInfo};
-use crate::format::BlobEntry;
+use crate::format::{BlobEntry, DeviceId, WrittenBy};
+
+/// Packs described from their own tables count as no full device's word (§13.1): anyone who can
+/// encrypt to the data recipient can write a pack table.
+const UNVOUCHED: WrittenBy = WrittenBy::Device(DeviceId([0; 16]));
 use crate::ids::Id;
 
 /// The union of all index objects, held in memory (for `check`, which verifies the
@@ -17,6 +21,11 @@ use crate::ids::Id;
 #[derive(Default)]
 pub struct Index {
     pub packs: Vec<PackInfo>,
+    /// The index object that first described each pack (`None`: recovered from its table).
+    pub sources: Vec<Option<Id>>,
+    /// Later descriptions of packs already described, with the index object that made them:
+    /// `check` compares every description with the pack's own table (§13.1).
+    pub again: Vec<(Option<Id>, PackDesc)>,
     pack_pos: HashMap<Id, u32>,
     /// Each pack's blob entries, by position in `packs`.
     tables: Vec<Vec<BlobEntry>>,
@@ -26,13 +35,16 @@ pub struct Index {
 }
 
 impl Index {
-    /// Add a pack's description; a pack described again is taken as first described.
-    pub fn add(&mut self, desc: PackDesc) {
+    /// Add a pack's description made by index object `source`; a pack described again is
+    /// taken as first described, and the later description kept for `check`.
+    pub fn add(&mut self, source: Option<Id>, desc: PackDesc) {
         if self.pack_pos.contains_key(&desc.id) {
+            self.again.push((source, desc));
             return;
         }
         let pos = self.packs.len() as u32;
         self.packs.push(desc.info());
+        self.sources.push(source);
         self.pack_pos.insert(desc.id, pos);
         for (k, b) in desc.blobs.iter().enumerate() {
             self.ids.push((b.id, pos, k as u32));
@@ -61,6 +73,11 @@ impl Index {
 
     pub fn pack(&self, id: &Id) -> Option<&PackInfo> {
         self.pack_pos.get(id).map(|p| &self.packs[*p as usize])
+    }
+
+    /// Every blob entry the index object behind position `pos` of [`Self::packs`] gives.
+    pub fn described(&self, pos: usize) -> &[BlobEntry] {
+        self.tables.get(pos).map_or(&[], |t| t.as_slice())
     }
 
     /// The blobs the index places in the pack at position `pos` of [`Self::packs`], in offset
@@ -101,8 +118,8 @@ impl Repository {
             .collect();
         let mut index_errors = Vec::new();
         for (name, r) in self.fetch_all(new, |name| {
-            let packs = self.read_index_object(name)?;
-            cache.add_packs(Some(&name.to_hex()), &packs)
+            let (by, packs) = self.read_index_object(name)?;
+            cache.add_packs(Some(&name.to_hex()), &by, &packs)
         }) {
             if let Err(e) = r {
                 if matches!(e, Error::Cache { .. }) {
@@ -113,7 +130,8 @@ impl Repository {
         }
         if !index_errors.is_empty() {
             for desc in self.unindexed_packs(|id| cache.has_pack(id))? {
-                cache.add_packs(None, &[desc])?;
+                // A pack's own table may be a write-only device's word (§13.1).
+                cache.add_packs(None, &UNVOUCHED, &[desc])?;
             }
         }
         Ok(Synced {
@@ -133,14 +151,14 @@ impl Repository {
         for batch in names.chunks(FETCH_THREADS * 2) {
             for (name, r) in self.fetch_all(batch.to_vec(), |n| self.read_index_object(n)) {
                 match r {
-                    Ok(packs) => packs.into_iter().for_each(|p| index.add(p)),
+                    Ok((_, packs)) => packs.into_iter().for_each(|p| index.add(Some(name), p)),
                     Err(e) => errors.push((name, e)),
                 }
             }
         }
         if !errors.is_empty() {
             for desc in self.unindexed_packs(|id| Ok(index.pack(id).is_some()))? {
-                index.add(desc);
+                index.add(None, desc);
             }
         }
         index.finish();
@@ -161,28 +179,45 @@ impl Repository {
         Ok(out)
     }
 
+    /// The tables of these packs (id, stored size), read from the packs themselves, a few at a
+    /// time.
+    pub fn read_pack_tables(&self, packs: &[(Id, u64)]) -> Vec<(Id, Result<PackDesc>)> {
+        let sizes: HashMap<Id, u64> = packs.iter().copied().collect();
+        let ids = packs.iter().map(|(id, _)| *id).collect();
+        self.fetch_all(ids, |id| self.read_pack_table(id, sizes[id]))
+    }
+
     /// True when the repository holds the blob (as far as the local index knows).
     pub fn has_blob(&self, id: &Id) -> Result<bool> {
         self.cache()?.has_blob(id)
     }
 
-    pub fn read_index_object(&self, name: &Id) -> Result<Vec<PackDesc>> {
+    /// One index object, its MAC checked (§9), with who wrote it.
+    pub fn read_index_object(&self, name: &Id) -> Result<(WrittenBy, Vec<PackDesc>)> {
         let ct = self.store.get(FileType::Index, &name.to_hex())?;
         let what = format!("index {}", name.short());
         let plain = self.keys.index_identity.decrypt(&ct, &what)?;
-        crate::format::index::decode(&plain, &self.keys.repo_id).map_err(|e| relabel(e, &what))
+        crate::format::index::decode(&plain, &self.keys.repo_id, &self.keys.index_macs())
+            .map_err(|e| relabel(e, &what))
     }
 
     /// Store an index object describing `packs` (already stored) and merge it into the local
     /// index. Returns its name.
     pub fn put_index(&self, packs: &[PackDesc]) -> Result<Id> {
         let name = Id::random();
+        let by = self.keys.written_by();
+        let key = self.keys.mac_key(&by, true)?;
         let ct = self
             .keys
             .index_recipient
-            .encrypt(&crate::format::index::encode(&self.keys.repo_id, packs))?;
+            .encrypt(&crate::format::index::encode(
+                &self.keys.repo_id,
+                &by,
+                &key,
+                packs,
+            ))?;
         self.store.put(FileType::Index, &name.to_hex(), &ct)?;
-        self.cache()?.add_packs(Some(&name.to_hex()), packs)?;
+        self.cache()?.add_packs(Some(&name.to_hex()), &by, packs)?;
         Ok(name)
     }
 }

@@ -13,7 +13,7 @@ use crate::ids::Id;
 use crate::keys::Keys;
 
 /// First characters of the profile line in a write-only profile file.
-pub const PROFILE_PREFIX: &str = "VAULT-WRITE-ONLY-PROFILE-3:";
+pub const PROFILE_PREFIX: &str = "VAULT-WRITE-ONLY-PROFILE-7:";
 
 /// Parse a write-only profile file's text.
 pub fn parse_profile(text: &str) -> Result<KeyMaterial> {
@@ -21,7 +21,17 @@ pub fn parse_profile(text: &str) -> Result<KeyMaterial> {
         .lines()
         .map(str::trim)
         .find_map(|l| l.strip_prefix(PROFILE_PREFIX))
-        .ok_or_else(|| Error::Invalid("not a vault device profile".into()))?;
+        .ok_or_else(|| {
+            if text.contains("VAULT-WRITE-ONLY-PROFILE-") {
+                Error::Invalid(
+                    "this device profile is for an older repository format; make a new one with \
+                     `vault key add --write-only` on a full device"
+                        .into(),
+                )
+            } else {
+                Error::Invalid("not a vault device profile".into())
+            }
+        })?;
     let bytes = Zeroizing::new(
         hex::decode(line).map_err(|_| Error::Invalid("the device profile is damaged".into()))?,
     );
@@ -123,7 +133,7 @@ impl Repository {
             created: now().0,
             label: label.to_string(),
         };
-        let plain = keyfile::encode(&self.keys.write_only_material(), &info);
+        let plain = keyfile::encode(&self.keys.write_only_material()?, &info);
         Ok(Zeroizing::new(format!(
             "# vault write-only device profile for repository {} at {}\n# It can back up into the repository and read nothing back. Keep it private (0600).\n{PROFILE_PREFIX}{}\n",
             self.keys.repo_id.short(),

@@ -18,7 +18,7 @@ use crate::cache::{CachePlace, LocalCache};
 use crate::crypto::{self, Passphrase};
 use crate::error::{Error, Result};
 use crate::format;
-use crate::format::config::{Config, ObjectLock};
+use crate::format::config::{Config, ObjectLock, MAX_LOCK_DAYS};
 use crate::format::keyfile::{self, KeyInfo};
 use crate::format::snapshot::Snapshot;
 use crate::ids::Id;
@@ -116,7 +116,8 @@ pub struct Repository {
     pub(crate) missing_snapshots: Mutex<MissingSnapshots>,
 }
 
-fn now() -> (i64, u32) {
+/// The time now: Unix seconds and nanoseconds.
+pub fn now() -> (i64, u32) {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -154,6 +155,13 @@ impl Repository {
                 .validate()
                 .map_err(|_| Error::Invalid("chunk sizes out of range".into()))?;
         }
+        if let Some(lock) = opts.object_lock {
+            if !(1..=MAX_LOCK_DAYS).contains(&lock.days) {
+                return Err(Error::Invalid(format!(
+                    "Object Lock retention must be 1 to {MAX_LOCK_DAYS} days"
+                )));
+            }
+        }
         store.backend().set_object_lock(opts.object_lock)?;
         store.create()?;
         if store.stat(FileType::Marker, "")?.is_some() {
@@ -172,7 +180,7 @@ impl Repository {
         config.repo_id = keys.repo_id;
         let ct = crypto::encrypt_to_all(
             &[&keys.recipient, &keys.index_recipient],
-            &config.encode(&keys.config_mac),
+            &config.encode(&keys.config_check, &keys.full()?.config_mac),
         )?;
         store.put(FileType::Config, "", &ct)?;
         // The marker goes last: a folder without it is not (yet) a repository.
@@ -197,7 +205,12 @@ impl Repository {
             Ok(id) => id.decrypt(&ct, "config")?,
             Err(_) => keys.index_identity.decrypt(&ct, "config")?,
         };
-        let config = Config::decode(&plain, &keys.repo_id, &keys.config_mac)?;
+        let config = Config::decode(
+            &plain,
+            &keys.repo_id,
+            &keys.config_check,
+            keys.full().ok().map(|f| &f.config_mac),
+        )?;
         // A local copy of a locked repository cannot lock; everything else keeps the rule.
         let _ = store.backend().set_object_lock(config.object_lock);
         Ok(Repository::new(store, keys, config, unlocked_with))

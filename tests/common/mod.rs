@@ -177,6 +177,7 @@ pub fn bare_snapshot(
         sequence: 1,
         original: None,
         summary: Default::default(),
+        writer: repo.keys().written_by(),
     }
 }
 

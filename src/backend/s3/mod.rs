@@ -235,10 +235,14 @@ impl S3Backend {
         Some((mode, DateTime::from(until)))
     }
 
+    /// One object or range of it, at most `max` bytes: a server that announces or sends more
+    /// (a range answered with the whole object, an object planted to exhaust memory) is
+    /// refused before the rest is read.
     async fn get_inner(
         &self,
         key: &str,
         range: Option<(u64, u64)>,
+        max: u64,
     ) -> std::result::Result<Vec<u8>, Failure> {
         let client = self.client().await;
         let endpoint = self.endpoint_name();
@@ -249,14 +253,37 @@ impl S3Backend {
             }
             req = req.range(format!("bytes={}-{}", off, off + len - 1));
         }
-        let resp = req.send().await.map_err(|e| classify(&e, &endpoint))?;
-        let data = resp.body.collect().await.map_err(|e| Failure {
-            retry: true,
-            status: None,
-            code: None,
-            message: format!("download interrupted: {}", root_cause(&e)),
-        })?;
-        Ok(data.into_bytes().to_vec())
+        let mut resp = req.send().await.map_err(|e| classify(&e, &endpoint))?;
+        let announced = resp.content_length().unwrap_or(0).max(0) as u64;
+        if announced > max {
+            return Err(too_large_failure(announced, max));
+        }
+        let mut out = Vec::with_capacity(announced as usize);
+        while let Some(chunk) = resp.body.next().await {
+            let chunk = chunk.map_err(|e| Failure {
+                retry: true,
+                status: None,
+                code: None,
+                message: format!("download interrupted: {}", root_cause(&e)),
+            })?;
+            if (out.len() + chunk.len()) as u64 > max {
+                return Err(too_large_failure((out.len() + chunk.len()) as u64, max));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+}
+
+/// Our own code for an answer larger than asked for or allowed (never retried).
+const TOO_LARGE: &str = "vault:TooLarge";
+
+fn too_large_failure(len: u64, max: u64) -> Failure {
+    Failure {
+        retry: false,
+        status: None,
+        code: Some(TOO_LARGE.into()),
+        message: format!("the storage sent {len} bytes or more, more than the {max} asked for"),
     }
 }
 
@@ -349,16 +376,16 @@ impl Backend for S3Backend {
         r.map_err(|f| self.fail(&format!("storing {} {}", t.name(), short_name(name)), f))
     }
 
-    async fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+    async fn get(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
         let key = self.key(t, name);
-        self.get_inner(&key, None)
+        self.get_inner(&key, None, max)
             .await
             .map_err(|f| self.not_found_or(t, name, f))
     }
 
     async fn get_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let key = self.key(t, name);
-        self.get_inner(&key, Some((offset, len)))
+        self.get_inner(&key, Some((offset, len)), len)
             .await
             .map_err(|f| self.not_found_or(t, name, f))
     }
@@ -506,6 +533,9 @@ impl S3Backend {
     }
 
     fn not_found_or(&self, t: FileType, name: &str, f: Failure) -> Error {
+        if f.code.as_deref() == Some(TOO_LARGE) {
+            return Error::corrupt(format!("{} {}", t.name(), short_name(name)), f.message);
+        }
         if f.status == Some(404) && f.code.as_deref() != Some("NoSuchBucket") {
             Error::NotFound(format!("{} {}", t.name(), short_name(name)))
         } else {

@@ -43,7 +43,7 @@ impl S3Backend {
             // response was lost, or a bug; only identical content counts as success.
             Err(f) if f.status == Some(412) => {
                 self.extra(|m| &m.get);
-                match self.get_inner(key, None).await {
+                match self.get_inner(key, None, body.len() as u64).await {
                     Ok(existing) => {
                         if let Some(m) = self.meter.get() {
                             m.received(existing.len());
