@@ -74,7 +74,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
             files: s.summary.files,
             bytes: s.summary.bytes,
             writer: s.writer.name(),
-            future: trust(s, now) == Trust::Future,
+            future: s.time > now.saturating_add(vault::snapshots::FUTURE_SLACK_SECS),
         })
         .collect();
     ctx.out.result(&v, || {

@@ -147,14 +147,23 @@ impl Repository {
         let names = self.names(FileType::Index)?;
         let mut index = Index::default();
         let mut errors = Vec::new();
+        // Full devices' descriptions first: a pack's first description is the one `check
+        // --read-data` goes by, and a write-only device's may point blobs elsewhere (§13.1).
+        let mut later = Vec::new();
         // A few at a time: the decoded objects are folded into the index as they come.
         for batch in names.chunks(FETCH_THREADS * 2) {
             for (name, r) in self.fetch_all(batch.to_vec(), |n| self.read_index_object(n)) {
                 match r {
-                    Ok((_, packs)) => packs.into_iter().for_each(|p| index.add(Some(name), p)),
+                    Ok((by, packs)) if by.is_full() => {
+                        packs.into_iter().for_each(|p| index.add(Some(name), p))
+                    }
+                    Ok((_, packs)) => later.extend(packs.into_iter().map(|p| (name, p))),
                     Err(e) => errors.push((name, e)),
                 }
             }
+        }
+        for (name, p) in later {
+            index.add(Some(name), p);
         }
         if !errors.is_empty() {
             for desc in self.unindexed_packs(|id| Ok(index.pack(id).is_some()))? {

@@ -314,6 +314,48 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
+    fn a_blob_is_read_from_its_next_location_when_one_points_at_other_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(Arc::new(LocalBackend::new(dir.path()))).unwrap();
+        let opts = InitOptions {
+            scrypt_log_n: 10,
+            ..Default::default()
+        };
+        let repo = Repository::init(store, &Passphrase::new("pw".into()), &opts).unwrap();
+        // Two packs: b's first (the lower pack row), then a's.
+        let b = vec![2u8; 7000];
+        let a = vec![1u8; 5000];
+        let id_b = crate::blobwriter::write_blobs(&repo, vec![(BlobType::Data, b)]).unwrap()[0];
+        let id_a =
+            crate::blobwriter::write_blobs(&repo, vec![(BlobType::Data, a.clone())]).unwrap()[0];
+        let cache = repo.cache().unwrap();
+        let (pack_b, entry_b) = cache.blob(&id_b).unwrap().remove(0);
+        // b's pack described as also holding a, at b's place: that location comes first.
+        let lie = crate::format::index::PackDesc {
+            id: pack_b.id,
+            pack_type: BlobType::Data,
+            object_len: pack_b.object_len,
+            payload_offset: pack_b.payload_offset,
+            plain_len: pack_b.plain_len,
+            blobs: vec![BlobEntry {
+                id: id_a,
+                ..entry_b
+            }],
+        };
+        cache
+            .add_packs(None, &crate::format::WrittenBy::Full, &[lie])
+            .unwrap();
+        let locs = cache.blob(&id_a).unwrap();
+        assert_eq!(locs.len(), 2);
+        assert_eq!(locs[0].0.id, pack_b.id, "the false location is tried first");
+        let mut readers = PackReaders::default();
+        assert_eq!(
+            repo.read_blob(&id_a, BlobType::Data, &mut readers).unwrap(),
+            a
+        );
+    }
+
+    #[test]
     fn a_pack_table_read_from_the_pack_matches_the_index_in_two_requests() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(Arc::new(LocalBackend::new(dir.path()))).unwrap();

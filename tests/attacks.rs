@@ -1,0 +1,457 @@
+//! Someone stole a write-only profile (a phone's): they hold what it holds and write objects with
+//! their own encoder straight into the store. The full device must refuse or flag all of it,
+//! replace no original, create nothing the user did not ask for, and never report a backup that
+//! stored less than its data (design.md §4.1, §11, §13.1; SECURITY.md "Write-only devices").
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use vault::backend::local::LocalBackend;
+use vault::backend::{FileType, Store};
+use vault::chunker::Chunker;
+use vault::crypto::SecretKey;
+use vault::format::index::PackDesc;
+use vault::format::snapshot::Snapshot;
+use vault::format::tree::{Node, NodeKind, Tree, FLAG_VAULT_ONLY};
+use vault::format::{BlobEntry, BlobType, Compression, WrittenBy};
+use vault::repo::Repository;
+use vault::Id;
+
+/// The owner makes a phone profile; the thief opens the repository with it.
+fn steal_profile(env: &Env) -> Repository {
+    let profile = env.path("phone.profile");
+    env.vault()
+        .args(["key", "add", "--write-only", "--label", "phone"])
+        .arg("--profile-file")
+        .arg(&profile)
+        .assert()
+        .success();
+    let material = vault::repo::parse_profile(&fs::read_to_string(&profile).unwrap()).unwrap();
+    let store = Store::new(Arc::new(LocalBackend::new(env.repo()))).unwrap();
+    Repository::open_with_material(store, material).unwrap()
+}
+
+/// The thief's own encoder: a snapshot MAC-ed with `key`, whatever writer it claims.
+fn put_snapshot(thief: &Repository, snap: &Snapshot, key: &SecretKey) -> Id {
+    let plain = snap.encode(key);
+    let id = thief.keys().snapshot_id.keyed_hash(&plain);
+    let ct = thief.keys().recipient.encrypt(&plain).unwrap();
+    thief
+        .store()
+        .put(FileType::Snapshot, &id.to_hex(), &ct)
+        .unwrap();
+    id
+}
+
+/// The thief's own encoder: an index object claiming `packs`, as its device or claiming to be a
+/// full device.
+fn put_index(thief: &Repository, packs: &[PackDesc], claim_full: bool) {
+    let own = thief.keys().written_by();
+    let key = thief.keys().mac_key(&own, true).unwrap();
+    let by = if claim_full { WrittenBy::Full } else { own };
+    let plain = vault::format::index::encode(&thief.repo_id(), &by, &key, packs);
+    let ct = thief.keys().index_recipient.encrypt(&plain).unwrap();
+    thief
+        .store()
+        .put(FileType::Index, &Id::random().to_hex(), &ct)
+        .unwrap();
+}
+
+fn file_node(name: &[u8], blobs: Vec<Id>, hash: Id, size: u64, mode: u32, flags: u32) -> Node {
+    Node {
+        name: name.to_vec(),
+        kind: NodeKind::File { blobs, hash },
+        mode,
+        mtime: 1_700_000_000,
+        mtime_nanos: 0,
+        size,
+        uid: 0,
+        gid: 0,
+        flags,
+    }
+}
+
+/// Trees for `leaf` nodes placed in the folder `dir` (absolute), written by the thief.
+fn tree_at(thief: &Repository, dir: &Path, mut leaf: Vec<Node>) -> Id {
+    leaf.sort_by(|a, b| a.name.cmp(&b.name));
+    let write = |t: Tree| {
+        vault::blobwriter::write_blobs(thief, vec![(BlobType::Tree, t.encode())]).unwrap()[0]
+    };
+    let mut id = write(Tree { nodes: leaf });
+    let comps: Vec<Vec<u8>> = dir
+        .components()
+        .skip(1)
+        .map(|c| c.as_os_str().as_encoded_bytes().to_vec())
+        .collect();
+    for name in comps.iter().rev() {
+        let mut n = file_node(name, vec![], Id::default(), 0, 0o40755, 0);
+        n.kind = NodeKind::Dir { subtree: id };
+        id = write(Tree { nodes: vec![n] });
+    }
+    id
+}
+
+fn now() -> i64 {
+    vault::repo::now().0
+}
+
+#[test]
+fn forged_vault_only_records_and_future_snapshots_replace_nothing() {
+    let env = Env::new();
+    env.init();
+    let pics = env.path("Pictures");
+    fs::create_dir_all(&pics).unwrap();
+    let a = noise(300_000, 1);
+    fs::write(pics.join("a.jpg"), &a).unwrap();
+    fs::write(pics.join("b.jpg"), noise(200_000, 2)).unwrap();
+    let thief = steal_profile(&env);
+    // The owner moves the album into the vault: the originals are gone.
+    env.vault()
+        .arg("move")
+        .arg("--to")
+        .arg(env.repo())
+        .args(["--copies", "1"])
+        .arg(&pics)
+        .assert()
+        .success();
+    assert!(!pics.join("a.jpg").exists());
+
+    // The thief's snapshot: a.jpg (their bytes) and a new executable, both marked vault-only,
+    // dated ten days ahead so that it looks newest.
+    let evil = b"#!/bin/sh\necho pwned\n".to_vec();
+    let ids = vault::blobwriter::write_blobs(&thief, vec![(BlobType::Data, evil.clone())]).unwrap();
+    let hash = thief.keys().file_hash.keyed_hash(&evil);
+    let n = evil.len() as u64;
+    let root = tree_at(
+        &thief,
+        &pics,
+        vec![
+            file_node(b"a.jpg", ids.clone(), hash, n, 0o100644, FLAG_VAULT_ONLY),
+            file_node(b"run.sh", ids.clone(), hash, n, 0o100755, FLAG_VAULT_ONLY),
+        ],
+    );
+    let forged = Snapshot {
+        time: now() + 10 * 86_400,
+        summary: vault::format::snapshot::Summary {
+            files: 2,
+            dirs: 1,
+            bytes: 2 * n,
+            vault_only: 2,
+        },
+        ..bare_snapshot(&thief, root, pics.as_os_str().as_encoded_bytes())
+    };
+    let device_key = thief
+        .keys()
+        .mac_key(&thief.keys().written_by(), false)
+        .unwrap();
+    let as_phone = put_snapshot(&thief, &forged, &device_key);
+    // The same, claiming a full device wrote it: the MAC cannot be made without the master
+    // secret.
+    let as_full = put_snapshot(
+        &thief,
+        &Snapshot {
+            writer: WrittenBy::Full,
+            time: now() + 20 * 86_400,
+            ..forged.clone()
+        },
+        &device_key,
+    );
+
+    // Listing: the phone's snapshot is marked, the forged full one unreadable.
+    let out = env.vault().args(["snapshots", "--json"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an unreadable snapshot is an error"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&as_full.short()) && err.contains("MAC"),
+        "{err}"
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phone = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == as_phone.to_hex())
+        .unwrap();
+    assert_eq!(phone["writer"], "write-only");
+    assert_eq!(phone["future"], true);
+
+    // Nothing of the thief's is listed or restored as vault-only.
+    let ls = env.vault().args(["ls", "--vault-only"]).output().unwrap();
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(ls.contains("a.jpg") && ls.contains("b.jpg"), "{ls}");
+    assert!(!ls.contains("run.sh"), "{ls}");
+    let out = env
+        .vault()
+        .args(["restore", "--vault-only"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        fs::read(pics.join("a.jpg")).unwrap(),
+        a,
+        "the original came back"
+    );
+    assert!(
+        !pics.join("run.sh").exists(),
+        "nothing of the thief's was created"
+    );
+
+    // `latest` is the owner's move, and says what it passed over.
+    let target = env.path("out");
+    let out = env
+        .vault()
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&as_phone.short()) && err.contains("write-only device"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&as_full.short()) && err.contains("could not be read"),
+        "{err}"
+    );
+    assert!(!restored(&target, &pics).join("run.sh").exists());
+
+    // check names both forgeries.
+    let out = env.vault().args(["check", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = rep["errors"].to_string();
+    assert!(errors.contains(&as_full.short()), "{errors}");
+    assert!(
+        errors.contains(&as_phone.short()) && errors.contains("forged"),
+        "{errors}"
+    );
+    assert_eq!(rep["write_only_snapshots"], 1);
+}
+
+#[test]
+fn a_full_devices_snapshot_dated_in_the_future_is_flagged_and_not_latest() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("x.jpg"), noise(50_000, 3)).unwrap();
+    env.vault().arg("backup").arg(&src).assert().success();
+    // A full device with its clock a year ahead.
+    let store = Store::new(Arc::new(LocalBackend::new(env.repo()))).unwrap();
+    let owner = Repository::open(store, &vault::crypto::Passphrase::new(PASS.into())).unwrap();
+    let (snaps, _) = owner.snapshots().unwrap();
+    let ahead = Snapshot {
+        time: now() + 365 * 86_400,
+        host: "wrong-clock".into(),
+        ..snaps[0].1.clone()
+    };
+    let id = owner.write_snapshot(&ahead).unwrap();
+    let out = env.vault().args(["snapshots"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(dated in the future)"), "{text}");
+    let out = env.vault().args(["ls", "latest"]).output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&id.short()) && err.contains("in the future"),
+        "{err}"
+    );
+    let out = env.vault().args(["check", "--json"]).output().unwrap();
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rep["notes"].to_string().contains(&id.short()), "{rep}");
+}
+
+#[test]
+fn poisoned_index_entries_do_not_make_a_backup_store_less() {
+    let env = Env::new();
+    env.init();
+    let thief = steal_profile(&env);
+    // The thief knows a photo the owner will back up (it was sent to them), chunks it with the
+    // profile's keys and claims every chunk is stored, in a pack that does not exist and, to
+    // be thorough, as a full device.
+    let photo = noise(3_000_000, 9);
+    let cuts = Chunker::new(&thief.keys().chunker, thief.config()).cuts(&photo);
+    let mut off = 0usize;
+    let mut blobs = Vec::new();
+    for c in &cuts {
+        blobs.push(BlobEntry {
+            id: thief.keys().blob_id(&photo[off..off + c]),
+            blob_type: BlobType::Data,
+            compression: Compression::None,
+            offset: 45,
+            stored_len: *c as u32,
+            raw_len: *c as u32,
+        });
+        off += c;
+    }
+    let claim = PackDesc {
+        id: Id::random(),
+        pack_type: BlobType::Data,
+        object_len: 4 << 20,
+        payload_offset: 200,
+        plain_len: 4 << 20,
+        blobs,
+    };
+    put_index(&thief, std::slice::from_ref(&claim), false);
+    put_index(&thief, std::slice::from_ref(&claim), true);
+
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("sent.jpg"), &photo).unwrap();
+    let out = env
+        .vault()
+        .args(["backup", "--json"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["bytes_added"].as_u64().unwrap() >= photo.len() as u64,
+        "the backup stored the whole photo: {v}"
+    );
+    // A later backup of the same file keeps trusting its own index, not the claim.
+    fs::write(src.join("copy.jpg"), &photo).unwrap();
+    env.vault().arg("backup").arg(&src).assert().success();
+    // Restored byte for byte on a fresh computer (no local index).
+    let fresh = Env::new();
+    let target = fresh.path("out");
+    env.vault()
+        .env("HOME", fresh.path("home"))
+        .args(["restore", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read(restored(&target, &src).join("sent.jpg")).unwrap(),
+        photo
+    );
+    // check reports the claims: a missing pack, and an index object that claims to be a full
+    // device's without its MAC.
+    let out = env.vault().args(["check", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = rep["errors"].to_string();
+    assert!(
+        errors.contains(&claim.id.short()) && errors.contains("missing"),
+        "{errors}"
+    );
+    assert!(errors.contains("MAC"), "{errors}");
+    assert_eq!(rep["damaged_files"].as_array().unwrap().len(), 0, "{rep}");
+}
+
+#[test]
+fn re_pointed_index_entries_cost_a_read_not_a_file() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        fs::write(src.join(format!("p{i}.jpg")), noise(1_500_000, 20 + i)).unwrap();
+    }
+    env.vault().arg("backup").arg(&src).assert().success();
+    let thief = steal_profile(&env);
+    // The thief reads the index (the profile can) and describes the owner's packs again with
+    // every blob pointed at another blob's bytes.
+    let mut lies = Vec::new();
+    for (name, _) in thief.store().list(FileType::Index).unwrap() {
+        let (_, packs) = thief.read_index_object(&name).unwrap();
+        for mut p in packs {
+            let n = p.blobs.len();
+            if n < 2 {
+                continue;
+            }
+            // Consistent entries (they decode), each with another blob's place.
+            let places: Vec<BlobEntry> = p.blobs.clone();
+            for (k, b) in p.blobs.iter_mut().enumerate() {
+                *b = BlobEntry {
+                    id: b.id,
+                    ..places[(k + 1) % n]
+                };
+            }
+            lies.push(p);
+        }
+    }
+    assert!(!lies.is_empty());
+    put_index(&thief, &lies, false);
+
+    // Restores on fresh computers read past the lies, whatever order the index objects come in.
+    for _ in 0..3 {
+        let fresh = Env::new();
+        let target = fresh.path("out");
+        env.vault()
+            .env("HOME", fresh.path("home"))
+            .args(["restore", "--target"])
+            .arg(&target)
+            .assert()
+            .success();
+        assert_same_tree(&src, &restored(&target, &src));
+    }
+    // check names the lie without --read-data, and --read-data blames no intact file.
+    let out = env.vault().args(["check", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        rep["errors"]
+            .to_string()
+            .contains("disagree with the pack's own table"),
+        "{rep}"
+    );
+    let out = env
+        .vault()
+        .args(["check", "--read-data", "--json"])
+        .output()
+        .unwrap();
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["damaged_files"].as_array().unwrap().len(), 0, "{rep}");
+}
+
+/// What the storage sees of a small backup: backups of 1, 37 and 100 new small files give index
+/// objects and tree packs of the same size (design.md §8, §9). Sizes compared are the age
+/// payloads: the age header differs by up to a few hundred bytes from object to object by
+/// itself (a random "grease" stanza), whatever the content.
+#[test]
+fn small_backups_give_index_and_tree_objects_of_one_size() {
+    let mut seen: Vec<(usize, u64, u64)> = Vec::new();
+    for n in [1usize, 37, 100] {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        for i in 0..n {
+            fs::write(src.join(format!("IMG_{i:04}.JPG")), noise(2_000, i as u64)).unwrap();
+        }
+        env.vault().arg("backup").arg(&src).assert().success();
+        let payload = |t: FileType, name: &str| {
+            let rel = vault::backend::object_path(t, name);
+            let ct = fs::read(env.repo().join(rel)).unwrap();
+            ct.len() as u64 - vault::crypto::age_payload_offset(&ct).unwrap()
+        };
+        let store = Store::new(Arc::new(LocalBackend::new(env.repo()))).unwrap();
+        let owner = Repository::open(store, &vault::crypto::Passphrase::new(PASS.into())).unwrap();
+        let (index, _) = owner.full_index().unwrap();
+        let names = owner.store().list(FileType::Index).unwrap();
+        assert_eq!(names.len(), 1);
+        let index_size = payload(FileType::Index, &names[0].0.to_hex());
+        let trees: Vec<u64> = index
+            .packs
+            .iter()
+            .filter(|p| p.pack_type == BlobType::Tree)
+            .map(|p| payload(FileType::Pack, &p.id.to_hex()))
+            .collect();
+        assert_eq!(trees.len(), 1);
+        eprintln!("{n} files: index payload {index_size} B, tree pack payload {} B", trees[0]);
+        seen.push((n, index_size, trees[0]));
+    }
+    assert!(seen.iter().all(|s| s.1 == seen[0].1), "{seen:?}");
+    assert!(seen.iter().all(|s| s.2 == seen[0].2), "{seen:?}");
+}
