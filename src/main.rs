@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             // One line: the error and its causes, no backtrace, no secrets.
-            eprintln!("vault: error: {e:#}");
+            eprintln!("vault: error: {}", ui::safe_lines(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }

@@ -13,6 +13,44 @@ use indicatif::{ProgressBar, ProgressStyle};
 use vault::crypto::Passphrase;
 use vault::progress::Progress;
 
+/// A name (or any text from a snapshot or the filesystem) made safe to print on a terminal:
+/// control characters and bidirectional overrides are written as escapes, so that a file name
+/// cannot move the cursor, recolour the screen or fake a line of output. `--json` output is not
+/// passed through this: JSON escapes them itself, losing nothing.
+pub fn safe(s: &str) -> std::borrow::Cow<'_, str> {
+    escape(s, false)
+}
+
+/// [`safe`] for a whole message of vault's own, which may span lines: line feeds are kept.
+pub fn safe_lines(s: &str) -> std::borrow::Cow<'_, str> {
+    escape(s, true)
+}
+
+fn unsafe_char(c: char, keep_lf: bool) -> bool {
+    (c.is_control() && !(keep_lf && c == '\n'))
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn escape(s: &str, keep_lf: bool) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| unsafe_char(c, keep_lf)) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' if !keep_lf => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c, keep_lf) && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if unsafe_char(c, keep_lf) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Human-readable byte count.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -239,5 +277,15 @@ mod tests {
         assert_eq!(time(1_795_651_200), "2026-11-26 00:00:00");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn names_cannot_drive_the_terminal() {
+        assert_eq!(safe("IMG_0001.JPG"), "IMG_0001.JPG");
+        assert_eq!(safe("a\x1b[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(safe("x\rdone\n"), "x\\rdone\\n");
+        assert_eq!(safe("\u{202e}gpj.exe"), "\\u{202e}gpj.exe");
+        assert_eq!(safe("\u{9b}31m"), "\\u{9b}31m");
+        assert_eq!(safe_lines("one\ntwo\x07"), "one\ntwo\\x07");
     }
 }

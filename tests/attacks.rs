@@ -449,9 +449,52 @@ fn small_backups_give_index_and_tree_objects_of_one_size() {
             .map(|p| payload(FileType::Pack, &p.id.to_hex()))
             .collect();
         assert_eq!(trees.len(), 1);
-        eprintln!("{n} files: index payload {index_size} B, tree pack payload {} B", trees[0]);
+        eprintln!(
+            "{n} files: index payload {index_size} B, tree pack payload {} B",
+            trees[0]
+        );
         seen.push((n, index_size, trees[0]));
     }
     assert!(seen.iter().all(|s| s.1 == seen[0].1), "{seen:?}");
     assert!(seen.iter().all(|s| s.2 == seen[0].2), "{seen:?}");
+}
+
+/// A file name cannot drive the terminal or fake lines of output; `--json` keeps it exactly.
+#[test]
+fn names_printed_for_humans_escape_control_characters() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let name = "evil\x1b[2J\rrestored 0 files\nfake\u{202e}gpj.exe";
+    fs::write(src.join(name), b"x").unwrap();
+    env.vault().arg("backup").arg(&src).assert().success();
+    let out = env.vault().arg("ls").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains('\x1b') && !text.contains('\r') && !text.contains('\u{202e}'));
+    let line = text.lines().find(|l| l.contains("evil")).unwrap();
+    assert!(
+        line.contains("evil\\x1b[2J\\rrestored 0 files\\nfake\\u{202e}gpj.exe"),
+        "{line}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("fake")), "{text}");
+    let out = env.vault().args(["ls", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"].as_str().unwrap().ends_with(name)),
+        "{v}"
+    );
+    // Errors that carry a name are escaped too.
+    let missing = format!("{}/{name}-gone", src.display());
+    let out = env
+        .vault()
+        .args(["ls", "latest", &missing])
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains('\x1b') && err.contains("\\x1b"), "{err}");
 }

@@ -160,10 +160,18 @@ fn report(ctx: &Ctx<'_>, label: Option<&str>, s: &BackupSummary) -> u8 {
         s.packs_written
     ));
     for w in &s.warnings {
-        ctx.out.warn(format!("warning: {}: {}", w.path, w.reason));
+        ctx.out.warn(format!(
+            "warning: {}: {}",
+            ui::safe(&w.path),
+            ui::safe(&w.reason)
+        ));
     }
     for k in &s.skipped {
-        ctx.out.warn(format!("skipped: {}: {}", k.path, k.reason));
+        ctx.out.warn(format!(
+            "skipped: {}: {}",
+            ui::safe(&k.path),
+            ui::safe(&k.reason)
+        ));
     }
     if !s.skipped.is_empty() {
         ctx.out.warn(format!(

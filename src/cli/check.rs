@@ -60,13 +60,14 @@ fn report(ctx: &Ctx<'_>, r: &CheckReport, read_data: bool) {
         ctx.out.warn(format!("error: {e}"));
     }
     for f in &r.damaged_files {
-        ctx.out.warn(format!("damaged: {f}"));
+        ctx.out.warn(format!("damaged: {}", crate::ui::safe(f)));
     }
     for f in &r.vault_only_damaged {
         ctx.out.warn(format!(
-            "error: vault-only file damaged or missing: {f}: its original was moved into the \
+            "error: vault-only file damaged or missing: {}: its original was moved into the \
              vault; restore it from another repository (`vault --repo OTHER restore \
-             --vault-only`) and move it again"
+             --vault-only`) and move it again",
+            crate::ui::safe(f)
         ));
     }
     ctx.out.say(format!(

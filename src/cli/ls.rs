@@ -137,7 +137,7 @@ fn write(ctx: &Ctx<'_>, entries: impl Iterator<Item = LsEntry>) -> std::io::Resu
                 let link = e
                     .target
                     .as_ref()
-                    .map(|t| format!(" -> {t}"))
+                    .map(|t| format!(" -> {}", ui::safe(t)))
                     .unwrap_or_default();
                 writeln!(
                     o,
@@ -145,7 +145,7 @@ fn write(ctx: &Ctx<'_>, entries: impl Iterator<Item = LsEntry>) -> std::io::Resu
                     e.mode,
                     e.size,
                     ui::time(e.mtime),
-                    e.path,
+                    ui::safe(&e.path),
                     link
                 )?;
             }

@@ -156,8 +156,11 @@ pub(crate) fn run(ctx: &Ctx<'_>, args: &Args) -> Result<u8> {
         Ok(())
     })?;
     for k in &r.kept {
-        ctx.out
-            .warn(format!("kept (not moved): {}: {}", k.path, k.reason));
+        ctx.out.warn(format!(
+            "kept (not moved): {}: {}",
+            ui::safe(&k.path),
+            ui::safe(&k.reason)
+        ));
     }
     if r.files_moved > 0 {
         ctx.out.notice(ERASE_NOTE);
@@ -226,10 +229,10 @@ fn dry_run(
         }),
         || {
             for f in &plan.files {
-                println!("would move {} ({})", f.path, ui::bytes(f.size));
+                println!("would move {} ({})", ui::safe(&f.path), ui::bytes(f.size));
             }
             for k in &plan.kept {
-                println!("would keep {}: {}", k.path, k.reason);
+                println!("would keep {}: {}", ui::safe(&k.path), ui::safe(&k.reason));
             }
             println!(
                 "dry run: {} files ({}) would be backed up to {} and deleted once verified in {} \

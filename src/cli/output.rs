@@ -76,34 +76,34 @@ impl Output {
     /// A line of the human report on standard output: not with --json or --quiet.
     pub fn say(&self, line: impl Display) {
         if !self.json && !self.quiet {
-            println!("{line}");
+            println!("{}", human(line));
         }
     }
 
     /// A line on standard output for commands whose result has no JSON form: not with --quiet.
     pub fn tell(&self, line: impl Display) {
         if !self.quiet {
-            println!("{line}");
+            println!("{}", human(line));
         }
     }
 
     /// Information on standard error (what is being done, a caution): not with --quiet.
     pub fn notice(&self, line: impl Display) {
         if !self.quiet {
-            eprintln!("{line}");
+            eprintln!("{}", human(line));
         }
     }
 
     /// Information on standard error for the terminal only: not with --json or --quiet.
     pub fn progress_note(&self, line: impl Display) {
         if !self.json && !self.quiet {
-            eprintln!("{line}");
+            eprintln!("{}", human(line));
         }
     }
 
     /// A warning or a per-item problem on standard error: always shown.
     pub fn warn(&self, line: impl Display) {
-        eprintln!("{line}");
+        eprintln!("{}", human(line));
     }
 
     /// A progress display for `verb`, drawn only on a terminal and without --json or --quiet.
@@ -145,4 +145,10 @@ pub fn status(failed: bool, skipped: bool) -> u8 {
     } else {
         0
     }
+}
+
+/// Every human line passes here: whatever name it carries cannot drive the terminal (names are
+/// also escaped where they are formatted, line feeds included; this keeps vault's own).
+fn human(line: impl Display) -> String {
+    ui::safe_lines(&line.to_string()).into_owned()
 }

@@ -87,10 +87,18 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
 /// status. `count`: also say how many failed.
 fn problems(ctx: &Ctx<'_>, s: &RestoreSummary, count: bool) -> u8 {
     for k in &s.skipped {
-        ctx.out.warn(format!("skipped: {}: {}", k.path, k.reason));
+        ctx.out.warn(format!(
+            "skipped: {}: {}",
+            ui::safe(&k.path),
+            ui::safe(&k.reason)
+        ));
     }
     for k in &s.errors {
-        ctx.out.warn(format!("error: {}: {}", k.path, k.reason));
+        ctx.out.warn(format!(
+            "error: {}: {}",
+            ui::safe(&k.path),
+            ui::safe(&k.reason)
+        ));
     }
     not_kept(ctx, s);
     if count && !s.errors.is_empty() {

@@ -86,7 +86,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
             let tags = if s.tags.is_empty() {
                 String::new()
             } else {
-                format!("  [{}]", s.tags.join(","))
+                format!("  [{}]", ui::safe(&s.tags.join(",")))
             };
             let mark = match trust(s, now) {
                 Trust::Trusted => "",
@@ -97,10 +97,10 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
                 "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {}{}{}",
                 id.short(),
                 ui::time(s.time),
-                s.host,
+                ui::safe(&s.host),
                 s.summary.files,
                 ui::bytes(s.summary.bytes),
-                paths(s).join(" "),
+                ui::safe(&paths(s).join(" ")),
                 tags,
                 mark
             );
