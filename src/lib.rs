@@ -14,6 +14,7 @@ pub mod copier;
 pub mod crypto;
 pub mod devicekey;
 pub mod directio;
+pub mod envsecrets;
 pub mod error;
 pub mod format;
 pub mod ids;

@@ -35,6 +35,8 @@ fn harden_process() {
 
 fn main() -> ExitCode {
     harden_process();
+    // Before any thread starts: no child process may inherit the passphrase or cloud keys.
+    vault::envsecrets::take_from_environment();
     let args = cli::Cli::parse();
     let _ = ctrlc::set_handler(|| {
         if vault::interrupt::requested() {

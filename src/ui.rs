@@ -160,8 +160,8 @@ impl Drop for ProgressView {
 /// Where the passphrase comes from, in order: VAULT_PASSWORD, the password file, a prompt on the
 /// terminal. `confirm` asks twice (new repositories).
 pub fn passphrase(password_file: Option<&Path>, prompt: &str, confirm: bool) -> Result<Passphrase> {
-    if let Ok(p) = std::env::var("VAULT_PASSWORD") {
-        return Ok(Passphrase::new(p));
+    if let Some(p) = vault::envsecrets::password() {
+        return Ok(Passphrase::new(p.to_string()));
     }
     if let Some(f) = password_file {
         let mut s = std::fs::read_to_string(f)

@@ -498,3 +498,45 @@ fn names_printed_for_humans_escape_control_characters() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(!err.contains('\x1b') && err.contains("\\x1b"), "{err}");
 }
+
+/// An age plugin (for a hardware key) that vault starts gets neither the passphrase nor the
+/// cloud keys in its environment.
+#[test]
+fn an_age_plugin_inherits_no_secret() {
+    let env = Env::new();
+    env.init();
+    let bin = env.path("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let plugin = bin.join("age-plugin-envdump");
+    fs::write(&plugin, "#!/bin/sh\nenv > \"$ENVDUMP_OUT\"\nexit 1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&plugin, fs::Permissions::from_mode(0o755)).unwrap();
+    // A plugin identity (bech32, 32 zero bytes) for the plugin above.
+    let id = env.path("id.txt");
+    fs::write(
+        &id,
+        "AGE-PLUGIN-ENVDUMP-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQW8LEXH\n",
+    )
+    .unwrap();
+    fs::set_permissions(&id, fs::Permissions::from_mode(0o600)).unwrap();
+    let dump = env.path("env.txt");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = env
+        .vault()
+        .env("PATH", path)
+        .env("ENVDUMP_OUT", &dump)
+        .env("AWS_ACCESS_KEY_ID", "AKIDCANARY")
+        .env("AWS_SECRET_ACCESS_KEY", "SECRETCANARY")
+        .env("AWS_SESSION_TOKEN", "TOKENCANARY")
+        .arg("--identity")
+        .arg(&id)
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "the plugin unlocks nothing");
+    let seen = fs::read_to_string(&dump).expect("vault ran the plugin");
+    assert!(seen.contains("ENVDUMP_OUT="), "{seen}");
+    for secret in [PASS, "SECRETCANARY", "TOKENCANARY", "AKIDCANARY"] {
+        assert!(!seen.contains(secret), "the plugin saw {secret}");
+    }
+}

@@ -281,7 +281,7 @@ impl<'a> Ctx<'a> {
 
     /// Unlock with the device key from the OS keyring, unless a passphrase was given explicitly.
     fn unlock_with_device_key(&self, t: &Target, store: &Store) -> Result<Option<Repository>> {
-        if std::env::var_os("VAULT_PASSWORD").is_some()
+        if vault::envsecrets::password().is_some()
             || self.cli.password_file.is_some()
             || t.named.passphrase_file.is_some()
         {

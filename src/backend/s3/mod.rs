@@ -150,6 +150,17 @@ impl S3Backend {
         if let Some(r) = &self.opts.region {
             loader = loader.region(Region::new(r.clone()));
         }
+        // Keys that vault took out of its environment at start-up (so that child processes
+        // do not inherit them) are handed to the SDK here.
+        if let Some(k) = crate::envsecrets::aws() {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                k.id.clone(),
+                k.secret.to_string(),
+                k.token.as_ref().map(|t| t.to_string()),
+                None,
+                "environment",
+            ));
+        }
         let sdk = loader.load().await;
         let mut b = aws_sdk_s3::config::Builder::from(&sdk)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
