@@ -540,3 +540,59 @@ fn an_age_plugin_inherits_no_secret() {
         assert!(!seen.contains(secret), "the plugin saw {secret}");
     }
 }
+
+/// Extreme values in a snapshot's nodes (times at the ends of i64) restore without a panic:
+/// content verified, what the system cannot represent clamped.
+#[test]
+fn extreme_node_values_do_not_crash_restore() {
+    let env = Env::new();
+    env.init();
+    let thief = steal_profile(&env);
+    let content = b"photo".to_vec();
+    let ids =
+        vault::blobwriter::write_blobs(&thief, vec![(BlobType::Data, content.clone())]).unwrap();
+    let hash = thief.keys().file_hash.keyed_hash(&content);
+    let mut nodes = Vec::new();
+    for (i, (mtime, nanos)) in [(i64::MAX, 999_999_999u32), (i64::MIN, 0), (-1, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut n = file_node(
+            format!("f{i}").as_bytes(),
+            ids.clone(),
+            hash,
+            content.len() as u64,
+            0o100644,
+            0,
+        );
+        (n.mtime, n.mtime_nanos) = (mtime, nanos);
+        n.uid = u32::MAX;
+        n.gid = u32::MAX;
+        nodes.push(n);
+    }
+    let root = tree_at(&thief, Path::new("/album"), nodes);
+    let snap = bare_snapshot(&thief, root, b"/album");
+    let id = thief.write_snapshot(&snap).unwrap();
+    let target = env.path("out");
+    let out = env
+        .vault()
+        .args(["restore", &id.to_hex(), "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1) | Some(3)),
+        "{out:?}"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            fs::read(target.join(format!("album/f{i}"))).unwrap(),
+            content
+        );
+    }
+    // Nanoseconds out of range are refused where the tree is decoded.
+    let mut bad = file_node(b"x", ids, hash, 5, 0o100644, 0);
+    bad.mtime_nanos = 1_000_000_000;
+    let enc = Tree { nodes: vec![bad] }.encode();
+    assert!(Tree::decode(&enc).is_err());
+}

@@ -191,11 +191,59 @@ struct DirMeta {
     gid: u32,
 }
 
+/// A recorded time as the system's. Total: a time the system cannot represent (a hostile
+/// snapshot's extreme value) becomes the nearest end of the representable range, never a panic.
 fn system_time(secs: i64, nanos: u32) -> std::time::SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::new(secs as u64, nanos)
+    let nanos = Duration::from_nanos(u64::from(nanos.min(999_999_999)));
+    let t = if secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(secs as u64))
     } else {
-        UNIX_EPOCH - Duration::new(secs.unsigned_abs(), 0) + Duration::new(0, nanos)
+        UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+    };
+    match t.and_then(|t| t.checked_add(nanos)) {
+        Some(t) => t,
+        None if secs >= 0 => far(true),
+        None => far(false),
+    }
+}
+
+/// The latest (or earliest) time this system represents, to a second.
+fn far(future: bool) -> std::time::SystemTime {
+    let mut step = Duration::from_secs(1 << 62);
+    let mut t = UNIX_EPOCH;
+    while step >= Duration::from_secs(1) {
+        let next = if future {
+            t.checked_add(step)
+        } else {
+            t.checked_sub(step)
+        };
+        if let Some(n) = next {
+            t = n;
+        } else {
+            step /= 2;
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+
+    #[test]
+    fn extreme_recorded_times_do_not_panic() {
+        for (s, n) in [
+            (i64::MAX, 999_999_999),
+            (i64::MIN, 999_999_999),
+            (i64::MAX, u32::MAX),
+            (-1, 5),
+            (0, 0),
+        ] {
+            let _ = system_time(s, n);
+        }
+        assert_eq!(system_time(1, 5), UNIX_EPOCH + Duration::new(1, 5));
+        assert!(system_time(i64::MAX, 0) > system_time(4_000_000_000, 0));
+        assert!(system_time(i64::MIN, 0) < UNIX_EPOCH);
     }
 }
 

@@ -125,6 +125,9 @@ impl Node {
         let mode = r.u32()?;
         let mtime = r.i64()?;
         let mtime_nanos = r.u32()?;
+        if mtime_nanos >= 1_000_000_000 {
+            return Err(r.err("nanoseconds out of range"));
+        }
         let size = r.u64()?;
         let uid = r.u32()?;
         let gid = r.u32()?;
