@@ -14,7 +14,7 @@ use crate::format::index::PackDesc;
 use crate::format::{BlobType, Compression};
 use crate::ids::Id;
 use crate::packer::{FinishedPack, Packer};
-use crate::repo::Repository;
+use crate::repo::{PackReaders, Repository};
 
 /// Largest number of blobs one index object describes.
 pub const INDEX_BLOBS_PER_OBJECT: usize = 50_000;
@@ -27,6 +27,9 @@ const CHECKPOINT_PACKS: usize = 256;
 pub struct WriterStats {
     pub blobs_new: AtomicU64,
     pub blobs_reused: AtomicU64,
+    /// Of the reused, blobs only a write-only device's index recorded, read back and verified
+    /// before they were reused (§13.1).
+    pub blobs_verified: AtomicU64,
     /// Bytes of new blobs as stored (after compression, before encryption and padding).
     pub bytes_added: AtomicU64,
     /// Of those, the bytes of tree blobs.
@@ -50,6 +53,9 @@ pub struct BlobWriter<'r> {
     comp: Mutex<Compressor>,
     /// Blobs added by this writer and not yet indexed; for the others the local index answers.
     claimed: Mutex<HashSet<Id>>,
+    /// Open pack readers for verifying write-only devices' blobs before reuse, one per thread at
+    /// a time: a phone's packs are read mostly in order, so a reader's window keeps growing.
+    verifiers: Mutex<Vec<PackReaders>>,
     /// Packs stored and not yet indexed, and when an index object was last written.
     stored: Mutex<(Vec<PackDesc>, Instant)>,
     /// Index the stored packs at least this often (a long backup, so that a killed one leaves
@@ -72,6 +78,7 @@ impl<'r> BlobWriter<'r> {
             trees: packer(BlobType::Tree, 1),
             comp: Mutex::new(Compressor::new(cfg.zstd_level)?),
             claimed: Mutex::new(HashSet::new()),
+            verifiers: Mutex::new(Vec::new()),
             stored: Mutex::new((Vec::new(), Instant::now())),
             checkpoint_every: None,
             stats: WriterStats::default(),
@@ -89,11 +96,27 @@ impl<'r> BlobWriter<'r> {
     }
 
     /// Claim a blob: true when neither the repository nor this writer has it, and the caller
-    /// must add it.
+    /// must add it. On a full device, a blob that only write-only devices' index objects record
+    /// is read back and verified first, and reused only if it is what its id says; its location
+    /// then goes into this writer's next index object, as a full device's word (§13.1).
     pub fn claim(&self, id: Id) -> Result<bool> {
         let claimed = || self.claimed.lock().unwrap_or_else(|p| p.into_inner());
-        let new =
-            !claimed().contains(&id) && !self.repo.cache()?.has_blob(&id)? && claimed().insert(id);
+        let cache = self.repo.cache()?;
+        let new = !claimed().contains(&id)
+            && match cache.blob_state(&id)? {
+                Some(true) => false,
+                None => claimed().insert(id),
+                Some(false) => match self.verified_location(&id)? {
+                    Some(desc) => {
+                        if claimed().insert(id) {
+                            self.stats.blobs_verified.fetch_add(1, Ordering::Relaxed);
+                            self.adopt(desc);
+                        }
+                        false
+                    }
+                    None => claimed().insert(id),
+                },
+            };
         let c = if new {
             &self.stats.blobs_new
         } else {
@@ -101,6 +124,41 @@ impl<'r> BlobWriter<'r> {
         };
         c.fetch_add(1, Ordering::Relaxed);
         Ok(new)
+    }
+
+    /// A location of `id` that a full device has not vouched for, read and verified; `None`
+    /// when there is none or none verifies (the blob is then stored again).
+    fn verified_location(&self, id: &Id) -> Result<Option<PackDesc>> {
+        if self.repo.keys().is_write_only() {
+            return Ok(None);
+        }
+        let locations = self.repo.cache()?.blob(id)?;
+        if locations.is_empty() {
+            return Ok(None);
+        }
+        let pool = || self.verifiers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut readers = pool().pop().unwrap_or_default();
+        let found = locations
+            .into_iter()
+            .find(|(pack, entry)| self.repo.verify_location(pack, entry, &mut readers).is_ok());
+        pool().push(readers);
+        Ok(found.map(|(pack, entry)| PackDesc {
+            id: pack.id,
+            pack_type: pack.pack_type,
+            object_len: pack.object_len,
+            payload_offset: pack.payload_offset,
+            plain_len: pack.plain_len,
+            blobs: vec![entry],
+        }))
+    }
+
+    /// Queue a verified location for the next index object, with the packs stored meanwhile.
+    fn adopt(&self, desc: PackDesc) {
+        let mut s = self.stored.lock().unwrap_or_else(|p| p.into_inner());
+        match s.0.iter_mut().find(|p| p.id == desc.id) {
+            Some(p) => p.blobs.extend(desc.blobs),
+            None => s.0.push(desc),
+        }
     }
 
     /// Compress a claimed blob where that pays and add it to an open pack; returns a pack that

@@ -596,3 +596,71 @@ fn extreme_node_values_do_not_crash_restore() {
     let enc = Tree { nodes: vec![bad] }.encode();
     assert!(Tree::decode(&enc).is_err());
 }
+
+/// The phone uploaded photos first; the laptop backs up the same photos. It reuses the phone's
+/// chunks only after reading each back and verifying it, and records them as its own: a later
+/// backup and a check trust them without reading them again (design.md §13.1).
+#[test]
+fn a_phones_chunks_are_verified_before_a_full_device_reuses_them() {
+    let env = Env::new();
+    env.init();
+    let _ = steal_profile(&env); // here simply the phone's profile, doing its job
+    let photos: Vec<Vec<u8>> = (0..3).map(|i| noise(1_200_000, 40 + i)).collect();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for (i, p) in photos.iter().enumerate() {
+        fs::write(src.join(format!("{i}.jpg")), p).unwrap();
+    }
+    // The phone backs them up first.
+    let phone = Env::new();
+    phone
+        .vault()
+        .env_remove("VAULT_PASSWORD")
+        .env("VAULT_REPO", env.repo())
+        .env("VAULT_PROFILE_FILE", env.path("phone.profile"))
+        .arg("backup")
+        .arg(&src)
+        .assert()
+        .success();
+    let size = |env: &Env| {
+        all_files(&env.repo().join("data"))
+            .iter()
+            .map(|f| fs::metadata(f).unwrap().len())
+            .sum::<u64>()
+    };
+    let before = size(&env);
+    let out = env
+        .vault()
+        .args(["backup", "--json"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["blobs_verified"].as_u64().unwrap() >= 3, "{v}");
+    assert_eq!(v["bytes_added"], 0, "nothing stored again: {v}");
+    assert!(
+        size(&env) - before < 1_000_000,
+        "the photos were not stored again: {v}"
+    );
+    // The second run and check take them as the laptop's own now.
+    fs::write(src.join("3.jpg"), &photos[0]).unwrap();
+    let out = env
+        .vault()
+        .args(["backup", "--json"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["blobs_verified"], 0, "{v}");
+    env.vault().arg("check").assert().success();
+    let fresh = Env::new();
+    let target = fresh.path("out");
+    env.vault()
+        .env("HOME", fresh.path("home"))
+        .args(["restore", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_same_tree(&src, &restored(&target, &src));
+}

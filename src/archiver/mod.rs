@@ -96,6 +96,9 @@ pub struct BackupSummary {
     pub tree_bytes_added: u64,
     pub blobs_new: u64,
     pub blobs_reused: u64,
+    /// Of the reused: chunks only a write-only device had recorded, read back and verified
+    /// before reuse (design.md §13.1).
+    pub blobs_verified: u64,
     pub packs_written: u64,
     pub skipped: Vec<Skipped>,
     /// Files backed up with a caveat (they changed while being read).
@@ -222,6 +225,7 @@ impl<'a> Shared<'a> {
         summary.tree_bytes_added = WriterStats::get(&w.tree_bytes_added);
         summary.blobs_new = WriterStats::get(&w.blobs_new);
         summary.blobs_reused = WriterStats::get(&w.blobs_reused);
+        summary.blobs_verified = WriterStats::get(&w.blobs_verified);
         summary.packs_written = WriterStats::get(&w.packs_written);
         summary.files_unchanged = self.files_unchanged.load(Ordering::Relaxed);
         summary.bytes_sampled = self.bytes_sampled.load(Ordering::Relaxed);

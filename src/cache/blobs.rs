@@ -93,6 +93,19 @@ impl LocalCache {
         self.has_blobs(std::slice::from_ref(id))
     }
 
+    /// Whether the blob is recorded at all (`None`: not), and if so whether some location of
+    /// it is vouched for ([`Self::has_blob`]); one lookup.
+    pub fn blob_state(&self, id: &Id) -> Result<Option<bool>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT max(vouched) FROM blobs WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        let v: Option<i64> = st
+            .query_row([&id.0[..]], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        Ok(v.map(|v| v == 1))
+    }
+
     /// True when [`Self::has_blob`] holds for every blob in `ids`.
     pub fn has_blobs(&self, ids: &[Id]) -> Result<bool> {
         let conn = self.lock();

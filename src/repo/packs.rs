@@ -199,6 +199,17 @@ impl Repository {
         Err(first_err.unwrap_or_else(|| Error::NotFound(format!("blob {}", id.short()))))
     }
 
+    /// Read the blob at one recorded location and check it is what its id says.
+    pub fn verify_location(
+        &self,
+        pack: &PackInfo,
+        entry: &BlobEntry,
+        readers: &mut PackReaders,
+    ) -> Result<()> {
+        let mut out = Vec::new();
+        self.read_at(pack, entry, entry.blob_type, readers, &mut out)
+    }
+
     /// Read one recorded location of a blob and verify it.
     fn read_at(
         &self,
