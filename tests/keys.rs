@@ -186,6 +186,16 @@ fn wrong_passphrase_wrong_identity_and_removed_method_fail_distinctly() {
         .as_str()
         .unwrap()
         .to_string();
+    let full_id = objects(&env.repo(), "keys")
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&current)
+        })
+        .unwrap();
+    let copy = std::fs::read(&full_id).unwrap();
     env.vault()
         .args(["key", "remove", &current])
         .assert()
@@ -198,8 +208,59 @@ fn wrong_passphrase_wrong_identity_and_removed_method_fail_distinctly() {
             .unwrap(),
         "this passphrase was removed from the repository",
     );
+    // Someone kept a copy of the removed key file and puts it back: it stays removed.
+    std::fs::write(&full_id, &copy).unwrap();
+    fails_with(
+        env.vault()
+            .env("VAULT_PASSWORD", "old passphrase")
+            .arg("snapshots")
+            .output()
+            .unwrap(),
+        "this passphrase was removed from the repository",
+    );
     // The original passphrase still works.
     env.vault().arg("snapshots").assert().success();
+}
+
+/// A key file with a work factor above the default is tried after cheaper ones and, when it is
+/// the one that opens, the user is told what every unlock costs.
+#[test]
+fn a_costly_key_file_is_tried_last_and_warned_about() {
+    let env = Env::new();
+    env.vault()
+        .args(["init", "--kdf-log-n", "10"])
+        .assert()
+        .success();
+    env.vault()
+        .env("VAULT_NEW_PASSWORD", "slow passphrase")
+        .args(["key", "add", "--passphrase", "--kdf-log-n", "19"])
+        .assert()
+        .success();
+    let out = env
+        .vault()
+        .env("VAULT_PASSWORD", "slow passphrase")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2^19") && err.contains("planted"), "{err}");
+    let out = env.vault().arg("snapshots").output().unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("2^19"));
+    // The header tells the work factor without running scrypt.
+    let factors: Vec<Option<u8>> = objects(&env.repo(), "keys")
+        .iter()
+        .map(|p| vault::crypto::scrypt_work_factor(&std::fs::read(p).unwrap()))
+        .collect();
+    assert!(
+        factors.contains(&Some(10)) && factors.contains(&Some(19)),
+        "{factors:?}"
+    );
+    assert!(
+        factors.contains(&None),
+        "the recovery key is no passphrase file"
+    );
 }
 
 #[test]

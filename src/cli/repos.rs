@@ -245,6 +245,16 @@ impl<'a> Ctx<'a> {
         };
         let mut repo = repo;
         repo.set_cache_place(self.cache_place());
+        if let Some(f) = repo.costly_unlock() {
+            self.out.warn(format!(
+                "warning: the key file that opened {} asks for a scrypt work factor of 2^{f}, \
+                 above vault's 2^{}: every unlock costs seconds and gigabytes of memory. If you \
+                 did not choose it, someone with write access may have planted it; see `vault \
+                 key list`.",
+                repo.store().location(),
+                vault::crypto::DEFAULT_SCRYPT_LOG_N
+            ));
+        }
         Ok((repo, user_secret))
     }
 

@@ -199,6 +199,17 @@ pub fn stanza_kind(object: &[u8]) -> &'static str {
     }
 }
 
+/// The scrypt work factor (log2 N) a passphrase key file asks for, read from its public header
+/// without running scrypt; `None` for other files.
+pub fn scrypt_work_factor(object: &[u8]) -> Option<u8> {
+    let head = &object[..object.len().min(4096)];
+    let line = head
+        .split(|&b| b == b'\n')
+        .find(|l| l.starts_with(b"-> scrypt "))?;
+    let text = std::str::from_utf8(line).ok()?;
+    text.split(' ').nth(3)?.parse().ok()
+}
+
 /// True when `header` (from [`header_only`]) was made for this passphrase or these identities:
 /// used only to say "this method was removed" rather than "wrong passphrase".
 pub fn header_matches_passphrase(pass: &Passphrase, header: &[u8]) -> bool {

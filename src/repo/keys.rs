@@ -85,8 +85,33 @@ impl Repository {
         check_marker(&store)?;
         let mut material = None;
         let mut hostile = None;
+        // A removed key file put back (by someone who kept a copy) stays removed while its
+        // `revoked/` record exists (§4.4).
+        let revoked: std::collections::HashSet<Id> = store
+            .list(FileType::Revoked)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let mut files = Vec::new();
         for (name, _) in store.list(FileType::Key)? {
-            let data = store.get(FileType::Key, &name.to_hex())?;
+            if revoked.contains(&name) {
+                continue;
+            }
+            match store.get(FileType::Key, &name.to_hex()) {
+                Ok(data) => files.push((name, data)),
+                Err(e) if e.is_corrupt() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        // Cheapest first: key files of this method before the others, passphrase files by
+        // their scrypt work factor, so that a planted costly one is tried last, if at all.
+        let cost = |data: &[u8]| {
+            let factor = crypto::scrypt_work_factor(data);
+            let wanted = matches!(how, Unlock::Passphrase(_)) == factor.is_some();
+            (!wanted, factor.unwrap_or(0))
+        };
+        files.sort_by_key(|(_, data)| cost(data));
+        for (name, data) in files {
             let what = format!("key file {}", name.short());
             let tried = match how {
                 Unlock::Passphrase(p) => crypto::open_with_passphrase(p, &data, &what),
@@ -94,7 +119,9 @@ impl Repository {
             };
             match tried {
                 Ok(Unwrap::Opened(plain)) => {
-                    material = Some((keyfile::decode(&plain)?.0, name));
+                    let costly = crypto::scrypt_work_factor(&data)
+                        .filter(|f| *f > crypto::DEFAULT_SCRYPT_LOG_N);
+                    material = Some((keyfile::decode(&plain)?.0, name, costly));
                     break;
                 }
                 Ok(Unwrap::WrongPassphrase | Unwrap::NotPassphrase) => continue,
@@ -105,10 +132,13 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        let Some((material, unlocked_with)) = material else {
+        let Some((material, unlocked_with, costly)) = material else {
             return Err(Self::why_locked(&store, how, hostile)?);
         };
-        Repository::finish_open(store, Keys::from_material(material), Some(unlocked_with))
+        let mut repo =
+            Repository::finish_open(store, Keys::from_material(material), Some(unlocked_with))?;
+        repo.costly_unlock = costly;
+        Ok(repo)
     }
 
     /// Open with a device profile's key material directly (write-only devices); no key file is

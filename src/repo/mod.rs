@@ -111,6 +111,8 @@ pub struct Repository {
     sync_lock: Mutex<()>,
     /// The key file this run unlocked with (none for a device profile's own key material).
     unlocked_with: Option<Id>,
+    /// The scrypt work factor of that key file when above the default: every unlock pays it.
+    pub(crate) costly_unlock: Option<u8>,
     /// Snapshots found missing while listing (see `missing_snapshots`), and those of them the
     /// user acknowledged on this computer.
     pub(crate) missing_snapshots: Mutex<MissingSnapshots>,
@@ -225,8 +227,16 @@ impl Repository {
             synced: OnceLock::new(),
             sync_lock: Mutex::new(()),
             unlocked_with,
+            costly_unlock: None,
             missing_snapshots: Mutex::new(Default::default()),
         }
+    }
+
+    /// The scrypt work factor (log2 N) of the passphrase key file this run unlocked with, when
+    /// it is above the default: a key file planted with a high one costs seconds and gigabytes
+    /// on every unlock (§4.3), so the user is told.
+    pub fn costly_unlock(&self) -> Option<u8> {
+        self.costly_unlock
     }
 
     /// Where the local index lives (in memory unless set). Takes effect at the next use.
