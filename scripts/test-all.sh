@@ -106,3 +106,8 @@ fi
 
 step "tests"
 "${run_tests[@]}"
+
+# A short fuzz pass over every decoder (cargo-fuzz on the nightly toolchain; skipped without
+# one). A campaign: `bash scripts/fuzz.sh 600`.
+step "fuzz (short pass)"
+bash scripts/fuzz.sh "${VAULT_FUZZ_SECONDS:-10}"

@@ -367,7 +367,12 @@ impl Backend for LocalBackend {
         // (packs are written past the page cache, so they usually come from the disk).
         #[cfg(target_os = "linux")]
         if let Some(next) = std::num::NonZeroU64::new(len) {
-            let _ = rustix::fs::fadvise(&f, offset + len, Some(next), rustix::fs::Advice::WillNeed);
+            let _ = rustix::fs::fadvise(
+                &f,
+                offset.saturating_add(len),
+                Some(next),
+                rustix::fs::Advice::WillNeed,
+            );
         }
         Ok(())
     }

@@ -64,7 +64,7 @@ impl FileType {
             FileType::Key | FileType::Revoked => 1 << 20,
             FileType::Index => 64 << 20,
             FileType::Snapshot => 16 << 20,
-            FileType::Pack => 1280 << 20,
+            FileType::Pack => crate::format::pack::MAX_PACK_LEN,
         }
     }
 

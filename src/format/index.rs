@@ -1,6 +1,7 @@
 //! Index objects: which blobs each pack holds and where, so clients need not read packs.
 
 use super::codec::{Reader, Writer};
+use super::pack::MAX_PACK_LEN;
 use super::{
     pad, read_header, read_mac, read_padding, read_writer, write_header, write_writer, BlobEntry,
     BlobType, MacKeys, ObjectKind, WrittenBy, BLOB_ENTRY_LEN,
@@ -90,11 +91,18 @@ pub fn decode(data: &[u8], repo_id: &Id, macs: &MacKeys<'_>) -> Result<(WrittenB
         let object_len = r.u64()?;
         let payload_offset = r.u32()?;
         let plain_len = r.u64()?;
+        // An age file is longer than its plaintext, and no pack is longer than readers accept.
+        if object_len > MAX_PACK_LEN
+            || plain_len > object_len
+            || u64::from(payload_offset) > object_len
+        {
+            return Err(r.err("pack sizes out of range"));
+        }
         let nb = r.count(BLOB_ENTRY_LEN)?;
         let mut blobs = Vec::with_capacity(nb);
         for _ in 0..nb {
             let b = BlobEntry::decode(&mut r)?;
-            if b.offset + b.stored_len as u64 > plain_len {
+            if b.end().is_none_or(|end| end > plain_len) {
                 return Err(r.err("blob lies outside its pack"));
             }
             blobs.push(b);

@@ -278,6 +278,13 @@ impl Compression {
     }
 }
 
+impl BlobEntry {
+    /// Where the blob's stored bytes end; `None` when a hostile entry overflows.
+    pub fn end(&self) -> Option<u64> {
+        self.offset.checked_add(u64::from(self.stored_len))
+    }
+}
+
 /// Where a blob lives inside a pack's plaintext.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BlobEntry {

@@ -74,6 +74,10 @@ pub fn encode(repo_id: &Id, entries: &[BlobEntry], blobs: &[u8], min_len: u64) -
     out
 }
 
+/// Largest stored pack a reader accepts (§12): `pack_target` (at most 1 GiB) plus one blob, the
+/// table and the padding fit well below it.
+pub const MAX_PACK_LEN: u64 = 1280 << 20;
+
 /// The blob count from the last 4 bytes of a pack plaintext of `plain_len` bytes, checked to fit.
 pub fn decode_count(last4: &[u8], plain_len: u64) -> Result<usize> {
     let mut r = Reader::new(last4, "pack table");
@@ -97,7 +101,7 @@ pub fn decode_table(trailer: &[u8], plain_len: u64) -> Result<Vec<BlobEntry>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let e = BlobEntry::decode(&mut r)?;
-        if e.offset < FIRST_BLOB || e.offset + e.stored_len as u64 > table_start {
+        if e.offset < FIRST_BLOB || e.end().is_none_or(|end| end > table_start) {
             return Err(r.err("blob lies outside the pack"));
         }
         out.push(e);
@@ -123,6 +127,29 @@ pub fn decode(plain: &[u8], repo_id: &Id) -> Result<Vec<BlobEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the fuzzer (fuzz/fuzz_targets/decode_pack_table.rs): an entry whose offset plus
+    /// length overflows passed the bounds check in release builds and panicked in checked ones.
+    #[test]
+    fn an_entry_whose_end_overflows_is_refused() {
+        let repo = Id([0x11; 32]);
+        let e = BlobEntry {
+            id: Id([1; 32]),
+            blob_type: BlobType::Data,
+            compression: Compression::None,
+            offset: u64::MAX - 2,
+            stored_len: 10,
+            raw_len: 10,
+        };
+        let mut plain = encode(&repo, &[], b"", 0);
+        let n = plain.len();
+        plain.truncate(n - 4);
+        let mut w = Writer::new();
+        e.encode(&mut w);
+        plain.extend_from_slice(&w.into_vec());
+        plain.extend_from_slice(&1u32.to_le_bytes());
+        assert!(decode(&plain, &repo).is_err());
+    }
     use crate::format::{BlobType, Compression};
     use proptest::prelude::*;
 

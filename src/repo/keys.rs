@@ -85,18 +85,8 @@ impl Repository {
         check_marker(&store)?;
         let mut material = None;
         let mut hostile = None;
-        // A removed key file put back (by someone who kept a copy) stays removed while its
-        // `revoked/` record exists (§4.4).
-        let revoked: std::collections::HashSet<Id> = store
-            .list(FileType::Revoked)?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
         let mut files = Vec::new();
         for (name, _) in store.list(FileType::Key)? {
-            if revoked.contains(&name) {
-                continue;
-            }
             match store.get(FileType::Key, &name.to_hex()) {
                 Ok(data) => files.push((name, data)),
                 Err(e) if e.is_corrupt() => continue,
@@ -118,6 +108,13 @@ impl Repository {
                 Unlock::Identities(ids, _) => crypto::open_with_identities(ids, &data, &what),
             };
             match tried {
+                // A removed key file put back (by someone who kept a copy) stays removed while
+                // its `revoked/` record exists (§4.4): one HEAD, for the file that opened.
+                Ok(Unwrap::Opened(_))
+                    if store.stat(FileType::Revoked, &name.to_hex())?.is_some() =>
+                {
+                    continue
+                }
                 Ok(Unwrap::Opened(plain)) => {
                     let costly = crypto::scrypt_work_factor(&data)
                         .filter(|f| *f > crypto::DEFAULT_SCRYPT_LOG_N);

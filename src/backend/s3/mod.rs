@@ -262,7 +262,7 @@ impl S3Backend {
             if len == 0 {
                 return Ok(Vec::new());
             }
-            req = req.range(format!("bytes={}-{}", off, off + len - 1));
+            req = req.range(format!("bytes={}-{}", off, off.saturating_add(len - 1)));
         }
         let mut resp = req.send().await.map_err(|e| classify(&e, &endpoint))?;
         let announced = resp.content_length().unwrap_or(0).max(0) as u64;
