@@ -30,6 +30,9 @@ pub struct WriterStats {
     /// Of the reused, blobs only a write-only device's index recorded, read back and verified
     /// before they were reused (§13.1).
     pub blobs_verified: AtomicU64,
+    /// Locations a write-only device's index recorded that failed that check: forged or
+    /// damaged entries (§13.1). The blob was stored again.
+    pub locations_refused: AtomicU64,
     /// Bytes of new blobs as stored (after compression, before encryption and padding).
     pub bytes_added: AtomicU64,
     /// Of those, the bytes of tree blobs.
@@ -138,9 +141,13 @@ impl<'r> BlobWriter<'r> {
         }
         let pool = || self.verifiers.lock().unwrap_or_else(|p| p.into_inner());
         let mut readers = pool().pop().unwrap_or_default();
-        let found = locations
-            .into_iter()
-            .find(|(pack, entry)| self.repo.verify_location(pack, entry, &mut readers).is_ok());
+        let found = locations.into_iter().find(|(pack, entry)| {
+            let ok = self.repo.verify_location(pack, entry, &mut readers).is_ok();
+            if !ok {
+                self.stats.locations_refused.fetch_add(1, Ordering::Relaxed);
+            }
+            ok
+        });
         pool().push(readers);
         Ok(found.map(|(pack, entry)| PackDesc {
             id: pack.id,

@@ -664,3 +664,97 @@ fn a_phones_chunks_are_verified_before_a_full_device_reuses_them() {
         .success();
     assert_same_tree(&src, &restored(&target, &src));
 }
+
+#[test]
+fn a_flood_of_forged_locations_costs_a_few_reads_per_chunk() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("old.jpg"), noise(2_000_000, 60)).unwrap();
+    env.vault().arg("backup").arg(&src).assert().success();
+    let thief = steal_profile(&env);
+    // The thief knows the next photo and claims each of its chunks at 40 places, inside the
+    // owner's real packs and in packs that do not exist: every claim the owner tries costs a
+    // read before it fails.
+    let real: Vec<PackDesc> = thief
+        .store()
+        .list(FileType::Index)
+        .unwrap()
+        .iter()
+        .flat_map(|(name, _)| thief.read_index_object(name).unwrap().1)
+        .filter(|p| p.pack_type == BlobType::Data)
+        .collect();
+    let claim = |photo: &[u8]| {
+        let cuts = Chunker::new(&thief.keys().chunker, thief.config()).cuts(photo);
+        let mut claims = Vec::new();
+        for k in 0..40usize {
+            // Other packs than the owner's too: a location is one per blob and pack.
+            let mut p = real[k % real.len()].clone();
+            if k >= real.len() {
+                p.id = Id::random();
+            }
+            let mut off = 0usize;
+            p.blobs = cuts
+                .iter()
+                .map(|c| {
+                    let b = BlobEntry {
+                        id: thief.keys().blob_id(&photo[off..off + c]),
+                        blob_type: BlobType::Data,
+                        compression: Compression::None,
+                        offset: (k * 1000) as u64,
+                        stored_len: 1000,
+                        raw_len: 1000,
+                    };
+                    off += c;
+                    b
+                })
+                .collect();
+            claims.push(p);
+        }
+        for c in claims.chunks(4) {
+            put_index(&thief, c, false);
+        }
+        cuts
+    };
+    let photo = noise(3_000_000, 61);
+    let cuts = claim(&photo);
+    fs::write(src.join("sent.jpg"), &photo).unwrap();
+    let out = env
+        .vault()
+        .args(["backup", "--json"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["bytes_added"].as_u64().unwrap() >= photo.len() as u64,
+        "the photo was stored: {v}"
+    );
+    // At most MAX_UNVOUCHED_LOCATIONS reads a chunk, each refused, and the user is told.
+    assert_eq!(vault::cache::MAX_UNVOUCHED_LOCATIONS, 3);
+    let refused = v["locations_refused"].as_u64().unwrap();
+    assert!(
+        refused > 0 && refused <= cuts.len() as u64 * 3,
+        "{refused} reads refused for {} chunks: {v}",
+        cuts.len()
+    );
+    // Told in words too.
+    claim(&noise(2_000_000, 62));
+    fs::write(src.join("sent2.jpg"), noise(2_000_000, 62)).unwrap();
+    let out = env.vault().arg("backup").arg(&src).output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not match what their packs hold"), "{err}");
+    // Restored byte for byte on a fresh computer, past the claims.
+    let fresh = Env::new();
+    let target = fresh.path("out");
+    env.vault()
+        .env("HOME", fresh.path("home"))
+        .args(["restore", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_same_tree(&src, &restored(&target, &src));
+}

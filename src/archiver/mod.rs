@@ -99,6 +99,9 @@ pub struct BackupSummary {
     /// Of the reused: chunks only a write-only device had recorded, read back and verified
     /// before reuse (design.md §13.1).
     pub blobs_verified: u64,
+    /// Index entries of write-only devices that failed that check: the chunks were stored
+    /// again; `check` names the entries.
+    pub locations_refused: u64,
     pub packs_written: u64,
     pub skipped: Vec<Skipped>,
     /// Files backed up with a caveat (they changed while being read).
@@ -226,6 +229,7 @@ impl<'a> Shared<'a> {
         summary.blobs_new = WriterStats::get(&w.blobs_new);
         summary.blobs_reused = WriterStats::get(&w.blobs_reused);
         summary.blobs_verified = WriterStats::get(&w.blobs_verified);
+        summary.locations_refused = WriterStats::get(&w.locations_refused);
         summary.packs_written = WriterStats::get(&w.packs_written);
         summary.files_unchanged = self.files_unchanged.load(Ordering::Relaxed);
         summary.bytes_sampled = self.bytes_sampled.load(Ordering::Relaxed);

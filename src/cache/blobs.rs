@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// How many locations of one blob that no full device vouched for a reader tries (§13.1).
+pub const MAX_UNVOUCHED_LOCATIONS: i64 = 3;
+
 impl LocalCache {
     /// Names of the repository index objects already merged.
     pub fn index_objects(&self) -> Result<HashSet<String>> {
@@ -28,12 +31,13 @@ impl LocalCache {
             .map_err(|e| self.err(e))
     }
 
-    /// Merge the packs one index object written `by` a device describes (or, with no name, packs
-    /// recovered from their own tables, which count as a write-only device's), atomically with recording the
-    /// object as merged. Every location of a blob is kept (§13.1); a location recorded by both
-    /// classes counts as class 1.
-    pub fn add_packs(&self, name: Option<&str>, by: &WrittenBy, packs: &[PackDesc]) -> Result<()> {
-        let vouched = self.trust_all || by.is_full();
+    /// Merge the packs one index object describes (or, with no name, packs recovered from their
+    /// own tables), atomically with recording the object as merged. `vouched`: a full device
+    /// wrote the description (a pack's own table is no full device's word: anyone who can
+    /// encrypt to the data recipient can write one). Every location of a blob is kept (§13.1);
+    /// a location recorded by both classes counts as class 1.
+    pub fn add_packs(&self, name: Option<&str>, vouched: bool, packs: &[PackDesc]) -> Result<()> {
+        let vouched = self.trust_all || vouched;
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         {
@@ -120,14 +124,26 @@ impl LocalCache {
         Ok(true)
     }
 
-    /// Every recorded location of a blob, class-1 ones first: a reader tries them in turn.
+    /// Every recorded location of a blob that a full device vouched for, then at most
+    /// [`MAX_UNVOUCHED_LOCATIONS`] others in the order they were merged: a reader tries them in
+    /// turn. The cap bounds what index entries a write-only profile forged can cost (§13.1):
+    /// each is one failed read, and thousands of them for one blob would otherwise be thousands
+    /// of downloads before the blob is stored again.
     pub fn blob(&self, id: &Id) -> Result<Vec<(PackInfo, BlobEntry)>> {
         let conn = self.lock();
         let mut st = conn
-            .prepare_cached("SELECT pack, loc FROM blobs WHERE id = ?1 ORDER BY vouched DESC, pack")
+            .prepare_cached(
+                "SELECT 0 AS k, pack, loc FROM blobs WHERE id = ?1 AND vouched = 1
+                 UNION ALL
+                 SELECT * FROM (SELECT 1, pack, loc FROM blobs WHERE id = ?1 AND vouched = 0
+                                ORDER BY pack LIMIT ?2)
+                 ORDER BY k, pack",
+            )
             .map_err(|e| self.err(e))?;
         let rows: Vec<(i64, Vec<u8>)> = st
-            .query_map([&id.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map(params![&id.0[..], MAX_UNVOUCHED_LOCATIONS], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
             .map_err(|e| self.err(e))?
             .collect::<rusqlite::Result<_>>()
             .map_err(|e| self.err(e))?;

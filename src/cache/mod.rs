@@ -22,11 +22,12 @@ use crate::crypto::RowCipher;
 use crate::error::{Error, Result};
 use crate::format::codec::{Reader, Writer};
 use crate::format::index::{PackDesc, PackInfo};
-use crate::format::{BlobEntry, BlobType, WrittenBy};
+use crate::format::{BlobEntry, BlobType};
 use crate::ids::Id;
 use crate::keys::Keys;
 
 mod blobs;
+pub use blobs::MAX_UNVOUCHED_LOCATIONS;
 mod folders;
 mod rows;
 #[cfg(test)]

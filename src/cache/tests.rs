@@ -57,12 +57,8 @@ fn blobs_packs_and_files_round_trip_and_persist() {
     {
         let c = LocalCache::open(&place, &k).unwrap();
         assert!(c.fallback.is_none());
-        c.add_packs(
-            Some("idx1"),
-            &WrittenBy::Full,
-            &[pack(1, &[Id([2; 32]), Id([3; 32])])],
-        )
-        .unwrap();
+        c.add_packs(Some("idx1"), true, &[pack(1, &[Id([2; 32]), Id([3; 32])])])
+            .unwrap();
         let (rows, parts) = row_of(&k, Id([4; 32]), &[(b"a.jpg", entry())]);
         c.put_folders(&rows, &parts, &[], 77).unwrap();
         c.put_snapshot(&Id([5; 32]), b"snapshot bytes").unwrap();
@@ -104,7 +100,7 @@ fn another_key_starts_empty_and_files_are_private() {
     let place = CachePlace::Dir(dir.path().to_path_buf());
     let k = keys();
     let c = LocalCache::open(&place, &k).unwrap();
-    c.add_packs(Some("a"), &WrittenBy::Full, &[pack(1, &[Id([2; 32])])])
+    c.add_packs(Some("a"), true, &[pack(1, &[Id([2; 32])])])
         .unwrap();
     drop(c);
     let sub = dir.path().join(k.repo_id.to_hex());
@@ -131,7 +127,7 @@ fn a_damaged_database_is_replaced() {
     std::fs::write(sub.join("index.sqlite"), vec![0x55u8; 8192]).unwrap();
     let c = LocalCache::open(&place, &k).unwrap();
     assert!(c.fallback.is_none(), "{:?}", c.fallback);
-    c.add_packs(Some("a"), &WrittenBy::Full, &[pack(1, &[Id([2; 32])])])
+    c.add_packs(Some("a"), true, &[pack(1, &[Id([2; 32])])])
         .unwrap();
     assert!(c.has_blob(&Id([2; 32])).unwrap());
 }
@@ -143,7 +139,7 @@ fn an_unusable_dir_falls_back_to_memory() {
     std::fs::write(&file, b"x").unwrap();
     let c = LocalCache::open(&CachePlace::Dir(file), &keys()).unwrap();
     assert!(c.fallback.is_some());
-    c.add_packs(Some("a"), &WrittenBy::Full, &[pack(1, &[Id([2; 32])])])
+    c.add_packs(Some("a"), true, &[pack(1, &[Id([2; 32])])])
         .unwrap();
     assert!(c.has_blob(&Id([2; 32])).unwrap());
 }
@@ -239,14 +235,14 @@ fn page_cache_and_mmap_are_set() {
 fn only_full_devices_entries_count_for_deduplication_and_every_location_is_kept() {
     let k = keys();
     let c = LocalCache::open(&CachePlace::Memory, &k).unwrap();
-    let phone = WrittenBy::Device(crate::format::DeviceId([7; 16]));
+    let phone = crate::format::WrittenBy::Device(crate::format::DeviceId([7; 16]));
     // A write-only device's index object claims blob 2 in pack 1: readable, not vouched for.
-    c.add_packs(Some("w"), &phone, &[pack(1, &[Id([2; 32])])])
+    c.add_packs(Some("w"), phone.is_full(), &[pack(1, &[Id([2; 32])])])
         .unwrap();
     assert!(!c.has_blob(&Id([2; 32])).unwrap());
     assert_eq!(c.blob(&Id([2; 32])).unwrap().len(), 1);
     // A full device stores it again in pack 9: both locations kept, the full device's first.
-    c.add_packs(Some("f"), &WrittenBy::Full, &[pack(9, &[Id([2; 32])])])
+    c.add_packs(Some("f"), true, &[pack(9, &[Id([2; 32])])])
         .unwrap();
     assert!(c.has_blob(&Id([2; 32])).unwrap());
     let locs = c.blob(&Id([2; 32])).unwrap();
@@ -254,16 +250,38 @@ fn only_full_devices_entries_count_for_deduplication_and_every_location_is_kept(
     assert_eq!(locs[0].0.id, Id([9; 32]));
     assert_eq!(locs[1].0.id, Id([1; 32]));
     // The same location vouched for later by a full device becomes trusted.
-    c.add_packs(Some("g"), &WrittenBy::Full, &[pack(1, &[Id([2; 32])])])
+    c.add_packs(Some("g"), true, &[pack(1, &[Id([2; 32])])])
         .unwrap();
     assert_eq!(c.blob(&Id([2; 32])).unwrap().len(), 2);
     assert_eq!(c.blob_count().unwrap(), 1);
     // A write-only device trusts every entry: it can check nothing it reads.
     let wo = Keys::from_material(k.write_only_material().unwrap());
     let c = LocalCache::open(&CachePlace::Memory, &wo).unwrap();
-    c.add_packs(Some("w"), &phone, &[pack(1, &[Id([2; 32])])])
+    c.add_packs(Some("w"), phone.is_full(), &[pack(1, &[Id([2; 32])])])
         .unwrap();
     assert!(c.has_blob(&Id([2; 32])).unwrap());
+}
+
+#[test]
+fn a_reader_tries_every_vouched_location_but_only_a_few_unvouched_ones() {
+    let k = keys();
+    let c = LocalCache::open(&CachePlace::Memory, &k).unwrap();
+    // A stolen profile floods the index with locations for one blob.
+    for n in 10..60 {
+        c.add_packs(Some(&format!("w{n}")), false, &[pack(n, &[Id([2; 32])])])
+            .unwrap();
+    }
+    let locs = c.blob(&Id([2; 32])).unwrap();
+    assert_eq!(locs.len(), crate::cache::MAX_UNVOUCHED_LOCATIONS as usize);
+    // The first merged are kept: forgeries written after an honest entry cannot push it out.
+    assert_eq!(locs[0].0.id, Id([10; 32]));
+    c.add_packs(Some("f1"), true, &[pack(1, &[Id([2; 32])])])
+        .unwrap();
+    c.add_packs(Some("f2"), true, &[pack(2, &[Id([2; 32])])])
+        .unwrap();
+    let locs = c.blob(&Id([2; 32])).unwrap();
+    let ids: Vec<u8> = locs.iter().map(|(p, _)| p.id.0[0]).collect();
+    assert_eq!(ids, [1, 2, 10, 11, 12]);
 }
 
 #[test]
@@ -272,7 +290,7 @@ fn a_write_only_profile_cannot_open_a_full_devices_local_index() {
     let place = CachePlace::Dir(dir.path().to_path_buf());
     let k = keys();
     let c = LocalCache::open(&place, &k).unwrap();
-    c.add_packs(Some("a"), &WrittenBy::Full, &[pack(1, &[Id([2; 32])])])
+    c.add_packs(Some("a"), true, &[pack(1, &[Id([2; 32])])])
         .unwrap();
     let (rows, parts) = row_of(&k, Id([4; 32]), &[(b"CANARY.jpg", entry())]);
     c.put_folders(&rows, &parts, &[], 77).unwrap();

@@ -159,6 +159,13 @@ fn report(ctx: &Ctx<'_>, label: Option<&str>, s: &BackupSummary) -> u8 {
         s.blobs_reused,
         s.packs_written
     ));
+    if s.locations_refused > 0 {
+        ctx.out.warn(format!(
+            "warning: {} index entries written by write-only devices did not match what their \
+             packs hold; those chunks were stored again. Run `vault check` to see which entries.",
+            s.locations_refused
+        ));
+    }
     for w in &s.warnings {
         ctx.out.warn(format!(
             "warning: {}: {}",

@@ -8,11 +8,8 @@ use crate::backend::FileType;
 use crate::cache::LocalCache;
 use crate::error::{Error, Result};
 use crate::format::index::{PackDesc, PackInfo};
-use crate::format::{BlobEntry, DeviceId, WrittenBy};
+use crate::format::{BlobEntry, WrittenBy};
 
-/// Packs described from their own tables count as no full device's word (§13.1): anyone who can
-/// encrypt to the data recipient can write a pack table.
-const UNVOUCHED: WrittenBy = WrittenBy::Device(DeviceId([0; 16]));
 use crate::ids::Id;
 
 /// The union of all index objects, held in memory (for `check`, which verifies the
@@ -119,7 +116,7 @@ impl Repository {
         let mut index_errors = Vec::new();
         for (name, r) in self.fetch_all(new, |name| {
             let (by, packs) = self.read_index_object(name)?;
-            cache.add_packs(Some(&name.to_hex()), &by, &packs)
+            cache.add_packs(Some(&name.to_hex()), by.is_full(), &packs)
         }) {
             if let Err(e) = r {
                 if matches!(e, Error::Cache { .. }) {
@@ -131,7 +128,7 @@ impl Repository {
         if !index_errors.is_empty() {
             for desc in self.unindexed_packs(|id| cache.has_pack(id))? {
                 // A pack's own table may be a write-only device's word (§13.1).
-                cache.add_packs(None, &UNVOUCHED, &[desc])?;
+                cache.add_packs(None, false, &[desc])?;
             }
         }
         Ok(Synced {
@@ -226,7 +223,8 @@ impl Repository {
                 packs,
             ))?;
         self.store.put(FileType::Index, &name.to_hex(), &ct)?;
-        self.cache()?.add_packs(Some(&name.to_hex()), &by, packs)?;
+        self.cache()?
+            .add_packs(Some(&name.to_hex()), by.is_full(), packs)?;
         Ok(name)
     }
 }

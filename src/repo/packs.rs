@@ -353,9 +353,7 @@ mod tests {
                 ..entry_b
             }],
         };
-        cache
-            .add_packs(None, &crate::format::WrittenBy::Full, &[lie])
-            .unwrap();
+        cache.add_packs(None, true, &[lie]).unwrap();
         let locs = cache.blob(&id_a).unwrap();
         assert_eq!(locs.len(), 2);
         assert_eq!(locs[0].0.id, pack_b.id, "the false location is tried first");
