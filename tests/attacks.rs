@@ -307,14 +307,7 @@ fn poisoned_index_entries_do_not_make_a_backup_store_less() {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("sent.jpg"), &photo).unwrap();
-    let out = env
-        .vault()
-        .args(["backup", "--json"])
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = env.backup_json(&src);
     assert!(
         v["bytes_added"].as_u64().unwrap() >= photo.len() as u64,
         "the backup stored the whole photo: {v}"
@@ -629,14 +622,7 @@ fn a_phones_chunks_are_verified_before_a_full_device_reuses_them() {
             .sum::<u64>()
     };
     let before = size(&env);
-    let out = env
-        .vault()
-        .args(["backup", "--json"])
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = env.backup_json(&src);
     assert!(v["blobs_verified"].as_u64().unwrap() >= 3, "{v}");
     assert_eq!(v["bytes_added"], 0, "nothing stored again: {v}");
     assert!(
@@ -654,15 +640,7 @@ fn a_phones_chunks_are_verified_before_a_full_device_reuses_them() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["blobs_verified"], 0, "{v}");
     env.vault().arg("check").assert().success();
-    let fresh = Env::new();
-    let target = fresh.path("out");
-    env.vault()
-        .env("HOME", fresh.path("home"))
-        .args(["restore", "--target"])
-        .arg(&target)
-        .assert()
-        .success();
-    assert_same_tree(&src, &restored(&target, &src));
+    env.assert_restores_fresh(&src);
 }
 
 #[test]
@@ -720,14 +698,7 @@ fn a_flood_of_forged_locations_costs_a_few_reads_per_chunk() {
     let photo = noise(3_000_000, 61);
     let cuts = claim(&photo);
     fs::write(src.join("sent.jpg"), &photo).unwrap();
-    let out = env
-        .vault()
-        .args(["backup", "--json"])
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = env.backup_json(&src);
     assert!(
         v["bytes_added"].as_u64().unwrap() >= photo.len() as u64,
         "the photo was stored: {v}"
@@ -748,13 +719,5 @@ fn a_flood_of_forged_locations_costs_a_few_reads_per_chunk() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("did not match what their packs hold"), "{err}");
     // Restored byte for byte on a fresh computer, past the claims.
-    let fresh = Env::new();
-    let target = fresh.path("out");
-    env.vault()
-        .env("HOME", fresh.path("home"))
-        .args(["restore", "--target"])
-        .arg(&target)
-        .assert()
-        .success();
-    assert_same_tree(&src, &restored(&target, &src));
+    env.assert_restores_fresh(&src);
 }

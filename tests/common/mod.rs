@@ -141,6 +141,30 @@ impl Env {
         let out = self.restore_into(dir);
         assert_same_tree(src, &restored(&out, src));
     }
+    /// `vault backup --json SRC` succeeds; its summary.
+    pub fn backup_json(&self, src: &Path) -> serde_json::Value {
+        let out = self
+            .vault()
+            .args(["backup", "--json"])
+            .arg(src)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+    /// The latest snapshot restores as an exact copy of `src` on a fresh computer (no local
+    /// index, no settings): what the repository alone holds.
+    pub fn assert_restores_fresh(&self, src: &Path) {
+        let fresh = Env::new();
+        let target = fresh.path("out");
+        self.vault()
+            .env("HOME", fresh.path("home"))
+            .args(["restore", "--target"])
+            .arg(&target)
+            .assert()
+            .success();
+        assert_same_tree(src, &restored(&target, src));
+    }
     /// `vault check --read-data` passes.
     pub fn check_read_data(&self) {
         self.vault()
