@@ -54,7 +54,7 @@ pub enum Error {
              missing and keeps what is already there"
     )]
     TargetFull { files: u64, target: String },
-    #[error("this device holds a write-only key: it can back up, but it cannot read backups (restore, ls, check and snapshots need a full key)")]
+    #[error("this device holds a write-only key: it can back up, but it cannot read backups (restore, ls, check, repair and snapshots need a full key)")]
     WriteOnly,
     #[error("this {0} does not unlock the repository")]
     WrongKey(String),

@@ -27,6 +27,7 @@ pub mod pipe;
 pub mod progress;
 pub mod random;
 pub mod readback;
+pub mod repair;
 pub mod repo;
 pub mod restorer;
 pub mod settings;

@@ -23,13 +23,7 @@ use vault::Id;
 
 /// The owner makes a phone profile; the thief opens the repository with it.
 fn steal_profile(env: &Env) -> Repository {
-    let profile = env.path("phone.profile");
-    env.vault()
-        .args(["key", "add", "--write-only", "--label", "phone"])
-        .arg("--profile-file")
-        .arg(&profile)
-        .assert()
-        .success();
+    let profile = env.phone_profile();
     let material = vault::repo::parse_profile(&fs::read_to_string(&profile).unwrap()).unwrap();
     let store = Store::new(Arc::new(LocalBackend::new(env.repo()))).unwrap();
     Repository::open_with_material(store, material).unwrap()
@@ -720,4 +714,75 @@ fn a_flood_of_forged_locations_costs_a_few_reads_per_chunk() {
     assert!(err.contains("did not match what their packs hold"), "{err}");
     // Restored byte for byte on a fresh computer, past the claims.
     env.assert_restores_fresh(&src);
+}
+
+#[test]
+fn repair_keeps_who_vouched_for_each_entry_and_drops_forgeries() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("own.jpg"), noise(1_500_000, 70)).unwrap();
+    fs::write(src.join("own2.jpg"), noise(1_500_000, 71)).unwrap();
+    env.vault().arg("backup").arg(&src).assert().success();
+    let thief = steal_profile(&env);
+    // The phone backs up a photo of its own, honestly.
+    let phone_src = env.path("phone");
+    fs::create_dir_all(&phone_src).unwrap();
+    let sent = noise(1_200_000, 72);
+    fs::write(phone_src.join("sent.jpg"), &sent).unwrap();
+    Env::new()
+        .vault()
+        .env_remove("VAULT_PASSWORD")
+        .env("VAULT_REPO", env.repo())
+        .env("VAULT_PROFILE_FILE", env.path("phone.profile"))
+        .arg("backup")
+        .arg(&phone_src)
+        .assert()
+        .success();
+    // The thief re-points the owner's entries, and claims a pack that does not exist.
+    let mut lies = Vec::new();
+    for (name, _) in thief.store().list(FileType::Index).unwrap() {
+        let (by, packs) = thief.read_index_object(&name).unwrap();
+        if !by.is_full() {
+            continue;
+        }
+        for mut p in packs.into_iter().filter(|p| p.blobs.len() >= 2) {
+            p.blobs.rotate_left(1);
+            let places = p.blobs.clone();
+            p.blobs.rotate_right(1);
+            for (b, place) in p.blobs.iter_mut().zip(places) {
+                *b = BlobEntry { id: b.id, ..place };
+            }
+            lies.push(p);
+        }
+    }
+    assert!(!lies.is_empty());
+    let mut ghost = lies[0].clone();
+    ghost.id = Id::random();
+    lies.push(ghost);
+    put_index(&thief, &lies, false);
+
+    let out = env
+        .vault()
+        .args(["repair", "index", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a missing pack is an error");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["missing_packs"].as_array().unwrap().len(), 1, "{v}");
+    assert!(v["entries_dropped"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["blobs_device"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["blobs_verified"], 0, "nothing needed reading: {v}");
+    assert_eq!(v["blobs_refused"], 0, "{v}");
+    env.vault()
+        .args(["check", "--read-data"])
+        .assert()
+        .success();
+    env.assert_restores_fresh(&src);
+    // The phone's entries are still the phone's word: the owner verifies before reusing them.
+    fs::write(src.join("sent.jpg"), &sent).unwrap();
+    let v = env.backup_json(&src);
+    assert!(v["blobs_verified"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["locations_refused"], 0, "{v}");
 }

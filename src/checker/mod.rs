@@ -36,6 +36,9 @@ pub struct CheckReport {
     pub vault_only_files: u64,
     /// Snapshots written by write-only devices (§11).
     pub write_only_snapshots: u64,
+    /// Some errors are in the index itself (a damaged index object, entries that disagree with
+    /// a pack, packs missing or of the wrong size): `vault repair index` rebuilds it (§9.1).
+    pub repair_index: bool,
 }
 
 impl CheckReport {
@@ -65,12 +68,15 @@ pub fn check(
     for (name, e) in &index_errors {
         rep.errors.push(format!("index {}: {e}", name.short()));
     }
-    let bad_packs = check_packs(repo, &index, &mut rep)?;
+    let (bad_packs, orphans) = check_packs(repo, &index, &mut rep)?;
     check_tables(repo, &index, &bad_packs, &mut rep);
+    rep.repair_index = !rep.errors.is_empty();
     let snaps = check_snapshots(repo, &mut rep)?;
     let mut readers = PackReaders::default();
     let (missing_blobs, bad_trees) =
         trees::check_trees(repo, &index, &snaps, &mut readers, &mut rep);
+    // Blobs the index lacks may sit in packs no index object describes (an index object lost).
+    rep.repair_index |= !missing_blobs.is_empty() && orphans > 0;
 
     let mut damaged_blobs: HashSet<Id> = HashSet::new();
     for (i, p) in index.packs.iter().enumerate() {
@@ -102,8 +108,13 @@ pub fn check(
     Ok(rep)
 }
 
-/// Packs the index names must exist with the recorded size. Returns the packs that do not.
-fn check_packs(repo: &Repository, index: &Index, rep: &mut CheckReport) -> Result<HashSet<Id>> {
+/// Packs the index names must exist with the recorded size. Returns the packs that do not, and
+/// how many stored packs no index object describes.
+fn check_packs(
+    repo: &Repository,
+    index: &Index,
+    rep: &mut CheckReport,
+) -> Result<(HashSet<Id>, usize)> {
     let stored: HashMap<Id, u64> = repo.store().list(FileType::Pack)?.into_iter().collect();
     rep.packs = index.packs.len() as u64;
     let mut bad_packs: HashSet<Id> = HashSet::new();
@@ -129,10 +140,11 @@ fn check_packs(repo: &Repository, index: &Index, rep: &mut CheckReport) -> Resul
     let orphans = stored.keys().filter(|k| !indexed.contains(*k)).count();
     if orphans > 0 {
         rep.notes.push(format!(
-            "{orphans} pack(s) are not in any index (left by an interrupted backup); they are not used and do no harm"
+            "{orphans} pack(s) are not in any index (left by an interrupted backup, or described by \
+             an index object that is gone)"
         ));
     }
-    Ok(bad_packs)
+    Ok((bad_packs, orphans))
 }
 
 /// Compare every index object's description of each pack with the pack's own table (§13.1): an

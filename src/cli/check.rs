@@ -70,6 +70,12 @@ fn report(ctx: &Ctx<'_>, r: &CheckReport, read_data: bool) {
             crate::ui::safe(f)
         ));
     }
+    if r.repair_index {
+        ctx.out.warn(
+            "the index itself has errors: `vault repair index` rebuilds it from the packs' own \
+             tables (then back up again to store what missing packs held)",
+        );
+    }
     ctx.out.say(format!(
         "{} snapshots, {} trees, {} packs{}{}: {}",
         r.snapshots,

@@ -16,6 +16,7 @@ mod key;
 mod ls;
 mod mv;
 mod output;
+mod repair;
 mod repo;
 mod repos;
 mod restore;
@@ -166,6 +167,9 @@ enum Cmd {
     Restore(restore::Args),
     /// Verify the repository; --read-data also downloads and verifies every pack
     Check(check::Args),
+    /// Repair a damaged repository
+    #[command(subcommand)]
+    Repair(repair::Cmd),
 }
 
 /// Run the parsed command; returns the exit status for a completed run.
@@ -182,5 +186,6 @@ pub fn run(cli: Cli) -> Result<u8> {
         Cmd::Ls(a) => ls::run(&ctx, a),
         Cmd::Restore(a) => restore::run(&ctx, a),
         Cmd::Check(a) => check::run(&ctx, a),
+        Cmd::Repair(c) => repair::run(&ctx, c),
     }
 }

@@ -210,21 +210,29 @@ impl Repository {
     /// Store an index object describing `packs` (already stored) and merge it into the local
     /// index. Returns its name.
     pub fn put_index(&self, packs: &[PackDesc]) -> Result<Id> {
-        let name = Id::random();
         let by = self.keys.written_by();
-        let key = self.keys.mac_key(&by, true)?;
+        let name = self.put_index_object(&by, packs)?;
+        self.cache()?
+            .add_packs(Some(&name.to_hex()), by.is_full(), packs)?;
+        Ok(name)
+    }
+
+    /// Store an index object describing `packs` as written `by` a device (a full device may
+    /// write any device's: `repair index` keeps each entry's writer), without touching the
+    /// local index. Returns its name.
+    pub fn put_index_object(&self, by: &WrittenBy, packs: &[PackDesc]) -> Result<Id> {
+        let name = Id::random();
+        let key = self.keys.mac_key(by, true)?;
         let ct = self
             .keys
             .index_recipient
             .encrypt(&crate::format::index::encode(
                 &self.keys.repo_id,
-                &by,
+                by,
                 &key,
                 packs,
             ))?;
         self.store.put(FileType::Index, &name.to_hex(), &ct)?;
-        self.cache()?
-            .add_packs(Some(&name.to_hex()), by.is_full(), packs)?;
         Ok(name)
     }
 }

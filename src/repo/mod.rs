@@ -87,7 +87,7 @@ struct Synced {
 }
 
 /// Repository objects fetched at once when the local index catches up.
-const FETCH_THREADS: usize = 8;
+pub(crate) const FETCH_THREADS: usize = 8;
 
 /// Readable snapshots (sorted by time) and the names of unreadable ones with the reason.
 pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<(Id, Error)>);

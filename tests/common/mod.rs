@@ -165,6 +165,28 @@ impl Env {
             .success();
         assert_same_tree(src, &restored(&target, src));
     }
+    /// The repository's store, opened by the library (a folder or the test S3 bucket), to
+    /// damage or inspect objects as a test needs.
+    pub fn store(&self) -> vault::backend::Store {
+        let mut loc =
+            vault::backend::open::Location::new(self.repo_arg().to_string_lossy().to_string());
+        if let Some(e) = &self.endpoint {
+            loc.options.insert("endpoint".into(), e.clone());
+        }
+        vault::backend::open::open(&loc, &Default::default()).unwrap()
+    }
+    /// A write-only profile for a phone, made by the owner with `vault key add --write-only`;
+    /// its file.
+    pub fn phone_profile(&self) -> PathBuf {
+        let profile = self.path("phone.profile");
+        self.vault()
+            .args(["key", "add", "--write-only", "--label", "phone"])
+            .arg("--profile-file")
+            .arg(&profile)
+            .assert()
+            .success();
+        profile
+    }
     /// `vault check --read-data` passes.
     pub fn check_read_data(&self) {
         self.vault()
