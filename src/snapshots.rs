@@ -283,6 +283,7 @@ pub fn vault_only_files(repo: &Repository) -> Result<Vec<VaultOnlyFile>> {
         if s.summary.vault_only == 0 || trust(s, now) != Trust::Trusted {
             continue;
         }
+        let mut budget = crate::treewalk::Budget::of(sid, s);
         let mut stack: Vec<(Id, Vec<Vec<u8>>)> = vec![(s.root, Vec::new())];
         while let Some((t, path)) = stack.pop() {
             if path.len() > MAX_DEPTH {
@@ -293,6 +294,7 @@ pub fn vault_only_files(repo: &Repository) -> Result<Vec<VaultOnlyFile>> {
             }
             let mut cursor = FolderCursor::new(t);
             while let Some(n) = cursor.next(&mut repo.trees(&mut readers))? {
+                budget.take()?;
                 let mut c = path.clone();
                 c.push(n.name.clone());
                 match n.kind {

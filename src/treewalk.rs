@@ -2,6 +2,7 @@
 //! one tree blob per open folder in memory whatever the folders' sizes; and finding one path.
 
 use crate::error::{Error, Result};
+use crate::format::snapshot::Snapshot;
 use crate::format::tree::{FolderCursor, Node, NodeKind, MAX_DEPTH};
 use crate::ids::Id;
 use crate::repo::{PackReaders, Repository};
@@ -18,6 +19,44 @@ pub fn show_path(comps: &[Vec<u8>]) -> String {
         s.push('/');
     }
     s
+}
+
+/// How many entries a walk of one snapshot may visit: the files, symlinks and folders it
+/// declares (§11). Trees form a graph: a few KB of trees that name one folder many times, each
+/// naming it many times again, would otherwise expand to any number of entries.
+#[derive(Clone)]
+pub struct Budget {
+    left: u64,
+    declared: u64,
+    snapshot: Id,
+}
+
+impl Budget {
+    pub fn of(id: &Id, s: &Snapshot) -> Self {
+        let declared = s.summary.entries();
+        Budget {
+            left: declared,
+            declared,
+            snapshot: *id,
+        }
+    }
+
+    /// Count one entry; an error once the snapshot holds more than it declares.
+    pub fn take(&mut self) -> Result<()> {
+        match self.left.checked_sub(1) {
+            Some(l) => {
+                self.left = l;
+                Ok(())
+            }
+            None => Err(Error::corrupt(
+                format!("snapshot {}", self.snapshot.short()),
+                format!(
+                    "its folders hold more than the {} entries it declares (damaged or forged:                      folders that name one folder over and over); `vault check` reports it",
+                    self.declared
+                ),
+            )),
+        }
+    }
 }
 
 /// What a path in a snapshot is.
@@ -56,15 +95,17 @@ pub struct TreeWalk<'r> {
     repo: &'r Repository,
     readers: PackReaders,
     open: Vec<(FolderCursor, Vec<Vec<u8>>)>,
+    budget: Budget,
 }
 
 impl<'r> TreeWalk<'r> {
-    /// The entries below the folder `top`, whose own path is `path`.
-    pub fn new(repo: &'r Repository, top: Id, path: Vec<Vec<u8>>) -> Self {
+    /// The entries below the folder `top` of a snapshot, whose own path is `path`.
+    pub fn new(repo: &'r Repository, top: Id, path: Vec<Vec<u8>>, budget: Budget) -> Self {
         TreeWalk {
             repo,
             readers: PackReaders::default(),
             open: vec![(FolderCursor::new(top), path)],
+            budget,
         }
     }
 
@@ -79,6 +120,11 @@ impl<'r> TreeWalk<'r> {
                 self.open.pop();
                 continue;
             };
+            if let Err(e) = self.budget.take() {
+                // Nothing after this is believed.
+                self.open.clear();
+                return Err(e);
+            }
             let mut p = path.clone();
             p.push(node.name.clone());
             if let NodeKind::Dir { subtree } = &node.kind {

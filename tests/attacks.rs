@@ -786,3 +786,99 @@ fn repair_keeps_who_vouched_for_each_entry_and_drops_forgeries() {
     assert!(v["blobs_verified"].as_u64().unwrap() >= 1, "{v}");
     assert_eq!(v["locations_refused"], 0, "{v}");
 }
+
+/// A few KB of trees that name one folder over and over expand to a million entries: `check`
+/// reports the snapshot, and `ls` and `restore` stop after the entries it declares.
+#[test]
+fn trees_that_name_one_folder_over_and_over_are_bounded() {
+    let env = Env::new();
+    env.init();
+    let thief = steal_profile(&env);
+    let content = b"x".to_vec();
+    let ids =
+        vault::blobwriter::write_blobs(&thief, vec![(BlobType::Data, content.clone())]).unwrap();
+    let hash = thief.keys().file_hash.keyed_hash(&content);
+    let write = |t: Tree| {
+        vault::blobwriter::write_blobs(&thief, vec![(BlobType::Tree, t.encode())]).unwrap()[0]
+    };
+    let dir = |name: String, subtree: Id| {
+        let mut n = file_node(name.as_bytes(), vec![], Id::default(), 0, 0o40755, 0);
+        n.kind = NodeKind::Dir { subtree };
+        n
+    };
+    let leaf = write(Tree {
+        nodes: (0..100)
+            .map(|i| {
+                file_node(
+                    format!("f{i:03}").as_bytes(),
+                    ids.clone(),
+                    hash,
+                    1,
+                    0o100644,
+                    0,
+                )
+            })
+            .collect(),
+    });
+    let mid = write(Tree {
+        nodes: (0..100).map(|i| dir(format!("d{i:03}"), leaf)).collect(),
+    });
+    let top = write(Tree {
+        nodes: (0..100).map(|i| dir(format!("d{i:03}"), mid)).collect(),
+    });
+    let root = write(Tree {
+        nodes: vec![dir("bomb".into(), top)],
+    });
+    let snap = Snapshot {
+        summary: vault::format::snapshot::Summary {
+            files: 30,
+            dirs: 30,
+            bytes: 30,
+            vault_only: 0,
+        },
+        ..bare_snapshot(&thief, root, b"/bomb")
+    };
+    let id = thief.write_snapshot(&snap).unwrap().to_hex();
+
+    let out = env.vault().args(["check", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = rep["errors"].to_string();
+    assert!(
+        errors.contains("1010101 entries, more than the 60 it declares"),
+        "{errors}"
+    );
+
+    let out = env.vault().args(["ls", &id]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.split(|b| *b == b'\n').count() <= 61);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("more than the 60 entries it declares"),
+        "{out:?}"
+    );
+
+    let target = env.path("out");
+    let out = env
+        .vault()
+        .args(["restore", &id, "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let made = walkdir(&target);
+    assert!(made <= 61, "{made} entries created");
+}
+
+fn walkdir(p: &Path) -> usize {
+    fs::read_dir(p).map_or(0, |rd| {
+        rd.map(|e| {
+            let e = e.unwrap();
+            1 + if e.file_type().unwrap().is_dir() {
+                walkdir(&e.path())
+            } else {
+                0
+            }
+        })
+        .sum()
+    })
+}

@@ -1,5 +1,5 @@
-//! Format test vectors: pin the v7 byte layout of every structure and the key derivation.
-//! tests/vectors/format-v7.txt holds `name hex` lines; docs/design.md refers to them.
+//! Format test vectors: pin the v8 byte layout of every structure and the key derivation.
+//! tests/vectors/format-v8.txt holds `name hex` lines; docs/design.md refers to them.
 //! A deliberate format change bumps the format version and regenerates the file with
 //! VAULT_REGEN_VECTORS=1.
 
@@ -16,7 +16,7 @@ use vault::format::{device_mac_key, pack, BlobEntry, BlobType, Compression, Devi
 use vault::keys::Keys;
 use vault::Id;
 
-const FILE: &str = "tests/vectors/format-v7.txt";
+const FILE: &str = "tests/vectors/format-v8.txt";
 /// A fixed age identity used only by these vectors.
 const IDENTITY: &str = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX";
 /// A second fixed identity, the index identity of the vectors.
@@ -253,10 +253,10 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
 }
 
 #[test]
-fn v7_layout_is_pinned() {
+fn v8_layout_is_pinned() {
     let got = vectors();
     if std::env::var_os("VAULT_REGEN_VECTORS").is_some() {
-        let mut s = String::from("# vault repository format v7 test vectors: name hex\n");
+        let mut s = String::from("# vault repository format v8 test vectors: name hex\n");
         for (k, v) in &got {
             s.push_str(&format!("{k} {}\n", hex::encode(v)));
         }
@@ -278,7 +278,7 @@ fn v7_layout_is_pinned() {
     for (k, v) in &got {
         assert!(
             want[k] == *v,
-            "vector {k} changed: the v7 format must not change"
+            "vector {k} changed: the v8 format must not change"
         );
     }
 }

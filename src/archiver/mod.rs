@@ -391,7 +391,8 @@ pub fn backup_draft(
         sequence,
         original: None,
         summary: Summary {
-            files: summary.files,
+            // Every entry of the trees (§11): readers stop a walk that meets more.
+            files: summary.files + summary.symlinks,
             dirs: summary.dirs,
             bytes: summary.bytes,
             vault_only: 0,

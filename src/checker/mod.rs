@@ -73,8 +73,11 @@ pub fn check(
     rep.repair_index = !rep.errors.is_empty();
     let snaps = check_snapshots(repo, &mut rep)?;
     let mut readers = PackReaders::default();
-    let (missing_blobs, bad_trees) =
-        trees::check_trees(repo, &index, &snaps, &mut readers, &mut rep);
+    let trees::TreeFindings {
+        missing_blobs,
+        bad_trees,
+        mut bad_nodes,
+    } = trees::check_trees(repo, &index, &snaps, &mut readers, &mut rep);
     // Blobs the index lacks may sit in packs no index object describes (an index object lost).
     rep.repair_index |= !missing_blobs.is_empty() && orphans > 0;
 
@@ -96,10 +99,16 @@ pub fn check(
     }
 
     let affected: HashSet<Id> = damaged_blobs.union(&missing_blobs).copied().collect();
-    if !affected.is_empty() || !bad_trees.is_empty() {
+    if opts.read_data {
+        bad_nodes.extend(trees::verify_untrusted_files(
+            repo, &snaps, &affected, &mut rep,
+        ));
+    }
+    if !affected.is_empty() || !bad_trees.is_empty() || !bad_nodes.is_empty() {
         let damage = trees::Damage {
             bad_trees: &bad_trees,
             affected: &affected,
+            bad_nodes: &bad_nodes,
         };
         trees::name_damaged(repo, &snaps, damage, &mut readers, &mut rep);
         rep.damaged_files.sort();

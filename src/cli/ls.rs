@@ -83,7 +83,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     let repo = ctx.open()?;
     let found = repo.find_snapshot_noting(&a.snapshot)?;
     ctx.warn_passed_over(&found.passed_over);
-    let snap = found.snapshot;
+    let (sid, snap) = (found.id, found.snapshot);
     ctx.warn_missing_snapshots(&repo);
     let mut readers = PackReaders::default();
     let want = a.path.as_deref().map(split_path).unwrap_or_default();
@@ -93,7 +93,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
         Some(Found::Folder(top)) => top,
     };
     // Entries are printed as they are read: a folder of a million photos is never held whole.
-    let mut walk = TreeWalk::new(&repo, top, want);
+    let mut walk = TreeWalk::new(&repo, top, want, treewalk::Budget::of(&sid, &snap));
     let failed = std::cell::RefCell::new(None);
     let entries = std::iter::from_fn(|| match walk.next_entry() {
         Ok(e) => e.map(|(p, n)| entry(&p, &n)),

@@ -11,12 +11,21 @@ use crate::ids::Id;
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Summary {
+    /// File and symlink nodes, every path counted (§11).
     pub files: u64,
+    /// Folder nodes, every path counted, the folders above the backed-up paths included.
     pub dirs: u64,
     pub bytes: u64,
     /// Files marked vault-only in this snapshot's trees (their originals were moved into the
     /// vault); lets listings and maintenance find such snapshots without walking every tree.
     pub vault_only: u64,
+}
+
+impl Summary {
+    /// The entries a walk of the snapshot meets: readers stop after this many (§11).
+    pub fn entries(&self) -> u64 {
+        self.files.saturating_add(self.dirs)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -68,6 +68,12 @@ impl Index {
         self.find(id).is_some()
     }
 
+    /// A blob's entry, where it was recorded first.
+    pub fn entry(&self, id: &Id) -> Option<&BlobEntry> {
+        let (_, pos, k) = self.find(id)?;
+        self.tables.get(*pos as usize)?.get(*k as usize)
+    }
+
     pub fn pack(&self, id: &Id) -> Option<&PackInfo> {
         self.pack_pos.get(id).map(|p| &self.packs[*p as usize])
     }

@@ -67,12 +67,9 @@ pub(super) fn set_dir_meta(
     if !md.is_dir() {
         return Err(std::io::Error::other("no longer a folder"));
     }
-    let mtime = SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(system_time(
-        d.mtime,
-        d.mtime_nanos,
-    )));
+    let mtime = || set_mtime_at(&cur, name, d.mtime, d.mtime_nanos);
     let wanted = match how {
-        DirUpdate::Mtime => return cur.set_times(name, None, Some(mtime)),
+        DirUpdate::Mtime => return mtime(),
         DirUpdate::All => d.mode & 0o777,
         DirUpdate::AllButWritable => d.mode & 0o777 | 0o700,
     };
@@ -95,7 +92,7 @@ pub(super) fn set_dir_meta(
         let fd = rustix::fs::openat(&cur, name, flags, rustix::fs::Mode::empty())?;
         chown_fd(&fd, d.uid, d.gid)
     });
-    cur.set_times(name, None, Some(mtime))?;
+    mtime()?;
     match cur.set_permissions(name, mode) {
         Err(e) if !unsupported_here(&e) => return Err(e),
         _ => {}

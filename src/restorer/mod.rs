@@ -22,9 +22,9 @@ use crate::format::BlobType;
 use crate::ids::Id;
 use crate::progress::{Progress, Skipped};
 use crate::repo::{PackReaders, Repository};
-use crate::treewalk::show_path;
+use crate::treewalk::{show_path, Budget};
 use crate::workers::Pool;
-use cap_fs_ext::{DirExt, SystemTimeSpec};
+use cap_fs_ext::DirExt;
 use cap_std::fs::{Dir, OpenOptions};
 use crossbeam_channel::bounded;
 use rustix::io::Errno;
@@ -205,6 +205,25 @@ fn system_time(secs: i64, nanos: u32) -> std::time::SystemTime {
         None if secs >= 0 => far(true),
         None => far(false),
     }
+}
+
+/// Set the modification time of `name` in `dir` (the entry itself, never a symlink's target),
+/// leaving the access time. Any recorded time, before 1970 included: fs-set-times (behind
+/// cap-std's `set_times`) panics on times before the epoch; the kernel clamps what its
+/// filesystem cannot store.
+fn set_mtime_at(dir: &Dir, name: &OsStr, secs: i64, nanos: u32) -> std::io::Result<()> {
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: nanos.min(999_999_999).into(),
+        },
+    };
+    rustix::fs::utimensat(dir, name, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(std::io::Error::from)
 }
 
 /// The latest (or earliest) time this system represents, to a second.
@@ -421,7 +440,7 @@ pub fn restore(
             .store(snap.summary.bytes, Ordering::Relaxed);
         progress.scan_finished.store(true, Ordering::Relaxed);
     }
-    let (dirs, matched, walked) = walk_with_workers(&ctx, &root, snap, opts, threads);
+    let (dirs, matched, walked) = walk_with_workers(&ctx, &root, (snap_id, snap), opts, threads);
     // Folder metadata last, children before parents, so later writes do not change it.
     let stopped =
         walked.is_err() || crate::interrupt::requested() || ctx.full.load(Ordering::Relaxed);
@@ -456,7 +475,7 @@ pub fn restore(
 fn walk_with_workers(
     ctx: &Ctx<'_>,
     root: &Arc<Dir>,
-    snap: &Snapshot,
+    (snap_id, snap): (&Id, &Snapshot),
     opts: &RestoreOptions,
     threads: usize,
 ) -> (Vec<DirMeta>, Vec<bool>, Result<()>) {
@@ -478,6 +497,7 @@ fn walk_with_workers(
             jobs: &tx,
             dirs: Vec::new(),
             matched: vec![false; opts.includes.len()],
+            budget: Budget::of(snap_id, snap),
         };
         let r = w.folder(&snap.root, root.clone(), Vec::new(), ctx.sel.select(&[]));
         let (dirs, matched) = (w.dirs, w.matched);

@@ -12,6 +12,8 @@ pub(super) struct Walk<'c, 'a> {
     pub(super) dirs: Vec<DirMeta>,
     /// Which `--include` paths were found.
     pub(super) matched: Vec<bool>,
+    /// Entries the snapshot declares: a walk that meets more stops (§11).
+    pub(super) budget: Budget,
 }
 
 impl Walk<'_, '_> {
@@ -55,6 +57,7 @@ impl Walk<'_, '_> {
             if crate::interrupt::requested() {
                 return Err(Error::Interrupted);
             }
+            self.budget.take()?;
             if ctx.full.load(Ordering::Relaxed) {
                 return Ok(());
             }
@@ -242,9 +245,8 @@ pub(super) fn restore_symlink(
                 .unwrap_or_else(|p| p.into_inner())
                 .symlinks += 1;
             ctx.set_owner(|| chown_symlink(dir, name, node.uid, node.gid));
-            let t = cap_std::time::SystemTime::from_std(system_time(node.mtime, node.mtime_nanos));
             // Not every filesystem can time-stamp a symlink; the link itself is what matters.
-            let _ = dir.set_symlink_times(name, None, Some(SystemTimeSpec::Absolute(t)));
+            let _ = set_mtime_at(dir, name, node.mtime, node.mtime_nanos);
         }
         Err(e) => {
             let unsupported = unsupported_here(&e);
