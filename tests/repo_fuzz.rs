@@ -503,3 +503,21 @@ fn whole_repositories_under_attack_neither_panic_nor_disagree() {
     }
     eprintln!("repo fuzz: {cases} cases from seed {first}: {kinds:?}; {outcomes:?}");
 }
+
+/// The cases the campaign failed on before their fixes: seed 39 (a folder dated before 1970
+/// made restore panic in fs-set-times), 75 (an entry named `.` passed check, restore refused
+/// it), 5886 (a name of 300 bytes passed check, restore failed with ENAMETOOLONG).
+#[test]
+fn cases_the_campaign_found_stay_fixed() {
+    let base = base();
+    let work = tempfile::tempdir().unwrap();
+    // Agreement and the absence of panics are asserted inside `case`.
+    case(39, &base, work.path());
+    for seed in [75, 5886] {
+        let (what, outcome) = case(seed, &base, work.path());
+        assert_ne!(
+            outcome, "check passed, restores complete",
+            "seed {seed}: {what}"
+        );
+    }
+}

@@ -21,7 +21,7 @@ use super::CheckReport;
 /// Returns the ids of the blobs found damaged.
 pub(super) fn read_packs(
     repo: &Repository,
-    (index, bad_packs): (&Index, &HashSet<Id>),
+    (index, descs, bad_packs): (&Index, &super::Descriptions<'_>, &HashSet<Id>),
     threads: usize,
     progress: &Progress,
     rep: &mut CheckReport,
@@ -49,7 +49,8 @@ pub(super) fn read_packs(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((pos, p)) = todo.get(i) else { return };
                 let entries = index.pack_entries(*pos);
-                let r = read_pack(repo, p, &entries);
+                let descs = descs.get(&p.id).map_or(&[][..], |d| d.as_slice());
+                let r = read_pack(repo, p, &entries, descs);
                 progress.files_done.fetch_add(1, Ordering::Relaxed);
                 progress
                     .bytes_done
@@ -77,6 +78,7 @@ fn read_pack(
     repo: &Repository,
     p: &PackInfo,
     entries: &[format::BlobEntry],
+    descs: &[(Option<Id>, &[format::BlobEntry], u64)],
 ) -> (Vec<String>, Vec<Id>, u64) {
     let what = format!("pack {}", p.id.short());
     let mut errors = vec![];
@@ -103,37 +105,23 @@ fn read_pack(
             return (errors, d, v);
         }
     };
-    // The table inside the pack must agree with the index.
-    let table = (|| -> Result<Vec<format::BlobEntry>> {
+    // The table inside the pack must agree with every description of it.
+    let table = (|| -> Result<(u64, Vec<format::BlobEntry>)> {
         repo.check_pack_header(&mut s, &what)?;
-        let (len, t) = crate::repo::read_table_from_end(&mut s, &what)?;
-        if len != p.plain_len {
-            return Err(Error::corrupt(&what, "its length differs from the index's"));
-        }
-        Ok(t)
+        crate::repo::read_table_from_end(&mut s, &what)
     })();
     let mut blobs_end = None;
     match table {
-        Ok(mut t) => {
+        Ok((len, t)) => {
+            errors.extend(super::disagreements(&p.id, (len, &t), descs));
             // Where the padding lies: after the last blob, before the table.
-            let table_start = p.plain_len.saturating_sub(4 + 50 * t.len() as u64);
+            let table_start = len.saturating_sub(4 + 50 * t.len() as u64);
             let last = t
                 .iter()
                 .map(|e| e.offset.saturating_add(u64::from(e.stored_len)))
                 .max()
                 .unwrap_or(format::HEADER_LEN as u64);
             blobs_end = Some((last, table_start));
-            // Sorted, so that a pack of a hundred thousand small blobs costs a bisection per
-            // entry, not a scan.
-            t.sort_by_key(|e| e.offset);
-            let ids: HashSet<Id> = t.iter().map(|e| e.id).collect();
-            let listed = |e: &format::BlobEntry| {
-                t.binary_search_by_key(&e.offset, |x| x.offset)
-                    .is_ok_and(|i| t[i] == *e)
-            };
-            if entries.iter().any(|e| !listed(e)) || ids.len() != t.len() {
-                errors.push(format!("{what}: its blob table disagrees with the index"));
-            }
         }
         Err(e) => errors.push(format!("{what}: header unreadable: {e}")),
     }

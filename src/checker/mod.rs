@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use crate::backend::FileType;
 use crate::error::Result;
-use crate::format::index::PackDesc;
 use crate::format::snapshot::Snapshot;
 use crate::format::BlobEntry;
 use crate::ids::Id;
@@ -69,7 +68,10 @@ pub fn check(
         rep.errors.push(format!("index {}: {e}", name.short()));
     }
     let (bad_packs, orphans) = check_packs(repo, &index, &mut rep)?;
-    check_tables(repo, &index, &bad_packs, &mut rep);
+    let descs = descriptions(&index);
+    if !opts.read_data {
+        check_tables(repo, &index, &descs, &bad_packs, &mut rep);
+    }
     rep.repair_index = !rep.errors.is_empty();
     let snaps = check_snapshots(repo, &mut rep)?;
     let mut readers = PackReaders::default();
@@ -88,7 +90,8 @@ pub fn check(
         }
     }
     if opts.read_data {
-        let todo = (&index, &bad_packs);
+        let before = rep.errors.len();
+        let todo = (&index, &descs, &bad_packs);
         damaged_blobs.extend(data::read_packs(
             repo,
             todo,
@@ -96,6 +99,10 @@ pub fn check(
             &progress,
             &mut rep,
         )?);
+        // The tables read disagreeing with the index is the index's fault.
+        rep.repair_index |= rep.errors[before..]
+            .iter()
+            .any(|e| e.contains("disagree with the pack's own table"));
     }
 
     let affected: HashSet<Id> = damaged_blobs.union(&missing_blobs).copied().collect();
@@ -156,60 +163,79 @@ fn check_packs(
     Ok((bad_packs, orphans))
 }
 
-/// Compare every index object's description of each pack with the pack's own table (§13.1): an
-/// entry that disagrees was made by a broken or hostile writer (a stolen write-only profile can
-/// point a stored blob at other bytes). Reads fall back to other locations; `check` names it.
-fn check_tables(repo: &Repository, index: &Index, bad_packs: &HashSet<Id>, rep: &mut CheckReport) {
+/// Every description of each pack, by pack: the index object that made it (`None`: recovered
+/// from the pack's table), its entries and plaintext length.
+pub(super) type Descriptions<'a> = HashMap<Id, Vec<(Option<Id>, &'a [BlobEntry], u64)>>;
+
+fn descriptions(index: &Index) -> Descriptions<'_> {
+    let mut d: Descriptions<'_> = HashMap::new();
+    for (i, p) in index.packs.iter().enumerate() {
+        d.entry(p.id)
+            .or_default()
+            .push((index.sources[i], index.described(i), p.plain_len));
+    }
+    for (src, desc) in &index.again {
+        d.entry(desc.id)
+            .or_default()
+            .push((*src, desc.blobs.as_slice(), desc.plain_len));
+    }
+    d
+}
+
+/// Compare every description of pack `id` with the pack's own table (§13.1): an entry that
+/// disagrees was made by a broken or hostile writer (a stolen write-only profile can point a
+/// stored blob at other bytes). Reads fall back to other locations; `check` names it.
+pub(super) fn disagreements(
+    id: &Id,
+    (plain_len, table): (u64, &[BlobEntry]),
+    descs: &[(Option<Id>, &[BlobEntry], u64)],
+) -> Vec<String> {
+    let own: HashSet<&BlobEntry> = table.iter().collect();
+    let mut out = Vec::new();
+    for (src, entries, len) in descs {
+        let wrong =
+            entries.iter().filter(|e| !own.contains(e)).count() + usize::from(*len != plain_len);
+        if wrong > 0 {
+            let by = src.map_or("the index".to_string(), |s| format!("index {}", s.short()));
+            out.push(format!(
+                "{by}: {wrong} entr(ies) for pack {} disagree with the pack's own table \
+                 (reads fall back to the other locations of those blobs)",
+                id.short()
+            ));
+        }
+    }
+    if own.len() != table.len() {
+        out.push(format!("pack {}: its table lists a blob twice", id.short()));
+    }
+    out
+}
+
+/// Without `--read-data`: read every pack's table (one ranged read each) and compare it with
+/// every description of the pack. `--read-data` compares the tables it reads anyway.
+fn check_tables(
+    repo: &Repository,
+    index: &Index,
+    descs: &Descriptions<'_>,
+    bad_packs: &HashSet<Id>,
+    rep: &mut CheckReport,
+) {
     let todo: Vec<(Id, u64)> = index
         .packs
         .iter()
         .filter(|p| !bad_packs.contains(&p.id))
         .map(|p| (p.id, p.object_len))
         .collect();
-    let pos: HashMap<Id, usize> = index
-        .packs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.id, i))
-        .collect();
-    let mut again: HashMap<Id, Vec<&(Option<Id>, PackDesc)>> = HashMap::new();
-    for a in &index.again {
-        again.entry(a.1.id).or_default().push(a);
-    }
     for (id, r) in repo.read_pack_tables(&todo) {
-        let table = match r {
-            Ok(t) => t,
-            Err(e) => {
-                rep.errors.push(format!(
-                    "pack {}: its table cannot be read: {e}",
-                    id.short()
-                ));
-                continue;
-            }
-        };
-        let own: HashSet<&BlobEntry> = table.blobs.iter().collect();
-        let i = pos[&id];
-        let first = (
-            index.sources[i],
-            index.described(i),
-            index.packs[i].plain_len,
-        );
-        let later = again
-            .get(&id)
-            .into_iter()
-            .flatten()
-            .map(|(src, d)| (*src, d.blobs.as_slice(), d.plain_len));
-        for (src, entries, plain_len) in std::iter::once(first).chain(later) {
-            let wrong = entries.iter().filter(|e| !own.contains(e)).count()
-                + usize::from(plain_len != table.plain_len);
-            if wrong > 0 {
-                let by = src.map_or("the index".to_string(), |s| format!("index {}", s.short()));
-                rep.errors.push(format!(
-                    "{by}: {wrong} entr(ies) for pack {} disagree with the pack's own table \
-                     (reads fall back to the other locations of those blobs)",
-                    id.short()
-                ));
-            }
+        match r {
+            Ok(t) => rep.errors.extend(disagreements(
+                &id,
+                (t.plain_len, &t.blobs),
+                descs.get(&id).map_or(&[][..], |d| d.as_slice()),
+            )),
+            Err(e) => rep.errors.push(format!(
+                "pack {}: its table cannot be read: {e}",
+                id.short()
+            )),
         }
     }
 }

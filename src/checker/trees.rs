@@ -156,9 +156,17 @@ fn node_fault(n: &crate::format::tree::Node) -> Option<&'static str> {
     if !crate::format::tree::name_is_safe(&n.name) {
         return Some("its name is not a single path component");
     }
+    // What filesystems take (NAME_MAX, PATH_MAX on Linux, macOS and the BSDs): restore gets
+    // ENAMETOOLONG for more.
+    if n.name.len() > 255 {
+        return Some("its name is longer than the 255 bytes filesystems store");
+    }
     match &n.kind {
         NodeKind::Symlink { target } if target.is_empty() || target.contains(&0) => {
             Some("a symlink target that cannot be created (empty or holding NUL)")
+        }
+        NodeKind::Symlink { target } if target.len() > 4095 => {
+            Some("a symlink target longer than the 4,095 bytes filesystems store")
         }
         _ => None,
     }
