@@ -122,7 +122,8 @@ pub struct Policy {
     pub within_weekly: Span,
     pub within_monthly: Span,
     pub within_yearly: Span,
-    /// Every snapshot holding all the tags of one of these lists.
+    /// Every snapshot holding all the tags of one of these lists; an empty list keeps the
+    /// snapshots without tags (restic's `--keep-tag ''`).
     pub tags: Vec<Vec<String>>,
 }
 
@@ -250,7 +251,9 @@ pub fn apply(policy: &Policy, snaps: &[Candidate], now: i64) -> Vec<Decision> {
         let cur = &snaps[i];
         let reasons = &mut out[i].reasons;
         for list in &policy.tags {
-            if !list.is_empty() && list.iter().all(|t| cur.tags.contains(t)) {
+            if list.is_empty() && cur.tags.is_empty() {
+                reasons.push("has no tags".into());
+            } else if !list.is_empty() && list.iter().all(|t| cur.tags.contains(t)) {
                 reasons.push(format!("has tags {}", list.join(",")));
             }
         }
@@ -481,6 +484,15 @@ mod tests {
         assert!(!d[1].keep(), "one tag of the list is not enough");
         assert_eq!(d[4].reasons, ["last snapshot"]);
         assert!(!d[2].keep() && !d[3].keep());
+        // `--keep-tag ''`: the snapshots without tags.
+        let p = Policy {
+            tags: vec![vec![]],
+            ..Default::default()
+        };
+        let d = apply(&p, &s, t(NOW));
+        let untagged: Vec<bool> = d.iter().map(Decision::keep).collect();
+        assert_eq!(untagged, [false, false, true, true, true]);
+        assert_eq!(d[2].reasons, ["has no tags"]);
     }
 
     #[test]
