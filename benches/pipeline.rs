@@ -53,7 +53,7 @@ impl Backend for Discard {
     async fn get_range(&self, t: FileType, name: &str, _: u64, _: u64) -> vault::Result<Vec<u8>> {
         self.get(t, name, 0).await
     }
-    async fn list(&self, _: FileType) -> vault::Result<Vec<(String, u64)>> {
+    async fn list(&self, _: FileType) -> vault::Result<Vec<vault::backend::Listed>> {
         Ok(Vec::new())
     }
     async fn stat(&self, _: FileType, _: &str) -> vault::Result<Option<u64>> {

@@ -54,12 +54,14 @@ pub enum Error {
              missing and keeps what is already there"
     )]
     TargetFull { files: u64, target: String },
-    #[error("this device holds a write-only key: it can back up, but it cannot read backups (restore, ls, check, repair and snapshots need a full key)")]
+    #[error("this device holds a write-only key: it can back up, but it cannot read backups (restore, ls, check, repair, snapshots, stats, forget and prune need a full key)")]
     WriteOnly,
     #[error("this {0} does not unlock the repository")]
     WrongKey(String),
     #[error("local index {path}: {detail} (it is only a cache: delete that folder and vault rebuilds it from the repository)")]
     Cache { path: String, detail: String },
+    #[error("a prune on another computer condemned {0} chunk(s) this run relied on while it ran; no snapshot was written and nothing was lost: run the same command again")]
+    Condemned(usize),
     #[error("this {0} was removed from the repository and no longer unlocks it")]
     KeyRemoved(String),
 }

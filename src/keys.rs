@@ -21,6 +21,8 @@ pub mod context {
     pub const SNAPSHOT_MAC: &str = "vault v1 snapshot mac";
     pub const INDEX_MAC: &str = "vault v1 index mac";
     pub const CONFIG_MAC: &str = "vault v1 config mac";
+    pub const FORGET_MAC: &str = "vault v1 forget mac";
+    pub const PRUNE_MAC: &str = "vault v1 prune mac";
     /// Keys `keyed_blake3(K, device id)`: each write-only device's MAC key.
     pub const DEVICE_MAC: &str = "vault v1 device mac";
     // From the device root (M on a full device, W on a write-only one).
@@ -36,6 +38,10 @@ pub struct FullKeys {
     pub snapshot_mac: SecretKey,
     pub index_mac: SecretKey,
     pub config_mac: SecretKey,
+    /// MACs forget records (§11.1): a write-only device cannot make a deletion look legitimate.
+    pub forget_mac: SecretKey,
+    /// MACs condemn markers (§13.2).
+    pub prune_mac: SecretKey,
     /// Derives each write-only device's MAC key from its id.
     pub device_mac: SecretKey,
 }
@@ -83,6 +89,8 @@ impl Keys {
                     snapshot_mac: master.derive(context::SNAPSHOT_MAC),
                     index_mac: master.derive(context::INDEX_MAC),
                     config_mac: master.derive(context::CONFIG_MAC),
+                    forget_mac: master.derive(context::FORGET_MAC),
+                    prune_mac: master.derive(context::PRUNE_MAC),
                     device_mac: master.derive(context::DEVICE_MAC),
                     master,
                 };

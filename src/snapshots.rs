@@ -16,6 +16,12 @@ use crate::repo::{relabel, MissingSnapshots, Repository, SnapshotList};
 impl Repository {
     /// Encrypt, MAC and store a snapshot. Returns its id.
     pub fn write_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        // A prune may have condemned packs since this run's local index was synced (§13.2):
+        // a snapshot never relies on blobs that only condemned packs hold.
+        let orphaned = self.recheck_condemned()?;
+        if !orphaned.is_empty() {
+            return Err(Error::Condemned(orphaned.len()));
+        }
         // Signed as the class it states, with that class's key: a copy keeps the class of
         // the snapshot it copies, and a write-only device cannot state class 1.
         let key = self.keys.mac_key(&snap.writer, false)?;
@@ -63,7 +69,14 @@ impl Repository {
     pub fn snapshots_with(&self, verify_stored: bool) -> Result<SnapshotList> {
         self.keys.data_identity()?;
         let cache = self.cache()?;
-        let names = self.names(FileType::Snapshot)?;
+        // A snapshot a forget record names is gone on purpose (§11.1): not listed even while
+        // its object is still stored (a forget stopped halfway, Object Lock), and not missing.
+        let forgotten = self.forgotten()?.ids;
+        let names: Vec<Id> = self
+            .names(FileType::Snapshot)?
+            .into_iter()
+            .filter(|n| !forgotten.contains(n))
+            .collect();
         let mut listed = HashSet::new();
         let mut ok = vec![];
         let mut bad = vec![];
@@ -90,7 +103,8 @@ impl Repository {
         // (`check` asks too: what this computer saw is a fact about the repository's past, not
         // data taken from the cache.) Present but unreadable ones are reported as damaged.
         let unreadable: HashSet<Id> = bad.iter().map(|(n, _)| *n).collect();
-        let gone = |p: &Id| !listed.contains(p) && !unreadable.contains(p);
+        let gone =
+            |p: &Id| !listed.contains(p) && !unreadable.contains(p) && !forgotten.contains(p);
         let mut missing: Vec<Id> = cache.snapshot_ids()?.into_iter().filter(gone).collect();
         missing.extend(ok.iter().filter_map(|(_, s)| s.previous).filter(gone));
         if !missing.is_empty() {
@@ -192,12 +206,13 @@ impl Repository {
                 "snapshot must be `latest` or at least 4 hex digits of its id, not {spec:?}"
             )));
         }
+        let forgotten = self.forgotten()?.ids;
         let matches: Vec<Id> = self
             .store
             .list(FileType::Snapshot)?
             .into_iter()
             .map(|(n, _)| n)
-            .filter(|n| n.to_hex().starts_with(&spec_l))
+            .filter(|n| n.to_hex().starts_with(&spec_l) && !forgotten.contains(n))
             .collect();
         match matches.as_slice() {
             [] => Err(Error::SnapshotNotFound(spec.into())),
@@ -273,6 +288,14 @@ pub struct VaultOnlyFile {
 /// the newest record of each path.
 pub fn vault_only_files(repo: &Repository) -> Result<Vec<VaultOnlyFile>> {
     let (snaps, _) = repo.snapshots()?;
+    vault_only_files_of(repo, &snaps)
+}
+
+/// [`vault_only_files`] among `snaps` (sorted by time, as listings are).
+pub fn vault_only_files_of(
+    repo: &Repository,
+    snaps: &[(Id, Snapshot)],
+) -> Result<Vec<VaultOnlyFile>> {
     let mut seen: HashSet<Vec<Vec<u8>>> = HashSet::new();
     let mut out = Vec::new();
     let mut readers = PackReaders::default();

@@ -1,5 +1,5 @@
 //! Format test vectors: pin the v8 byte layout of every structure and the key derivation.
-//! tests/vectors/format-v8.txt holds `name hex` lines; docs/design.md refers to them.
+//! tests/vectors/format-v9.txt holds `name hex` lines; docs/design.md refers to them.
 //! A deliberate format change bumps the format version and regenerates the file with
 //! VAULT_REGEN_VECTORS=1.
 
@@ -16,7 +16,7 @@ use vault::format::{device_mac_key, pack, BlobEntry, BlobType, Compression, Devi
 use vault::keys::Keys;
 use vault::Id;
 
-const FILE: &str = "tests/vectors/format-v8.txt";
+const FILE: &str = "tests/vectors/format-v9.txt";
 /// A fixed age identity used only by these vectors.
 const IDENTITY: &str = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX";
 /// A second fixed identity, the index identity of the vectors.

@@ -118,6 +118,8 @@ fn base() -> Base {
         exclude_paths: vec![],
         force_reread: false,
         count_first: false,
+        time: None,
+        skip_if_unchanged: false,
     };
     archiver::backup(&repo, &opts, Arc::new(Progress::default())).unwrap();
     // Collect what the real backup holds.

@@ -41,6 +41,8 @@ fn interrupted_backup_is_resumed_not_repeated() {
         exclude_paths: vec![],
         force_reread: false,
         count_first: true,
+        time: None,
+        skip_if_unchanged: false,
     };
     let progress = Arc::new(Progress::default());
     let watcher = {

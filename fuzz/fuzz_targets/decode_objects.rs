@@ -1,11 +1,12 @@
 //! Fuzz target: every whole-object decoder (key file, write-only profile, config, index,
-//! snapshot) and the age-header helpers, on arbitrary plaintext. The first byte picks the
+//! snapshot, forget record, condemn marker) and the age-header helpers, on arbitrary plaintext. The first byte picks the
 //! decoder; none may panic, abort or allocate beyond the cap scripts/fuzz.sh sets.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vault::crypto::SecretKey;
 use vault::format::config::Config;
+use vault::format::records::{CondemnMarker, ForgetRecord};
 use vault::format::snapshot::Snapshot;
 use vault::format::{index, keyfile, DeviceId, MacKeys};
 use vault::Id;
@@ -24,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     // the fuzzer reaches past them).
     let as_full = MacKeys { full: Some(&full), devices: Some(&devices), own: None };
     let as_phone = MacKeys { full: None, devices: None, own: Some((DeviceId([4; 16]), &own)) };
-    match which % 8 {
+    match which % 9 {
         0 => {
             let _ = keyfile::decode(rest);
         }
@@ -56,8 +57,13 @@ fuzz_target!(|data: &[u8]| {
                 let _ = vault::compress::decompress_into(&rest[4..], raw % (64 << 20), &mut out, "f");
             }
         }
-        _ => {
+        7 => {
             let _ = Config::decode(rest, &Id::default(), &devices, None);
+        }
+        _ => {
+            let _ = ForgetRecord::decode(rest, &repo, &full);
+            let _ = CondemnMarker::decode(rest, &repo, Some(&full));
+            let _ = CondemnMarker::decode(rest, &repo, None);
         }
     }
 });

@@ -71,6 +71,12 @@ pub struct BackupOptions {
     /// Count files and bytes first (on another thread) so that progress can show totals; only
     /// worth its extra `stat` per file when someone watches.
     pub count_first: bool,
+    /// The snapshot's time (Unix seconds and nanoseconds) instead of now: for importing old
+    /// backups, and for tests of retention policies.
+    pub time: Option<(i64, u32)>,
+    /// Write no snapshot when the trees equal those of the parent snapshot (same host, paths
+    /// and tags): an hourly schedule then adds nothing while nothing changes.
+    pub skip_if_unchanged: bool,
 }
 
 pub use crate::progress::{Progress, Skipped};
@@ -79,6 +85,9 @@ pub use crate::progress::{Progress, Skipped};
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct BackupSummary {
     pub snapshot: String,
+    /// `--skip-if-unchanged` found nothing changed: no snapshot was written, `snapshot` is the
+    /// parent's id.
+    pub unchanged: bool,
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
@@ -314,12 +323,33 @@ pub fn backup(
     opts: &BackupOptions,
     progress: Arc<Progress>,
 ) -> Result<BackupSummary> {
-    let (mut summary, snap) = backup_draft(repo, opts, progress)?;
-    let id = repo.write_snapshot(&snap)?;
-    summary.snapshot = id.to_hex();
-    repo.cache()?.expire_folders()?;
-    summary.requests = repo.store().stats();
-    Ok(summary)
+    // A prune on another computer may condemn packs this run deduplicated against (§13.2):
+    // `write_snapshot` then refuses, and the run is made again, storing what it relied on.
+    let mut attempt = 0;
+    loop {
+        let (mut summary, snap) = backup_draft(repo, opts, progress.clone())?;
+        if opts.skip_if_unchanged {
+            if let Some(parent) = snap.parent {
+                let p = repo.read_snapshot(&parent)?;
+                if p.root == snap.root && p.tags == snap.tags {
+                    summary.snapshot = parent.to_hex();
+                    summary.unchanged = true;
+                    summary.requests = repo.store().stats();
+                    return Ok(summary);
+                }
+            }
+        }
+        match repo.write_snapshot(&snap) {
+            Ok(id) => {
+                summary.snapshot = id.to_hex();
+                repo.cache()?.expire_folders()?;
+                summary.requests = repo.store().stats();
+                return Ok(summary);
+            }
+            Err(Error::Condemned(_)) if attempt < 2 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Store the data and trees of a backup and return the snapshot that would describe it, without
@@ -372,12 +402,7 @@ pub fn backup_draft(
     // Everything this run stored is indexed: its folder rows need no blob checks from now on.
     cache.confirm_run(updates.run)?;
     shared.count_into(&mut summary);
-    let (time, time_nanos) = {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        (d.as_secs() as i64, d.subsec_nanos())
-    };
+    let (time, time_nanos) = opts.time.unwrap_or_else(crate::repo::now);
     let snap = Snapshot {
         repo_id: repo.repo_id(),
         time,

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::meter::Counters;
-use super::{Backend, FileType, ObjectFile};
+use super::{Backend, FileType, Listed, ObjectFile};
 use crate::error::Result;
 use crate::format::config::ObjectLock;
 
@@ -112,7 +112,7 @@ impl Backend for DryRun {
     ) -> Result<()> {
         self.inner.get_range_into(t, name, offset, len, buf).await
     }
-    async fn list(&self, t: FileType) -> Result<Vec<(String, u64)>> {
+    async fn list(&self, t: FileType) -> Result<Vec<Listed>> {
         self.inner.list(t).await
     }
     fn object_file(

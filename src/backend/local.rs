@@ -3,13 +3,13 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{object_path, valid_name, Backend, FileType};
+use super::{object_path, valid_name, Backend, FileType, Listed};
 use crate::error::{Error, Result};
 
 pub struct LocalBackend {
@@ -202,7 +202,7 @@ fn refused(path: &Path) -> Error {
     )
 }
 
-fn list_dir(dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
+fn list_dir(dir: &Path, out: &mut Vec<Listed>) -> Result<()> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -215,11 +215,12 @@ fn list_dir(dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
         if !valid_name(name) {
             continue;
         }
-        let len = entry
-            .metadata()
-            .map_err(|e| storage("listing", dir, e))?
-            .len();
-        out.push((name.to_string(), len));
+        let meta = entry.metadata().map_err(|e| storage("listing", dir, e))?;
+        out.push(Listed {
+            name: name.to_string(),
+            size: meta.len(),
+            modified: meta.mtime(),
+        });
     }
     Ok(())
 }
@@ -383,7 +384,7 @@ impl Backend for LocalBackend {
         1 << 20
     }
 
-    async fn list(&self, t: FileType) -> Result<Vec<(String, u64)>> {
+    async fn list(&self, t: FileType) -> Result<Vec<Listed>> {
         let dir = self.root.join(t.dir());
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::{Backend, FileType, ObjectFile};
+use super::{Backend, FileType, Listed, ObjectFile};
 use crate::error::Result;
 use crate::format::config::ObjectLock;
 
@@ -130,7 +130,7 @@ impl Backend for Metered {
         self.meter.received(buf.len());
         Ok(())
     }
-    async fn list(&self, t: FileType) -> Result<Vec<(String, u64)>> {
+    async fn list(&self, t: FileType) -> Result<Vec<Listed>> {
         self.meter.count(&self.meter.list);
         self.inner.list(t).await
     }

@@ -37,6 +37,10 @@ pub enum FileType {
     Snapshot,
     /// Headers of removed key files: recognise a removed method without it unlocking anything.
     Revoked,
+    /// Forget records (§11.1): snapshots removed on purpose.
+    Forgotten,
+    /// Condemn markers (§13.2): packs a prune will delete after a grace period.
+    Condemned,
 }
 
 impl FileType {
@@ -49,6 +53,8 @@ impl FileType {
             FileType::Index => "index",
             FileType::Snapshot => "snapshots",
             FileType::Revoked => "revoked",
+            FileType::Forgotten => "forgotten",
+            FileType::Condemned => "condemned",
         }
     }
 
@@ -63,7 +69,7 @@ impl FileType {
             FileType::Config => 64 << 10,
             FileType::Key | FileType::Revoked => 1 << 20,
             FileType::Index => 64 << 20,
-            FileType::Snapshot => 16 << 20,
+            FileType::Snapshot | FileType::Forgotten | FileType::Condemned => 16 << 20,
             FileType::Pack => crate::format::pack::MAX_PACK_LEN,
         }
     }
@@ -77,6 +83,8 @@ impl FileType {
             FileType::Index => "index",
             FileType::Snapshot => "snapshot",
             FileType::Revoked => "removed key",
+            FileType::Forgotten => "forget record",
+            FileType::Condemned => "condemn marker",
         }
     }
 }
@@ -116,6 +124,16 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// One object found by a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    pub size: u64,
+    /// When the store last wrote it, in Unix seconds by the store's clock (S3 `LastModified`, a
+    /// file's mtime); 0 when unknown. Prune measures its grace periods with it (§13.2).
+    pub modified: i64,
 }
 
 /// A place to keep repository objects. Objects are immutable: `put` never replaces different
@@ -161,7 +179,7 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
     /// Names and sizes of all objects of a kind.
-    async fn list(&self, t: FileType) -> Result<Vec<(String, u64)>>;
+    async fn list(&self, t: FileType) -> Result<Vec<Listed>>;
     /// Largest read-ahead window worth holding in memory for sequential reads: large for
     /// services that charge and wait per request, small where a read is a system call.
     fn max_read_window(&self) -> u64 {
@@ -323,11 +341,19 @@ impl Store {
     /// they enter from the store: one that is not 64 lowercase hex digits (nothing vault wrote)
     /// is passed over.
     pub fn list(&self, t: FileType) -> Result<Vec<(Id, u64)>> {
+        Ok(self
+            .list_dated(t)?
+            .into_iter()
+            .map(|(id, size, _)| (id, size))
+            .collect())
+    }
+    /// [`Self::list`] with each object's modification time by the store's clock (see [`Listed`]).
+    pub fn list_dated(&self, t: FileType) -> Result<Vec<(Id, u64, i64)>> {
         let listed = self.rt.block_on(self.backend.list(t))?;
         Ok(listed
             .into_iter()
-            .filter(|(n, _)| valid_name(n))
-            .filter_map(|(n, size)| n.parse().ok().map(|id| (id, size)))
+            .filter(|l| valid_name(&l.name))
+            .filter_map(|l| l.name.parse().ok().map(|id| (id, l.size, l.modified)))
             .collect())
     }
     /// Start a new object of about `size` bytes, to be written in pieces and then committed.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::meter::Counters;
-use super::{Backend, FileType, ObjectFile};
+use super::{Backend, FileType, Listed, ObjectFile};
 use crate::error::{Error, Result};
 use crate::format::config::ObjectLock;
 
@@ -148,7 +148,7 @@ impl Backend for Retry {
             }
         }
     }
-    async fn list(&self, t: FileType) -> Result<Vec<(String, u64)>> {
+    async fn list(&self, t: FileType) -> Result<Vec<Listed>> {
         self.run(|| self.inner.list(t)).await
     }
     fn object_file(

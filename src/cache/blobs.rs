@@ -54,7 +54,13 @@ impl LocalCache {
                      loc = excluded.loc WHERE excluded.vouched > blobs.vouched",
                 )
                 .map_err(|e| self.err(e))?;
+            let mut condemned = tx
+                .prepare_cached("SELECT 1 FROM condemned WHERE pack = ?1")
+                .map_err(|e| self.err(e))?;
             for p in packs {
+                if condemned.exists([&p.id.0[..]]).map_err(|e| self.err(e))? {
+                    continue;
+                }
                 let sealed = self.rows.seal(&p.id.0, &encode_pack(&p.info()));
                 pack_ins
                     .execute(params![&p.id.0[..], sealed])
@@ -81,6 +87,93 @@ impl LocalCache {
             }
         }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Names of the condemn markers merged (§13.2).
+    pub fn condemn_markers(&self) -> Result<HashSet<String>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT DISTINCT marker FROM condemned")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Merge a condemn marker (§13.2): the locations of blobs in its packs are dropped, and
+    /// index objects merged later do not bring them back, so nothing new relies on them.
+    /// Returns the blobs that were recorded only in those packs. When any location was dropped,
+    /// folder rows lose their confirmation: an unchanged file's chunks are looked up again
+    /// before they are reused. A marker with no packs is recorded under its name all the same.
+    pub fn condemn(&self, marker: &str, packs: &[Id]) -> Result<Vec<Id>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let mut orphaned = Vec::new();
+        {
+            let mut ins = tx
+                .prepare_cached("INSERT OR IGNORE INTO condemned (marker, pack) VALUES (?1, ?2)")
+                .map_err(|e| self.err(e))?;
+            if packs.is_empty() {
+                ins.execute(params![marker, &[0u8; 0][..]])
+                    .map_err(|e| self.err(e))?;
+            }
+            let mut blobs_of = tx
+                .prepare_cached(
+                    "SELECT blobs.id FROM blobs JOIN packs ON blobs.pack = packs.n WHERE packs.id = ?1",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut del = tx
+                .prepare_cached(
+                    "DELETE FROM blobs WHERE pack = (SELECT n FROM packs WHERE id = ?1)",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut left = tx
+                .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+                .map_err(|e| self.err(e))?;
+            let mut dropped = false;
+            for p in packs {
+                ins.execute(params![marker, &p.0[..]])
+                    .map_err(|e| self.err(e))?;
+                let ids: Vec<Vec<u8>> = blobs_of
+                    .query_map([&p.0[..]], |r| r.get(0))
+                    .map_err(|e| self.err(e))?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(|e| self.err(e))?;
+                dropped |= del.execute([&p.0[..]]).map_err(|e| self.err(e))? > 0;
+                for id in ids {
+                    if !left.exists([&id[..]]).map_err(|e| self.err(e))? {
+                        orphaned.push(id_of(id, &self.label)?);
+                    }
+                }
+            }
+            if dropped {
+                tx.execute("UPDATE folders SET run = -1", [])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(orphaned)
+    }
+
+    /// Forget merged markers the repository no longer has (a prune finished with them, or they
+    /// were a prune's own that it never stored): their packs are usable again where they still
+    /// exist, so the blob index is merged afresh.
+    pub fn drop_condemn_markers(&self, gone: &[String]) -> Result<()> {
+        if gone.is_empty() {
+            return Ok(());
+        }
+        {
+            let conn = self.lock();
+            let mut st = conn
+                .prepare_cached("DELETE FROM condemned WHERE marker = ?1")
+                .map_err(|e| self.err(e))?;
+            for m in gone {
+                st.execute([m]).map_err(|e| self.err(e))?;
+            }
+        }
+        self.clear_index()
     }
 
     pub fn has_pack(&self, id: &Id) -> Result<bool> {

@@ -47,7 +47,7 @@ pub struct FolderWrite {
 }
 
 /// Layout version of the database; a different one is discarded and rebuilt.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Where the local index lives.
 #[derive(Clone, Debug)]
@@ -250,6 +250,7 @@ impl LocalCache {
                  DROP TABLE IF EXISTS folders;
                  DROP TABLE IF EXISTS folder_parts;
                  DROP TABLE IF EXISTS acknowledged;
+                 DROP TABLE IF EXISTS condemned;
                  DELETE FROM meta;
                  COMMIT;",
             )
@@ -262,7 +263,8 @@ impl LocalCache {
              CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS folders (key BLOB PRIMARY KEY, seen INTEGER NOT NULL, run INTEGER NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS folder_parts (folder BLOB NOT NULL, part BLOB NOT NULL, body BLOB NOT NULL, PRIMARY KEY (folder, part)) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS acknowledged (id BLOB PRIMARY KEY) WITHOUT ROWID;",
+             CREATE TABLE IF NOT EXISTS acknowledged (id BLOB PRIMARY KEY) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS condemned (marker TEXT NOT NULL, pack BLOB NOT NULL, PRIMARY KEY (marker, pack)) WITHOUT ROWID;",
         )
         .map_err(e)?;
         if fresh {

@@ -36,6 +36,41 @@ pub(crate) struct Args {
     /// (catches content edited in place with the mtime set back; slower)
     #[arg(long)]
     force_reread: bool,
+    /// Write no snapshot when nothing changed since the last one of this host, paths and tags
+    /// (for hourly schedules)
+    #[arg(long)]
+    skip_if_unchanged: bool,
+    /// Date the snapshot: "YYYY-MM-DD HH:MM:SS" (UTC) or Unix seconds; default now
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    time: Option<i64>,
+}
+
+/// `--time`: Unix seconds, or a UTC date and time as vault shows them.
+fn parse_time(s: &str) -> std::result::Result<i64, String> {
+    if let Ok(n) = s.trim().parse::<i64>() {
+        return Ok(n);
+    }
+    let bad = || format!("{s:?} is not a time: give \"YYYY-MM-DD HH:MM:SS\" (UTC) or Unix seconds");
+    let (date, clock) = s
+        .trim()
+        .split_once([' ', 'T'])
+        .unwrap_or((s.trim(), "00:00:00"));
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<std::result::Result<_, _>>()?;
+    let c: Vec<i64> = clock
+        .split(':')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<std::result::Result<_, _>>()?;
+    match (d.as_slice(), c.as_slice()) {
+        ([y, mo @ 1..=12, da @ 1..=31], [h @ 0..=23, mi @ 0..=59, se @ 0..=59])
+        | ([y, mo @ 1..=12, da @ 1..=31], [h @ 0..=23, mi @ 0..=59, se @ 0..=59, ..]) => {
+            let days = vault::civil::days_from_civil(*y, *mo, *da);
+            Ok(days * 86_400 + h * 3600 + mi * 60 + se)
+        }
+        _ => Err(bad()),
+    }
 }
 
 /// What backup and move take from their arguments to back up.
@@ -45,6 +80,8 @@ pub(crate) struct BackupArgs<'a> {
     pub(crate) excludes: &'a [String],
     pub(crate) host: Option<String>,
     pub(crate) force_reread: bool,
+    pub(crate) skip_if_unchanged: bool,
+    pub(crate) time: Option<i64>,
 }
 
 pub(crate) fn run(ctx: &Ctx<'_>, args: &Args) -> Result<u8> {
@@ -54,6 +91,8 @@ pub(crate) fn run(ctx: &Ctx<'_>, args: &Args) -> Result<u8> {
         excludes: &args.exclude,
         host: args.host.clone(),
         force_reread: args.force_reread,
+        skip_if_unchanged: args.skip_if_unchanged,
+        time: args.time,
     };
     // Check the paths before asking for a passphrase or creating anything.
     for p in a.paths {
@@ -120,6 +159,8 @@ pub(crate) fn backup_options(
         exclude_paths: ctx.local_path(t).into_iter().collect(),
         force_reread: a.force_reread,
         count_first: ctx.out.progress_shown(),
+        time: a.time.map(|t| (t, 0)),
+        skip_if_unchanged: a.skip_if_unchanged,
     })
 }
 
@@ -141,11 +182,19 @@ fn backup_into(
 
 /// Print a backup's outcome (not the JSON); returns its exit status.
 fn report(ctx: &Ctx<'_>, label: Option<&str>, s: &BackupSummary) -> u8 {
-    ctx.out.say(format!(
-        "{}snapshot {} saved",
-        label.map(|l| format!("{l}: ")).unwrap_or_default(),
-        short_name(&s.snapshot)
-    ));
+    if s.unchanged {
+        ctx.out.say(format!(
+            "{}nothing changed since snapshot {}: no snapshot written",
+            label.map(|l| format!("{l}: ")).unwrap_or_default(),
+            short_name(&s.snapshot)
+        ));
+    } else {
+        ctx.out.say(format!(
+            "{}snapshot {} saved",
+            label.map(|l| format!("{l}: ")).unwrap_or_default(),
+            short_name(&s.snapshot)
+        ));
+    }
     ctx.out.say(format!(
         "  {} files ({} unchanged, not read), {} folders, {} symlinks; read {}, added {} ({} new \
          chunks, {} reused, {} packs)",

@@ -11,11 +11,13 @@ use clap::{Parser, Subcommand};
 mod backup;
 mod check;
 mod copy;
+mod forget;
 mod init;
 mod key;
 mod ls;
 mod mv;
 mod output;
+mod prune;
 mod repair;
 mod repo;
 mod repos;
@@ -167,6 +169,12 @@ enum Cmd {
     Restore(restore::Args),
     /// Verify the repository; --read-data also downloads and verifies every pack
     Check(check::Args),
+    /// Remove snapshots by retention policy (--keep-daily 7 ...) or by id; `vault prune` then
+    /// frees the space. Files moved into the vault are never removed unless named
+    Forget(Box<forget::Args>),
+    /// Free the space of data no snapshot needs: condemn it now, delete it in a run after the
+    /// grace period (safe while other computers back up)
+    Prune(prune::Args),
     /// Repair a damaged repository
     #[command(subcommand)]
     Repair(repair::Cmd),
@@ -186,6 +194,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Cmd::Ls(a) => ls::run(&ctx, a),
         Cmd::Restore(a) => restore::run(&ctx, a),
         Cmd::Check(a) => check::run(&ctx, a),
+        Cmd::Forget(a) => forget::run(&ctx, a),
+        Cmd::Prune(a) => prune::run(&ctx, a),
         Cmd::Repair(c) => repair::run(&ctx, c),
     }
 }

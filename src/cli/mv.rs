@@ -77,6 +77,8 @@ pub(crate) fn run(ctx: &Ctx<'_>, args: &Args) -> Result<u8> {
         excludes: &args.exclude,
         host: args.host.clone(),
         force_reread: true,
+        skip_if_unchanged: false,
+        time: None,
     };
     let copies = args.copies as usize;
     for p in a.paths {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod index;
 pub mod keyfile;
 pub mod pack;
+pub mod records;
 pub mod snapshot;
 pub mod tree;
 
@@ -17,7 +18,7 @@ use codec::{Reader, Writer};
 /// First bytes of every object's plaintext.
 pub const MAGIC: [u8; 8] = *b"vaultobj";
 /// The repository format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 8;
+pub const FORMAT_VERSION: u32 = 9;
 /// Size of the common object header: magic, version, repository id, object kind.
 pub const HEADER_LEN: usize = 8 + 4 + 32 + 1;
 
@@ -30,6 +31,8 @@ pub enum ObjectKind {
     Pack = 3,
     Index = 4,
     Snapshot = 5,
+    Forget = 6,
+    Condemn = 7,
 }
 
 impl ObjectKind {
@@ -40,6 +43,8 @@ impl ObjectKind {
             ObjectKind::Pack => "pack",
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshot",
+            ObjectKind::Forget => "forget record",
+            ObjectKind::Condemn => "condemn marker",
         }
     }
     fn from_u8(v: u8) -> Option<Self> {
@@ -49,6 +54,8 @@ impl ObjectKind {
             3 => ObjectKind::Pack,
             4 => ObjectKind::Index,
             5 => ObjectKind::Snapshot,
+            6 => ObjectKind::Forget,
+            7 => ObjectKind::Condemn,
             _ => return None,
         })
     }
@@ -365,11 +372,11 @@ mod tests {
         )
         .is_err());
         let mut bad = v.clone();
-        bad[8] = 7; // a version 7 object: its snapshot counts leave symlinks out
+        bad[8] = 8; // a version 8 object: no forget records, snapshots never deleted
         assert!(matches!(
             read_header(&mut Reader::new(&bad, "t"), None, ObjectKind::Index),
             Err(Error::UnsupportedVersion {
-                found: 7,
+                found: 8,
                 supported: FORMAT_VERSION
             })
         ));

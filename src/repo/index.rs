@@ -108,6 +108,9 @@ impl Repository {
     /// merged is gone from the repository (compacted or removed elsewhere), start over.
     pub(super) fn sync(&self) -> Result<Synced> {
         let cache = LocalCache::open(&self.cache_place, &self.keys)?;
+        // Markers first: the index objects merged next then skip condemned packs (and a
+        // marker gone from the repository clears the blob index).
+        self.merge_condemn_markers(&cache, true)?;
         let listed = self.names(FileType::Index)?;
         let listed_set: HashSet<String> = listed.iter().map(|n| n.to_hex()).collect();
         let mut merged = cache.index_objects()?;
@@ -115,6 +118,19 @@ impl Repository {
             cache.clear_index()?;
             merged.clear();
         }
+        let index_errors = self.merge_index_objects(&cache, listed, &merged)?;
+        Ok(Synced {
+            cache,
+            index_errors,
+        })
+    }
+
+    fn merge_index_objects(
+        &self,
+        cache: &LocalCache,
+        listed: Vec<Id>,
+        merged: &HashSet<String>,
+    ) -> Result<Vec<(Id, Error)>> {
         let new: Vec<Id> = listed
             .into_iter()
             .filter(|n| !merged.contains(&n.to_hex()))
@@ -137,10 +153,56 @@ impl Repository {
                 cache.add_packs(None, false, &[desc])?;
             }
         }
-        Ok(Synced {
-            cache,
-            index_errors,
-        })
+        Ok(index_errors)
+    }
+
+    /// Merge the condemn markers the local index has not seen (§13.2) and forget the ones the
+    /// repository no longer has (`drop_gone`; not in the middle of a run, whose claims rely on
+    /// the blob index). Returns the blobs that lost their last location. A marker that cannot
+    /// be read is skipped (a write-only device cannot tell a forged one; a full device's
+    /// `check` and `prune` report it).
+    fn merge_condemn_markers(&self, cache: &LocalCache, drop_gone: bool) -> Result<Vec<Id>> {
+        let listed = self.names(FileType::Condemned)?;
+        let known = cache.condemn_markers()?;
+        if drop_gone {
+            let listed_set: HashSet<String> = listed.iter().map(|n| n.to_hex()).collect();
+            let gone: Vec<String> = known
+                .iter()
+                .filter(|m| !listed_set.contains(*m))
+                .cloned()
+                .collect();
+            cache.drop_condemn_markers(&gone)?;
+        }
+        let key = self.keys.full().ok().map(|f| &f.prune_mac);
+        let mut orphaned = Vec::new();
+        for name in listed {
+            let hex = name.to_hex();
+            if known.contains(&hex) {
+                continue;
+            }
+            if let Ok(m) = self.read_condemn_marker(&name, key) {
+                orphaned.extend(cache.condemn(&hex, &m.packs)?);
+            }
+        }
+        Ok(orphaned)
+    }
+
+    /// Before a snapshot is written (§13.2): merge the index objects and condemn markers stored
+    /// since this run's local index was brought up to date. Returns the blobs whose every known
+    /// location a prune has condemned meanwhile: a snapshot must not rely on them.
+    pub fn recheck_condemned(&self) -> Result<Vec<Id>> {
+        let cache = self.cache()?;
+        let merged = cache.index_objects()?;
+        let listed = self.names(FileType::Index)?;
+        self.merge_index_objects(cache, listed, &merged)?;
+        self.merge_condemn_markers(cache, false)
+    }
+
+    /// Condemn packs in this run's local index only (a prune about to copy their blobs into
+    /// new packs, under the name of the marker it will store): blobs found only there are then
+    /// stored again instead of deduplicated.
+    pub fn condemn_locally(&self, marker: &Id, packs: &[Id]) -> Result<Vec<Id>> {
+        self.cache()?.condemn(&marker.to_hex(), packs)
     }
 
     /// Every index object read straight from the repository into memory, for `check`. Damaged

@@ -5,10 +5,12 @@
 mod index;
 mod keys;
 mod packs;
+mod records;
 pub use crate::format::keyfile::Method;
 pub use index::Index;
 pub use keys::{parse_profile, KeyFileInfo, Unlock, Wrap, PROFILE_PREFIX};
 pub use packs::{read_table_from_end, PackReaders, PackStream, RepoTrees};
+pub use records::{Forgotten, Marker};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -211,7 +211,7 @@ impl Repository {
     }
 
     /// Read one recorded location of a blob and verify it.
-    fn read_at(
+    pub(crate) fn read_at(
         &self,
         pack: &PackInfo,
         entry: &BlobEntry,

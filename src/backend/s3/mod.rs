@@ -30,7 +30,7 @@ use md5::{Digest, Md5};
 
 use super::open::{BackendOptions, Location};
 use super::retry::RetryPolicy;
-use super::{object_path, short_name, valid_name, Backend, Counters, FileType};
+use super::{object_path, short_name, valid_name, Backend, Counters, FileType, Listed};
 use crate::error::{Error, Result};
 use crate::format::config::{LockMode, ObjectLock};
 
@@ -401,7 +401,7 @@ impl Backend for S3Backend {
             .map_err(|f| self.not_found_or(t, name, f))
     }
 
-    async fn list(&self, t: FileType) -> Result<Vec<(String, u64)>> {
+    async fn list(&self, t: FileType) -> Result<Vec<Listed>> {
         let client = self.client().await;
         let endpoint = self.endpoint_name();
         let prefix = self.dir_prefix(t);
@@ -426,7 +426,11 @@ impl Backend for S3Backend {
                 let Some(key) = o.key() else { continue };
                 let name = key.rsplit('/').next().unwrap_or_default();
                 if valid_name(name) {
-                    out.push((name.to_string(), o.size().unwrap_or(0).max(0) as u64));
+                    out.push(Listed {
+                        name: name.to_string(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        modified: o.last_modified().map_or(0, |t| t.secs()),
+                    });
                 }
             }
             match page.next_continuation_token() {

@@ -1,0 +1,346 @@
+//! `vault forget`: remove snapshots by retention policy or by id, never a vault-only file's only
+//! record unless it is named.
+
+use std::io::IsTerminal;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use vault::forget::{self, Filter, GroupBy, Options};
+use vault::retention::{Count, Policy, Span};
+
+use super::Ctx;
+use crate::ui;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Snapshots to forget (`latest` or at least 4 hex digits of the id), instead of a policy
+    #[arg(value_name = "SNAPSHOT")]
+    ids: Vec<String>,
+    /// Keep the N newest snapshots (-1: all)
+    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true)]
+    keep_last: Option<Count>,
+    /// Keep the newest snapshot of each of the last N hours that have one (-1: all)
+    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true)]
+    keep_hourly: Option<Count>,
+    /// Keep the newest snapshot of each of the last N days that have one (-1: all)
+    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true)]
+    keep_daily: Option<Count>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one (-1: all)
+    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true)]
+    keep_weekly: Option<Count>,
+    /// Keep the newest snapshot of each of the last N months that have one (-1: all)
+    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true)]
+    keep_monthly: Option<Count>,
+    /// Keep the newest snapshot of each of the last N years that have one (-1: all)
+    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true)]
+    keep_yearly: Option<Count>,
+    /// Keep every snapshot within this span of the newest one (e.g. 1y6m, 30d, 12h)
+    #[arg(long, value_name = "SPAN", value_parser = Span::parse)]
+    keep_within: Option<Span>,
+    /// Keep the newest snapshot of each hour within this span of the newest snapshot
+    #[arg(long, value_name = "SPAN", value_parser = Span::parse)]
+    keep_within_hourly: Option<Span>,
+    /// Keep the newest snapshot of each day within this span of the newest snapshot
+    #[arg(long, value_name = "SPAN", value_parser = Span::parse)]
+    keep_within_daily: Option<Span>,
+    /// Keep the newest snapshot of each week within this span of the newest snapshot
+    #[arg(long, value_name = "SPAN", value_parser = Span::parse)]
+    keep_within_weekly: Option<Span>,
+    /// Keep the newest snapshot of each month within this span of the newest snapshot
+    #[arg(long, value_name = "SPAN", value_parser = Span::parse)]
+    keep_within_monthly: Option<Span>,
+    /// Keep the newest snapshot of each year within this span of the newest snapshot
+    #[arg(long, value_name = "SPAN", value_parser = Span::parse)]
+    keep_within_yearly: Option<Span>,
+    /// Keep snapshots with these tags (a,b: both; repeat for either; '' for untagged ones)
+    #[arg(long, value_name = "TAGS")]
+    keep_tag: Vec<String>,
+    /// Remove every snapshot of the selected groups (a policy alone never empties a group)
+    #[arg(long)]
+    keep_none: bool,
+    /// What makes snapshots one group for the policy: host, paths, tags, comma-separated, or
+    /// '' for one group (snapshots of write-only devices are always grouped apart)
+    #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
+    group_by: String,
+    /// Only snapshots of this host (repeat for several)
+    #[arg(long, value_name = "HOST")]
+    host: Vec<String>,
+    /// Only snapshots with these tags (a,b: both; repeat for either)
+    #[arg(long, value_name = "TAGS")]
+    tag: Vec<String>,
+    /// Only snapshots that include this backup path (repeat for several)
+    #[arg(long, value_name = "PATH")]
+    path: Vec<PathBuf>,
+    /// Let these vault-only files (moved into the vault: the only copy) go with the snapshots
+    /// that hold their newest record; without it such snapshots are always kept
+    #[arg(long = "vault-only", value_name = "PATH")]
+    vault_only: Vec<PathBuf>,
+    /// With --vault-only, do not ask for confirmation (required without a terminal)
+    #[arg(long)]
+    yes: bool,
+    /// Show what would be kept and removed, and why; change nothing
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+}
+
+#[derive(Serialize)]
+struct EntryJson {
+    id: String,
+    time: i64,
+    host: String,
+    paths: Vec<String>,
+    tags: Vec<String>,
+    writer: &'static str,
+    keep: bool,
+    reasons: Vec<String>,
+    vault_only_held: u64,
+    vault_only_released: u64,
+}
+
+#[derive(Serialize)]
+struct GroupJson {
+    group: String,
+    snapshots: Vec<EntryJson>,
+}
+
+#[derive(Serialize)]
+struct ForgetJson {
+    dry_run: bool,
+    groups: Vec<GroupJson>,
+    kept: usize,
+    removed: Vec<String>,
+    vault_only_released: u64,
+    snapshot_objects_deleted: u64,
+    locked: Vec<LockedJson>,
+}
+
+#[derive(Serialize)]
+struct LockedJson {
+    kind: &'static str,
+    name: String,
+    until: i64,
+}
+
+fn tags(list: &[String]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|t| {
+            t.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .collect()
+}
+
+fn components(p: &std::path::Path) -> Result<Vec<Vec<u8>>> {
+    let abs = std::path::absolute(p).with_context(|| format!("{}", p.display()))?;
+    Ok(abs
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.as_bytes().to_vec()),
+            _ => None,
+        })
+        .collect())
+}
+
+impl Args {
+    fn policy(&self) -> Policy {
+        Policy {
+            last: self.keep_last.unwrap_or_default(),
+            hourly: self.keep_hourly.unwrap_or_default(),
+            daily: self.keep_daily.unwrap_or_default(),
+            weekly: self.keep_weekly.unwrap_or_default(),
+            monthly: self.keep_monthly.unwrap_or_default(),
+            yearly: self.keep_yearly.unwrap_or_default(),
+            within: self.keep_within.unwrap_or_default(),
+            within_hourly: self.keep_within_hourly.unwrap_or_default(),
+            within_daily: self.keep_within_daily.unwrap_or_default(),
+            within_weekly: self.keep_within_weekly.unwrap_or_default(),
+            within_monthly: self.keep_within_monthly.unwrap_or_default(),
+            within_yearly: self.keep_within_yearly.unwrap_or_default(),
+            tags: tags(&self.keep_tag),
+        }
+    }
+}
+
+pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
+    let policy = a.policy();
+    if a.ids.is_empty() && policy.is_empty() && !a.keep_none {
+        eprintln!(
+            "vault: error: nothing to forget: give snapshot ids, a policy (--keep-last, \
+             --keep-daily, --keep-within, ...) or --keep-none; see `vault forget --help`"
+        );
+        return Ok(2);
+    }
+    let mut opts = Options {
+        policy,
+        keep_none: a.keep_none,
+        ids: a.ids.clone(),
+        group_by: GroupBy::parse(&a.group_by)?,
+        filter: Filter {
+            hosts: a.host.clone(),
+            tags: tags(&a.tag),
+            paths: a
+                .path
+                .iter()
+                .map(|p| std::path::absolute(p).map(|p| p.as_os_str().as_bytes().to_vec()))
+                .collect::<std::io::Result<_>>()?,
+        },
+        release_vault_only: Vec::new(),
+    };
+    for p in &a.vault_only {
+        opts.release_vault_only.push(components(p)?);
+    }
+    let repo = ctx.open()?;
+    ctx.warn_missing_snapshots(&repo);
+    let now = vault::repo::now().0;
+    let plan = forget::plan(&repo, &opts, now)?;
+    for id in &plan.unreadable {
+        ctx.out.warn(format!(
+            "warning: snapshot {} could not be read; it is neither kept nor removed by the policy",
+            id.short()
+        ));
+    }
+    let remove: Vec<vault::ids::Id> = plan.removed().map(|e| e.id).collect();
+    let released = plan.released();
+    if released > 0 && !a.dry_run && !a.yes {
+        if !std::io::stdin().is_terminal() {
+            eprintln!(
+                "vault: error: this would remove {released} vault-only file(s), whose originals \
+                 were deleted by `vault move`: the vault may hold their only copy. Nothing was \
+                 forgotten. Run it on a terminal to confirm, or add --yes"
+            );
+            return Ok(2);
+        }
+        eprint!(
+            "This removes {released} vault-only file(s) whose originals `vault move` deleted: \
+             the vault may hold their only copy. Type 'yes' to remove them: "
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            bail!("not confirmed; nothing was forgotten");
+        }
+    }
+    let done = if a.dry_run || remove.is_empty() {
+        forget::Done::default()
+    } else {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        forget::execute(&repo, &remove, &host)?
+    };
+    let explicit_kept = !a.ids.is_empty()
+        && plan
+            .groups
+            .iter()
+            .any(|g| g.entries.iter().any(|e| e.keep()));
+    let paths = |s: &vault::format::snapshot::Snapshot| -> Vec<String> {
+        s.paths
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    };
+    let json = ForgetJson {
+        dry_run: a.dry_run,
+        groups: plan
+            .groups
+            .iter()
+            .map(|g| GroupJson {
+                group: forget::describe(&g.host, &g.paths, &g.tags, &g.writer),
+                snapshots: g
+                    .entries
+                    .iter()
+                    .map(|e| EntryJson {
+                        id: e.id.to_hex(),
+                        time: e.snapshot.time,
+                        host: e.snapshot.host.clone(),
+                        paths: paths(&e.snapshot),
+                        tags: e.snapshot.tags.clone(),
+                        writer: e.snapshot.writer.name(),
+                        keep: e.keep(),
+                        reasons: e.reasons.clone(),
+                        vault_only_held: e.vault_only_held,
+                        vault_only_released: e.vault_only_released,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        kept: plan
+            .groups
+            .iter()
+            .flat_map(|g| g.entries.iter())
+            .filter(|e| e.keep())
+            .count(),
+        removed: remove.iter().map(|id| id.to_hex()).collect(),
+        vault_only_released: released,
+        snapshot_objects_deleted: done.deleted,
+        locked: done
+            .locked
+            .iter()
+            .map(|(t, n, until)| LockedJson {
+                kind: t.name(),
+                name: n.to_hex(),
+                until: *until,
+            })
+            .collect(),
+    };
+    ctx.out.result(&json, || {
+        for g in &plan.groups {
+            println!(
+                "{}:",
+                ui::safe(&forget::describe(&g.host, &g.paths, &g.tags, &g.writer))
+            );
+            for e in &g.entries {
+                let verdict = if e.keep() {
+                    format!("keep    {}", e.reasons.join(", "))
+                } else if e.vault_only_released > 0 {
+                    format!(
+                        "remove  (with {} vault-only file(s) you named)",
+                        e.vault_only_released
+                    )
+                } else {
+                    "remove".to_string()
+                };
+                println!(
+                    "  {}  {}  {}",
+                    e.id.short(),
+                    ui::time(e.snapshot.time),
+                    ui::safe(&verdict)
+                );
+            }
+        }
+        Ok(())
+    })?;
+    let kept = json.kept;
+    if a.dry_run {
+        ctx.out.say(format!(
+            "dry run: would keep {kept} snapshot(s) and forget {}; nothing was changed",
+            remove.len()
+        ));
+    } else {
+        ctx.out.say(format!(
+            "kept {kept} snapshot(s), forgot {} (run `vault prune` to free the space their data \
+             takes)",
+            remove.len()
+        ));
+    }
+    for (t, n, until) in &done.locked {
+        ctx.out.notice(format!(
+            "{} {} is under Object Lock until {}: it stays stored (already forgotten) and a \
+             later `vault forget` or `vault prune` removes it",
+            t.name(),
+            n.short(),
+            ui::time(*until)
+        ));
+    }
+    if explicit_kept {
+        ctx.out.warn(
+            "some snapshots you named were kept: they hold the only record of vault-only files \
+             (name those with --vault-only PATH to let them go)",
+        );
+        return Ok(super::output::EXIT_PARTIAL);
+    }
+    Ok(0)
+}
