@@ -60,8 +60,8 @@ pub enum Error {
     WrongKey(String),
     #[error("local index {path}: {detail} (it is only a cache: delete that folder and vault rebuilds it from the repository)")]
     Cache { path: String, detail: String },
-    #[error("a prune on another computer condemned {0} chunk(s) this run relied on while it ran; no snapshot was written and nothing was lost: run the same command again")]
-    Condemned(usize),
+    #[error("while this run was going, a prune on another computer {0}; no snapshot was written and nothing was lost: run the same command again")]
+    Condemned(String),
     #[error("this {0} was removed from the repository and no longer unlocks it")]
     KeyRemoved(String),
 }

@@ -429,7 +429,11 @@ pub fn prune(
     //    them. The marker that condemns the old packs comes after.
     let marker_name = Id::random();
     if !repack.is_empty() {
-        repo.condemn_locally(&marker_name, &repack)?;
+        // Every pack this run condemns, not only the repacked ones: a used blob may have a
+        // second copy in a pack that looks unused (its blobs count where they were found
+        // first), and the copy must not count as stored.
+        let doomed: Vec<Id> = condemn.iter().chain(&repack).copied().collect();
+        repo.condemn_locally(&marker_name, &doomed)?;
         let writer = BlobWriter::new(repo, 2)?;
         let mut readers = PackReaders::default();
         let mut out = Vec::new();

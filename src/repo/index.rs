@@ -35,7 +35,16 @@ impl Index {
     /// Add a pack's description made by index object `source`; a pack described again is
     /// taken as first described, and the later description kept for `check`.
     pub fn add(&mut self, source: Option<Id>, desc: PackDesc) {
-        if self.pack_pos.contains_key(&desc.id) {
+        if let Some(&pos) = self.pack_pos.get(&desc.id) {
+            // Another object may describe other blobs of the pack (a full device records the
+            // write-only device's blobs it verified and reused, §13.1): those count too.
+            let table = &mut self.tables[pos as usize];
+            for b in &desc.blobs {
+                if !table.contains(b) {
+                    self.ids.push((b.id, pos, table.len() as u32));
+                    table.push(*b);
+                }
+            }
             self.again.push((source, desc));
             return;
         }
@@ -111,14 +120,28 @@ impl Repository {
         // Markers first: the index objects merged next then skip condemned packs (and a
         // marker gone from the repository clears the blob index).
         self.merge_condemn_markers(&cache, true)?;
-        let listed = self.names(FileType::Index)?;
-        let listed_set: HashSet<String> = listed.iter().map(|n| n.to_hex()).collect();
-        let mut merged = cache.index_objects()?;
-        if merged.iter().any(|m| !listed_set.contains(m)) {
-            cache.clear_index()?;
-            merged.clear();
+        let mut attempts = 0;
+        let index_errors = loop {
+            let listed = self.names(FileType::Index)?;
+            let listed_set: HashSet<String> = listed.iter().map(|n| n.to_hex()).collect();
+            let mut merged = cache.index_objects()?;
+            if merged.iter().any(|m| !listed_set.contains(m)) {
+                cache.clear_index()?;
+                merged.clear();
+            }
+            let errors = self.merge_index_objects(&cache, listed, &merged)?;
+            // An object listed and then not found was removed meanwhile: a prune or a repair
+            // rewrote the index. Start over from a new listing rather than report it.
+            attempts += 1;
+            if attempts < 3 && errors.iter().any(|(_, e)| matches!(e, Error::NotFound(_))) {
+                cache.clear_index()?;
+                continue;
+            }
+            break errors;
+        };
+        if !index_errors.is_empty() {
+            self.recover_unindexed(&cache)?;
         }
-        let index_errors = self.merge_index_objects(&cache, listed, &merged)?;
         Ok(Synced {
             cache,
             index_errors,
@@ -147,13 +170,16 @@ impl Repository {
                 index_errors.push((name, e));
             }
         }
-        if !index_errors.is_empty() {
-            for desc in self.unindexed_packs(|id| cache.has_pack(id))? {
-                // A pack's own table may be a write-only device's word (§13.1).
-                cache.add_packs(None, false, &[desc])?;
-            }
-        }
         Ok(index_errors)
+    }
+
+    /// After index objects failed to read: the packs no merged object describes, from their
+    /// own tables. A pack's table may be a write-only device's word (§13.1): unvouched.
+    fn recover_unindexed(&self, cache: &LocalCache) -> Result<()> {
+        for desc in self.unindexed_packs(|id| cache.has_pack(id))? {
+            cache.add_packs(None, false, &[desc])?;
+        }
+        Ok(())
     }
 
     /// Merge the condemn markers the local index has not seen (§13.2) and forget the ones the
@@ -188,14 +214,39 @@ impl Repository {
     }
 
     /// Before a snapshot is written (§13.2): merge the index objects and condemn markers stored
-    /// since this run's local index was brought up to date. Returns the blobs whose every known
-    /// location a prune has condemned meanwhile: a snapshot must not rely on them.
-    pub fn recheck_condemned(&self) -> Result<Vec<Id>> {
+    /// since this run's local index was brought up to date, and refuse (`Error::Condemned`)
+    /// when a prune condemned the last known location of some blob meanwhile: a snapshot must
+    /// not rely on it.
+    /// Also refuses when an index object merged earlier is gone: a prune rewrote the index,
+    /// which it does before deleting packs, so this run may have relied on deleted blobs; the
+    /// blob index is merged afresh for the next attempt.
+    pub fn recheck_condemned(&self) -> Result<()> {
         let cache = self.cache()?;
-        let merged = cache.index_objects()?;
+        let mut merged = cache.index_objects()?;
         let listed = self.names(FileType::Index)?;
-        self.merge_index_objects(cache, listed, &merged)?;
-        self.merge_condemn_markers(cache, false)
+        let listed_set: HashSet<String> = listed.iter().map(|n| n.to_hex()).collect();
+        let rewritten = merged.iter().any(|m| !listed_set.contains(m));
+        if rewritten {
+            cache.clear_index()?;
+            merged.clear();
+        }
+        let errors = self.merge_index_objects(cache, listed, &merged)?;
+        if !errors.is_empty() {
+            self.recover_unindexed(cache)?;
+        }
+        let orphaned = self.merge_condemn_markers(cache, false)?;
+        if rewritten {
+            return Err(Error::Condemned(
+                "rewrote the index and may have deleted data this run relied on".into(),
+            ));
+        }
+        if !orphaned.is_empty() {
+            return Err(Error::Condemned(format!(
+                "condemned {} chunk(s) this run relied on",
+                orphaned.len()
+            )));
+        }
+        Ok(())
     }
 
     /// Condemn packs in this run's local index only (a prune about to copy their blobs into
