@@ -36,6 +36,7 @@ pub mod restorer;
 pub mod retention;
 pub mod settings;
 pub mod snapshots;
+pub mod stats;
 pub mod testhook;
 pub mod treewalk;
 pub mod workers;

@@ -45,6 +45,10 @@ impl Default for PruneOptions {
     }
 }
 
+/// More index objects than this are merged into few even when no pack is deleted: every run
+/// of every device lists and reads them all.
+const COMPACT_INDEX_AT: usize = 32;
+
 /// Small packs of one kind are merged when there are at least this many.
 const MERGE_AT_LEAST: usize = 5;
 
@@ -476,7 +480,10 @@ pub fn prune(
     // 3. Deletion of packs condemned long enough ago: first a new index without them, then the
     //    old index objects, then the packs. A run stopped in between leaves unindexed packs
     //    that are still condemned, or an index that describes packs still stored.
-    let index_locked: Vec<(Id, i64)> = if delete_now.is_empty() {
+    //    Many small index objects (one a backup) are merged into few on the way, and also
+    //    when there are more than COMPACT_INDEX_AT of them with nothing to delete.
+    let mut rewrite = !delete_now.is_empty() || index_names.len() > COMPACT_INDEX_AT;
+    let index_locked: Vec<(Id, i64)> = if !rewrite {
         Vec::new()
     } else {
         let listed: HashMap<Id, i64> = repo
@@ -502,8 +509,9 @@ pub fn prune(
             rep.locked.push((format!("index {}", n.short()), *until));
         }
         delete_now.clear();
+        rewrite = false;
     }
-    if !delete_now.is_empty() {
+    if rewrite {
         let gone: HashSet<Id> = delete_now.iter().copied().collect();
         let mut by_writer: HashMap<WrittenBy, Vec<PackDesc>> = HashMap::new();
         for (pid, p) in &packs {

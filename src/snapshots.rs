@@ -93,9 +93,10 @@ impl Repository {
                 Err(e) => bad.push((name, e)),
             }
         }
-        // vault never deletes a snapshot (§11): one that the local index saw, or that a listed
-        // snapshot names as `previous`, and that the repository no longer has was deleted by
-        // someone else or rolled back with the storage.
+        // vault deletes a snapshot only after a forget record names it (§11.1): one that the
+        // local index saw, or that a listed snapshot names as `previous`, that the repository no
+        // longer has and no record names was deleted by someone else or rolled back with the
+        // storage.
         // The local index keeps the ones it saw, so that every run says so until someone looks.
         // (`check` asks too: what this computer saw is a fact about the repository's past, not
         // data taken from the cache.) Present but unreadable ones are reported as damaged.
@@ -126,8 +127,8 @@ impl Repository {
     }
 
     /// Snapshots that listing found missing: the local index had seen them, or a listed snapshot
-    /// names them as its `previous`, and the repository no longer has them. vault never deletes
-    /// snapshots, so someone deleted them or the storage was rolled back. Every listing reports
+    /// names them as its `previous`, the repository no longer has them and no forget record
+    /// names them: someone deleted them or the storage was rolled back. Every listing reports
     /// them again until the user acknowledges them on this computer
     /// (`acknowledge_missing_snapshots`).
     pub fn missing_snapshots(&self) -> Vec<Id> {

@@ -882,3 +882,130 @@ fn walkdir(p: &Path) -> usize {
         .sum()
     })
 }
+
+/// A thief with delete rights removes the owner's snapshots and leaves forget records and condemn
+/// markers MAC-ed with the keys a profile holds: the owner's computers still report the snapshots
+/// missing and `check` names the forgeries; prune deletes nothing they name; and a policy run
+/// over the thief's flood of newer snapshots keeps every one of the owner's (design.md §11.1,
+/// §13.2).
+#[test]
+fn forged_forget_records_and_markers_are_refused() {
+    use vault::format::records::{CondemnMarker, ForgetRecord};
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src);
+    for _ in 0..3 {
+        fs::write(src.join("day.txt"), now().to_string()).unwrap();
+        env.vault().arg("backup").arg(&src).assert().success();
+    }
+    let thief = steal_profile(&env);
+    let own = thief.keys().written_by();
+    let key = thief.keys().mac_key(&own, false).unwrap();
+    let snaps: Vec<Id> = thief
+        .store()
+        .list(FileType::Snapshot)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let victim = snaps[0];
+    let rec = ForgetRecord {
+        time: now(),
+        host: "owner".into(),
+        snapshots: vec![victim],
+    };
+    let ct = thief
+        .keys()
+        .recipient
+        .encrypt(&rec.encode(&thief.repo_id(), &key))
+        .unwrap();
+    thief
+        .store()
+        .put(FileType::Forgotten, &Id::random().to_hex(), &ct)
+        .unwrap();
+    thief
+        .store()
+        .delete(FileType::Snapshot, &victim.to_hex())
+        .unwrap();
+    // A marker condemning every pack.
+    let packs: Vec<Id> = thief
+        .store()
+        .list(FileType::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let m = CondemnMarker {
+        time: now() - 10 * 86_400,
+        packs,
+    };
+    let ct = thief
+        .keys()
+        .index_recipient
+        .encrypt(&m.encode(&thief.repo_id(), &key))
+        .unwrap();
+    thief
+        .store()
+        .put(FileType::Condemned, &Id::random().to_hex(), &ct)
+        .unwrap();
+
+    let out = env.vault().arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("forget record"), "{err}");
+    assert!(err.contains("condemn marker"), "{err}");
+    assert!(
+        err.contains(&format!("snapshot {} is missing", victim.short())),
+        "{err}"
+    );
+    let out = env
+        .vault()
+        .args(["--json", "prune", "--grace", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["deleted_packs"], 0, "{v}");
+    assert_eq!(v["bad_markers"].as_array().unwrap().len(), 1, "{v}");
+    // What is left restores (the victim may have been the newest: `latest` is the one before).
+    env.restore_into("out");
+
+    // Forged newer snapshots from the phone's device, claiming the owner's host and paths, do
+    // not push the owner's out: the policy groups each writer apart.
+    let host = gethostname_of(&env);
+    let root = tree_at(&thief, &src, vec![]);
+    for k in 0..5 {
+        let snap = Snapshot {
+            time: now() + k,
+            host: host.clone(),
+            ..bare_snapshot(&thief, root, src.as_os_str().as_encoded_bytes())
+        };
+        put_snapshot(&thief, &snap, &key);
+    }
+    let out = env
+        .vault()
+        .args(["--json", "forget", "--dry-run", "--keep-last", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = v["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{v}");
+    for g in groups {
+        let snaps = g["snapshots"].as_array().unwrap();
+        let kept = snaps.iter().filter(|s| s["keep"] == true).count();
+        if g["group"].as_str().unwrap().contains("written by full") {
+            assert_eq!((snaps.len(), kept), (2, 2), "{g}");
+        } else {
+            assert_eq!((snaps.len(), kept), (5, 2), "{g}");
+        }
+    }
+}
+
+/// The host name the owner's backups recorded.
+fn gethostname_of(env: &Env) -> String {
+    let out = env.vault().args(["--json", "snapshots"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["host"].as_str().unwrap().to_string()
+}

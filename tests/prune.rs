@@ -110,6 +110,23 @@ fn thirty_days_then_keep_daily_7_weekly_4(env: &Env) {
     );
     env.vault().arg("check").assert().success();
 
+    // stats: what each kept snapshot added sums to what they need; the rest is unused.
+    let (code, st, err) = json(env, &["stats"]);
+    assert_eq!(code, 0, "{err}");
+    let lines = st["snapshots"].as_array().unwrap();
+    assert_eq!(lines.len(), kept.len(), "{st}");
+    let added: u64 = lines
+        .iter()
+        .map(|l| l["added_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(added, st["deduplicated_bytes"].as_u64().unwrap(), "{st}");
+    assert!(
+        st["unused_bytes"].as_u64().unwrap() >= 15 * PHOTO as u64 * 9 / 10,
+        "{st}"
+    );
+    let (_, one, _) = json(env, &["stats", "latest"]);
+    assert!(one["snapshots"][0]["deduplicated_bytes"].as_u64().unwrap() >= 3 * PHOTO as u64);
+
     // First prune: condemns; nothing is deleted before the grace period.
     let (code, p1, err) = json(env, &["prune", "--grace", "0"]);
     assert_eq!(code, 0, "{err}");
@@ -151,6 +168,12 @@ fn thirty_days_then_keep_daily_7_weekly_4(env: &Env) {
             .success();
         assert_same_tree(&expected, &restored(&target, &src));
     }
+
+    let (_, st, _) = json(env, &["stats"]);
+    assert!(
+        st["unused_bytes"].as_u64().unwrap() < 5 * PHOTO as u64,
+        "after prune: {st}"
+    );
 
     // A third run has nothing left to do, and a snapshot deleted behind vault's back is still
     // reported.
@@ -216,10 +239,25 @@ fn vault_only_files_are_never_forgotten_by_a_policy() {
         "{v}"
     );
     let moved_id = moved[0]["id"].as_str().unwrap().to_string();
-    env.vault()
-        .args(["prune", "--grace", "0", "-q"])
-        .assert()
-        .success();
+    let (_, st, _) = json(&env, &["stats"]);
+    assert_eq!(st["vault_only_files"], 3, "{st}");
+    assert_eq!(st["vault_only_bytes"], 300_000, "{st}");
+    // forget --prune: the prune runs too, and reports with the forget.
+    let (code, v, err) = json(
+        &env,
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--group-by",
+            "",
+            "--prune",
+            "--grace",
+            "0",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["prune"]["snapshots"], 2, "{v}");
     env.vault()
         .args(["prune", "--grace", "0", "-q"])
         .assert()
@@ -318,4 +356,27 @@ fn skip_if_unchanged_writes_no_snapshot() {
     );
     assert_eq!(v["unchanged"], false, "{v}");
     assert_eq!(env.store().list(FileType::Snapshot).unwrap().len(), 2);
+}
+
+#[test]
+fn prune_merges_many_small_index_objects() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for k in 0..36 {
+        fs::write(src.join(format!("f{k}.txt")), format!("file {k}")).unwrap();
+        env.vault()
+            .args(["backup", "-q"])
+            .arg(&src)
+            .assert()
+            .success();
+    }
+    assert!(env.store().list(FileType::Index).unwrap().len() >= 36);
+    let (code, v, err) = json(&env, &["prune", "--grace", "0"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(v["index_objects_removed"].as_u64().unwrap() >= 36, "{v}");
+    assert!(env.store().list(FileType::Index).unwrap().len() <= 3, "{v}");
+    env.check_read_data();
+    env.assert_restores(&src, "out");
 }

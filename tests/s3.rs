@@ -10,6 +10,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use vault::backend::FileType;
 
 fn upstream(endpoint: &str) -> SocketAddr {
     endpoint
@@ -37,8 +38,9 @@ fn s3_backup_restore_check_round_trip() {
     let v: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
     assert_eq!(v["packs_written"], 0, "unchanged data writes no pack");
     assert_eq!(
-        v["requests"]["list"], 3,
-        "LIST only to load state: keys, index, snapshots"
+        v["requests"]["list"], 7,
+        "LIST only to load state: keys, condemned, index, forgotten, snapshots; and before the \
+         snapshot is written index and condemned again (§13.2)"
     );
     env.assert_restores(&src, "out");
     env.vault()
@@ -346,6 +348,162 @@ fn backups_survive_injected_network_faults() {
     assert!(faults >= 10, "enough faults to mean something");
     // Verify directly against the server: every snapshot complete, every byte readable.
     env.endpoint = Some(ep.clone());
+    env.check_read_data();
+    env.assert_restores(&src, "out");
+}
+
+/// Prune through the fault proxy (design.md §13.2): each run completes or stops with one line,
+/// and whatever it managed, the repository stays valid: no snapshot ever names a deleted pack.
+#[test]
+fn prunes_survive_injected_network_faults() {
+    let Some(ep) = s3_endpoint() else { return };
+    let plan = |n: u64| {
+        let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(23);
+        match h % 16 {
+            0 => Fault::CutUp(100 + (h >> 8) as usize % 100_000),
+            1 => Fault::CutDown((h >> 8) as usize % 300),
+            2 => Fault::CutDown(0),
+            3 => Fault::Reset,
+            4 => Fault::Delay(Duration::from_millis(200)),
+            _ => Fault::Pass,
+        }
+    };
+    let px = proxy::start(upstream(&ep), plan);
+    let mut env = Env::s3(&ep);
+    env.init();
+    let src = env.path("src");
+    for round in 0..4u64 {
+        corpus(&src.join(format!("r{round}")), 3, round + 40);
+        env.vault()
+            .args(["backup", "-q"])
+            .arg(&src)
+            .assert()
+            .success();
+        if round % 2 == 1 {
+            fs::remove_dir_all(src.join(format!("r{}", round - 1))).unwrap();
+        }
+    }
+    env.vault()
+        .args(["backup", "-q"])
+        .arg(&src)
+        .assert()
+        .success();
+    env.vault()
+        .args(["forget", "--keep-last", "1", "-q"])
+        .assert()
+        .success();
+    let (mut completed, mut failed) = (0, 0);
+    let mut deleted = 0;
+    for _ in 0..12 {
+        env.endpoint = Some(px.url());
+        let out = env
+            .vault()
+            .env("VAULT_S3_TIMEOUT", "2")
+            .env("VAULT_S3_ATTEMPTS", "3")
+            .args(["--json", "prune", "--grace", "0"])
+            .output()
+            .unwrap();
+        match out.status.code() {
+            Some(0) => {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                deleted += v["deleted_packs"].as_u64().unwrap();
+                completed += 1;
+            }
+            Some(1) => {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+                failed += 1;
+            }
+            _ => panic!("unexpected outcome {out:?}"),
+        }
+        // Straight to the server: the repository is valid whatever the run managed.
+        env.endpoint = Some(ep.clone());
+        env.vault().arg("check").assert().success();
+        if completed >= 3 && deleted > 0 {
+            break;
+        }
+    }
+    let faults = px.stats.faults.load(Ordering::Relaxed);
+    println!(
+        "prune through the fault proxy: {faults} faults injected; {completed} runs completed, \
+         {failed} stopped cleanly, {deleted} packs deleted"
+    );
+    assert!(faults >= 10, "{faults} faults");
+    assert!(
+        completed >= 3 && deleted > 0,
+        "{completed} completed, {deleted} deleted"
+    );
+    env.endpoint = Some(ep.clone());
+    env.check_read_data();
+    env.assert_restores(&src, "out");
+}
+
+/// With Object Lock, forget and prune delete nothing still under retention: they say until
+/// when, the forgotten snapshots stay hidden, and the repository stays valid (§13.2).
+#[test]
+fn object_lock_forget_and_prune_wait_for_retention() {
+    let Some(ep) = s3_endpoint() else { return };
+    if !s3_has_object_lock() {
+        eprintln!("skipping: this S3 server has no Object Lock");
+        return;
+    }
+    let env = Env::s3(&ep);
+    env.vault()
+        .args(["init", "--kdf-log-n", "10", "--object-lock-days", "1"])
+        .assert()
+        .success();
+    let src = env.path("src");
+    for round in 0..3u64 {
+        corpus(&src.join(format!("r{round}")), 2, round + 60);
+        env.vault()
+            .args(["backup", "-q"])
+            .arg(&src)
+            .assert()
+            .success();
+        fs::remove_dir_all(src.join(format!("r{round}"))).unwrap();
+    }
+    corpus(&src.join("last"), 1, 70);
+    env.vault()
+        .args(["backup", "-q"])
+        .arg(&src)
+        .assert()
+        .success();
+    let out = env
+        .vault()
+        .args(["--json", "forget", "--keep-last", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["removed"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["snapshot_objects_deleted"], 0, "{v}");
+    let locked = v["locked"].as_array().unwrap();
+    assert_eq!(locked.len(), 3, "{v}");
+    let now = vault::repo::now().0;
+    assert!(
+        locked
+            .iter()
+            .all(|l| l["until"].as_i64().unwrap() > now + 80_000),
+        "{v}"
+    );
+    // Still stored, but forgotten everywhere.
+    assert_eq!(env.store().list(FileType::Snapshot).unwrap().len(), 4);
+    let list = env.vault().args(["--json", "snapshots"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    for _ in 0..2 {
+        let out = env
+            .vault()
+            .args(["--json", "prune", "--grace", "0"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(p["deleted_packs"], 0, "{p}");
+        assert_eq!(p["snapshot_objects_removed"], 0, "{p}");
+        assert!(!p["locked"].as_array().unwrap().is_empty(), "{p}");
+    }
+    assert_eq!(env.store().list(FileType::Snapshot).unwrap().len(), 4);
     env.check_read_data();
     env.assert_restores(&src, "out");
 }

@@ -247,10 +247,28 @@ fn check_snapshots(repo: &Repository, rep: &mut CheckReport) -> Result<Vec<(Id, 
     for (name, e) in &bad {
         rep.errors.push(format!("snapshot {}: {e}", name.short()));
     }
+    // Forget records and condemn markers only a full device could write (§11.1, §13.2): one
+    // that does not verify counts for nothing, so its snapshots would be reported missing.
+    for (name, e) in repo.forgotten()?.bad {
+        rep.errors
+            .push(format!("forget record {}: {e}", name.short()));
+    }
+    let (markers, bad_markers) = repo.condemn_markers()?;
+    for (name, e) in bad_markers {
+        rep.errors
+            .push(format!("condemn marker {}: {e}", name.short()));
+    }
+    let waiting: usize = markers.iter().map(|m| m.marker.packs.len()).sum();
+    if waiting > 0 {
+        rep.notes.push(format!(
+            "{waiting} pack(s) condemned by a prune wait for their grace period; the next \
+             `vault prune` after it deletes them"
+        ));
+    }
     for id in repo.missing_snapshots() {
         rep.errors.push(format!(
             "snapshot {} is missing: this computer saw it, or a later snapshot was made after \
-             it, and vault never deletes snapshots (deleted by someone else, or the storage was \
+             it, and no forget record names it (deleted by someone else, or the storage was \
              rolled back)",
             id.short()
         ));

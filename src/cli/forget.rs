@@ -83,6 +83,12 @@ pub(crate) struct Args {
     /// Show what would be kept and removed, and why; change nothing
     #[arg(long, short = 'n')]
     dry_run: bool,
+    /// Then run `vault prune` (with its defaults and the --grace given here)
+    #[arg(long)]
+    prune: bool,
+    /// With --prune: the grace period (see `vault prune --help`)
+    #[arg(long, value_name = "SPAN", default_value = "24h", value_parser = super::prune::parse_grace, requires = "prune")]
+    grace: i64,
 }
 
 #[derive(Serialize)]
@@ -114,6 +120,9 @@ struct ForgetJson {
     vault_only_released: u64,
     snapshot_objects_deleted: u64,
     locked: Vec<LockedJson>,
+    /// With --prune.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prune: Option<vault::pruner::PruneReport>,
 }
 
 #[derive(Serialize)]
@@ -242,7 +251,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .collect()
     };
-    let json = ForgetJson {
+    let mut json = ForgetJson {
         dry_run: a.dry_run,
         groups: plan
             .groups
@@ -276,6 +285,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
         removed: remove.iter().map(|id| id.to_hex()).collect(),
         vault_only_released: released,
         snapshot_objects_deleted: done.deleted,
+        prune: None,
         locked: done
             .locked
             .iter()
@@ -286,6 +296,18 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
             })
             .collect(),
     };
+    if a.prune {
+        json.prune = Some(super::prune::prune_report(
+            ctx,
+            &repo,
+            &super::prune::Args {
+                dry_run: a.dry_run,
+                max_unused: 5.0,
+                grace: a.grace,
+                no_merge: false,
+            },
+        )?);
+    }
     ctx.out.result(&json, || {
         for g in &plan.groups {
             println!(
@@ -321,10 +343,19 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
         ));
     } else {
         ctx.out.say(format!(
-            "kept {kept} snapshot(s), forgot {} (run `vault prune` to free the space their data \
-             takes)",
-            remove.len()
+            "kept {kept} snapshot(s), forgot {}{}",
+            remove.len(),
+            if a.prune {
+                ""
+            } else {
+                " (run `vault prune` to free the space their data takes)"
+            }
         ));
+    }
+    if let Some(r) = &json.prune {
+        if ctx.out.stream() == super::output::Stream::Text {
+            super::prune::report(r);
+        }
     }
     for (t, n, until) in &done.locked {
         ctx.out.notice(format!(

@@ -23,6 +23,7 @@ mod repo;
 mod repos;
 mod restore;
 mod snapshots;
+mod stats;
 
 pub(crate) use output::Output;
 pub(crate) use repos::{Ctx, Target};
@@ -165,6 +166,8 @@ enum Cmd {
     Snapshots(snapshots::Args),
     /// List files in a snapshot
     Ls(ls::Args),
+    /// Repository size, what each snapshot added, deduplication and vault-only files
+    Stats(stats::Args),
     /// Restore files from a snapshot, verifying every byte
     Restore(restore::Args),
     /// Verify the repository; --read-data also downloads and verifies every pack
@@ -192,6 +195,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Cmd::Repo(c) => repo::run(&ctx, c),
         Cmd::Snapshots(a) => snapshots::run(&ctx, a),
         Cmd::Ls(a) => ls::run(&ctx, a),
+        Cmd::Stats(a) => stats::run(&ctx, a),
         Cmd::Restore(a) => restore::run(&ctx, a),
         Cmd::Check(a) => check::run(&ctx, a),
         Cmd::Forget(a) => forget::run(&ctx, a),

@@ -30,7 +30,7 @@ pub(crate) struct Args {
     pub(crate) no_merge: bool,
 }
 
-fn parse_grace(s: &str) -> std::result::Result<i64, String> {
+pub(crate) fn parse_grace(s: &str) -> std::result::Result<i64, String> {
     // Plain seconds, for tests and for repositories only one computer writes to.
     if let Ok(n) = s.trim().parse::<u32>() {
         return Ok(i64::from(n));
@@ -49,6 +49,20 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
 }
 
 pub(crate) fn prune_open(ctx: &Ctx<'_>, repo: &vault::repo::Repository, a: &Args) -> Result<u8> {
+    let r = prune_report(ctx, repo, a)?;
+    ctx.out.result(&r, || {
+        report(&r);
+        Ok(())
+    })?;
+    Ok(0)
+}
+
+/// Run a prune and warn about what it found; the report is for the caller to show.
+pub(crate) fn prune_report(
+    ctx: &Ctx<'_>,
+    repo: &vault::repo::Repository,
+    a: &Args,
+) -> Result<PruneReport> {
     if !(0.0..=100.0).contains(&a.max_unused) {
         anyhow::bail!("--max-unused is a percentage: 0 to 100");
     }
@@ -63,10 +77,6 @@ pub(crate) fn prune_open(ctx: &Ctx<'_>, repo: &vault::repo::Repository, a: &Args
     let r = pruner::prune(repo, &opts, progress);
     view.finish();
     let r = r?;
-    ctx.out.result(&r, || {
-        report(&r);
-        Ok(())
-    })?;
     for m in &r.bad_markers {
         ctx.out.warn(format!(
             "warning: condemn marker {m} (ignored; see `vault check`)"
@@ -78,10 +88,10 @@ pub(crate) fn prune_open(ctx: &Ctx<'_>, repo: &vault::repo::Repository, a: &Args
             vault::backend::short_name(p)
         ));
     }
-    Ok(0)
+    Ok(r)
 }
 
-fn report(r: &PruneReport) {
+pub(crate) fn report(r: &PruneReport) {
     let verb = |now: &str, dry: &str| {
         if r.dry_run {
             dry.to_string()

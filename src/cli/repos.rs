@@ -407,7 +407,7 @@ impl<'a> Ctx<'a> {
         let ids: Vec<String> = missing.iter().map(|id| id.short()).collect();
         self.out.warn(format!(
             "warning: {} snapshot(s) missing from the repository: {}. This computer saw them, or \
-             later snapshots were made after them, and vault never deletes snapshots: someone \
+             later snapshots were made after them, and no `vault forget` removed them: someone \
              deleted them, or the storage was rolled back to an older state. Check who can write \
              to it and run `vault check`; once you know why, `vault snapshots \
              --acknowledge-missing` stops this warning on this computer.",
