@@ -68,10 +68,15 @@ for day in $(seq 0 29); do
 done
 rm -rf "$work/pics"
 for t in "${tools[@]}"; do mv "$work/repo-$t" "$work/pristine-$t"; done
+# Each run starts from the same state: the repositories and every tool's local cache (borg also
+# refuses a repository older than what its security folder saw).
+caches=("$BORG_BASE_DIR" "$RESTIC_CACHE_DIR" "$VAULT_CACHE_DIR")
+for c in "${caches[@]}"; do mkdir -p "$c" && cp -a "$c" "$c.pristine"; done
 
 can_drop=no
 [ -w /proc/sys/vm/drop_caches ] && can_drop=yes
 for run in $(seq 1 "$runs"); do
+    for c in "${caches[@]}"; do rm -rf "$c" && cp -a "$c.pristine" "$c"; done
     for t in "${tools[@]}"; do
         r=$work/repo-$t
         rm -rf "$r"
@@ -103,6 +108,7 @@ print('/'.join(str(a[k]+b[k]) for k in ['put','get','list','delete']))")
     echo "run $run done" >&2
 done
 
+sed 's/^/raw: /' "$results"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); cache dropped before each: $can_drop"
 python3 - "$results" "${tools[@]}" <<'PY'
 import statistics, sys
@@ -114,8 +120,8 @@ base = med("vault", 1)
 print(f"| tool | forget+prune wall (median) | vs vault | peak RSS | read | written | repo before | after | requests put/get/list/delete |")
 print("|---|---|---|---|---|---|---|---|---|")
 for t in tools:
-    reqs = [r[8] for r in rows if r[0] == t][0]
+    reqs = [r[7] for r in rows if r[0] == t][0]
     print(f"| {t} | {med(t,1):.2f} s | {med(t,1)/base:.2f}x | {med(t,2)/1024:.0f} MiB | "
           f"{med(t,3)*512/2**20:.0f} MiB | {med(t,4)*512/2**20:.0f} MiB | "
-          f"{med(t,6)/2**20:.0f} MiB | {med(t,7)/2**20:.0f} MiB | {reqs} |")
+          f"{med(t,5)/2**20:.0f} MiB | {med(t,6)/2**20:.0f} MiB | {reqs} |")
 PY

@@ -68,6 +68,17 @@ struct Trees<'a> {
     new_trees: Vec<Id>,
 }
 
+impl<'a> Trees<'a> {
+    fn new(repo: &'a Repository) -> Self {
+        Trees {
+            repo,
+            readers: PackReaders::default(),
+            seen: HashSet::new(),
+            new_trees: Vec::new(),
+        }
+    }
+}
+
 impl TreeSource for Trees<'_> {
     fn tree_blob(&mut self, id: &Id) -> Result<Vec<u8>> {
         self.repo
@@ -137,12 +148,7 @@ pub fn stats(repo: &Repository, one: Option<Id>) -> Result<Stats> {
     }
     let size = |index: &Index, id: &Id| index.entry(id).map_or(0, |e| u64::from(e.stored_len));
     let (snaps, _) = repo.snapshots()?;
-    let mut trees = Trees {
-        repo,
-        readers: PackReaders::default(),
-        seen: HashSet::new(),
-        new_trees: Vec::new(),
-    };
+    let mut trees = Trees::new(repo);
     let mut used: HashSet<Id> = HashSet::new();
     for (sid, s) in &snaps {
         let (mut blobs, mut bytes) = (0u64, 0u64);
@@ -175,12 +181,7 @@ pub fn stats(repo: &Repository, one: Option<Id>) -> Result<Stats> {
     if let (Some(id), Some(line)) = (one, st.snapshots.first_mut()) {
         let s = &snaps.iter().find(|(i, _)| *i == id).map(|(_, s)| s.root);
         if let Some(root) = s {
-            let mut own = Trees {
-                repo,
-                readers: PackReaders::default(),
-                seen: HashSet::new(),
-                new_trees: Vec::new(),
-            };
+            let mut own = Trees::new(repo);
             let mut mine: HashSet<Id> = HashSet::new();
             walk(&mut own, &id, *root, |b| {
                 mine.insert(*b);

@@ -62,6 +62,24 @@ fn thirty_days_then_keep_daily_7_weekly_4(env: &Env) {
     // Without a policy it refuses, and changes nothing.
     let out = env.vault().arg("forget").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // Nor does --keep-none say which groups by itself.
+    let out = env
+        .vault()
+        .args(["forget", "--keep-none"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // A policy that would keep nothing of a group is refused whole.
+    let out = env
+        .vault()
+        .args(["forget", "--keep-tag", "nonesuch"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--keep-none"),
+        "{out:?}"
+    );
 
     let (code, plan, err) = json(
         env,

@@ -19,59 +19,64 @@ pub(crate) struct Args {
     #[arg(value_name = "SNAPSHOT")]
     ids: Vec<String>,
     /// Keep the N newest snapshots (-1: all)
-    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true, help_heading = "Retention policy")]
     keep_last: Option<Count>,
     /// Keep the newest snapshot of each of the last N hours that have one (-1: all)
-    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true, help_heading = "Retention policy")]
     keep_hourly: Option<Count>,
     /// Keep the newest snapshot of each of the last N days that have one (-1: all)
-    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true, help_heading = "Retention policy")]
     keep_daily: Option<Count>,
     /// Keep the newest snapshot of each of the last N ISO weeks that have one (-1: all)
-    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true, help_heading = "Retention policy")]
     keep_weekly: Option<Count>,
     /// Keep the newest snapshot of each of the last N months that have one (-1: all)
-    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true, help_heading = "Retention policy")]
     keep_monthly: Option<Count>,
     /// Keep the newest snapshot of each of the last N years that have one (-1: all)
-    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", value_parser = Count::parse, allow_hyphen_values = true, help_heading = "Retention policy")]
     keep_yearly: Option<Count>,
     /// Keep every snapshot within this span of the newest one (e.g. 1y6m, 30d, 12h)
-    #[arg(long, value_name = "SPAN", value_parser = Span::parse)]
+    #[arg(long, value_name = "SPAN", value_parser = Span::parse, help_heading = "Retention policy")]
     keep_within: Option<Span>,
     /// Keep the newest snapshot of each hour within this span of the newest snapshot
-    #[arg(long, value_name = "SPAN", value_parser = Span::parse)]
+    #[arg(long, value_name = "SPAN", value_parser = Span::parse, help_heading = "Retention policy")]
     keep_within_hourly: Option<Span>,
     /// Keep the newest snapshot of each day within this span of the newest snapshot
-    #[arg(long, value_name = "SPAN", value_parser = Span::parse)]
+    #[arg(long, value_name = "SPAN", value_parser = Span::parse, help_heading = "Retention policy")]
     keep_within_daily: Option<Span>,
     /// Keep the newest snapshot of each week within this span of the newest snapshot
-    #[arg(long, value_name = "SPAN", value_parser = Span::parse)]
+    #[arg(long, value_name = "SPAN", value_parser = Span::parse, help_heading = "Retention policy")]
     keep_within_weekly: Option<Span>,
     /// Keep the newest snapshot of each month within this span of the newest snapshot
-    #[arg(long, value_name = "SPAN", value_parser = Span::parse)]
+    #[arg(long, value_name = "SPAN", value_parser = Span::parse, help_heading = "Retention policy")]
     keep_within_monthly: Option<Span>,
     /// Keep the newest snapshot of each year within this span of the newest snapshot
-    #[arg(long, value_name = "SPAN", value_parser = Span::parse)]
+    #[arg(long, value_name = "SPAN", value_parser = Span::parse, help_heading = "Retention policy")]
     keep_within_yearly: Option<Span>,
     /// Keep snapshots with these tags (a,b: both; repeat for either; '' for untagged ones)
-    #[arg(long, value_name = "TAGS")]
+    #[arg(long, value_name = "TAGS", help_heading = "Retention policy")]
     keep_tag: Vec<String>,
     /// Remove every snapshot of the selected groups (a policy alone never empties a group)
-    #[arg(long)]
+    #[arg(long, help_heading = "Retention policy")]
     keep_none: bool,
     /// What makes snapshots one group for the policy: host, paths, tags, comma-separated, or
     /// '' for one group (snapshots of write-only devices are always grouped apart)
-    #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
+    #[arg(
+        long,
+        value_name = "FIELDS",
+        default_value = "host,paths",
+        help_heading = "Retention policy"
+    )]
     group_by: String,
     /// Only snapshots of this host (repeat for several)
-    #[arg(long, value_name = "HOST")]
+    #[arg(long, value_name = "HOST", help_heading = "Which snapshots")]
     host: Vec<String>,
     /// Only snapshots with these tags (a,b: both; repeat for either)
-    #[arg(long, value_name = "TAGS")]
+    #[arg(long, value_name = "TAGS", help_heading = "Which snapshots")]
     tag: Vec<String>,
     /// Only snapshots that include this backup path (repeat for several)
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = "Which snapshots")]
     path: Vec<PathBuf>,
     /// Let these vault-only files (moved into the vault: the only copy) go with the snapshots
     /// that hold their newest record; without it such snapshots are always kept
@@ -177,6 +182,13 @@ impl Args {
 
 pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     let policy = a.policy();
+    if a.keep_none && a.host.is_empty() && a.tag.is_empty() && a.path.is_empty() {
+        eprintln!(
+            "vault: error: --keep-none removes whole groups of snapshots: say which with --host, \
+             --tag or --path"
+        );
+        return Ok(2);
+    }
     if a.ids.is_empty() && policy.is_empty() && !a.keep_none {
         eprintln!(
             "vault: error: nothing to forget: give snapshot ids, a policy (--keep-last, \
