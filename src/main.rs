@@ -33,8 +33,27 @@ fn harden_process() {
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
 }
 
+/// A reader that went away (`vault snapshots | head`) is not an error: `println!` panics on a
+/// closed pipe, and this ends the process quietly instead, as the default SIGPIPE would.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     harden_process();
+    quiet_on_closed_pipe();
     // Before any thread starts: no child process may inherit the passphrase or cloud keys.
     vault::envsecrets::take_from_environment();
     let args = cli::Cli::parse();

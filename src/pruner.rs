@@ -136,6 +136,15 @@ impl TreeSource for Trees<'_> {
     }
 }
 
+/// Ctrl-C: stop at the next step; every step leaves the repository valid (§13.2).
+fn interrupted() -> Result<()> {
+    if crate::interrupt::requested() {
+        Err(Error::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
 fn refuse(what: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("prune stopped before changing anything: {what}"))
 }
@@ -165,10 +174,7 @@ pub fn prune(
         )?)
     };
     let (markers, bad_markers) = repo.condemn_markers()?;
-    rep.bad_markers = bad_markers
-        .iter()
-        .map(|(n, e)| format!("{}: {e}", n.short()))
-        .collect();
+    rep.bad_markers = bad_markers.iter().map(|(_, e)| e.to_string()).collect();
     let store_now = probe
         .and_then(|p| markers.iter().find(|m| m.name == p).map(|m| m.modified))
         .unwrap_or_else(|| crate::repo::now().0);
@@ -192,7 +198,20 @@ pub fn prune(
             id.short()
         )));
     }
+    // A snapshot gone without a forget record may come back (a storage rolled back, a folder
+    // half copied): its data must not go before the user has looked.
+    let missing = repo.missing_snapshots();
+    if !missing.is_empty() {
+        let ids: Vec<String> = missing.iter().map(|id| id.short()).collect();
+        return Err(refuse(format!(
+            "snapshot(s) {} are missing from the repository without a forget record, and their \
+             data may be all that is left of them; find out why (`vault check`), then either \
+             put them back or run `vault snapshots --acknowledge-missing` to let prune go on",
+            ids.join(", ")
+        )));
+    }
     rep.snapshots = snaps.len() as u64;
+    interrupted()?;
     let index_names = repo.names(FileType::Index)?;
     let mut packs: HashMap<Id, Pack> = HashMap::new();
     for batch in index_names.chunks(FETCH_THREADS * 2) {
@@ -285,6 +304,7 @@ pub fn prune(
                 }
             }
             progress.files_done.fetch_add(1, Ordering::Relaxed);
+            interrupted()?;
         }
         used.extend(trees.seen);
     }
@@ -414,6 +434,7 @@ pub fn prune(
 
     if opts.dry_run {
         for pid in &repack {
+            interrupted()?;
             let p = &packs[pid];
             for (e, _) in &p.entries {
                 if home.get(&e.id) == Some(pid) {
@@ -466,6 +487,7 @@ pub fn prune(
         }
         writer.finish()?;
     }
+    interrupted()?;
     // 2. The marker: unneeded packs and the repacked ones, deleted a grace period from now.
     condemn.extend(repack.iter().copied());
     if !condemn.is_empty() {
@@ -511,6 +533,7 @@ pub fn prune(
         delete_now.clear();
         rewrite = false;
     }
+    interrupted()?;
     if rewrite {
         let gone: HashSet<Id> = delete_now.iter().copied().collect();
         let mut by_writer: HashMap<WrittenBy, Vec<PackDesc>> = HashMap::new();
@@ -576,6 +599,14 @@ pub fn prune(
         if (!open || Some(m.name) == probe) && locked_until(m.modified).is_none() {
             repo.store().delete(FileType::Condemned, &m.name.to_hex())?;
             rep.markers_removed += 1;
+        }
+    }
+    // Markers that do not verify count for nothing (§13.2); removing one un-condemns nothing
+    // a verified marker names.
+    for (name, _) in &bad_markers {
+        match repo.store().delete(FileType::Condemned, &name.to_hex()) {
+            Ok(()) | Err(Error::NotFound(_)) => rep.markers_removed += 1,
+            Err(e) => return Err(e),
         }
     }
     // 5. Snapshot objects forgotten earlier and still stored (a forget stopped halfway, or

@@ -213,6 +213,9 @@ impl Repository {
             .filter(|n| n.to_hex().starts_with(&spec_l) && !forgotten.contains(n))
             .collect();
         match matches.as_slice() {
+            [] if forgotten.iter().any(|n| n.to_hex().starts_with(&spec_l)) => Err(
+                Error::SnapshotNotFound(format!("{spec} (it was forgotten: `vault forget`)")),
+            ),
             [] => Err(Error::SnapshotNotFound(spec.into())),
             [id] => Ok(Found {
                 id: *id,

@@ -55,8 +55,8 @@ pub struct Stats {
     pub blobs: u64,
     pub vault_only_files: u64,
     pub vault_only_bytes: u64,
-    /// Pack bytes beyond what the snapshots need (pack headers, tables and padding included):
-    /// about what `prune` can free.
+    /// Bytes no snapshot needs, counted as `prune` counts them: whole packs that hold nothing
+    /// needed, and the unneeded blobs of the others.
     pub unused_bytes: u64,
 }
 
@@ -192,7 +192,23 @@ pub fn stats(repo: &Repository, one: Option<Id>) -> Result<Stats> {
     }
     st.blobs = used.len() as u64;
     st.deduplicated_bytes = used.iter().map(|b| size(&index, b)).sum();
-    st.unused_bytes = st.stored.packs.bytes.saturating_sub(st.deduplicated_bytes);
+    // As prune counts it: a pack holding nothing needed is unused whole; in the others, the
+    // blobs not needed (or needed but counted in an earlier pack). Headers, tables and padding
+    // of packs that stay are not: no prune frees them.
+    let mut counted: HashSet<Id> = HashSet::new();
+    for (pos, p) in index.packs.iter().enumerate() {
+        let entries = index.described(pos);
+        let mut needed = false;
+        let mut unused = 0u64;
+        for e in entries {
+            if used.contains(&e.id) && counted.insert(e.id) {
+                needed = true;
+            } else {
+                unused += u64::from(e.stored_len);
+            }
+        }
+        st.unused_bytes += if needed { unused } else { p.object_len };
+    }
     for f in crate::snapshots::vault_only_files_of(repo, &snaps)? {
         st.vault_only_files += 1;
         st.vault_only_bytes += f.node.size;

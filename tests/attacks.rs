@@ -959,6 +959,26 @@ fn forged_forget_records_and_markers_are_refused() {
         err.contains(&format!("snapshot {} is missing", victim.short())),
         "{err}"
     );
+    // Prune will not run while a snapshot is missing without a record: its data may be all
+    // that is left of it.
+    let packs_before = thief.store().list(FileType::Pack).unwrap().len();
+    let out = env
+        .vault()
+        .args(["prune", "--grace", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing"),
+        "{out:?}"
+    );
+    // Once the owner has looked and acknowledged it, prune runs; the forged marker condemns
+    // nothing (it is removed), and what the victim alone held goes only through a marker of
+    // this prune's own, a grace period later.
+    env.vault()
+        .args(["snapshots", "--acknowledge-missing"])
+        .assert()
+        .success();
     let out = env
         .vault()
         .args(["--json", "prune", "--grace", "0"])
@@ -968,6 +988,7 @@ fn forged_forget_records_and_markers_are_refused() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["deleted_packs"], 0, "{v}");
     assert_eq!(v["bad_markers"].as_array().unwrap().len(), 1, "{v}");
+    assert!(thief.store().list(FileType::Pack).unwrap().len() >= packs_before);
     // What is left restores (the victim may have been the newest: `latest` is the one before).
     env.restore_into("out");
 

@@ -398,3 +398,102 @@ fn prune_merges_many_small_index_objects() {
     env.check_read_data();
     env.assert_restores(&src, "out");
 }
+
+/// A snapshot gone without a forget record (deleted by hand, a storage rolled back) may come
+/// back: prune refuses to delete its data until the user has acknowledged it (found by a
+/// new-user trial: two prunes deleted the data of a snapshot deleted by hand).
+#[test]
+fn prune_refuses_while_a_snapshot_is_missing() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("unique.jpg"), noise(PHOTO, 77)).unwrap();
+    let first = env.backup_json(&src)["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::remove_file(src.join("unique.jpg")).unwrap();
+    fs::write(src.join("other.jpg"), noise(PHOTO, 78)).unwrap();
+    env.vault()
+        .args(["backup", "-q"])
+        .arg(&src)
+        .assert()
+        .success();
+    let saved = fs::read(env.repo().join("snapshots").join(&first)).unwrap();
+    env.store().delete(FileType::Snapshot, &first).unwrap();
+    for _ in 0..2 {
+        let out = env
+            .vault()
+            .args(["prune", "--grace", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("missing") && err.contains("acknowledge"),
+            "{err}"
+        );
+    }
+    // Put back, it restores whole.
+    fs::write(env.repo().join("snapshots").join(&first), saved).unwrap();
+    env.check_read_data();
+    // Gone for good and acknowledged: prune goes on.
+    env.store().delete(FileType::Snapshot, &first).unwrap();
+    env.vault()
+        .args(["snapshots", "--acknowledge-missing"])
+        .assert()
+        .success();
+    env.vault()
+        .args(["prune", "--grace", "0", "-q"])
+        .assert()
+        .success();
+}
+
+/// A reader that goes away is not an error (`vault snapshots | true`).
+#[test]
+fn a_closed_pipe_ends_listings_quietly() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), "a").unwrap();
+    env.vault()
+        .args(["backup", "-q"])
+        .arg(&src)
+        .assert()
+        .success();
+    for cmd in ["snapshots", "stats"] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vault"))
+            .env_clear()
+            .envs(env.envs())
+            .arg(cmd)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{cmd}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{cmd}: {err}");
+    }
+}
+
+#[test]
+fn forget_usage_errors_exit_2() {
+    let env = Env::new();
+    env.init();
+    for args in [
+        &["forget", "--group-by", "foo", "--keep-last", "1"][..],
+        &["forget", "--keep-last", "1", "abcd"][..],
+        &["forget", "--keep-none"][..],
+        &["prune", "--max-unused", "200"][..],
+        &["prune", "--grace", "1y"][..],
+    ] {
+        let out = env.vault().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.lines().count() <= 3, "{args:?}: {err}");
+    }
+}

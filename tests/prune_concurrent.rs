@@ -333,6 +333,38 @@ fn prune_killed_anywhere(env: Env) {
     t.verify_all();
 }
 
+/// Ctrl-C stops a prune at its next step (exit 130) and leaves the repository valid; the next
+/// prune finishes the job. (A new-user trial found SIGINT ignored until the end.)
+#[test]
+fn ctrl_c_stops_a_prune() {
+    let mut t = Two::new(Env::new());
+    fs::write(t.a_src.join("notes.txt"), "start").unwrap();
+    t.backup_b();
+    let reused = t.make_unused_data();
+    t.change_b(&reused);
+    t.backup_b();
+    for at in [3, 12, 20] {
+        let mut prune = t.cmd("a");
+        prune.args(["prune", "--grace", "0"]);
+        let stopped = match start_paused(prune, at) {
+            Ok(s) => s,
+            Err(out) => panic!("finished before request {at}: {out:?}"),
+        };
+        let pid = stopped.child.id();
+        let ok = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        std::thread::sleep(Duration::from_millis(100));
+        let out = stopped.resume();
+        assert_eq!(out.status.code(), Some(130), "stopped at {at}: {out:?}");
+        let out = t.cmd("c").arg("check").output().unwrap();
+        assert!(out.status.success(), "after Ctrl-C at {at}: {out:?}");
+    }
+    t.verify_all();
+}
+
 #[test]
 fn folder_prune_during_backups() {
     prune_during_backups(Env::new());

@@ -250,13 +250,17 @@ fn check_snapshots(repo: &Repository, rep: &mut CheckReport) -> Result<Vec<(Id, 
     // Forget records and condemn markers only a full device could write (§11.1, §13.2): one
     // that does not verify counts for nothing, so its snapshots would be reported missing.
     for (name, e) in repo.forgotten()?.bad {
-        rep.errors
-            .push(format!("forget record {}: {e}", name.short()));
+        rep.errors.push(format!(
+            "{e} (it counts for nothing: the snapshots it names are listed, or reported missing; \
+             once you know where it came from, delete forgotten/{} from the repository)",
+            name.to_hex()
+        ));
     }
     let (markers, bad_markers) = repo.condemn_markers()?;
-    for (name, e) in bad_markers {
-        rep.errors
-            .push(format!("condemn marker {}: {e}", name.short()));
+    for (_, e) in bad_markers {
+        rep.errors.push(format!(
+            "{e} (it counts for nothing; the next `vault prune` removes it)"
+        ));
     }
     let waiting: usize = markers.iter().map(|m| m.marker.packs.len()).sum();
     if waiting > 0 {

@@ -92,7 +92,7 @@ pub(crate) struct Args {
     #[arg(long)]
     prune: bool,
     /// With --prune: the grace period (see `vault prune --help`)
-    #[arg(long, value_name = "SPAN", default_value = "24h", value_parser = super::prune::parse_grace, requires = "prune")]
+    #[arg(long, value_name = "SPAN", default_value = "24h", value_parser = super::prune::parse_grace)]
     grace: i64,
 }
 
@@ -180,8 +180,21 @@ impl Args {
     }
 }
 
+/// A usage error: one line, exit status 2, nothing done.
+fn usage(msg: impl std::fmt::Display) -> Result<u8> {
+    eprintln!("vault: error: {msg}");
+    Ok(2)
+}
+
 pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     let policy = a.policy();
+    let group_by = match GroupBy::parse(&a.group_by) {
+        Ok(g) => g,
+        Err(e) => return usage(e),
+    };
+    if !a.ids.is_empty() && (!policy.is_empty() || a.keep_none) {
+        return usage("give snapshot ids or a policy (--keep-...), not both");
+    }
     if a.keep_none && a.host.is_empty() && a.tag.is_empty() && a.path.is_empty() {
         eprintln!(
             "vault: error: --keep-none removes whole groups of snapshots: say which with --host, \
@@ -200,7 +213,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
         policy,
         keep_none: a.keep_none,
         ids: a.ids.clone(),
-        group_by: GroupBy::parse(&a.group_by)?,
+        group_by,
         filter: Filter {
             hosts: a.host.clone(),
             tags: tags(&a.tag),
@@ -217,6 +230,10 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     }
     let repo = ctx.open()?;
     ctx.warn_missing_snapshots(&repo);
+    if a.ids.iter().any(|i| i == "latest") {
+        // Say which newer snapshots `latest` passed over, as restore and ls do.
+        ctx.warn_passed_over(&repo.find_snapshot_noting("latest")?.passed_over);
+    }
     let now = vault::repo::now().0;
     let plan = forget::plan(&repo, &opts, now)?;
     for id in &plan.unreadable {
@@ -354,10 +371,18 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
             remove.len()
         ));
     } else {
+        let what = if a.ids.is_empty() {
+            format!("kept {kept} snapshot(s), forgot {}", remove.len())
+        } else {
+            format!(
+                "forgot {} of the {} snapshot(s) named",
+                remove.len(),
+                a.ids.len()
+            )
+        };
         ctx.out.say(format!(
-            "kept {kept} snapshot(s), forgot {}{}",
-            remove.len(),
-            if a.prune {
+            "{what}{}",
+            if a.prune || remove.is_empty() {
                 ""
             } else {
                 " (run `vault prune` to free the space their data takes)"

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::Result;
 use vault::progress::Progress;
 use vault::pruner::{self, PruneOptions, PruneReport};
-use vault::retention::Span;
 
 use super::Ctx;
 use crate::ui;
@@ -35,15 +34,40 @@ pub(crate) fn parse_grace(s: &str) -> std::result::Result<i64, String> {
     if let Ok(n) = s.trim().parse::<u32>() {
         return Ok(i64::from(n));
     }
-    let span = Span::parse(s).map_err(|e| e.to_string())?;
-    // Whole hours and days only: a span in months has no fixed length.
-    if span.years != 0 || span.months != 0 {
-        return Err("give the grace period in days and hours (e.g. 24h, 2d)".into());
+    let bad = || format!("{s:?} is not a duration: give e.g. 24h, 2d, 1d12h, 90m (minutes) or 0");
+    let mut total: i64 = 0;
+    let mut digits = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: i64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        let unit = match c {
+            'd' => 86_400,
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .filter(|t| *t <= 3650 * 86_400)
+            .ok_or_else(bad)?;
     }
-    Ok(span.days * 86_400 + span.hours * 3600)
+    if !digits.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
 }
 
 pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
+    if !(0.0..=100.0).contains(&a.max_unused) {
+        eprintln!("vault: error: --max-unused is a percentage: 0 to 100");
+        return Ok(2);
+    }
     let repo = ctx.open()?;
     prune_open(ctx, &repo, a)
 }
@@ -63,9 +87,6 @@ pub(crate) fn prune_report(
     repo: &vault::repo::Repository,
     a: &Args,
 ) -> Result<PruneReport> {
-    if !(0.0..=100.0).contains(&a.max_unused) {
-        anyhow::bail!("--max-unused is a percentage: 0 to 100");
-    }
     let opts = PruneOptions {
         dry_run: a.dry_run,
         grace: a.grace,
@@ -79,7 +100,8 @@ pub(crate) fn prune_report(
     let r = r?;
     for m in &r.bad_markers {
         ctx.out.warn(format!(
-            "warning: condemn marker {m} (ignored; see `vault check`)"
+            "warning: {m}; it counted for nothing{}",
+            if a.dry_run { "" } else { " and was removed" }
         ));
     }
     for p in &r.missing_packs {
