@@ -71,6 +71,7 @@ impl<'r> BlobWriter<'r> {
     /// A writer spreading data blobs over `open_data_packs` packs (at least 1; the format asks
     /// for 2 where blob order could reveal file boundaries, §8).
     pub fn new(repo: &'r Repository, open_data_packs: usize) -> Result<Self> {
+        repo.index_leftovers()?;
         let cfg = repo.config();
         let target = cfg.pack_target as u64;
         let packer =
@@ -212,6 +213,7 @@ impl<'r> BlobWriter<'r> {
     /// packs when enough have gathered or enough time has passed.
     pub fn store_pack(&self, pack: FinishedPack) -> Result<()> {
         let desc = pack.store()?;
+        self.repo.cache()?.add_unindexed(&desc)?;
         self.stats.packs_written.fetch_add(1, Ordering::Relaxed);
         let batch = {
             let mut s = self.stored.lock().unwrap_or_else(|p| p.into_inner());
@@ -237,6 +239,8 @@ impl<'r> BlobWriter<'r> {
             return Ok(());
         }
         self.repo.put_index(packs)?;
+        let ids: Vec<Id> = packs.iter().map(|p| p.id).collect();
+        self.repo.cache()?.remove_unindexed(&ids)?;
         let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
         for p in packs {
             for b in &p.blobs {

@@ -190,7 +190,8 @@ const BACKGROUND_BLOCKS: usize = 3;
 /// write returns only when the disk has the data). Direct where the filesystem allows it.
 pub struct BackgroundWriter {
     cur: Staging,
-    pipe: Pipe<Staging, File, io::Error>,
+    /// None once the thread has been joined after a failure.
+    pipe: Option<Pipe<Staging, File, io::Error>>,
 }
 
 impl BackgroundWriter {
@@ -223,7 +224,7 @@ impl BackgroundWriter {
         let pipe = Pipe::spawn("vault-write", BACKGROUND_BLOCKS - 1, vec![], file, write)?;
         Ok(BackgroundWriter {
             cur: Staging::default(),
-            pipe,
+            pipe: Some(pipe),
         })
     }
 
@@ -243,12 +244,26 @@ impl BackgroundWriter {
 
     /// Hand the current block to the thread and take an empty one.
     fn send(&mut self) -> io::Result<()> {
-        let next = self.pipe.empty(Staging::default).ok_or_else(stopped)?;
+        let Some(pipe) = self.pipe.as_mut() else {
+            return Err(stopped());
+        };
+        let Some(next) = pipe.empty(Staging::default) else {
+            return Err(self.failure());
+        };
         let full = std::mem::replace(&mut self.cur, next);
-        if self.pipe.send(full) {
+        if pipe.send(full) {
             Ok(())
         } else {
-            Err(stopped())
+            Err(self.failure())
+        }
+    }
+
+    /// Why the thread stopped: its own error ("No space left on device"), which the caller
+    /// must see rather than the bare fact that the thread is gone.
+    fn failure(&mut self) -> io::Error {
+        match self.pipe.take().map(|p| p.join().0) {
+            Some(Some(Err(e))) => e,
+            _ => stopped(),
         }
     }
 
@@ -262,8 +277,11 @@ impl BackgroundWriter {
                 fill: 0,
             },
         );
-        let sent = last.fill == 0 || self.pipe.send(last);
-        match self.pipe.join().0 {
+        let Some(pipe) = self.pipe.take() else {
+            return Err(stopped());
+        };
+        let sent = last.fill == 0 || pipe.send(last);
+        match pipe.join().0 {
             Some(Ok(file)) if sent => {
                 set_direct(&file, false)?;
                 Ok(file)
@@ -330,5 +348,27 @@ mod tests {
             File::open(&path).unwrap().read_to_end(&mut back).unwrap();
             assert_eq!(back, data, "background, size {size}");
         }
+    }
+
+    /// Regression (issue 21): a full disk showed as "the writing thread stopped".
+    #[test]
+    fn a_full_disk_is_reported_as_such() {
+        let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            return;
+        };
+        let mut w = BackgroundWriter::new(f).unwrap();
+        let block = vec![7u8; STAGE];
+        let mut err = None;
+        for _ in 0..16 {
+            if let Err(e) = w.write_all(&block) {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = match err {
+            Some(e) => e,
+            None => w.finish().unwrap_err(),
+        };
+        assert_eq!(err.raw_os_error(), Some(28), "{err}");
     }
 }

@@ -169,9 +169,10 @@ impl super::ObjectFile for LocalObjectFile {
 
 impl Drop for LocalObjectFile {
     fn drop(&mut self) {
-        if self.writer.take().is_some() {
-            let _ = fs::remove_file(&self.tmp);
-        }
+        // Also after a failed commit (a full disk while finishing or syncing); after a
+        // successful one the temporary name is gone already.
+        drop(self.writer.take());
+        let _ = fs::remove_file(&self.tmp);
     }
 }
 

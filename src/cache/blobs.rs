@@ -176,6 +176,15 @@ impl LocalCache {
         self.clear_index()
     }
 
+    /// Whether a merged condemn marker names the pack (§13.2).
+    pub fn is_condemned(&self, id: &Id) -> Result<bool> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT 1 FROM condemned WHERE pack = ?1")
+            .map_err(|e| self.err(e))?;
+        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+    }
+
     pub fn has_pack(&self, id: &Id) -> Result<bool> {
         let conn = self.lock();
         let mut st = conn
@@ -268,6 +277,78 @@ impl LocalCache {
         Ok(out)
     }
 
+    /// Record a pack this device stored and has not indexed yet (§9.1): if the run fails
+    /// before its index object is written (a full disk, a kill), the next run indexes it
+    /// instead of storing the same data again.
+    pub fn add_unindexed(&self, p: &PackDesc) -> Result<()> {
+        let mut w = Writer::new();
+        w.raw(&encode_pack(&p.info()));
+        w.u32(p.blobs.len() as u32);
+        for b in &p.blobs {
+            b.encode(&mut w);
+        }
+        let body = self.rows.seal(&p.id.0, &w.into_vec());
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO unindexed (pack, body) VALUES (?1, ?2)",
+                params![&p.id.0[..], body],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The packs are in an index object now.
+    pub fn remove_unindexed(&self, packs: &[Id]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut st = tx
+                .prepare_cached("DELETE FROM unindexed WHERE pack = ?1")
+                .map_err(|e| self.err(e))?;
+            for id in packs {
+                st.execute([&id.0[..]]).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Packs recorded by [`Self::add_unindexed`] and not indexed since.
+    pub fn unindexed(&self) -> Result<Vec<PackDesc>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT pack, body FROM unindexed")
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, body) in rows {
+            let id = id_of(id, &self.label)?;
+            let plain = self
+                .rows
+                .open(&id.0, &body)
+                .ok_or_else(|| self.corrupt_row("unindexed pack"))?;
+            let mut r = Reader::new(&plain, "local unindexed pack");
+            let info = decode_pack_from(id, &mut r)?;
+            let n = r.count(crate::format::BLOB_ENTRY_LEN)?;
+            let mut blobs = Vec::with_capacity(n);
+            for _ in 0..n {
+                blobs.push(BlobEntry::decode(&mut r)?);
+            }
+            out.push(PackDesc {
+                id,
+                pack_type: info.pack_type,
+                object_len: info.object_len,
+                payload_offset: info.payload_offset,
+                plain_len: info.plain_len,
+                blobs,
+            });
+        }
+        Ok(out)
+    }
+
     pub fn blob_count(&self) -> Result<u64> {
         self.lock()
             .query_row("SELECT count(DISTINCT id) FROM blobs", [], |r| {
@@ -288,7 +369,10 @@ fn encode_pack(p: &PackInfo) -> Vec<u8> {
 }
 
 fn decode_pack(id: Id, data: &[u8]) -> Result<PackInfo> {
-    let mut r = Reader::new(data, "local pack entry");
+    decode_pack_from(id, &mut Reader::new(data, "local pack entry"))
+}
+
+fn decode_pack_from(id: Id, r: &mut Reader<'_>) -> Result<PackInfo> {
     let t = r.u8()?;
     Ok(PackInfo {
         id,

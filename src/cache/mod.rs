@@ -47,7 +47,7 @@ pub struct FolderWrite {
 }
 
 /// Layout version of the database; a different one is discarded and rebuilt.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Where the local index lives.
 #[derive(Clone, Debug)]
@@ -251,6 +251,7 @@ impl LocalCache {
                  DROP TABLE IF EXISTS folder_parts;
                  DROP TABLE IF EXISTS acknowledged;
                  DROP TABLE IF EXISTS condemned;
+                 DROP TABLE IF EXISTS unindexed;
                  DELETE FROM meta;
                  COMMIT;",
             )
@@ -264,7 +265,8 @@ impl LocalCache {
              CREATE TABLE IF NOT EXISTS folders (key BLOB PRIMARY KEY, seen INTEGER NOT NULL, run INTEGER NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS folder_parts (folder BLOB NOT NULL, part BLOB NOT NULL, body BLOB NOT NULL, PRIMARY KEY (folder, part)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS acknowledged (id BLOB PRIMARY KEY) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS condemned (marker TEXT NOT NULL, pack BLOB NOT NULL, PRIMARY KEY (marker, pack)) WITHOUT ROWID;",
+             CREATE TABLE IF NOT EXISTS condemned (marker TEXT NOT NULL, pack BLOB NOT NULL, PRIMARY KEY (marker, pack)) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS unindexed (pack BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;",
         )
         .map_err(e)?;
         if fresh {

@@ -336,6 +336,47 @@ impl Repository {
         Ok(name)
     }
 
+    /// Index the packs an earlier run on this computer stored but could not index (it ran out
+    /// of space or was killed before its index object was written, §9.1), so that this run
+    /// reuses them instead of storing their data again. A pack no longer in the repository,
+    /// or not the size recorded, is forgotten; one a prune condemned meanwhile is skipped.
+    pub fn index_leftovers(&self) -> Result<usize> {
+        let cache = self.cache()?;
+        let left = cache.unindexed()?;
+        if left.is_empty() {
+            return Ok(0);
+        }
+        let mut present = Vec::new();
+        let mut gone = Vec::new();
+        for p in left {
+            let stored = self.store.stat(FileType::Pack, &p.id.to_hex())?;
+            if stored == Some(p.object_len) && !cache.is_condemned(&p.id)? {
+                present.push(p);
+            } else {
+                gone.push(p.id);
+            }
+        }
+        let n = present.len();
+        cache.remove_unindexed(&gone)?;
+        let mut batch: Vec<PackDesc> = Vec::new();
+        let mut blobs = 0;
+        for p in present {
+            blobs += p.blobs.len();
+            batch.push(p);
+            if blobs >= crate::blobwriter::INDEX_BLOBS_PER_OBJECT {
+                self.put_index(&batch)?;
+                cache.remove_unindexed(&batch.iter().map(|p| p.id).collect::<Vec<_>>())?;
+                batch.clear();
+                blobs = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.put_index(&batch)?;
+            cache.remove_unindexed(&batch.iter().map(|p| p.id).collect::<Vec<_>>())?;
+        }
+        Ok(n)
+    }
+
     /// Store an index object describing `packs` as written `by` a device (a full device may
     /// write any device's: `repair index` keeps each entry's writer), without touching the
     /// local index. Returns its name.

@@ -33,7 +33,12 @@ pub(super) fn restore_file(ctx: &Ctx<'_>, readers: &mut WorkerBufs, job: FileJob
             return;
         }
     }
-    let tmp = format!(".vault-restore-{}.tmp", Id::random().short());
+    let tmp = format!(
+        "{}{}{}",
+        journal::TMP_PREFIX,
+        Id::random().short(),
+        journal::TMP_SUFFIX
+    );
     match write_verified(ctx, readers, &job, &tmp) {
         Ok(bytes) => {
             let mut s = ctx.summary.lock().unwrap_or_else(|p| p.into_inner());

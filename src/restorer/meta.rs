@@ -70,8 +70,9 @@ pub(super) fn set_dir_meta(
     let mtime = || set_mtime_at(&cur, name, d.mtime, d.mtime_nanos);
     let wanted = match how {
         DirUpdate::Mtime => return mtime(),
-        DirUpdate::All => d.mode & 0o777,
-        DirUpdate::AllButWritable => d.mode & 0o777 | 0o700,
+        // Sticky and setgid mean something on a folder (`/tmp` is 1777); setuid does not.
+        DirUpdate::All => d.mode & 0o3777,
+        DirUpdate::AllButWritable => d.mode & 0o3777 | 0o700,
     };
     let mode = cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(wanted));
     if d.ancestor {

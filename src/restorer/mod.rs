@@ -2,10 +2,13 @@
 //! writing outside the target whatever the snapshot says (names are untrusted input).
 
 mod files;
+mod journal;
 mod meta;
 mod walk;
 
 use files::{restore_file, WorkerBufs};
+use journal::Journal;
+pub use journal::JOURNAL_NAME;
 use meta::{
     chown_fd, chown_symlink, describe_write_error, mode_mismatch, name_hint, set_dir_meta,
     unsupported_here, DirUpdate,
@@ -278,6 +281,8 @@ struct Ctx<'a> {
     workers: Pool,
     /// Give items their recorded owner: only root can, as with tar and restic.
     owners: bool,
+    /// What this run creates and writes into, for a re-run after a kill.
+    journal: Journal,
     /// The target ran out of space: nothing more is attempted.
     full: std::sync::atomic::AtomicBool,
     /// Per filesystem (device number), whether it tells `IMG.JPG` from `img.jpg` apart (FAT,
@@ -408,6 +413,8 @@ pub fn restore(
         .map_err(|e| Error::io(format!("cannot create {}", opts.target.display()), e))?;
     let root = Dir::open_ambient_dir(&opts.target, cap_std::ambient_authority())
         .map_err(|e| Error::io(format!("cannot open {}", opts.target.display()), e))?;
+    let journal = Journal::open(&root, &opts.target)?;
+    journal.note(&[], false);
     let root = Arc::new(root);
     // Twice as many workers as cores by default: with direct writes a worker waits for the
     // disk while another decrypts.
@@ -428,6 +435,7 @@ pub fn restore(
         }),
         progress: progress.clone(),
         owners: rustix::process::geteuid().is_root(),
+        journal,
         full: Default::default(),
         ignores_case: Default::default(),
     };
@@ -446,6 +454,9 @@ pub fn restore(
         walked.is_err() || crate::interrupt::requested() || ctx.full.load(Ordering::Relaxed);
     finish_folders(&ctx, &root, &dirs, stopped, opts.overwrite);
     walked?;
+    if !stopped {
+        ctx.journal.finish(&root);
+    }
     if crate::interrupt::requested() {
         return Err(Error::Interrupted);
     }

@@ -141,9 +141,10 @@ impl Walk<'_, '_> {
         shown: &str,
     ) -> Option<Arc<Dir>> {
         let ctx = self.ctx;
-        let mut existed = true;
+        // A folder an earlier, killed run of this restore created is this run's to finish.
+        let mut existed = !ctx.journal.created_earlier(child);
         match dir.symlink_metadata(name) {
-            Ok(md) if md.is_dir() => {}
+            Ok(md) if md.is_dir() => ctx.journal.note(child, false),
             Ok(_) => {
                 ctx.error(shown, "something other than a folder is in the way");
                 return None;
@@ -151,6 +152,7 @@ impl Walk<'_, '_> {
             Err(_) => {
                 // Private until the end of the run, when it gets its recorded mode: nobody else
                 // lists the names going into it meanwhile.
+                ctx.journal.note(child, true);
                 let mut private = cap_std::fs::DirBuilder::new();
                 cap_std::fs::DirBuilderExt::mode(&mut private, 0o700);
                 if let Err(e) = dir.create_dir_with(name, &private) {

@@ -437,3 +437,34 @@ pub fn flip_byte(p: &Path, pos: i64) {
 pub fn restored(target: &Path, original: &Path) -> PathBuf {
     target.join(original.strip_prefix("/").unwrap())
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped (also when the test fails).
+pub struct SmallDisk(pub PathBuf);
+
+impl SmallDisk {
+    /// None where this process cannot mount (not root, or a container without the right).
+    pub fn mount(at: &Path, mib: u32) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+
+    pub fn grow(&self, mib: u32) {
+        let s = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(s.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}

@@ -1,0 +1,210 @@
+//! Faults that must not leave the user stuck (issue 21): a killed restore finished by running
+//! it again, a backup that ran out of space re-run after space is freed, and more.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A library with nested folders of several modes, files of several sizes and a symlink.
+fn library(src: &Path) {
+    for (i, (dir, mode)) in [
+        ("2023/Summer", 0o755),
+        ("2023/Winter", 0o750),
+        ("2024/Trip/raw", 0o711),
+        ("2024/Trip/jpg", 0o755),
+        ("Private", 0o700),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let d = src.join(dir);
+        fs::create_dir_all(&d).unwrap();
+        for j in 0..6u64 {
+            let n = (i as u64) * 10 + j;
+            let size = 200_000 + (n as usize * 37_717) % 1_500_000;
+            fs::write(d.join(format!("IMG_{n:04}.JPG")), noise(size, n)).unwrap();
+            set_mtime(&d.join(format!("IMG_{n:04}.JPG")), 1_600_000_000 + n as i64);
+        }
+        fs::set_permissions(&d, fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    std::os::unix::fs::symlink("2023/Summer/IMG_0000.JPG", src.join("cover.jpg")).unwrap();
+    for d in ["2023", "2024", "2024/Trip"] {
+        set_mtime(&src.join(d), 1_500_000_000);
+    }
+}
+
+/// A repository holding one snapshot of [`library`], and a quiet `vault restore` into `target`
+/// to spawn.
+fn backed_up_library(env: &Env, target: &Path) -> (std::path::PathBuf, std::process::Command) {
+    let src = env.path("src");
+    library(&src);
+    env.init();
+    env.vault().arg("backup").arg(&src).assert().success();
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("vault"));
+    c.env_clear()
+        .envs(env.envs())
+        .args(["restore", "--target"])
+        .arg(target)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    (src, c)
+}
+
+fn leftovers(root: &Path) -> Vec<String> {
+    all_files(root)
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| p.contains(".vault-restore-"))
+        .collect()
+}
+
+/// Regression (issue 21, item 3): after a kill, folders stayed 0700 and temporary files stayed
+/// behind, and running the same command again fixed neither.
+#[test]
+fn a_killed_restore_is_finished_by_running_it_again() {
+    let env = Env::new();
+    let target = env.path("out");
+    let (src, cmd) = backed_up_library(&env, &target);
+    let restore = || {
+        let mut c = std::process::Command::new(cmd.get_program());
+        c.env_clear()
+            .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .args(cmd.get_args())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    // How long a whole restore takes here, so that the kills fall inside one.
+    let t = Instant::now();
+    assert!(restore().status().unwrap().success());
+    let whole = t.elapsed();
+    assert_same_tree(&src, &restored(&target, &src));
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    let mut killed_mid_run = 0;
+    for trial in 0..10 {
+        fs::remove_dir_all(&target).unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let at = whole.mul_f64((seed % 1000) as f64 / 1000.0);
+        let mut child = restore().spawn().unwrap();
+        std::thread::sleep(at);
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if !status.success() {
+            killed_mid_run += 1;
+        }
+        let rerun = restore().output().unwrap();
+        assert!(
+            rerun.status.success(),
+            "trial {trial} (killed at {at:?}): {rerun:?}"
+        );
+        assert_same_tree(&src, &restored(&target, &src));
+        assert_eq!(leftovers(&target), Vec::<String>::new(), "trial {trial}");
+        assert!(!target.join(vault::restorer::JOURNAL_NAME).exists());
+    }
+    assert!(killed_mid_run >= 3, "only {killed_mid_run} kills hit a run");
+}
+
+/// Regression (issue 21, items 1, 2 and 8): a backup that ran out of space left complete packs
+/// no index listed and a temporary file; the next run neither reused nor removed them, so it
+/// failed again after space was freed, and the repository ended at twice the data.
+#[test]
+fn a_backup_that_ran_out_of_space_runs_again_once_space_is_freed() {
+    let env = Env::new();
+    let Some(disk) = SmallDisk::mount(&env.path("disk"), 40) else {
+        eprintln!("cannot mount a small tmpfs here (needs root): nothing to test");
+        return;
+    };
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut data = 0u64;
+    for i in 0..12u64 {
+        let size = 2_900_000 + i as usize * 10_000;
+        fs::write(src.join(format!("IMG_{i:04}.JPG")), noise(size, i)).unwrap();
+        data += size as u64;
+    }
+    let repo = disk.0.join("repo");
+    let filler = disk.0.join("filler");
+    let vault = || {
+        let mut c = env.vault();
+        c.env("VAULT_REPO", &repo);
+        c
+    };
+    let mut failures = 0;
+    // Fillers of several sizes stop the run at several points: while packs are written, and
+    // once they are all stored but their index is not.
+    for filler_kib in [9000u64, 7000, 6000, 5500, 5000, 4500] {
+        let _ = fs::remove_dir_all(&repo);
+        let _ = fs::remove_dir_all(env.path("home/.cache"));
+        vault()
+            .args(["init", "--kdf-log-n", "10"])
+            .assert()
+            .success();
+        fs::write(&filler, vec![0u8; (filler_kib * 1024) as usize]).unwrap();
+        let out = vault().arg("backup").arg(&src).output().unwrap();
+        fs::remove_file(&filler).unwrap();
+        if out.status.success() {
+            continue;
+        }
+        failures += 1;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("No space left on device"),
+            "the cause is named: {stderr}"
+        );
+        assert!(
+            !stderr.contains("thread stopped"),
+            "the cause is not hidden: {stderr}"
+        );
+        let tmp: Vec<_> = all_files(&repo.join("tmp"));
+        assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
+        // Space freed: the same command works, and reuses what the failed run stored.
+        vault().arg("backup").arg(&src).assert().success();
+        let stored: u64 = all_files(&repo)
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum();
+        assert!(
+            stored as f64 <= 1.1 * data as f64,
+            "filler {filler_kib} KiB: {stored} bytes stored for {data}"
+        );
+        vault().args(["check", "--read-data"]).assert().success();
+        let back = env.path("back");
+        let _ = fs::remove_dir_all(&back);
+        vault()
+            .args(["restore", "--target"])
+            .arg(&back)
+            .assert()
+            .success();
+        assert_same_tree(&src, &restored(&back, &src));
+    }
+    assert!(failures >= 2, "only {failures} runs ran out of space");
+}
+
+/// The journal of a restore: a second restore into the same target while one runs is refused.
+#[test]
+fn two_restores_into_one_target_do_not_run_at_once() {
+    let env = Env::new();
+    let target = env.path("out");
+    let (_, mut first) = backed_up_library(&env, &target);
+    let mut child = first.spawn().unwrap();
+    let journal = target.join(vault::restorer::JOURNAL_NAME);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !journal.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = env.restore_cmd(&target).output().unwrap();
+    let first_done = child.wait().unwrap();
+    assert!(first_done.success());
+    if second.status.success() {
+        // The first finished before the second started: nothing to assert about overlap.
+        return;
+    }
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another restore"), "{stderr}");
+}
