@@ -51,12 +51,43 @@ fn quiet_on_closed_pipe() {
     }));
 }
 
+/// With `--json`, a failed command still prints one JSON object on standard output, so that a
+/// script can tell an error from a crash: `{"error": {"message": ..., "exit_code": ...}}`.
+fn json_error(message: &str, code: u8) {
+    let v = serde_json::json!({ "error": { "message": message, "exit_code": code } });
+    println!("{v}");
+}
+
+/// Whether `--json` was asked for, from the raw arguments (when they did not parse).
+fn json_in_args() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
+}
+
 fn main() -> ExitCode {
     harden_process();
     quiet_on_closed_pipe();
     // Before any thread starts: no child process may inherit the passphrase or cloud keys.
     vault::envsecrets::take_from_environment();
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = e.exit_code();
+            if code != 0 && json_in_args() {
+                let text = e.render().to_string();
+                let first = text
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ");
+                json_error(first, code as u8);
+            }
+            e.exit()
+        }
+    };
+    let json = args.json;
     let _ = ctrlc::set_handler(|| {
         if vault::interrupt::requested() {
             // Second Ctrl-C: the user insists. Everything written so far is consistent.
@@ -67,8 +98,8 @@ fn main() -> ExitCode {
             "\ninterrupting: finishing the current step (press Ctrl-C again to quit at once)"
         );
     });
-    match cli::run(args) {
-        Ok(code) => ExitCode::from(code),
+    let (message, code) = match cli::run(args) {
+        Ok(code) => return ExitCode::from(code),
         Err(e)
             if matches!(
                 e.downcast_ref::<vault::Error>(),
@@ -76,12 +107,22 @@ fn main() -> ExitCode {
             ) =>
         {
             eprintln!("vault: interrupted; nothing already stored was lost, and running the command again continues");
-            ExitCode::from(EXIT_INTERRUPTED)
+            ("interrupted".to_string(), EXIT_INTERRUPTED)
         }
         Err(e) => {
             // One line: the error and its causes, no backtrace, no secrets.
-            eprintln!("vault: error: {}", ui::safe_lines(&format!("{e:#}")));
-            ExitCode::from(1)
+            let message = ui::safe_lines(&format!("{e:#}")).into_owned();
+            eprintln!("vault: error: {message}");
+            let code: u8 = if e.downcast_ref::<cli::UsageError>().is_some() {
+                cli::EXIT_USAGE
+            } else {
+                1
+            };
+            (message, code)
         }
+    };
+    if json {
+        json_error(&message, code);
     }
+    ExitCode::from(code)
 }

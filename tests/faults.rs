@@ -208,3 +208,37 @@ fn two_restores_into_one_target_do_not_run_at_once() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("another restore"), "{stderr}");
 }
+
+/// Regression (issue 21, item 9): with --json a failed command printed nothing on standard
+/// output, so a script could not tell an error from a crash.
+#[test]
+fn json_errors_are_an_object_on_standard_output() {
+    let env = Env::new();
+    let error = |args: &[&str], code: i32| {
+        let out = env.vault().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {out:?}"));
+        assert_eq!(v["error"]["exit_code"], code, "{v}");
+        v["error"]["message"].as_str().unwrap().to_string()
+    };
+    // No repository yet.
+    assert!(error(&["snapshots", "--json"], 1).contains("no vault repository"));
+    env.init();
+    // A usage error found by vault, and one found by the parser.
+    assert!(error(&["forget", "--json"], 2).contains("nothing to forget"));
+    assert!(error(&["snapshots", "--json", "--bogus"], 2).contains("--bogus"));
+    // A wrong passphrase.
+    let out = env
+        .vault()
+        .env("VAULT_PASSWORD", "wrong")
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("passphrase"));
+}

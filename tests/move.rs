@@ -125,6 +125,21 @@ fn copy_tree(from: &Path, to: &Path) {
     assert!(st.success());
 }
 
+/// Every folder below `root` (not `root` itself).
+fn walkdir(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(root) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.push(e.path());
+            out.extend(walkdir(&e.path()));
+        }
+    }
+    out
+}
+
 fn files_under(root: &Path) -> Vec<PathBuf> {
     if !root.exists() {
         return vec![];
@@ -753,6 +768,41 @@ fn assert_nothing_lost(t: &Two, round: usize, src: &Path, expected: &Path, repos
     }
 }
 
+/// Regression (issue 21, item 7): once a move had taken a whole folder, running it again failed
+/// with "cannot move …: No such file or directory"; it now says the folder is in the vault.
+#[test]
+fn moving_a_folder_again_once_it_is_in_the_vault_is_not_an_error() {
+    let t = Two::new();
+    let src = t.path("Private");
+    fs::create_dir_all(src.join("a/b")).unwrap();
+    fs::write(src.join("a/b/IMG_0001.JPG"), noise(300_000, 1)).unwrap();
+    fs::write(src.join("a/IMG_0002.JPG"), noise(200_000, 2)).unwrap();
+    let (r, code, stderr) = t.move_json(&["--to", "drive,cloud", src.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(r["files_moved"], 2);
+    assert!(!src.exists(), "the emptied folder is removed");
+    let snapshots = objects(&t.drive, "snapshots").len();
+    let (r, code, stderr) = t.move_json(&["--to", "drive,cloud", src.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        str_list(&r["already_moved"]),
+        [src.to_string_lossy().into_owned()]
+    );
+    assert_eq!(objects(&t.drive, "snapshots").len(), snapshots);
+    let out = t
+        .vault()
+        .args(["move", "--to", "drive,cloud"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already in the vault"));
+    // A path that never was anywhere is still an error.
+    let (_, code, stderr) = t.move_json(&["--to", "drive,cloud", t.path("typo").to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("No such file"), "{stderr}");
+}
+
 #[test]
 fn kill_9_at_twenty_points_of_a_move_loses_nothing() {
     let t = Two::new();
@@ -795,6 +845,17 @@ fn kill_9_at_twenty_points_of_a_move_loses_nothing() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(r["files_moved"], 29);
     eprintln!("a whole move takes {whole:?}");
+    // What a move that was not killed leaves: the folder that was empty before, nothing else.
+    let folders_left = |src: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = walkdir(src)
+            .into_iter()
+            .map(|p| p.strip_prefix(src).unwrap().to_path_buf())
+            .collect();
+        v.sort();
+        v
+    };
+    let left_whole = folders_left(&src);
+    assert_eq!(left_whole, [PathBuf::from("empty")]);
     let mut states = std::collections::BTreeMap::new();
     for round in 1..=20 {
         let repos = round_repos(round);
@@ -820,17 +881,25 @@ fn kill_9_at_twenty_points_of_a_move_loses_nothing() {
             })
             .or_insert(0) += 1;
         assert_nothing_lost(&t, round, &src, &originals, &repos);
-        // A re-run finishes the job.
-        if left > 0 {
-            let (r, code, stderr) = t.move_json(&["--to", &to, src.to_str().unwrap()]);
-            assert_eq!(code, 0, "round {round}: {stderr}");
+        // A re-run finishes the job: the files left, and the folders the killed run emptied
+        // (regression, issue 21: they stayed). With nothing left it writes no snapshot.
+        let snapshots_before = objects(Path::new(&repos[0]), "snapshots").len();
+        let (r, code, stderr) = t.move_json(&["--to", &to, src.to_str().unwrap()]);
+        assert_eq!(code, 0, "round {round}: {stderr}");
+        assert_eq!(
+            r["files_moved"].as_u64().unwrap() as usize,
+            left,
+            "round {round}"
+        );
+        if left == 0 {
             assert_eq!(
-                r["files_moved"].as_u64().unwrap() as usize,
-                left,
-                "round {round}"
+                objects(Path::new(&repos[0]), "snapshots").len(),
+                snapshots_before,
+                "round {round}: a re-run with nothing to move wrote a snapshot"
             );
         }
         assert!(files_under(&src).is_empty(), "round {round}");
+        assert_eq!(folders_left(&src), left_whole, "round {round}");
         assert_nothing_lost(&t, round, &src, &originals, &repos);
     }
     eprintln!("states after the kill: {states:?}");

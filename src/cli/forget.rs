@@ -180,11 +180,7 @@ impl Args {
     }
 }
 
-/// A usage error: one line, exit status 2, nothing done.
-fn usage(msg: impl std::fmt::Display) -> Result<u8> {
-    eprintln!("vault: error: {msg}");
-    Ok(2)
-}
+use super::usage;
 
 pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     let policy = a.policy();
@@ -196,18 +192,16 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
         return usage("give snapshot ids or a policy (--keep-...), not both");
     }
     if a.keep_none && a.host.is_empty() && a.tag.is_empty() && a.path.is_empty() {
-        eprintln!(
-            "vault: error: --keep-none removes whole groups of snapshots: say which with --host, \
-             --tag or --path"
+        return usage(
+            "--keep-none removes whole groups of snapshots: say which with --host, \
+             --tag or --path",
         );
-        return Ok(2);
     }
     if a.ids.is_empty() && policy.is_empty() && !a.keep_none {
-        eprintln!(
-            "vault: error: nothing to forget: give snapshot ids, a policy (--keep-last, \
-             --keep-daily, --keep-within, ...) or --keep-none; see `vault forget --help`"
+        return usage(
+            "nothing to forget: give snapshot ids, a policy (--keep-last, \
+             --keep-daily, --keep-within, ...) or --keep-none; see `vault forget --help`",
         );
-        return Ok(2);
     }
     let mut opts = Options {
         policy,
@@ -246,12 +240,11 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     let released = plan.released();
     if released > 0 && !a.dry_run && !a.yes {
         if !std::io::stdin().is_terminal() {
-            eprintln!(
-                "vault: error: this would remove {released} vault-only file(s), whose originals \
+            return usage(
+                "this would remove {released} vault-only file(s), whose originals \
                  were deleted by `vault move`: the vault may hold their only copy. Nothing was \
-                 forgotten. Run it on a terminal to confirm, or add --yes"
+                 forgotten. Run it on a terminal to confirm, or add --yes",
             );
-            return Ok(2);
         }
         eprint!(
             "This removes {released} vault-only file(s) whose originals `vault move` deleted: \

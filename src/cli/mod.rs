@@ -183,6 +183,26 @@ enum Cmd {
     Repair(repair::Cmd),
 }
 
+/// Exit status of a command line that cannot be run as given (as clap's own errors).
+pub const EXIT_USAGE: u8 = 2;
+
+/// A command line that cannot be run as given, found after parsing: nothing was done.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Refuse the command line: exit status 2, with `msg` as the error.
+pub(crate) fn usage<T>(msg: impl std::fmt::Display) -> Result<T> {
+    Err(UsageError(msg.to_string()).into())
+}
+
 /// Run the parsed command; returns the exit status for a completed run.
 pub fn run(cli: Cli) -> Result<u8> {
     let ctx = Ctx::new(&cli);

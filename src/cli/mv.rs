@@ -81,9 +81,6 @@ pub(crate) fn run(ctx: &Ctx<'_>, args: &Args) -> Result<u8> {
         time: None,
     };
     let copies = args.copies as usize;
-    for p in a.paths {
-        std::fs::symlink_metadata(p).with_context(|| format!("cannot move {}", p.display()))?;
-    }
     let repos = open_all(ctx, &args.to, copies)?;
     if copies == 1 {
         ctx.out.notice(format!(
@@ -147,6 +144,19 @@ pub(crate) fn run(ctx: &Ctx<'_>, args: &Args) -> Result<u8> {
                 (None, Some(e)) => println!("{}: FAILED: {e}", rr.name),
                 (None, None) => println!("{}: nothing recorded", rr.name),
             }
+        }
+        for p in &r.already_moved {
+            println!(
+                "{} is already in the vault (see `vault ls --vault-only`)",
+                ui::safe(p)
+            );
+        }
+        if r.repositories.is_empty() {
+            println!(
+                "nothing left to move; {} emptied folder(s) removed",
+                r.dirs_removed
+            );
+            return Ok(());
         }
         println!(
             "moved {} files ({} freed) into the vault; {} folders removed; {} kept",

@@ -65,8 +65,7 @@ pub(crate) fn parse_grace(s: &str) -> std::result::Result<i64, String> {
 
 pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     if !(0.0..=100.0).contains(&a.max_unused) {
-        eprintln!("vault: error: --max-unused is a percentage: 0 to 100");
-        return Ok(2);
+        return super::usage("--max-unused is a percentage: 0 to 100");
     }
     let repo = ctx.open()?;
     prune_open(ctx, &repo, a)

@@ -86,6 +86,8 @@ pub struct MoveReport {
     pub files_moved: u64,
     pub bytes_freed: u64,
     pub dirs_removed: u64,
+    /// Paths given that are gone because an earlier move took them into the vault.
+    pub already_moved: Vec<String>,
     pub copies_required: usize,
     pub repositories: Vec<RepoReport>,
 }
@@ -167,6 +169,8 @@ struct Move<'m> {
     kept: BTreeMap<Comps, String>,
     /// Why a file did not verify in a repository; it matters only if too few others verified it.
     problems: HashMap<Comps, Vec<String>>,
+    /// The vault-only files of the repositories and every folder above them, once needed.
+    moved_before: Option<HashSet<Comps>>,
 }
 
 /// What step 3 found.
@@ -195,8 +199,6 @@ pub fn run(
             )));
         }
     }
-    let roots = archiver::prepare_paths(&opts.backup.paths)?;
-    let root_comps: Vec<Comps> = roots.iter().map(|r| comps_of(r)).collect();
     let mut mv = Move {
         dests,
         opts,
@@ -206,7 +208,40 @@ pub fn run(
         },
         kept: BTreeMap::new(),
         problems: HashMap::new(),
+        moved_before: None,
     };
+    // A re-run after a run that finished (or was killed after its last unlink): paths gone
+    // because they are in the vault are reported as such, not as errors.
+    let mut present = Vec::new();
+    for p in &opts.backup.paths {
+        let e = match std::fs::symlink_metadata(p) {
+            Ok(_) => {
+                present.push(p.clone());
+                continue;
+            }
+            Err(e) => e,
+        };
+        let abs = absolute(p);
+        if mv.moved_before()?.contains(&comps_of(&abs)) {
+            mv.report
+                .already_moved
+                .push(abs.to_string_lossy().into_owned());
+        } else {
+            return Err(Error::io(format!("cannot move {}", p.display()), e));
+        }
+    }
+    if present.is_empty() {
+        return Ok(mv.finish(&[], &[]));
+    }
+    let roots = archiver::prepare_paths(&present)?;
+    let root_comps: Vec<Comps> = roots.iter().map(|r| comps_of(r)).collect();
+    // Nothing left to move (a re-run): no backup and no snapshot, only the folders an earlier
+    // run emptied and did not get to remove.
+    let mut only_present = opts.backup.clone();
+    only_present.paths = present;
+    if local_items(&only_present)?.0.is_empty() {
+        return Ok(mv.finish(&roots, &[]));
+    }
     // 1 and 2: back up and read back, one repository at a time.
     let mut drafts = Vec::new();
     let mut verified = Vec::new();
@@ -456,12 +491,31 @@ impl Move<'_> {
                 p = d.parent();
             }
         }
+        // Folders emptied by an earlier, killed run: only where one is empty now is the
+        // repositories' record read.
+        if roots.iter().any(|r| has_empty_folder(r)) {
+            if let Ok(before) = self.moved_before() {
+                emptied.extend(
+                    before
+                        .iter()
+                        .map(path_of)
+                        .filter(|p| roots.iter().any(|r| p.starts_with(r))),
+                );
+            }
+        }
         for r in roots {
             self.report.dirs_removed += remove_empty_dirs(r, &emptied);
         }
         // Whatever is still here and has no reason yet was never verified (a repository failed
         // as a whole, or the backup left it out): say so.
-        if let Ok((items, _)) = local_items(&self.opts.backup) {
+        let mut here = self.opts.backup.clone();
+        here.paths = roots.to_vec();
+        let items = if roots.is_empty() {
+            Ok((Vec::new(), Vec::new()))
+        } else {
+            local_items(&here)
+        };
+        if let Ok((items, _)) = items {
             for (p, _) in items {
                 let c = comps_of(&p);
                 if !self.kept.contains_key(&c) {
@@ -478,6 +532,24 @@ impl Move<'_> {
             })
             .collect();
         self.report
+    }
+
+    /// Paths that earlier moves took into any of the repositories, with their folders: a
+    /// path among them that is gone from here is in the vault, and an empty folder among them
+    /// is one a killed move emptied (`restore --vault-only` brings it back).
+    fn moved_before(&mut self) -> Result<&HashSet<Comps>> {
+        if self.moved_before.is_none() {
+            let mut all = HashSet::new();
+            for d in self.dests {
+                for f in crate::snapshots::vault_only_files(d.repo)? {
+                    for i in 1..=f.path.len() {
+                        all.insert(f.path[..i].to_vec());
+                    }
+                }
+            }
+            self.moved_before = Some(all);
+        }
+        Ok(self.moved_before.get_or_insert_with(HashSet::new))
     }
 
     /// Why `c` is kept when it verified in `n` repositories only.
@@ -509,6 +581,41 @@ fn unchanged(local: &Local) -> std::result::Result<(), String> {
         Ok(_) => Err(CHANGED_SINCE_VERIFIED.into()),
         Err(e) => Err(format!("cannot check it before unlinking: {e}")),
     }
+}
+
+/// Whether `root` or a folder below it is empty (without following symlinks).
+fn has_empty_folder(root: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return false;
+    };
+    let mut any = false;
+    for e in rd.flatten() {
+        any = true;
+        if e.file_type().is_ok_and(|t| t.is_dir()) && has_empty_folder(&e.path()) {
+            return true;
+        }
+    }
+    !any
+}
+
+/// `p` made absolute against the current folder, `..` and `.` resolved through the part that
+/// exists (a path that is gone cannot be canonicalised).
+fn absolute(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    while std::fs::canonicalize(existing).is_err() {
+        let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
+            return abs;
+        };
+        rest.push(name.to_os_string());
+        existing = parent;
+    }
+    let mut out = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    for n in rest.iter().rev() {
+        out.push(n);
+    }
+    out
 }
 
 /// Remove `root` and the folders below it that are empty and held moved files, deepest first.
