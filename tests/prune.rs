@@ -497,3 +497,54 @@ fn forget_usage_errors_exit_2() {
         assert!(err.lines().count() <= 3, "{args:?}: {err}");
     }
 }
+
+/// Issue 21, item 8: packs a killed backup left on another computer (no index lists them, and
+/// this computer's local index has no record of them) are collected by prune, and only once
+/// they are older than the grace period: a running backup's packs are safe.
+#[test]
+fn prune_collects_the_packs_of_killed_backups_after_the_grace_period() {
+    use vault::blobwriter::BlobWriter;
+    use vault::format::BlobType;
+    let env = Env::new();
+    let src = env.path("src");
+    state(&src, 0);
+    env.init();
+    env.vault().arg("backup").arg(&src).assert().success();
+    let packs_before = env.store().list(FileType::Pack).unwrap().len();
+    {
+        // Another computer's backup, killed after storing a pack and before indexing it.
+        let repo = vault::repo::Repository::open(
+            env.store(),
+            &vault::crypto::Passphrase::new(PASS.into()),
+        )
+        .unwrap();
+        let w = BlobWriter::new(&repo, 1).unwrap();
+        w.add(BlobType::Data, &noise(500_000, 99)).unwrap();
+        for p in w.flush().unwrap() {
+            w.store_pack(p).unwrap();
+        }
+    }
+    assert_eq!(
+        env.store().list(FileType::Pack).unwrap().len(),
+        packs_before + 1
+    );
+    // Within the grace period: left alone.
+    let (code, r, err) = json(&env, &["prune"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["young_packs"], packs_before as u64 + 1, "{r}");
+    assert_eq!(r["condemned_packs"], 0, "{r}");
+    assert_eq!(r["deleted_packs"], 0, "{r}");
+    // Past it (here: a grace period of 0 s): condemned, then deleted by the next prune.
+    let (code, r, err) = json(&env, &["prune", "--grace", "0"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["condemned_packs"], 1, "{r}");
+    let (code, r, err) = json(&env, &["prune", "--grace", "0"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["deleted_packs"], 1, "{r}");
+    assert_eq!(
+        env.store().list(FileType::Pack).unwrap().len(),
+        packs_before
+    );
+    env.check_read_data();
+    env.assert_restores_fresh(&src);
+}

@@ -273,6 +273,11 @@ impl Backend for LocalBackend {
     async fn put(&self, t: FileType, name: &str, data: Bytes) -> Result<()> {
         // Stores are driven by `block_on` from plain threads (never from runtime workers), so
         // the blocking file I/O runs on the caller's thread: no hand-off, no copy of `data`.
+        // Any run that writes (a no-change backup writes only its snapshot) clears what killed
+        // writers left in `tmp/`.
+        self.swept.call_once(|| {
+            sweep_tmp(&self.root);
+        });
         put_blocking(&self.root, &self.path(t, name), &data)
     }
 
@@ -529,5 +534,19 @@ mod tests {
             2,
             "its own file is gone too"
         );
+        // So does a run that writes only small objects (a no-change backup's snapshot).
+        drop(make(".tmp-killed-3", long_ago));
+        let b = LocalBackend::new(root);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(super::super::Backend::put(
+            &b,
+            FileType::Snapshot,
+            &"cd".repeat(32),
+            bytes::Bytes::from_static(b"x"),
+        ))
+        .unwrap();
+        assert!(!tmp.join(".tmp-killed-3").exists());
     }
 }
