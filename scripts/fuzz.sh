@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzz campaign over every decoder of stored data (fuzz/fuzz_targets): cargo-fuzz (libFuzzer)
-# on the nightly toolchain, seeded with the real objects of tests/vectors/format-v9.txt.
+# on the nightly toolchain, seeded with the real objects of tests/vectors/format-v10.txt.
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 60; CI runs a short pass)
 #
@@ -22,13 +22,14 @@ corpus=fuzz/corpus
 python3 - "$corpus" <<'PY'
 import os, sys
 out = sys.argv[1]
-v = dict(l.split(" ", 1) for l in open("tests/vectors/format-v9.txt").read().splitlines()
+v = dict(l.split(" ", 1) for l in open("tests/vectors/format-v10.txt").read().splitlines()
          if l and not l.startswith("#"))
 b = {k: bytes.fromhex(x.strip()) for k, x in v.items()}
 seeds = {
     "decode_objects": {"key": b"\0" + b["keyfile-plaintext"], "config": b"\2" + b["config"],
                        "lock": b"\2" + b["config-object-lock"], "index": b"\3" + b["index"],
-                       "snap": b"\4" + b["snapshot"], "snapwo": b"\4" + b["snapshot-write-only"]},
+                       "snap": b"\4" + b["snapshot"], "snapwo": b"\4" + b["snapshot-write-only"],
+                       "keyobj": b"\x08" + b["key-file-object"]},
     "decode_trees": {"leaf": b["tree"], "index": b["tree-index"]},
     "walk_folder": {"leaf": b["tree"], "split": b["tree-index"] + b"\xfe" + b["tree"]},
     "decode_pack_table": {"pack": b["pack-plaintext"]},

@@ -64,6 +64,8 @@ pub enum Error {
     Condemned(String),
     #[error("this {0} was removed from the repository and no longer unlocks it")]
     KeyRemoved(String),
+    #[error("key file {key} ({method}) is damaged: its bytes no longer match its name, so it cannot unlock the repository, whatever the secret. Unlock with another method (your recovery key: `--identity FILE`), then replace it with `vault key add` and `vault key remove {key}`")]
+    KeyFileDamaged { key: String, method: String },
 }
 
 impl Error {

@@ -23,6 +23,7 @@ pub mod context {
     pub const CONFIG_MAC: &str = "vault v1 config mac";
     pub const FORGET_MAC: &str = "vault v1 forget mac";
     pub const PRUNE_MAC: &str = "vault v1 prune mac";
+    pub const KEY_FILE_MAC: &str = "vault v1 key file mac";
     /// Keys `keyed_blake3(K, device id)`: each write-only device's MAC key.
     pub const DEVICE_MAC: &str = "vault v1 device mac";
     // From the device root (M on a full device, W on a write-only one).
@@ -42,6 +43,8 @@ pub struct FullKeys {
     pub forget_mac: SecretKey,
     /// MACs condemn markers (§13.2).
     pub prune_mac: SecretKey,
+    /// MACs the public part of key files (§4.3): which method each one is.
+    pub key_file_mac: SecretKey,
     /// Derives each write-only device's MAC key from its id.
     pub device_mac: SecretKey,
 }
@@ -91,6 +94,7 @@ impl Keys {
                     config_mac: master.derive(context::CONFIG_MAC),
                     forget_mac: master.derive(context::FORGET_MAC),
                     prune_mac: master.derive(context::PRUNE_MAC),
+                    key_file_mac: master.derive(context::KEY_FILE_MAC),
                     device_mac: master.derive(context::DEVICE_MAC),
                     master,
                 };

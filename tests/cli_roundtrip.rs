@@ -313,7 +313,7 @@ fn a_file_that_changes_while_read_is_reported() {
     assert!(w["reason"]
         .as_str()
         .unwrap()
-        .contains("changed while it was read"));
+        .contains("kept changing while it was read"));
     assert_eq!(v["files"], 1, "the file is still stored");
 }
 

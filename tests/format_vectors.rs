@@ -1,5 +1,5 @@
-//! Format test vectors: pin the v8 byte layout of every structure and the key derivation.
-//! tests/vectors/format-v9.txt holds `name hex` lines; docs/design.md refers to them.
+//! Format test vectors: pin the v10 byte layout of every structure and the key derivation.
+//! tests/vectors/format-v10.txt holds `name hex` lines; docs/design.md refers to them.
 //! A deliberate format change bumps the format version and regenerates the file with
 //! VAULT_REGEN_VECTORS=1.
 
@@ -16,7 +16,7 @@ use vault::format::{device_mac_key, pack, BlobEntry, BlobType, Compression, Devi
 use vault::keys::Keys;
 use vault::Id;
 
-const FILE: &str = "tests/vectors/format-v9.txt";
+const FILE: &str = "tests/vectors/format-v10.txt";
 /// A fixed age identity used only by these vectors.
 const IDENTITY: &str = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX";
 /// A second fixed identity, the index identity of the vectors.
@@ -86,6 +86,12 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
             .flat_map(|c| (*c as u32).to_le_bytes())
             .collect(),
     );
+    v.insert("key-file-mac-key", full.key_file_mac.expose().to_vec());
+    // A key file object around stand-in age bytes: the label and the name rule (§4.3).
+    let (name, object) =
+        keyfile::seal_envelope(Method::RecoveryKey, &full.key_file_mac, b"age stand-in");
+    assert_eq!(name, keyfile::envelope_name(&object));
+    v.insert("key-file-object", object);
     v.insert("config", cfg.encode(&k.config_check, &full.config_mac));
     let tree = Tree {
         nodes: vec![
@@ -101,7 +107,8 @@ fn vectors() -> BTreeMap<&'static str, Vec<u8>> {
                 size: 2_000_000,
                 uid: 1000,
                 gid: 1000,
-                flags: 2,
+                // Vault-only, and stored while it kept changing.
+                flags: 2 | 4,
             },
             Node {
                 name: b"link".to_vec(),
@@ -306,7 +313,10 @@ fn pinned_bytes_decode_to_the_structures() {
     let w = Snapshot::decode(&v["snapshot-write-only"], &k.repo_id, &k.snapshot_macs()).unwrap();
     assert_eq!(w.writer, WrittenBy::Device(DeviceId([0x33; 16])));
     assert_eq!(s.summary.vault_only, 1);
-    assert_eq!(tree.nodes[0].flags, vault::format::tree::FLAG_VAULT_ONLY);
+    assert_eq!(
+        tree.nodes[0].flags,
+        vault::format::tree::FLAG_VAULT_ONLY | vault::format::tree::FLAG_TORN
+    );
     let c = Config::decode(
         &v["config"],
         &k.repo_id,

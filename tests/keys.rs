@@ -304,14 +304,16 @@ fn a_hostile_work_factor_is_refused_quickly() {
     let mut hostile = 0;
     for k in &keys {
         let data = fs::read(k).unwrap();
-        let text = String::from_utf8_lossy(&data);
-        if let Some(pos) = text.find("-> scrypt ") {
+        if let Some(pos) = data.windows(10).position(|w| w == b"-> scrypt ") {
             // Same salt, work factor 2^40: hours of CPU and a terabyte of RAM if honoured.
-            let line_end = pos + text[pos..].find('\n').unwrap();
+            let line_end = pos + data[pos..].iter().position(|b| *b == b'\n').unwrap();
             let mut patched = data[..line_end - 2].to_vec();
             patched.extend_from_slice(b"40");
             patched.extend_from_slice(&data[line_end..]);
-            fs::write(k, patched).unwrap();
+            // Planted under the name its bytes give (§4.3), as an attacker would.
+            let name = vault::format::keyfile::envelope_name(&patched).to_hex();
+            fs::remove_file(k).unwrap();
+            fs::write(k.with_file_name(name), patched).unwrap();
             hostile += 1;
         }
     }
@@ -360,5 +362,62 @@ fn recovery_drill_on_a_new_machine() {
     assert!(
         !laptop.path("home/.local/share/vault").exists(),
         "the drill writes no local state"
+    );
+}
+
+/// Regression (issue 21, item 4): one flipped byte in the recovery key's file went unnoticed
+/// by `check` (the user learned it the day the passphrase was lost), and a damaged passphrase
+/// key file was reported as "wrong passphrase".
+#[test]
+fn a_damaged_key_file_is_named_by_check_and_at_unlock() {
+    let (env, src, rk) = setup();
+    let list = env.key_list();
+    let file_of = |kind: &str| -> std::path::PathBuf {
+        let id = list
+            .iter()
+            .find(|k| k["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {list:?}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        objects(&env.repo(), "keys")
+            .into_iter()
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&id))
+            .unwrap()
+    };
+    let recovery = file_of("recovery key");
+    let passphrase = file_of("passphrase");
+    env.vault().arg("check").assert().success();
+    // The recovery key's file is damaged; the passphrase still works, and check says so.
+    flip_byte(&recovery, -100);
+    let out = env.vault().arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("recovery key"), "{text}");
+    assert!(text.contains("no longer match its name"), "{text}");
+    assert!(text.contains("vault key add"), "{text}");
+    // Unlocking with the damaged recovery key names the damage.
+    let out = env
+        .vault()
+        .env_remove("VAULT_PASSWORD")
+        .arg("--identity")
+        .arg(&rk)
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    fails_with(out, "is damaged");
+    // A damaged passphrase key file is not "wrong passphrase"; the recovery key still works
+    // once its own file is whole again.
+    flip_byte(&recovery, -100);
+    env.vault().arg("check").assert().success();
+    flip_byte(&passphrase, 60);
+    let out = env.vault().arg("snapshots").output().unwrap();
+    fails_with(out, "(passphrase) is damaged");
+    restore_with(
+        &env,
+        &src,
+        "by-recovery",
+        &["--identity".as_ref(), rk.as_os_str()],
     );
 }

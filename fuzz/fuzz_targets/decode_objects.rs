@@ -1,5 +1,5 @@
-//! Fuzz target: every whole-object decoder (key file, write-only profile, config, index,
-//! snapshot, forget record, condemn marker) and the age-header helpers, on arbitrary plaintext. The first byte picks the
+//! Fuzz target: every whole-object decoder (key file and its stored object, write-only profile,
+//! config, index, snapshot, forget record, condemn marker) and the age-header helpers, on arbitrary plaintext. The first byte picks the
 //! decoder; none may panic, abort or allocate beyond the cap scripts/fuzz.sh sets.
 #![no_main]
 
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     // the fuzzer reaches past them).
     let as_full = MacKeys { full: Some(&full), devices: Some(&devices), own: None };
     let as_phone = MacKeys { full: None, devices: None, own: Some((DeviceId([4; 16]), &own)) };
-    match which % 9 {
+    match which % 10 {
         0 => {
             let _ = keyfile::decode(rest);
         }
@@ -59,6 +59,16 @@ fuzz_target!(|data: &[u8]| {
         }
         7 => {
             let _ = Config::decode(rest, &Id::default(), &devices, None);
+        }
+        8 => {
+            // A stored key file: name check, label, MAC, and the age header inside.
+            let name = keyfile::envelope_name(rest);
+            if let Ok(env) = keyfile::open_envelope(&name, rest) {
+                let _ = env.verify(&full);
+                let _ = vault::crypto::stanza_kind(env.age);
+                let _ = vault::crypto::scrypt_work_factor(env.age);
+            }
+            let _ = keyfile::parse_envelope(rest);
         }
         _ => {
             let _ = ForgetRecord::decode(rest, &repo, &full);

@@ -359,14 +359,18 @@ fn file_done(
         Ok(done) => done,
         Err(reason) => {
             parent.changed = true;
-            summary.skipped.push(Skipped {
-                path: display(&path),
-                reason,
-            });
+            if reason == reader::VANISHED {
+                summary.vanished += 1;
+            } else {
+                summary.skipped.push(Skipped {
+                    path: display(&path),
+                    reason,
+                });
+            }
             return Ok(None);
         }
     };
-    let node = meta.node(
+    let mut node = done.meta.map_or(meta, |m| *m).node(
         name,
         NodeKind::File {
             blobs: std::mem::take(&mut done.blobs),
@@ -374,6 +378,9 @@ fn file_done(
         },
         done.size,
     );
+    if done.changed {
+        node.flags |= FLAG_TORN;
+    }
     // What no reader would accept is not stored: the file is skipped and named.
     if let Err(why) = check_node(&node) {
         parent.changed = true;
@@ -394,7 +401,10 @@ fn file_done(
     if done.changed {
         summary.warnings.push(Skipped {
             path: display(&path),
-            reason: "changed while it was read; the stored copy may be inconsistent".into(),
+            reason: "kept changing while it was read (3 tries); stored as read and marked as \
+                     possibly mixing two versions (`vault ls` and `restore` say so); back it up \
+                     again once it is no longer being written"
+                .into(),
         });
     }
     summary.files += 1;

@@ -18,7 +18,7 @@ mod walker;
 
 use assemble::{assemble, CacheUpdates};
 use reader::file_worker;
-use walker::{display, nanos, scan, Meta, Walker};
+use walker::{display, scan, Meta, Walker};
 pub(crate) use walker::{prepare_paths, Excludes};
 
 use crate::backend::RequestStats;
@@ -32,7 +32,7 @@ use crate::compress::Compressor;
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{
-    check_node, Node, NodeKind, StoreTree, TreeWriter, FLAG_ANCESTOR, MAX_DEPTH,
+    check_node, Node, NodeKind, StoreTree, TreeWriter, FLAG_ANCESTOR, FLAG_TORN, MAX_DEPTH,
 };
 use crate::format::BlobType;
 use crate::ids::Id;
@@ -114,6 +114,9 @@ pub struct BackupSummary {
     pub locations_refused: u64,
     pub packs_written: u64,
     pub skipped: Vec<Skipped>,
+    /// Files listed that were gone when their turn came to be read (not an error: the run saw
+    /// them deleted or renamed away).
+    pub vanished: u64,
     /// Files backed up with a caveat (they changed while being read).
     pub warnings: Vec<Skipped>,
     /// Requests this run made to the repository storage, retries included.
@@ -129,6 +132,9 @@ struct FileDone {
     entry: Option<FileEntry>,
     /// The entry differs from the one the local index holds.
     fresh: bool,
+    /// The file's metadata as it was read (it may have been replaced since the listing);
+    /// `None`: the listing's. Boxed: most results come from the local index without one.
+    meta: Option<Box<Meta>>,
 }
 
 type FileResult = std::result::Result<FileDone, String>;
@@ -195,6 +201,8 @@ struct Shared<'a> {
     progress: Arc<Progress>,
     bytes_read: AtomicU64,
     files_unchanged: AtomicU64,
+    /// Entries listed and gone before they were looked at (see `BackupSummary::vanished`).
+    vanished: AtomicU64,
     bytes_sampled: AtomicU64,
 }
 
@@ -226,6 +234,7 @@ impl<'a> Shared<'a> {
             progress,
             bytes_read: AtomicU64::new(0),
             files_unchanged: AtomicU64::new(0),
+            vanished: AtomicU64::new(0),
             bytes_sampled: AtomicU64::new(0),
         })
     }
@@ -242,6 +251,7 @@ impl<'a> Shared<'a> {
         summary.locations_refused = WriterStats::get(&w.locations_refused);
         summary.packs_written = WriterStats::get(&w.packs_written);
         summary.files_unchanged = self.files_unchanged.load(Ordering::Relaxed);
+        summary.vanished += self.vanished.load(Ordering::Relaxed);
         summary.bytes_sampled = self.bytes_sampled.load(Ordering::Relaxed);
     }
 

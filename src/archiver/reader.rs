@@ -23,6 +23,10 @@ pub(super) fn file_worker(shared: &Shared, jobs: Receiver<FileJob>, full: Sender
     }
 }
 
+/// Times a file that changed while it was read is read again before it is stored as read and
+/// marked possibly torn (§10, `FLAG_TORN`).
+const READ_ATTEMPTS: usize = 3;
+
 pub(super) fn read_file(
     shared: &Shared,
     job: &FileJob,
@@ -30,7 +34,55 @@ pub(super) fn read_file(
     comp: &mut Compressor,
     full: &Sender<FinishedPack>,
 ) -> FileResult {
-    let mut f = File::open(&job.path).map_err(|e| e.to_string())?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let done = read_once(shared, job, buf, comp, full)?;
+        // Stable: what was read is one version of the file. A file replaced by a rename since
+        // the folder was listed is simply the new version (its metadata is taken from the open
+        // file), not a torn one.
+        if !done.changed || attempt >= READ_ATTEMPTS {
+            return Ok(done);
+        }
+    }
+}
+
+/// Whether the open file changed while it was read: its size, mtime or inode, or its ctime
+/// without a change of link count (an atomic save renames a new file over this one, which
+/// unlinks it and so changes its ctime, while what was read is one whole version).
+fn changed_while_read(before: &fs::Metadata, after: &fs::Metadata) -> bool {
+    let content = |m: &fs::Metadata| (m.len(), m.mtime(), m.mtime_nsec(), m.ino());
+    let ctime = |m: &fs::Metadata| (m.ctime(), m.ctime_nsec());
+    content(before) != content(after)
+        || (ctime(before) != ctime(after) && before.nlink() == after.nlink())
+}
+
+/// Why a file is not backed up when it vanished between the listing and the read: the run saw
+/// a state in which it no longer exists (an editor's temporary file renamed away), which is not
+/// a fault to report.
+pub(super) const VANISHED: &str = "vanished before it was read";
+
+fn read_once(
+    shared: &Shared,
+    job: &FileJob,
+    buf: &mut [u8],
+    comp: &mut Compressor,
+    full: &Sender<FinishedPack>,
+) -> FileResult {
+    // Never through a symlink put in the file's place since the listing.
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&job.path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => VANISHED.to_string(),
+            _ => e.to_string(),
+        })?;
+    let before = f.metadata().map_err(|e| e.to_string())?;
+    if !before.is_file() {
+        return Err("no longer a regular file".into());
+    }
     let mut hasher = shared.keys.file_hash.hasher();
     let mut blobs = Vec::new();
     let max = shared.chunker.max_size();
@@ -77,13 +129,12 @@ pub(super) fn read_file(
         start = 0;
     }
     let after = f.metadata().map_err(|e| e.to_string())?;
-    let changed = after.len() != job.meta.size
-        || after.mtime() != job.meta.mtime
-        || nanos(after.mtime_nsec()) != job.meta.mtime_nanos
-        || total != job.meta.size;
+    let changed = changed_while_read(&before, &after) || total != before.len();
+    let meta = Meta::of(&before);
     let hash = hasher.finalize();
-    // Only a file read whole and quietly is worth remembering.
-    let entry = if changed || job.meta.mtime >= shared.racy_after {
+    // Only a file read whole and quietly, as the listing saw it, is worth remembering.
+    let as_listed = meta.stat() == job.meta.stat();
+    let entry = if changed || !as_listed || meta.mtime >= shared.racy_after {
         None
     } else {
         let sample = if one_fill {
@@ -108,5 +159,6 @@ pub(super) fn read_file(
         changed,
         entry,
         fresh: true,
+        meta: Some(Box::new(meta)),
     })
 }

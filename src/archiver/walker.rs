@@ -273,6 +273,7 @@ impl Walker<'_> {
             changed: false,
             entry: Some(entry),
             fresh,
+            meta: None,
         })
     }
 
@@ -305,6 +306,11 @@ impl Walker<'_> {
         }
         let meta = match meta {
             Ok(m) => m,
+            // Listed, then deleted or renamed away before its turn: nothing to back up.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.shared.vanished.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
             Err(e) => return self.skip(path, e.to_string()),
         };
         match meta.kind() {

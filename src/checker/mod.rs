@@ -33,6 +33,8 @@ pub struct CheckReport {
     pub vault_only_damaged: Vec<String>,
     /// Files marked vault-only in this repository's snapshots.
     pub vault_only_files: u64,
+    /// Files stored while they kept changing (§10, `FLAG_TORN`), counted once per tree.
+    pub torn_files: u64,
     /// Snapshots written by write-only devices (§11).
     pub write_only_snapshots: u64,
     /// Some errors are in the index itself (a damaged index object, entries that disagree with
@@ -73,6 +75,7 @@ pub fn check(
         check_tables(repo, &index, &descs, &bad_packs, &mut rep);
     }
     rep.repair_index = !rep.errors.is_empty();
+    check_key_files(repo, &mut rep)?;
     let snaps = check_snapshots(repo, &mut rep)?;
     let mut readers = PackReaders::default();
     let trees::TreeFindings {
@@ -121,7 +124,67 @@ pub fn check(
         rep.damaged_files.sort();
         rep.vault_only_damaged.sort();
     }
+    if rep.torn_files > 0 {
+        rep.notes.push(format!(
+            "{} file(s) kept changing while they were backed up and may mix two versions \
+             (`vault ls` marks them; back them up again once they are no longer written)",
+            rep.torn_files
+        ));
+    }
     Ok(rep)
+}
+
+/// Every key file (§4.3): its bytes match its name, its label is well formed and was written by
+/// a device holding the master secret, and its age header is one its method would have. A
+/// damaged key file cannot unlock anything; the user must hear it while another method still
+/// works, not on the day they need it.
+fn check_key_files(repo: &Repository, rep: &mut CheckReport) -> Result<()> {
+    use crate::format::keyfile::{self, Method};
+    let mac_key = &repo.keys().full()?.key_file_mac;
+    for (name, _) in repo.store().list(FileType::Key)? {
+        let data = match repo.store().get(FileType::Key, &name.to_hex()) {
+            Ok(d) => d,
+            Err(e) if e.is_corrupt() => {
+                rep.errors.push(format!("key file {}: {e}", name.short()));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let replace = |method: &str| {
+            format!(
+                "it can no longer unlock the repository: add a new {method} (`vault key add`) \
+                 and remove this one (`vault key remove {}`)",
+                name.short()
+            )
+        };
+        let env = match keyfile::open_envelope(&name, &data) {
+            Ok(env) => env,
+            Err(e) => {
+                let method = keyfile::parse_envelope(&data)
+                    .ok()
+                    .map_or("unlock method", |e| e.method.name());
+                rep.errors
+                    .push(format!("{e} (a {method} key file); {}", replace(method)));
+                continue;
+            }
+        };
+        let stanza = crate::crypto::stanza_kind(env.age);
+        let fits = match env.method {
+            Method::Passphrase => stanza == "passphrase",
+            Method::Plugin => stanza == "plugin",
+            _ => stanza == "age identity",
+        };
+        if !env.verify(mac_key) || !fits {
+            rep.errors.push(format!(
+                "key file {} ({}): its label does not verify (damaged, or not written by a device \
+                 holding this repository's keys); {}",
+                name.short(),
+                env.method.name(),
+                replace(env.method.name())
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Packs the index names must exist with the recorded size. Returns the packs that do not, and

@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use crate::error::Result;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{FolderCursor, NodeKind, TreeSource, FLAG_VAULT_ONLY, MAX_DEPTH};
+use crate::format::tree::{
+    FolderCursor, NodeKind, TreeSource, FLAG_TORN, FLAG_VAULT_ONLY, MAX_DEPTH,
+};
 use crate::format::BlobType;
 use crate::ids::Id;
 use crate::repo::{Index, PackReaders, RepoTrees, Repository};
@@ -80,6 +82,9 @@ pub(super) fn check_trees(
                 own.0 += 1;
                 if n.flags & FLAG_VAULT_ONLY != 0 {
                     rep.vault_only_files += 1;
+                }
+                if n.flags & FLAG_TORN != 0 {
+                    rep.torn_files += 1;
                 }
                 if let Some(why) = node_fault(&n) {
                     rep.errors.push(format!(

@@ -215,6 +215,12 @@ fn report(ctx: &Ctx<'_>, label: Option<&str>, s: &BackupSummary) -> u8 {
             s.locations_refused
         ));
     }
+    if s.vanished > 0 {
+        ctx.out.say(format!(
+            "{} item(s) were deleted or renamed while the backup ran and are not in this snapshot",
+            s.vanished
+        ));
+    }
     for w in &s.warnings {
         ctx.out.warn(format!(
             "warning: {}: {}",

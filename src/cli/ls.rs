@@ -40,7 +40,13 @@ pub(crate) struct LsEntry {
     mtime: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<String>,
+    /// It kept changing while backup read it: the stored copy may mix two versions.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    torn: bool,
 }
+
+/// What `ls` adds to a file stored while it kept changing.
+pub(crate) const TORN_NOTE: &str = "  [changed while backed up: may mix two versions]";
 
 fn mode_string(kind: &NodeKind, mode: u32) -> String {
     let t = match kind {
@@ -73,6 +79,7 @@ pub(crate) fn entry(path: &[Vec<u8>], n: &Node) -> LsEntry {
             NodeKind::Symlink { target } => Some(String::from_utf8_lossy(target).into_owned()),
             _ => None,
         },
+        torn: n.flags & vault::format::tree::FLAG_TORN != 0,
     }
 }
 
@@ -141,12 +148,13 @@ fn write(ctx: &Ctx<'_>, entries: impl Iterator<Item = LsEntry>) -> std::io::Resu
                     .unwrap_or_default();
                 writeln!(
                     o,
-                    "{} {:>12} {} {}{}",
+                    "{} {:>12} {} {}{}{}",
                     e.mode,
                     e.size,
                     ui::time(e.mtime),
                     ui::safe(&e.path),
-                    link
+                    link,
+                    if e.torn { TORN_NOTE } else { "" }
                 )?;
             }
         }

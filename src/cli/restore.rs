@@ -86,6 +86,13 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
 /// Report what was skipped, what failed and what the target could not keep; returns the exit
 /// status. `count`: also say how many failed.
 fn problems(ctx: &Ctx<'_>, s: &RestoreSummary, count: bool) -> u8 {
+    for t in &s.torn {
+        ctx.out.warn(format!(
+            "warning: {} is restored as it was stored, but it kept changing while it was backed \
+             up: it may mix two versions",
+            ui::safe(t)
+        ));
+    }
     for k in &s.skipped {
         ctx.out.warn(format!(
             "skipped: {}: {}",

@@ -159,6 +159,89 @@ pub fn decode(data: &[u8]) -> Result<(KeyMaterial, KeyInfo)> {
     ))
 }
 
+/// First bytes of a key file object (§4.3).
+pub const ENVELOPE_MAGIC: &[u8; 8] = b"vaultkey";
+/// Magic, format version, method, MAC.
+pub const ENVELOPE_HEAD: usize = 8 + 4 + 1 + 32;
+
+/// A key file object as stored: a public, MAC-ed label of its method around the age file.
+pub struct Envelope<'a> {
+    pub method: Method,
+    pub mac: [u8; 32],
+    /// The age file wrapping the key file plaintext.
+    pub age: &'a [u8],
+}
+
+/// What the key file MAC covers: the method and the age file.
+fn mac_input(method: Method, age: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + age.len());
+    v.push(method as u8);
+    v.extend_from_slice(age);
+    v
+}
+
+/// The name of a key file object: the (unkeyed) BLAKE3 of its bytes, so that anyone can tell a
+/// damaged key file without any secret.
+pub fn envelope_name(object: &[u8]) -> Id {
+    Id(*blake3::hash(object).as_bytes())
+}
+
+/// Wrap an age file as a key file object of `method`, its label MAC-ed with the key file MAC
+/// key of the repository (§4.3). Returns the object and its name.
+pub fn seal_envelope(method: Method, mac_key: &SecretKey, age: &[u8]) -> (Id, Vec<u8>) {
+    let mut w = Writer::new();
+    w.raw(ENVELOPE_MAGIC);
+    w.u32(super::FORMAT_VERSION);
+    w.u8(method as u8);
+    w.raw(mac_key.keyed_hash(&mac_input(method, age)).0.as_ref());
+    w.raw(age);
+    let v = w.into_vec();
+    (envelope_name(&v), v)
+}
+
+/// Open a key file object stored as `name`: its bytes must hash to its name, and its label must
+/// be well formed. The MAC needs the master secret: [`Envelope::verify`].
+pub fn open_envelope<'a>(name: &Id, object: &'a [u8]) -> Result<Envelope<'a>> {
+    let what = || format!("key file {}", name.short());
+    if envelope_name(object) != *name {
+        return Err(Error::corrupt(what(), "its bytes no longer match its name"));
+    }
+    parse_envelope(object).map_err(|detail| Error::corrupt(what(), detail))
+}
+
+/// The label of a key file object, without checking its name (for messages about a damaged one).
+pub fn parse_envelope(object: &[u8]) -> std::result::Result<Envelope<'_>, String> {
+    if object.len() <= ENVELOPE_HEAD || &object[..8] != ENVELOPE_MAGIC {
+        return Err("not a vault key file".into());
+    }
+    let version = u32::from_le_bytes([object[8], object[9], object[10], object[11]]);
+    if version != super::FORMAT_VERSION {
+        return Err(format!(
+            "written for format version {version}, this vault reads {}",
+            super::FORMAT_VERSION
+        ));
+    }
+    let method = match Method::from_u8(object[12]) {
+        // A write-only profile is handed to a device, never stored as a key file.
+        Some(Method::WriteOnly) | None => return Err(format!("unknown method {}", object[12])),
+        Some(m) => m,
+    };
+    let mut mac = [0u8; 32];
+    mac.copy_from_slice(&object[13..ENVELOPE_HEAD]);
+    Ok(Envelope {
+        method,
+        mac,
+        age: &object[ENVELOPE_HEAD..],
+    })
+}
+
+impl Envelope<'_> {
+    /// Whether a device holding this repository's master secret wrote this label.
+    pub fn verify(&self, mac_key: &SecretKey) -> bool {
+        mac_key.verify_mac(&mac_input(self.method, self.age), &self.mac)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,7 +68,7 @@ pub enum Wrap<'a> {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct KeyFileInfo {
     pub id: String,
-    /// From the public age header: passphrase, age identity or plugin.
+    /// The method its public label names (§4.3), or "damaged".
     pub kind: &'static str,
     /// The key file this run unlocked with.
     pub current: bool,
@@ -86,11 +86,28 @@ impl Repository {
         let mut material = None;
         let mut hostile = None;
         let mut files = Vec::new();
+        // Key files whose bytes no longer match their name (§4.3), with the method their label
+        // names if it is still legible: if nothing opens, the user hears which one is damaged
+        // instead of "wrong passphrase".
+        let mut damaged: Vec<(Id, Option<Method>)> = Vec::new();
         for (name, _) in store.list(FileType::Key)? {
-            match store.get(FileType::Key, &name.to_hex()) {
-                Ok(data) => files.push((name, data)),
-                Err(e) if e.is_corrupt() => continue,
+            let data = match store.get(FileType::Key, &name.to_hex()) {
+                Ok(data) => data,
+                Err(e) if e.is_corrupt() => {
+                    damaged.push((name, None));
+                    continue;
+                }
                 Err(e) => return Err(e),
+            };
+            match keyfile::open_envelope(&name, &data) {
+                Ok(env) => {
+                    let age = env.age.to_vec();
+                    files.push((name, age));
+                }
+                Err(_) => {
+                    let method = keyfile::parse_envelope(&data).ok().map(|e| e.method);
+                    damaged.push((name, method));
+                }
             }
         }
         // Cheapest first: key files of this method before the others, passphrase files by
@@ -130,7 +147,7 @@ impl Repository {
             }
         }
         let Some((material, unlocked_with, costly)) = material else {
-            return Err(Self::why_locked(&store, how, hostile)?);
+            return Err(Self::why_locked(&store, how, hostile, &damaged)?);
         };
         let mut repo =
             Repository::finish_open(store, Keys::from_material(material), Some(unlocked_with))?;
@@ -170,7 +187,12 @@ impl Repository {
     }
 
     /// The most helpful error when no key file opened.
-    fn why_locked(store: &Store, how: &Unlock<'_>, hostile: Option<Error>) -> Result<Error> {
+    fn why_locked(
+        store: &Store,
+        how: &Unlock<'_>,
+        hostile: Option<Error>,
+        damaged: &[(Id, Option<Method>)],
+    ) -> Result<Error> {
         for (name, _) in store.list(FileType::Revoked)? {
             let Ok(header) = store.get(FileType::Revoked, &name.to_hex()) else {
                 continue;
@@ -181,6 +203,20 @@ impl Repository {
             };
             if matched {
                 return Ok(Error::KeyRemoved(how.kind()));
+            }
+        }
+        // A damaged key file of the method tried may be the one this secret opens.
+        let passphrase = matches!(how, Unlock::Passphrase(_));
+        let suspect = damaged.iter().find(|(_, m)| match m {
+            None => true,
+            Some(m) => (*m == Method::Passphrase) == passphrase,
+        });
+        if hostile.is_none() {
+            if let Some((name, method)) = suspect {
+                return Ok(Error::KeyFileDamaged {
+                    key: name.short(),
+                    method: method.map_or("unlock method", Method::name).to_string(),
+                });
             }
         }
         Ok(match (hostile, how) {
@@ -197,7 +233,10 @@ impl Repository {
             let data = self.store.get(FileType::Key, &name.to_hex())?;
             out.push(KeyFileInfo {
                 id: name.short(),
-                kind: crypto::stanza_kind(&data),
+                kind: match keyfile::open_envelope(&name, &data) {
+                    Ok(env) => env.method.name(),
+                    Err(_) => "damaged",
+                },
                 current: Some(name) == self.unlocked_with,
             });
         }
@@ -226,8 +265,9 @@ impl Repository {
             }
             Wrap::Recipients(r) => crypto::seal_to_recipients(r, &plain)?,
         };
-        let name = Id::random();
-        self.store.put(FileType::Key, &name.to_hex(), &sealed)?;
+        let (name, object) =
+            keyfile::seal_envelope(method, &self.keys.full()?.key_file_mac, &sealed);
+        self.store.put(FileType::Key, &name.to_hex(), &object)?;
         Ok(name.short())
     }
 
@@ -262,7 +302,12 @@ impl Repository {
             ));
         }
         let data = self.store.get(FileType::Key, &name)?;
-        let header = crypto::header_only(&data).ok_or_else(|| {
+        // A damaged key file is removed without a record: it unlocks nothing anyway.
+        let Ok(env) = keyfile::parse_envelope(&data) else {
+            self.store.delete(FileType::Key, &name)?;
+            return Ok(short_name(&name).to_string());
+        };
+        let header = crypto::header_only(env.age).ok_or_else(|| {
             Error::corrupt(format!("key file {}", short_name(&name)), "no age header")
         })?;
         self.store.put(FileType::Revoked, &name, &header)?;

@@ -179,8 +179,9 @@ impl Repository {
         };
         let plain = keyfile::encode(&keys.material(), &info);
         let sealed = crypto::seal_with_passphrase(pass, opts.scrypt_log_n, &plain)?;
-        let key_name = Id::random();
-        store.put(FileType::Key, &key_name.to_hex(), &sealed)?;
+        let (key_name, object) =
+            keyfile::seal_envelope(Method::Passphrase, &keys.full()?.key_file_mac, &sealed);
+        store.put(FileType::Key, &key_name.to_hex(), &object)?;
         config.repo_id = keys.repo_id;
         let ct = crypto::encrypt_to_all(
             &[&keys.recipient, &keys.index_recipient],

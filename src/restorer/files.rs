@@ -44,6 +44,9 @@ pub(super) fn restore_file(ctx: &Ctx<'_>, readers: &mut WorkerBufs, job: FileJob
             let mut s = ctx.summary.lock().unwrap_or_else(|p| p.into_inner());
             s.files += 1;
             s.bytes += bytes;
+            if job.node.flags & crate::format::tree::FLAG_TORN != 0 {
+                s.torn.push(job.shown.clone());
+            }
             ctx.progress.files_done.fetch_add(1, Ordering::Relaxed);
         }
         Err(msg) => {

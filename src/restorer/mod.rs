@@ -80,6 +80,9 @@ pub struct RestoreSummary {
     pub modes_not_kept: u64,
     /// Of those, the ones recorded private (no access for group or others) that are not here.
     pub private_exposed: u64,
+    /// Files restored as stored that kept changing while they were backed up (§10,
+    /// `FLAG_TORN`): their content may mix two versions.
+    pub torn: Vec<String>,
 }
 
 impl RestoreSummary {
@@ -96,6 +99,7 @@ impl RestoreSummary {
         self.owner_failure = self.owner_failure.take().or(other.owner_failure);
         self.modes_not_kept += other.modes_not_kept;
         self.private_exposed += other.private_exposed;
+        self.torn.extend(other.torn);
     }
 }
 

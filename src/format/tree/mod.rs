@@ -32,8 +32,11 @@ pub const FLAG_ANCESTOR: u32 = 1;
 /// Node flag: a file moved into the vault (`vault move`): its local original was unlinked after
 /// its data was read back and verified, so this repository may hold the only copies.
 pub const FLAG_VAULT_ONLY: u32 = 2;
+/// Node flag: a file that kept changing while backup read it (§10): its stored content may mix
+/// two versions. Files only.
+pub const FLAG_TORN: u32 = 4;
 /// Every flag this version knows; readers refuse nodes with other bits set.
-pub const KNOWN_FLAGS: u32 = FLAG_ANCESTOR | FLAG_VAULT_ONLY;
+pub const KNOWN_FLAGS: u32 = FLAG_ANCESTOR | FLAG_VAULT_ONLY | FLAG_TORN;
 
 /// Encoded size of a leaf's fixed part (kind, count).
 const LEAF_HEAD: usize = 1 + 4;
@@ -138,6 +141,9 @@ impl Node {
         if flags & FLAG_VAULT_ONLY != 0 && k == 2 {
             return Err(r.err("a folder cannot be vault-only"));
         }
+        if flags & FLAG_TORN != 0 && k != 1 {
+            return Err(r.err("only a file can be marked torn"));
+        }
         let kind = match k {
             1 => {
                 let hash = r.id()?;
@@ -185,6 +191,9 @@ pub fn check_node(node: &Node) -> std::result::Result<(), String> {
     }
     if node.flags & FLAG_VAULT_ONLY != 0 && matches!(node.kind, NodeKind::Dir { .. }) {
         return Err("a folder cannot be vault-only".into());
+    }
+    if node.flags & FLAG_TORN != 0 && !matches!(node.kind, NodeKind::File { .. }) {
+        return Err("only a file can be marked torn".into());
     }
     let len = node.encoded_len();
     if len > MAX_NODE_LEN {

@@ -227,10 +227,15 @@ fn writer_refuses_what_readers_refuse() {
     };
     assert!(w.push(&folder, &mut store).is_err());
     let unknown = Node {
-        flags: 4,
+        flags: 8,
         ..file("d".into(), 0)
     };
     assert!(w.push(&unknown, &mut store).is_err());
+    let torn_folder = Node {
+        flags: FLAG_TORN,
+        ..folder.clone()
+    };
+    assert!(w.push(&torn_folder, &mut store).is_err());
     // A file of more chunks than one tree blob can list.
     let huge = file("e".into(), (MAX_NODE_LEN - MIN_NODE_LEN) / 32 + 1);
     let why = check_node(&huge).unwrap_err();
