@@ -3,7 +3,8 @@
 # backup, no-change backup and restore (cold cache when the script may drop it), wall time and
 # peak RSS, medians. For showing that a change does not slow the backup or restore paths.
 #
-# Usage: bench/ab.sh OLD_VAULT NEW_VAULT [PICTURES]   RUNS=5 (default 3)
+# Usage: bench/ab.sh OLD_VAULT NEW_VAULT [PICTURES]   RUNS=5 (default 3), ROWS=1 to print
+#   every measurement as well as the medians
 #   e.g. git worktree add /tmp/old <commit> && CARGO_TARGET_DIR=/tmp/old-target cargo build
 #   --release --manifest-path /tmp/old/Cargo.toml, then bench/ab.sh /tmp/old-target/release/vault
 #   target/release/vault. PICTURES defaults to the corpus of ../shared/corpus/make-corpus.sh.
@@ -62,6 +63,7 @@ for round in $(seq 1 "$runs"); do
     done
     echo "round $round done" >&2
 done
+[ -n "${ROWS:-}" ] && cat "$results"
 python3 - "$results" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
