@@ -64,8 +64,13 @@ pub enum Error {
     Condemned(String),
     #[error("this {0} was removed from the repository and no longer unlocks it")]
     KeyRemoved(String),
-    #[error("key file {key} ({method}) is damaged: its bytes no longer match its name, so it cannot unlock the repository, whatever the secret. Unlock with another method (your recovery key: `--identity FILE`), then replace it with `vault key add` and `vault key remove {key}`")]
-    KeyFileDamaged { key: String, method: String },
+    #[error("no intact key file opens with this {tried}, and key file {key} ({method}) is damaged (its bytes no longer match its name): if the {tried} is right, that was its key file. Unlock with {other}, then replace it with `vault key add` and `vault key remove {key}`")]
+    KeyFileDamaged {
+        key: String,
+        method: String,
+        tried: String,
+        other: String,
+    },
 }
 
 impl Error {

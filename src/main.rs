@@ -76,13 +76,16 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = e.exit_code();
             if code != 0 && json_in_args() {
+                // clap's first paragraph ("the following required arguments were not
+                // provided: --target <DIR>"), without the usage lines after it.
                 let text = e.render().to_string();
-                let first = text
+                let first: Vec<&str> = text
                     .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim_start_matches("error: ");
-                json_error(first, code as u8);
+                    .take_while(|l| !l.trim().is_empty())
+                    .map(str::trim)
+                    .collect();
+                let message = first.join(" ");
+                json_error(message.trim_start_matches("error: "), code as u8);
             }
             e.exit()
         }

@@ -490,19 +490,17 @@ fn a_full_target_stops_the_restore_and_running_it_again_finishes_it() {
     assert!(stderr.contains("is full: stopped after"), "{stderr}");
     assert!(stderr.contains("run the same command again"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    // The journal that lets the next run finish what this one made stays until then.
-    assert!(out.join(vault::restorer::JOURNAL_NAME).exists());
-    let partial: Vec<_> = all_files(&out)
-        .into_iter()
-        .filter(|p| !p.ends_with(vault::restorer::JOURNAL_NAME))
-        .collect();
+    // The journal that lets the next run finish what this one made stays until then, outside
+    // the target.
+    assert_eq!(env.restore_journals().len(), 1);
+    let partial = all_files(&out);
     assert!(partial.len() < 12, "{partial:?}");
     let album = restored(&out, &src.join("album"));
     assert_eq!(fs::metadata(&album).unwrap().mode() & 0o777, 0o750);
     assert!(
         partial
             .iter()
-            .all(|p| !p.to_string_lossy().ends_with(".tmp")),
+            .all(|p| !p.to_string_lossy().contains(".vault-restore-")),
         "temporary files left: {partial:?}"
     );
     // With room, the same command finishes the job and keeps what the first run wrote.
@@ -515,7 +513,7 @@ fn a_full_target_stops_the_restore_and_running_it_again_finishes_it() {
             partial.len()
         )));
     assert_same_tree(&src, &restored(&out, &src));
-    assert!(!out.join(vault::restorer::JOURNAL_NAME).exists());
+    assert_eq!(env.restore_journals(), Vec::<std::path::PathBuf>::new());
 }
 
 /// What camera cards and USB sticks carry. exFAT through the kernel and FUSE alike, FAT through

@@ -105,7 +105,7 @@ fn a_killed_restore_is_finished_by_running_it_again() {
         );
         assert_same_tree(&src, &restored(&target, &src));
         assert_eq!(leftovers(&target), Vec::<String>::new(), "trial {trial}");
-        assert!(!target.join(vault::restorer::JOURNAL_NAME).exists());
+        assert_eq!(env.restore_journals(), Vec::<std::path::PathBuf>::new());
     }
     assert!(killed_mid_run >= 3, "only {killed_mid_run} kills hit a run");
 }
@@ -193,9 +193,8 @@ fn two_restores_into_one_target_do_not_run_at_once() {
     let target = env.path("out");
     let (_, mut first) = backed_up_library(&env, &target);
     let mut child = first.spawn().unwrap();
-    let journal = target.join(vault::restorer::JOURNAL_NAME);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !journal.exists() && Instant::now() < deadline {
+    while env.restore_journals().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     let second = env.restore_cmd(&target).output().unwrap();

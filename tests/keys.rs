@@ -411,6 +411,17 @@ fn a_damaged_key_file_is_named_by_check_and_at_unlock() {
     // once its own file is whole again.
     flip_byte(&recovery, -100);
     env.vault().arg("check").assert().success();
+    // A file of no legible kind is no reason to doubt a wrong passphrase.
+    let junk = env.repo().join("keys").join("00".repeat(32));
+    fs::write(&junk, b"garbage").unwrap();
+    let out = env
+        .vault()
+        .env("VAULT_PASSWORD", "guess")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    fails_with(out, "wrong passphrase");
+    fs::remove_file(&junk).unwrap();
     flip_byte(&passphrase, 60);
     let out = env.vault().arg("snapshots").output().unwrap();
     fails_with(out, "(passphrase) is damaged");

@@ -416,6 +416,7 @@ fn case(seed: u64, base: &Base, work: &Path) -> (String, &'static str) {
                 overwrite: false,
                 threads: 2,
                 vault_only: false,
+                journal_dir: None,
             },
             Arc::new(Progress::default()),
         );

@@ -254,6 +254,7 @@ fn malicious_snapshot_restores_nothing_outside_the_target() {
             overwrite: true,
             threads: 2,
             vault_only: false,
+            journal_dir: None,
         },
         Default::default(),
     )

@@ -160,11 +160,14 @@ fn check_key_files(repo: &Repository, rep: &mut CheckReport) -> Result<()> {
         let env = match keyfile::open_envelope(&name, &data) {
             Ok(env) => env,
             Err(e) => {
-                let method = keyfile::parse_envelope(&data)
-                    .ok()
-                    .map_or("unlock method", |e| e.method.name());
-                rep.errors
-                    .push(format!("{e} (a {method} key file); {}", replace(method)));
+                let (label, method) = match keyfile::parse_envelope(&data) {
+                    Ok(env) => (
+                        format!(" (its label says: {})", env.method.name()),
+                        env.method.name(),
+                    ),
+                    Err(_) => (String::new(), "unlock method"),
+                };
+                rep.errors.push(format!("{e}{label}; {}", replace(method)));
                 continue;
             }
         };

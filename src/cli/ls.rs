@@ -55,11 +55,17 @@ fn mode_string(kind: &NodeKind, mode: u32) -> String {
         NodeKind::File { .. } => '-',
     };
     let mut s = String::from(t);
-    for shift in [6, 3, 0] {
+    // As `ls -l`: setuid, setgid and sticky show in the execute columns (s/S, s/S, t/T).
+    for (shift, special, set) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
         let b = (mode >> shift) & 7;
         s.push(if b & 4 != 0 { 'r' } else { '-' });
         s.push(if b & 2 != 0 { 'w' } else { '-' });
-        s.push(if b & 1 != 0 { 'x' } else { '-' });
+        s.push(match (b & 1 != 0, mode & special != 0) {
+            (true, true) => set,
+            (false, true) => set.to_ascii_uppercase(),
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
     }
     s
 }
@@ -220,4 +226,20 @@ fn vault_only(ctx: &Ctx<'_>, path: Option<&str>) -> Result<u8> {
         Ok(())
     })?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_read_as_ls_shows_them() {
+        let dir = NodeKind::Dir {
+            subtree: vault::Id::default(),
+        };
+        assert_eq!(mode_string(&dir, 0o41777), "drwxrwxrwt");
+        assert_eq!(mode_string(&dir, 0o42775), "drwxrwsr-x");
+        assert_eq!(mode_string(&dir, 0o40750), "drwxr-x---");
+        assert_eq!(mode_string(&dir, 0o41770), "drwxrwx--T");
+    }
 }

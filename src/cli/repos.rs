@@ -258,6 +258,17 @@ impl<'a> Ctx<'a> {
         Ok((repo, user_secret))
     }
 
+    /// Where restore keeps its journals (design.md §12): this user's cache folder, also with
+    /// `--no-cache` (the journal is not the local index); none without a cache folder.
+    pub(crate) fn journal_dir(&self) -> Option<std::path::PathBuf> {
+        let base = match (&self.cli.cache_dir, CachePlace::from_env()) {
+            (Some(d), _) => d.clone(),
+            (None, CachePlace::Dir(d)) => d,
+            (None, CachePlace::Memory) => return None,
+        };
+        Some(base.join(vault::restorer::JOURNAL_DIR))
+    }
+
     pub(crate) fn cache_place(&self) -> CachePlace {
         match &self.cli.cache_dir {
             _ if self.cli.no_cache => CachePlace::Memory,

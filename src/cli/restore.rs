@@ -55,6 +55,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
         overwrite: a.overwrite,
         threads: (2 * vault::worker_count(0)).max(ctx.connections(&ctx.target()?)),
         vault_only: false,
+        journal_dir: ctx.journal_dir(),
     };
     let progress = Arc::new(Progress::default());
     let view = ctx.out.progress(progress.clone(), "restore");
@@ -172,6 +173,7 @@ fn vault_only(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
                     overwrite: a.overwrite,
                     threads,
                     vault_only: true,
+                    journal_dir: ctx.journal_dir(),
                 },
                 progress.clone(),
             )

@@ -205,17 +205,24 @@ impl Repository {
                 return Ok(Error::KeyRemoved(how.kind()));
             }
         }
-        // A damaged key file of the method tried may be the one this secret opens.
+        // A damaged key file of the method tried may be the one this secret opens. Only a
+        // label still legible says which method a file was: a file of unknown kind is no
+        // reason to doubt the secret.
         let passphrase = matches!(how, Unlock::Passphrase(_));
-        let suspect = damaged.iter().find(|(_, m)| match m {
-            None => true,
-            Some(m) => (*m == Method::Passphrase) == passphrase,
-        });
+        let suspect = damaged
+            .iter()
+            .find(|(_, m)| m.is_some_and(|m| (m == Method::Passphrase) == passphrase));
         if hostile.is_none() {
-            if let Some((name, method)) = suspect {
+            if let Some((name, Some(method))) = suspect {
                 return Ok(Error::KeyFileDamaged {
                     key: name.short(),
-                    method: method.map_or("unlock method", Method::name).to_string(),
+                    method: method.name().to_string(),
+                    tried: how.kind(),
+                    other: if passphrase {
+                        "your recovery key (`--identity FILE`) or another method".into()
+                    } else {
+                        "your passphrase or another method".into()
+                    },
                 });
             }
         }

@@ -1,23 +1,29 @@
-//! The restore journal: a small file in the target that lists the folders a restore created
-//! and the folders it wrote temporary files into, so that running the same command again after
-//! a kill finishes the job: folders it made get their recorded mode (not the private 0700 they
-//! were made with) and its temporary files are removed. Removed when a run completes.
+//! The restore journal: a small private file that lists the folders a restore created and the
+//! folders it wrote temporary files into, so that running the same command again after a kill
+//! finishes the job: folders it made get their recorded mode (not the private 0700 they were
+//! made with) and its temporary files are removed. Removed when a run completes.
+//!
+//! It lives in this user's cache folder (`<cache>/restores/`, 0700), named after the target,
+//! never in the target: whoever can write to the target (a shared folder) must not be able to
+//! make restore treat their folders as its own or write through a planted journal.
 //!
 //! Records, appended one `write` each (a kill leaves at most the last one torn): one byte
 //! (`C`: created by a restore, `E`: entered, temporary files may be in it), a u32 LE length,
-//! then the folder's path below the target, components joined by `/` (each already checked by
-//! `safe_name`, so none holds a `/`).
+//! the folder's path below the target, components joined by `/` (each already checked by
+//! `safe_name`, so none holds a `/`), and for `C` the folder's u64 LE device and inode, so that a
+//! folder put in its place since is not taken for it.
 
 use super::{safe_name, Error, Result};
-use cap_std::fs::{Dir, OpenOptions};
+use cap_std::fs::{Dir, MetadataExt};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// The journal's name in the target folder.
-pub const JOURNAL_NAME: &str = ".vault-restore-journal";
+/// The journals' folder below the cache folder.
+pub const JOURNAL_DIR: &str = "restores";
 
 /// A journal larger than this is not read (it lists folders; a restore of a million folders
 /// of 64-byte paths writes 70 MB): the run then treats every folder as the user's own.
@@ -26,29 +32,54 @@ const MAX_JOURNAL: u64 = 256 << 20;
 /// Longest path a record may hold.
 const MAX_RECORD: usize = 64 * 1024;
 
-/// The prefix and suffix of the temporary names restore writes files under.
+/// The prefix and suffix of the temporary names restore writes files under, around 8 lower-case
+/// hex digits.
 pub const TMP_PREFIX: &str = ".vault-restore-";
 pub const TMP_SUFFIX: &str = ".tmp";
 
 pub struct Journal {
-    file: Mutex<std::fs::File>,
-    /// Folders an earlier, unfinished run created (true) or only entered (false).
-    earlier: HashMap<Vec<u8>, bool>,
+    /// `None`: no journal (no cache folder, `--no-cache`, or a library caller).
+    file: Option<(PathBuf, Mutex<std::fs::File>)>,
+    /// Folders an earlier, unfinished run created (with the device and inode it had) or only
+    /// entered (`None`).
+    earlier: HashMap<Vec<u8>, Option<(u64, u64)>>,
 }
 
 impl Journal {
-    /// Open (or create) the journal in `root`, locked against a second restore into the same
-    /// target, and clear what an earlier run left: temporary files in the folders it lists.
-    pub fn open(root: &Dir, target: &std::path::Path) -> Result<Journal> {
-        let mut opts = OpenOptions::new();
-        opts.read(true).append(true).create(true);
-        let f = cap_fs_ext::OpenOptionsFollowExt::follow(&mut opts, cap_fs_ext::FollowSymlinks::No);
-        let file = root
-            .open_with(JOURNAL_NAME, f)
-            .map_err(|e| Error::io(format!("cannot open {}", target.display()), e))?
-            .into_std();
+    /// Open (or create) the journal of the target `root` (at `target`) in `dir`, locked against
+    /// a second restore into the same target, and clear what an earlier run left: temporary
+    /// files in the folders it lists.
+    pub fn open(dir: Option<&Path>, root: &Dir, target: &Path) -> Result<Journal> {
+        let Some(dir) = dir else {
+            return Ok(Journal {
+                file: None,
+                earlier: HashMap::new(),
+            });
+        };
+        let place = |e| Error::io(format!("cannot create {}", dir.display()), e);
+        std::fs::create_dir_all(dir).map_err(place)?;
         use std::os::unix::fs::PermissionsExt;
-        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(place)?;
+        let md = root
+            .dir_metadata()
+            .map_err(|e| Error::io(format!("cannot open {}", target.display()), e))?;
+        let canonical = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
+        let mut h = blake3::Hasher::new();
+        h.update(canonical.as_os_str().as_bytes());
+        h.update(&md.dev().to_le_bytes());
+        h.update(&md.ino().to_le_bytes());
+        let path = dir.join(format!("{}.journal", &h.finalize().to_hex()[..32]));
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&path)
+                .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?
+        };
         if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             return Err(Error::Invalid(format!(
                 "another restore into {} is running; wait for it to finish",
@@ -60,34 +91,44 @@ impl Journal {
             remove_temporaries(root, path);
         }
         Ok(Journal {
-            file: Mutex::new(file),
+            file: Some((path, Mutex::new(file))),
             earlier,
         })
     }
 
-    /// Whether an earlier run of a restore into this target created the folder.
-    pub fn created_earlier(&self, path: &[Vec<u8>]) -> bool {
-        self.earlier.get(&join(path)).copied().unwrap_or(false)
+    /// Whether an earlier run of a restore into this target created the folder now at `path`
+    /// (`md`: its metadata).
+    pub fn created_earlier(&self, path: &[Vec<u8>], md: &cap_std::fs::Metadata) -> bool {
+        matches!(self.earlier.get(&join(path)), Some(Some(id)) if *id == (md.dev(), md.ino()))
     }
 
-    /// Note a folder before this run creates it (`created`) or writes into it. Best effort: a
-    /// journal that cannot be written costs only the repair of a later re-run.
-    pub fn note(&self, path: &[Vec<u8>], created: bool) {
+    /// Note a folder this run writes into (`created`: `None`) or created (its device and
+    /// inode). Best effort: a journal that cannot be written costs only the repair of a re-run.
+    pub fn note(&self, path: &[Vec<u8>], created: Option<(u64, u64)>) {
+        let Some((_, file)) = &self.file else {
+            return;
+        };
         let p = join(path);
-        if !created && self.earlier.contains_key(&p) {
+        if created.is_none() && self.earlier.contains_key(&p) {
             return;
         }
-        let mut rec = Vec::with_capacity(5 + p.len());
-        rec.push(if created { b'C' } else { b'E' });
+        let mut rec = Vec::with_capacity(21 + p.len());
+        rec.push(if created.is_some() { b'C' } else { b'E' });
         rec.extend_from_slice(&(p.len() as u32).to_le_bytes());
         rec.extend_from_slice(&p);
-        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((dev, ino)) = created {
+            rec.extend_from_slice(&dev.to_le_bytes());
+            rec.extend_from_slice(&ino.to_le_bytes());
+        }
+        let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
         let _ = f.write_all(&rec);
     }
 
     /// The run finished: nothing is left to repair.
-    pub fn finish(self, root: &Dir) {
-        let _ = root.remove_file(JOURNAL_NAME);
+    pub fn finish(self) {
+        if let Some((path, _)) = &self.file {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -96,7 +137,7 @@ fn join(path: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// The records of an earlier run, up to the first torn or implausible one.
-fn read_records(file: &std::fs::File) -> HashMap<Vec<u8>, bool> {
+fn read_records(file: &std::fs::File) -> HashMap<Vec<u8>, Option<(u64, u64)>> {
     let mut out = HashMap::new();
     let mut data = Vec::new();
     if file.take(MAX_JOURNAL + 1).read_to_end(&mut data).is_err() || data.len() as u64 > MAX_JOURNAL
@@ -107,13 +148,24 @@ fn read_records(file: &std::fs::File) -> HashMap<Vec<u8>, bool> {
     while rest.len() >= 5 {
         let kind = rest[0];
         let len = u32::from_le_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
-        if !matches!(kind, b'C' | b'E') || len > MAX_RECORD || rest.len() < 5 + len {
+        let extra = if kind == b'C' { 16 } else { 0 };
+        if !matches!(kind, b'C' | b'E') || len > MAX_RECORD || rest.len() < 5 + len + extra {
             break;
         }
         let p = rest[5..5 + len].to_vec();
-        rest = &rest[5 + len..];
-        let created = out.entry(p).or_insert(false);
-        *created |= kind == b'C';
+        let id = (kind == b'C').then(|| {
+            let n = |at: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&rest[at..at + 8]);
+                u64::from_le_bytes(b)
+            };
+            (n(5 + len), n(13 + len))
+        });
+        rest = &rest[5 + len + extra..];
+        let slot = out.entry(p).or_insert(None);
+        if id.is_some() {
+            *slot = id;
+        }
     }
     out
 }
@@ -146,68 +198,104 @@ fn remove_temporaries(root: &Dir, path: &[u8]) {
 /// A name restore writes a file under before moving it into place.
 pub fn is_temporary(name: &OsStr) -> bool {
     let b = name.as_bytes();
-    b.starts_with(TMP_PREFIX.as_bytes())
-        && b.ends_with(TMP_SUFFIX.as_bytes())
-        && b.len() == TMP_PREFIX.len() + 8 + TMP_SUFFIX.len()
+    let Some(mid) = b
+        .strip_prefix(TMP_PREFIX.as_bytes())
+        .and_then(|r| r.strip_suffix(TMP_SUFFIX.as_bytes()))
+    else {
+        return false;
+    };
+    mid.len() == 8 && mid.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn records_survive_a_torn_end_and_flags_merge() {
+    fn setup() -> (tempfile::TempDir, Dir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
-        let root = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
+        std::fs::create_dir(dir.path().join("target")).unwrap();
+        let root =
+            Dir::open_ambient_dir(dir.path().join("target"), cap_std::ambient_authority()).unwrap();
+        let jd = dir.path().join("journals");
+        (dir, root, jd)
+    }
+
+    #[test]
+    fn records_survive_a_torn_end_and_a_folder_put_in_place_is_not_taken() {
+        let (dir, root, jd) = setup();
+        let target = dir.path().join("target");
+        std::fs::create_dir(target.join("a")).unwrap();
+        std::fs::create_dir(target.join("b")).unwrap();
+        let md = |n: &str| root.symlink_metadata(n).unwrap();
         {
-            let j = Journal::open(&root, dir.path()).unwrap();
-            j.note(&[b"a".to_vec()], false);
-            j.note(&[b"a".to_vec(), b"b".to_vec()], true);
-            j.note(&[b"a".to_vec()], true);
+            let j = Journal::open(Some(&jd), &root, &target).unwrap();
+            j.note(&[b"a".to_vec()], Some((md("a").dev(), md("a").ino())));
+            j.note(&[b"b".to_vec()], Some((md("b").dev(), md("b").ino())));
         }
         // A record cut short by a kill.
+        let journal = std::fs::read_dir(&jd)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         let mut f = std::fs::OpenOptions::new()
             .append(true)
-            .open(dir.path().join(JOURNAL_NAME))
+            .open(&journal)
             .unwrap();
         f.write_all(&[b'C', 200, 0, 0, 0, b'x']).unwrap();
-        let j = Journal::open(&root, dir.path()).unwrap();
-        assert!(j.created_earlier(&[b"a".to_vec()]));
-        assert!(j.created_earlier(&[b"a".to_vec(), b"b".to_vec()]));
-        assert!(!j.created_earlier(&[b"c".to_vec()]));
-        assert_eq!(j.earlier.len(), 2);
+        // "b" replaced by another folder since.
+        std::fs::remove_dir(target.join("b")).unwrap();
+        std::fs::create_dir(target.join("x")).unwrap();
+        std::fs::rename(target.join("x"), target.join("b")).unwrap();
+        let j = Journal::open(Some(&jd), &root, &target).unwrap();
+        assert!(j.created_earlier(&[b"a".to_vec()], &md("a")));
+        assert!(!j.created_earlier(&[b"b".to_vec()], &md("b")));
+        j.finish();
+        assert_eq!(std::fs::read_dir(&jd).unwrap().count(), 0);
     }
 
     #[test]
     fn a_second_restore_into_the_same_target_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
-        let _j = Journal::open(&root, dir.path()).unwrap();
-        let e = Journal::open(&root, dir.path()).err().unwrap().to_string();
+        let (dir, root, jd) = setup();
+        let target = dir.path().join("target");
+        let _j = Journal::open(Some(&jd), &root, &target).unwrap();
+        let e = Journal::open(Some(&jd), &root, &target)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("another restore"), "{e}");
     }
 
     #[test]
     fn temporaries_of_an_earlier_run_are_removed_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("a")).unwrap();
+        let (dir, root, jd) = setup();
+        let target = dir.path().join("target");
+        std::fs::create_dir(target.join("a")).unwrap();
         for n in [
             ".vault-restore-0123abcd.tmp",
             ".vault-restore-mine.tmp",
+            ".vault-restore-myphotos.tmp",
             "photo.jpg",
         ] {
-            std::fs::write(dir.path().join("a").join(n), b"x").unwrap();
+            std::fs::write(target.join("a").join(n), b"x").unwrap();
         }
-        let root = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
-        Journal::open(&root, dir.path())
+        Journal::open(Some(&jd), &root, &target)
             .unwrap()
-            .note(&[b"a".to_vec()], false);
-        drop(Journal::open(&root, dir.path()).unwrap());
-        let mut left: Vec<String> = std::fs::read_dir(dir.path().join("a"))
+            .note(&[b"a".to_vec()], None);
+        drop(Journal::open(Some(&jd), &root, &target).unwrap());
+        let mut left: Vec<String> = std::fs::read_dir(target.join("a"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, [".vault-restore-mine.tmp", "photo.jpg"]);
+        assert_eq!(
+            left,
+            [
+                ".vault-restore-mine.tmp",
+                ".vault-restore-myphotos.tmp",
+                "photo.jpg"
+            ]
+        );
     }
 }

@@ -8,7 +8,7 @@ mod walk;
 
 use files::{restore_file, WorkerBufs};
 use journal::Journal;
-pub use journal::JOURNAL_NAME;
+pub use journal::JOURNAL_DIR;
 use meta::{
     chown_fd, chown_symlink, describe_write_error, mode_mismatch, name_hint, set_dir_meta,
     unsupported_here, DirUpdate,
@@ -52,6 +52,9 @@ pub struct RestoreOptions {
     pub threads: usize,
     /// Only files and symlinks marked vault-only (with the folders leading to them).
     pub vault_only: bool,
+    /// Where the journal that lets a re-run finish a killed restore is kept (a private folder
+    /// of this user's, never the target); `None`: no journal.
+    pub journal_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -417,8 +420,8 @@ pub fn restore(
         .map_err(|e| Error::io(format!("cannot create {}", opts.target.display()), e))?;
     let root = Dir::open_ambient_dir(&opts.target, cap_std::ambient_authority())
         .map_err(|e| Error::io(format!("cannot open {}", opts.target.display()), e))?;
-    let journal = Journal::open(&root, &opts.target)?;
-    journal.note(&[], false);
+    let journal = Journal::open(opts.journal_dir.as_deref(), &root, &opts.target)?;
+    journal.note(&[], None);
     let root = Arc::new(root);
     // Twice as many workers as cores by default: with direct writes a worker waits for the
     // disk while another decrypts.
@@ -459,7 +462,7 @@ pub fn restore(
     finish_folders(&ctx, &root, &dirs, stopped, opts.overwrite);
     walked?;
     if !stopped {
-        ctx.journal.finish(&root);
+        ctx.journal.finish();
     }
     if crate::interrupt::requested() {
         return Err(Error::Interrupted);

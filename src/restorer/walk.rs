@@ -141,10 +141,13 @@ impl Walk<'_, '_> {
         shown: &str,
     ) -> Option<Arc<Dir>> {
         let ctx = self.ctx;
-        // A folder an earlier, killed run of this restore created is this run's to finish.
-        let mut existed = !ctx.journal.created_earlier(child);
-        match dir.symlink_metadata(name) {
-            Ok(md) if md.is_dir() => ctx.journal.note(child, false),
+        let existed = match dir.symlink_metadata(name) {
+            Ok(md) if md.is_dir() => {
+                ctx.journal.note(child, None);
+                // A folder an earlier, killed run of this restore created is this run's to
+                // finish.
+                !ctx.journal.created_earlier(child, &md)
+            }
             Ok(_) => {
                 ctx.error(shown, "something other than a folder is in the way");
                 return None;
@@ -152,7 +155,6 @@ impl Walk<'_, '_> {
             Err(_) => {
                 // Private until the end of the run, when it gets its recorded mode: nobody else
                 // lists the names going into it meanwhile.
-                ctx.journal.note(child, true);
                 let mut private = cap_std::fs::DirBuilder::new();
                 cap_std::fs::DirBuilderExt::mode(&mut private, 0o700);
                 if let Err(e) = dir.create_dir_with(name, &private) {
@@ -160,9 +162,15 @@ impl Walk<'_, '_> {
                     ctx.error(shown, msg);
                     return None;
                 }
-                existed = false;
+                // A kill between the two leaves this folder 0700 after a re-run: the window is
+                // one system call.
+                if let Ok(md) = dir.symlink_metadata(name) {
+                    use cap_std::fs::MetadataExt;
+                    ctx.journal.note(child, Some((md.dev(), md.ino())));
+                }
+                false
             }
-        }
+        };
         let sub = match dir.open_dir_nofollow(name) {
             Ok(d) => Arc::new(d),
             Err(e) => {

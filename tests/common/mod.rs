@@ -195,6 +195,16 @@ impl Env {
             .success();
     }
 
+    /// The journals of unfinished restores (design.md §12), kept in the cache folder.
+    pub fn restore_journals(&self) -> Vec<PathBuf> {
+        let dir = self
+            .path("home/.cache/vault")
+            .join(vault::restorer::JOURNAL_DIR);
+        fs::read_dir(dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
     pub fn init(&self) {
         self.vault()
             .args(["init", "--kdf-log-n", "10"])
