@@ -150,9 +150,8 @@ impl Drop for ProgressView {
 /// Where the passphrase comes from, in order: VAULT_PASSWORD, the password file, a prompt on the
 /// terminal. `confirm` asks twice (new repositories).
 pub fn passphrase(password_file: Option<&Path>, prompt: &str, confirm: bool) -> Result<Passphrase> {
-    if let Some(p) = vault::envsecrets::password() {
-        return Ok(Passphrase::new(p.to_string()));
-    }
+    // A file named for this run (or for this repository in its settings) is more specific than
+    // the environment: it wins, and one that cannot be read is an error, not ignored.
     if let Some(f) = password_file {
         let mut s = std::fs::read_to_string(f)
             .with_context(|| format!("cannot read the password file {}", f.display()))?;
@@ -163,6 +162,9 @@ pub fn passphrase(password_file: Option<&Path>, prompt: &str, confirm: bool) -> 
             }
         }
         return Ok(Passphrase::new(s));
+    }
+    if let Some(p) = vault::envsecrets::password() {
+        return Ok(Passphrase::new(p.to_string()));
     }
     if std::io::stdin().is_terminal() {
         let p = rpassword::prompt_password(prompt).context("cannot read the passphrase")?;

@@ -77,6 +77,23 @@ fn no_passphrase_without_a_terminal_is_a_clear_error() {
         .arg("snapshots")
         .assert()
         .success();
+    // A password file given on the command line wins over VAULT_PASSWORD, and one that cannot
+    // be read is an error rather than silently ignored (found in the issue 21 trial).
+    fs::write(&pwfile, "not the passphrase\n").unwrap();
+    env.vault()
+        .arg("--password-file")
+        .arg(&pwfile)
+        .arg("snapshots")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("wrong passphrase"));
+    env.vault()
+        .arg("--password-file")
+        .arg(env.path("missing"))
+        .arg("snapshots")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot read the password file"));
 }
 
 #[test]

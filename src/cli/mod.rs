@@ -38,7 +38,7 @@ pub(crate) use repos::{Ctx, Target};
         and packed into a repository: a local folder, an external drive or an S3-compatible \
         bucket (s3://bucket/prefix). Without --repo or VAULT_REPO, the repository is \
         ~/.local/share/vault/repo; `vault repo add` names repositories.\n\n\
-        The passphrase is read from VAULT_PASSWORD, from --password-file / VAULT_PASSWORD_FILE, \
+        The passphrase is read from --password-file / VAULT_PASSWORD_FILE, from VAULT_PASSWORD, \
         or asked for on the terminal.\n\n\
         Exit status: 0 success, 1 error, 2 usage error, 3 finished but some files were skipped, \
         130 interrupted (running the same command again continues)."
