@@ -244,9 +244,10 @@ mod tests {
             .open(&journal)
             .unwrap();
         f.write_all(&[b'C', 200, 0, 0, 0, b'x']).unwrap();
-        // "b" replaced by another folder since.
-        std::fs::remove_dir(target.join("b")).unwrap();
+        // "b" replaced by another folder since (made while "b" still exists, so that the
+        // filesystem cannot hand it the same inode number).
         std::fs::create_dir(target.join("x")).unwrap();
+        std::fs::remove_dir(target.join("b")).unwrap();
         std::fs::rename(target.join("x"), target.join("b")).unwrap();
         let j = Journal::open(Some(&jd), &root, &target).unwrap();
         assert!(j.created_earlier(&[b"a".to_vec()], &md("a")));
