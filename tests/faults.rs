@@ -269,7 +269,9 @@ fn keep_changing(
                 }
                 f.rewind().unwrap();
             } else {
-                let tmp = path.with_extension("tmp-save");
+                // Beside the folder, not in it: a temporary file caught half-written would be
+                // (rightly) reported as torn, and this test is about the file renamed over.
+                let tmp = path.parent().unwrap().with_extension("tmp-save");
                 fs::write(&tmp, &data).unwrap();
                 fs::rename(&tmp, &path).unwrap();
             }
