@@ -277,7 +277,7 @@ impl LocalCache {
         Ok(out)
     }
 
-    /// Record a pack this device stored and has not indexed yet (§9.1): if the run fails
+    /// Record a pack this device stored and has not indexed yet (§13, §16): if the run fails
     /// before its index object is written (a full disk, a kill), the next run indexes it
     /// instead of storing the same data again.
     pub fn add_unindexed(&self, p: &PackDesc) -> Result<()> {

@@ -337,7 +337,7 @@ impl Repository {
     }
 
     /// Index the packs an earlier run on this computer stored but could not index (it ran out
-    /// of space or was killed before its index object was written, §9.1), so that this run
+    /// of space or was killed before its index object was written, §13), so that this run
     /// reuses them instead of storing their data again. A pack no longer in the repository,
     /// or not the size recorded, is forgotten; one a prune condemned meanwhile is skipped.
     pub fn index_leftovers(&self) -> Result<usize> {
