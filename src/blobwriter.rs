@@ -264,17 +264,10 @@ impl<'r> BlobWriter<'r> {
             let mut s = self.stored.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut s.0)
         };
-        let mut batch: Vec<PackDesc> = Vec::new();
-        let mut count = 0;
-        for p in stored {
-            count += p.blobs.len();
-            batch.push(p);
-            if count >= INDEX_BLOBS_PER_OBJECT {
-                self.index(&std::mem::take(&mut batch))?;
-                count = 0;
-            }
+        for batch in index_batches(stored) {
+            self.index(&batch)?;
         }
-        self.index(&batch)
+        Ok(())
     }
 
     /// Store the open packs and index everything stored: what was added is then in the
@@ -297,6 +290,26 @@ impl<'r> BlobWriter<'r> {
             let _ = self.repo.put_index(&stored);
         }
     }
+}
+
+/// `packs` cut into the groups one index object each describes: at most about
+/// [`INDEX_BLOBS_PER_OBJECT`] blobs (§9).
+pub(crate) fn index_batches(packs: Vec<PackDesc>) -> Vec<Vec<PackDesc>> {
+    let mut out = Vec::new();
+    let mut batch: Vec<PackDesc> = Vec::new();
+    let mut count = 0;
+    for p in packs {
+        count += p.blobs.len();
+        batch.push(p);
+        if count >= INDEX_BLOBS_PER_OBJECT {
+            out.push(std::mem::take(&mut batch));
+            count = 0;
+        }
+    }
+    if !batch.is_empty() {
+        out.push(batch);
+    }
+    out
 }
 
 /// Store blobs in one go (compressed when that pays, packed, then an index object); blobs the

@@ -358,19 +358,7 @@ impl Repository {
         }
         let n = present.len();
         cache.remove_unindexed(&gone)?;
-        let mut batch: Vec<PackDesc> = Vec::new();
-        let mut blobs = 0;
-        for p in present {
-            blobs += p.blobs.len();
-            batch.push(p);
-            if blobs >= crate::blobwriter::INDEX_BLOBS_PER_OBJECT {
-                self.put_index(&batch)?;
-                cache.remove_unindexed(&batch.iter().map(|p| p.id).collect::<Vec<_>>())?;
-                batch.clear();
-                blobs = 0;
-            }
-        }
-        if !batch.is_empty() {
+        for batch in crate::blobwriter::index_batches(present) {
             self.put_index(&batch)?;
             cache.remove_unindexed(&batch.iter().map(|p| p.id).collect::<Vec<_>>())?;
         }
