@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzz campaign over every decoder of stored data (fuzz/fuzz_targets): cargo-fuzz (libFuzzer)
-# on the nightly toolchain, seeded with the real objects of tests/vectors/format-v10.txt.
+# on the nightly toolchain, seeded with the real objects of tests/vectors/format-v11.txt.
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 60; CI runs a short pass)
 #
@@ -22,7 +22,7 @@ corpus=fuzz/corpus
 python3 - "$corpus" <<'PY'
 import os, sys
 out = sys.argv[1]
-v = dict(l.split(" ", 1) for l in open("tests/vectors/format-v10.txt").read().splitlines()
+v = dict(l.split(" ", 1) for l in open("tests/vectors/format-v11.txt").read().splitlines()
          if l and not l.startswith("#"))
 b = {k: bytes.fromhex(x.strip()) for k, x in v.items()}
 seeds = {

@@ -366,15 +366,20 @@ pub fn execute(repo: &Repository, remove: &[Id], host: &str) -> Result<Done> {
         }
     }
     let all: HashSet<Id> = all.into_iter().collect();
-    for (name, _, modified) in repo.store().list_dated(FileType::Snapshot)? {
-        if !all.contains(&name) {
-            continue;
-        }
-        match locked_until(modified) {
-            Some(until) => done.locked.push((FileType::Snapshot, name, until)),
-            None => {
-                repo.store().delete(FileType::Snapshot, &name.to_hex())?;
-                done.deleted += 1;
+    // Both copies of each (§2.2); the record already makes either alone count for nothing.
+    for t in [FileType::Snapshot, FileType::SnapshotCopy] {
+        for (name, _, modified) in repo.store().list_dated(t)? {
+            if !all.contains(&name) {
+                continue;
+            }
+            match locked_until(modified) {
+                Some(until) => done.locked.push((t, name, until)),
+                None => {
+                    repo.store().delete(t, &name.to_hex())?;
+                    if t == FileType::Snapshot {
+                        done.deleted += 1;
+                    }
+                }
             }
         }
     }

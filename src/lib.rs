@@ -30,6 +30,7 @@ pub mod progress;
 pub mod pruner;
 pub mod random;
 pub mod readback;
+pub mod recopy;
 pub mod repair;
 pub mod repo;
 pub mod restorer;

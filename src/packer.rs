@@ -240,7 +240,16 @@ impl Packer {
         // The expected object size lets an in-memory writer reserve it at once; a pack ends
         // with the blob that passed the target (at most one chunk) and its padding.
         let size = self.target.min(256 << 20) + (8 << 20);
-        let object = self.store.writer(FileType::Pack, &id.to_hex(), size)?;
+        let object = match self.blob_type {
+            BlobType::Data => self.store.writer(FileType::Pack, &id.to_hex(), size)?,
+            // Everything in a snapshot is reached through its trees: they are kept twice (§2.2).
+            BlobType::Tree => self.store.writer_with_copy(
+                FileType::Pack,
+                FileType::TreePackCopy,
+                &id.to_hex(),
+                size,
+            )?,
+        };
         let mut enc = self.recipient.encrypt_to(object)?;
         enc.write_all(&pack::encode_header(&self.repo_id))?;
         let out = Encrypting::new(enc);
@@ -546,7 +555,11 @@ mod tests {
             true,
         )
         .unwrap();
-        assert_eq!(files_under(dir.path()).len(), 1, "the pack being written");
+        assert_eq!(
+            files_under(dir.path()).len(),
+            2,
+            "the tree pack being written and its second copy (§2.2)"
+        );
         drop(p);
         assert!(files_under(dir.path()).is_empty());
         // A finished pack that is never stored is gone as well.

@@ -87,6 +87,8 @@ pub struct PruneReport {
     pub index_objects_written: u64,
     pub index_objects_removed: u64,
     pub snapshot_objects_removed: u64,
+    /// Second copies of tree packs left without their first (§2.2), removed.
+    pub orphan_copies_removed: u64,
     pub markers_removed: u64,
     /// Packs the index describes and the store does not have (see `vault check`).
     pub missing_packs: Vec<String>,
@@ -208,6 +210,20 @@ pub fn prune(
              data may be all that is left of them; find out why (`vault check`), then either \
              put them back or run `vault snapshots --acknowledge-missing` to let prune go on",
             ids.join(", ")
+        )));
+    }
+    // A snapshot stored only as its second copy (§2.2) is one whose first copy was lost: its
+    // data is needed as much as any listed snapshot's.
+    let listed: HashSet<Id> = repo.names(FileType::Snapshot)?.into_iter().collect();
+    if let Some(alone) = repo
+        .names(FileType::SnapshotCopy)?
+        .into_iter()
+        .find(|n| !listed.contains(n) && !forgotten.ids.contains(n))
+    {
+        return Err(refuse(format!(
+            "snapshot {} is stored only as its second copy; run `vault repair metadata` to put \
+             its first copy back",
+            alone.short()
         )));
     }
     rep.snapshots = snaps.len() as u64;
@@ -587,6 +603,41 @@ pub fn prune(
                 }
                 Err(e) => return Err(e),
             }
+            // Its second copy after it (§2.2): a run stopped in between leaves an orphan copy
+            // that the next run removes below. A pack no index describes may be a tree pack.
+            if packs
+                .get(pid)
+                .is_none_or(|p| p.info.pack_type == BlobType::Tree)
+            {
+                match repo.store().delete(FileType::TreePackCopy, &pid.to_hex()) {
+                    Ok(()) | Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    // Second copies of tree packs whose first copy is neither stored nor indexed, older than
+    // the grace period: left by a backup stopped between the two writes (the second copy is
+    // written first), or by a run stopped above. A copy whose first copy is only missing is
+    // kept: it may be all that is left (`vault repair metadata` puts the first back).
+    let deleted_now: HashSet<Id> = delete_now.iter().copied().collect();
+    for (cid, size, modified) in repo.store().list_dated(FileType::TreePackCopy)? {
+        let kept =
+            deleted_now.contains(&cid) || stored.contains_key(&cid) || packs.contains_key(&cid);
+        if kept || store_now.saturating_sub(modified) < opts.grace {
+            continue;
+        }
+        if let Some(until) = locked_until(modified) {
+            rep.locked
+                .push((format!("tree pack copy {}", cid.short()), until));
+            continue;
+        }
+        match repo.store().delete(FileType::TreePackCopy, &cid.to_hex()) {
+            Ok(()) | Err(Error::NotFound(_)) => {
+                rep.orphan_copies_removed += 1;
+                rep.deleted_bytes += size;
+            }
+            Err(e) => return Err(e),
         }
     }
     // 4. Markers done with: every pack they name deleted, gone or needed again; the probe.
@@ -611,15 +662,19 @@ pub fn prune(
     }
     // 5. Snapshot objects forgotten earlier and still stored (a forget stopped halfway, or
     //    Object Lock then).
-    for (name, _, modified) in repo.store().list_dated(FileType::Snapshot)? {
-        if forgotten.ids.contains(&name) {
-            match locked_until(modified) {
-                Some(until) => rep
-                    .locked
-                    .push((format!("snapshot {}", name.short()), until)),
-                None => {
-                    repo.store().delete(FileType::Snapshot, &name.to_hex())?;
-                    rep.snapshot_objects_removed += 1;
+    for t in [FileType::Snapshot, FileType::SnapshotCopy] {
+        for (name, _, modified) in repo.store().list_dated(t)? {
+            if forgotten.ids.contains(&name) {
+                match locked_until(modified) {
+                    Some(until) => rep
+                        .locked
+                        .push((format!("{} {}", t.name(), name.short()), until)),
+                    None => {
+                        repo.store().delete(t, &name.to_hex())?;
+                        if t == FileType::Snapshot {
+                            rep.snapshot_objects_removed += 1;
+                        }
+                    }
                 }
             }
         }

@@ -114,7 +114,16 @@ pub fn repair_index(
     // index object, so every pack an object listed here describes is in the pack listing, and
     // objects written after this listing are neither read nor removed.
     let old = repo.names(FileType::Index)?;
-    let packs = repo.store().list(FileType::Pack)?;
+    let mut packs = repo.store().list(FileType::Pack)?;
+    // A tree pack whose first copy is gone is still stored in its second (§2.2): its entries
+    // are kept, its table read from the second copy.
+    let firsts: HashSet<Id> = packs.iter().map(|(id, _)| *id).collect();
+    packs.extend(
+        repo.store()
+            .list(FileType::TreePackCopy)?
+            .into_iter()
+            .filter(|(id, _)| !firsts.contains(id)),
+    );
     rep.index_objects = old.len() as u64;
     rep.packs = packs.len() as u64;
     progress

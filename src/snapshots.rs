@@ -25,7 +25,10 @@ impl Repository {
         let plain = snap.encode(&key);
         let id = self.keys.snapshot_id.keyed_hash(&plain);
         let ct = self.keys.recipient.encrypt(&plain)?;
+        // The first copy first: a second copy alone would be a snapshot that listings and
+        // prune do not see (§2.2).
         self.store.put(FileType::Snapshot, &id.to_hex(), &ct)?;
+        self.store.put(FileType::SnapshotCopy, &id.to_hex(), &ct)?;
         if !self.keys.is_write_only() {
             self.cache()?.put_snapshot(&id, &plain)?;
         }
@@ -46,17 +49,55 @@ impl Repository {
         Ok(snap)
     }
 
-    /// Download and verify one snapshot, bypassing the local index.
-    fn fetch_snapshot(&self, id: &Id) -> Result<(Snapshot, Zeroizing<Vec<u8>>)> {
+    /// Download and verify one snapshot, bypassing the local index: its first copy, or its
+    /// second when the first is damaged (§2.2; noted for the end of the command).
+    pub(crate) fn fetch_snapshot(&self, id: &Id) -> Result<(Snapshot, Zeroizing<Vec<u8>>)> {
+        let (r, damaged) =
+            crate::repo::get_either(&self.store, FileType::Snapshot, &id.to_hex(), |ct| {
+                self.open_snapshot(id, &ct)
+            })?;
+        if let Some(e) = damaged {
+            self.note_damaged(FileType::Snapshot, Some(*id), &e);
+        }
+        Ok(r)
+    }
+
+    /// Decrypt and verify one stored copy of snapshot `id`.
+    pub(crate) fn open_snapshot(
+        &self,
+        id: &Id,
+        ct: &[u8],
+    ) -> Result<(Snapshot, Zeroizing<Vec<u8>>)> {
         let what = format!("snapshot {}", id.short());
-        let ct = self.store.get(FileType::Snapshot, &id.to_hex())?;
-        let plain = self.keys.data_identity()?.decrypt(&ct, &what)?;
+        let plain = Zeroizing::new(self.keys.data_identity()?.decrypt(ct, &what)?);
         if self.keys.snapshot_id.keyed_hash(&plain) != *id {
             return Err(Error::corrupt(&what, "content does not match its name"));
         }
         let snap = Snapshot::decode(&plain, &self.keys.repo_id, &self.keys.snapshot_macs())
             .map_err(|e| relabel(e, &what))?;
-        Ok((snap, Zeroizing::new(plain)))
+        Ok((snap, plain))
+    }
+
+    /// Check that the repository still holds snapshot `id` intact, whatever the local index
+    /// holds (a restore uses what the repository can give on any computer, §12): a damaged
+    /// first copy is noted, and when neither copy can be read the local index's copy, if any,
+    /// serves and the damage is noted too.
+    pub fn verify_stored_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        match self.fetch_snapshot(id) {
+            Ok((s, _)) => Ok(s),
+            Err(e @ (Error::Cache { .. } | Error::Interrupted)) => Err(e),
+            Err(e) => match self.cache()?.snapshot(id)? {
+                Some(plain) => {
+                    let snap =
+                        Snapshot::decode(&plain, &self.keys.repo_id, &self.keys.snapshot_macs())
+                            .map_err(|e| relabel(e, &format!("snapshot {}", id.short())))?;
+                    // Both copies failed: noted as the second's failure (§2.2).
+                    self.note_damaged(FileType::SnapshotCopy, Some(*id), &e);
+                    Ok(snap)
+                }
+                None => Err(e),
+            },
+        }
     }
 
     /// All readable snapshots sorted by time, plus the ones that failed to read. Only snapshots

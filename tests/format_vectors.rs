@@ -1,5 +1,5 @@
-//! Format test vectors: pin the v10 byte layout of every structure and the key derivation.
-//! tests/vectors/format-v10.txt holds `name hex` lines; docs/design.md refers to them.
+//! Format test vectors: pin the v11 byte layout of every structure and the key derivation.
+//! tests/vectors/format-v11.txt holds `name hex` lines; docs/design.md refers to them.
 //! A deliberate format change bumps the format version and regenerates the file with
 //! VAULT_REGEN_VECTORS=1.
 
@@ -16,7 +16,7 @@ use vault::format::{device_mac_key, pack, BlobEntry, BlobType, Compression, Devi
 use vault::keys::Keys;
 use vault::Id;
 
-const FILE: &str = "tests/vectors/format-v10.txt";
+const FILE: &str = "tests/vectors/format-v11.txt";
 /// A fixed age identity used only by these vectors.
 const IDENTITY: &str = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX";
 /// A second fixed identity, the index identity of the vectors.

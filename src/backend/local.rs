@@ -394,7 +394,7 @@ impl Backend for LocalBackend {
         let dir = self.root.join(t.dir());
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            if t == FileType::Pack {
+            if matches!(t, FileType::Pack | FileType::TreePackCopy) {
                 let rd = match fs::read_dir(&dir) {
                     Ok(rd) => rd,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),

@@ -41,6 +41,11 @@ pub enum FileType {
     Forgotten,
     /// Condemn markers (§13.2): packs a prune will delete after a grace period.
     Condemned,
+    /// Second copies of the objects everything else depends on (§2.2): the config, snapshots
+    /// and tree packs, each byte-identical to its first copy and under the same name.
+    ConfigCopy,
+    SnapshotCopy,
+    TreePackCopy,
 }
 
 impl FileType {
@@ -55,6 +60,20 @@ impl FileType {
             FileType::Revoked => "revoked",
             FileType::Forgotten => "forgotten",
             FileType::Condemned => "condemned",
+            FileType::ConfigCopy => "copies",
+            FileType::SnapshotCopy => "copies/snapshots",
+            FileType::TreePackCopy => "copies/trees",
+        }
+    }
+
+    /// Where the second copy of an object of this kind is kept (§2.2), for the kinds that have
+    /// one. Tree packs have one, data packs not: the caller knows which a pack is.
+    pub fn copy(self) -> Option<FileType> {
+        match self {
+            FileType::Config => Some(FileType::ConfigCopy),
+            FileType::Snapshot => Some(FileType::SnapshotCopy),
+            FileType::Pack => Some(FileType::TreePackCopy),
+            _ => None,
         }
     }
 
@@ -66,11 +85,14 @@ impl FileType {
     pub fn max_len(self) -> u64 {
         match self {
             FileType::Marker => 4 << 10,
-            FileType::Config => 64 << 10,
+            FileType::Config | FileType::ConfigCopy => 64 << 10,
             FileType::Key | FileType::Revoked => 1 << 20,
             FileType::Index => 64 << 20,
-            FileType::Snapshot | FileType::Forgotten | FileType::Condemned => 16 << 20,
-            FileType::Pack => crate::format::pack::MAX_PACK_LEN,
+            FileType::Snapshot
+            | FileType::SnapshotCopy
+            | FileType::Forgotten
+            | FileType::Condemned => 16 << 20,
+            FileType::Pack | FileType::TreePackCopy => crate::format::pack::MAX_PACK_LEN,
         }
     }
 
@@ -85,6 +107,9 @@ impl FileType {
             FileType::Revoked => "removed key",
             FileType::Forgotten => "forget record",
             FileType::Condemned => "condemn marker",
+            FileType::ConfigCopy => "config copy",
+            FileType::SnapshotCopy => "snapshot copy",
+            FileType::TreePackCopy => "tree pack copy",
         }
     }
 }
@@ -107,7 +132,10 @@ pub fn object_path(t: FileType, name: &str) -> String {
     match t {
         FileType::Marker => "VAULT".into(),
         FileType::Config => "config".into(),
-        FileType::Pack => format!("data/{}/{}", &name[..2.min(name.len())], name),
+        FileType::ConfigCopy => "copies/config".into(),
+        FileType::Pack | FileType::TreePackCopy => {
+            format!("{}/{}/{}", t.dir(), name.get(..2).unwrap_or(name), name)
+        }
         _ => format!("{}/{}", t.dir(), name),
     }
 }
@@ -222,14 +250,30 @@ pub struct ObjectWriter {
     name: String,
     len: u64,
     target: Target,
+    /// The second copy (§2.2) of a tree pack, written alongside: its own file, or `None` when
+    /// the object is collected in memory (the one buffer is stored twice).
+    copy: Option<(FileType, Option<Box<dyn ObjectFile>>)>,
 }
 
 impl ObjectWriter {
-    /// Store the object.
+    /// Store the object: its second copy first, so that no first copy is ever stored without
+    /// one (a second copy alone is an orphan prune collects, §13.2).
     pub fn commit(self) -> Result<()> {
         match self.target {
-            Target::Memory(data) => self.store.put_owned(self.t, &self.name, data),
-            Target::File(f) => f.commit(),
+            Target::Memory(data) => {
+                self.store.check_len(self.t, data.len() as u64)?;
+                let data = Bytes::from(data);
+                if let Some((ct, _)) = self.copy {
+                    self.store.put_bytes(ct, &self.name, data.clone())?;
+                }
+                self.store.put_bytes(self.t, &self.name, data)
+            }
+            Target::File(f) => {
+                if let Some((_, Some(c))) = self.copy {
+                    c.commit()?;
+                }
+                f.commit()
+            }
         }
     }
 }
@@ -239,6 +283,9 @@ impl io::Write for ObjectWriter {
         match &mut self.target {
             Target::Memory(v) => v.extend_from_slice(buf),
             Target::File(f) => f.write_all(buf).map_err(io::Error::other)?,
+        }
+        if let Some((_, Some(c))) = &mut self.copy {
+            c.write_all(buf).map_err(io::Error::other)?;
         }
         self.len += buf.len() as u64;
         Ok(buf.len())
@@ -306,17 +353,24 @@ impl Store {
     }
     /// `put` of a buffer the store may keep (a network upload sends from it without a copy).
     pub fn put_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
-        // A writer never stores what its readers refuse (§12).
-        if data.len() as u64 > t.max_len() {
+        self.check_len(t, data.len() as u64)?;
+        self.put_bytes(t, name, Bytes::from(data))
+    }
+    fn put_bytes(&self, t: FileType, name: &str, data: Bytes) -> Result<()> {
+        self.check_len(t, data.len() as u64)?;
+        self.rt.block_on(self.backend.put(t, name, data))
+    }
+    /// A writer never stores what its readers refuse (§12).
+    fn check_len(&self, t: FileType, len: u64) -> Result<()> {
+        if len > t.max_len() {
             return Err(Error::Invalid(format!(
                 "the {} would be {} bytes, more than the {} readers accept",
                 t.name(),
-                data.len(),
+                len,
                 t.max_len()
             )));
         }
-        self.rt
-            .block_on(self.backend.put(t, name, Bytes::from(data)))
+        Ok(())
     }
     /// A whole object, at most [`FileType::max_len`] bytes.
     pub fn get(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
@@ -370,7 +424,29 @@ impl Store {
             name: name.to_string(),
             len: 0,
             target,
+            copy: None,
         })
+    }
+    /// [`Self::writer`] for an object stored twice (§2.2): the same bytes also go to `copy`
+    /// under the same name.
+    pub fn writer_with_copy(
+        &self,
+        t: FileType,
+        copy: FileType,
+        name: &str,
+        size: u64,
+    ) -> Result<ObjectWriter> {
+        let mut w = self.writer(t, name, size)?;
+        let file = match w.target {
+            Target::File(_) => {
+                Some(self.backend.object_file(copy, name, size)?.ok_or_else(|| {
+                    Error::Invalid("a store that streams one object must stream its copy".into())
+                })?)
+            }
+            Target::Memory(_) => None,
+        };
+        w.copy = Some((copy, file));
+        Ok(w)
     }
     pub fn stat(&self, t: FileType, name: &str) -> Result<Option<u64>> {
         self.rt.block_on(self.backend.stat(t, name))

@@ -21,7 +21,12 @@ use super::CheckReport;
 /// Returns the ids of the blobs found damaged.
 pub(super) fn read_packs(
     repo: &Repository,
-    (index, descs, bad_packs): (&Index, &super::Descriptions<'_>, &HashSet<Id>),
+    (index, descs, bad_packs, no_copy): (
+        &Index,
+        &super::Descriptions<'_>,
+        &HashSet<Id>,
+        &HashSet<Id>,
+    ),
     threads: usize,
     progress: &Progress,
     rep: &mut CheckReport,
@@ -50,7 +55,11 @@ pub(super) fn read_packs(
                 let Some((pos, p)) = todo.get(i) else { return };
                 let entries = index.pack_entries(*pos);
                 let descs = descs.get(&p.id).map_or(&[][..], |d| d.as_slice());
-                let r = read_pack(repo, p, &entries, descs);
+                let r = if p.pack_type == BlobType::Tree && !no_copy.contains(&p.id) {
+                    read_tree_pack(repo, p, &entries, descs)
+                } else {
+                    read_pack(repo, p, &entries, descs, FileType::Pack)
+                };
                 progress.files_done.fetch_add(1, Ordering::Relaxed);
                 progress
                     .bytes_done
@@ -72,13 +81,58 @@ pub(super) fn read_packs(
     Ok(damaged_blobs)
 }
 
-/// Download one pack and verify its header, table and every blob. Returns the errors, the ids of
-/// the damaged blobs and the number verified.
+/// Both copies of a tree pack (§2.2), each read whole: a blob is damaged only when it is
+/// damaged in both, and damage to either copy is named with what repairs it.
+fn read_tree_pack(
+    repo: &Repository,
+    p: &PackInfo,
+    entries: &[format::BlobEntry],
+    descs: &[(Option<Id>, &[format::BlobEntry], u64)],
+) -> (Vec<String>, Vec<Id>, u64) {
+    let (first_errors, first_damaged, verified) =
+        read_pack(repo, p, entries, descs, FileType::Pack);
+    let (second_errors, second_damaged, _) =
+        read_pack(repo, p, entries, &[], FileType::TreePackCopy);
+    let second_ok = second_errors.is_empty();
+    let first_ok = first_errors.is_empty();
+    let mut errors = Vec::new();
+    let fix = "`vault repair metadata` rewrites it from the other";
+    for e in first_errors {
+        errors.push(if second_ok {
+            format!("{e} (first copy; its second copy is intact and nothing is lost: {fix})")
+        } else {
+            e
+        });
+    }
+    for e in second_errors {
+        errors.push(format!(
+            "{} (second copy, copies/trees/{}/{}{})",
+            e,
+            &p.id.to_hex()[..2],
+            p.id.to_hex(),
+            if first_ok {
+                format!("; the first copy is intact: {fix}")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let second: HashSet<Id> = second_damaged.into_iter().collect();
+    let damaged: Vec<Id> = first_damaged
+        .into_iter()
+        .filter(|b| second.contains(b))
+        .collect();
+    (errors, damaged, verified)
+}
+
+/// Download one pack (or a tree pack's second copy, `t`) and verify its header, table and
+/// every blob. Returns the errors, the ids of the damaged blobs and the number verified.
 fn read_pack(
     repo: &Repository,
     p: &PackInfo,
     entries: &[format::BlobEntry],
     descs: &[(Option<Id>, &[format::BlobEntry], u64)],
+    t: FileType,
 ) -> (Vec<String>, Vec<Id>, u64) {
     let what = format!("pack {}", p.id.short());
     let mut errors = vec![];
@@ -86,7 +140,7 @@ fn read_pack(
         errors.push(format!("{what}: {e}"));
         (entries.iter().map(|e| e.id).collect::<Vec<_>>(), 0)
     };
-    let bytes = match repo.store().get(FileType::Pack, &p.id.to_hex()) {
+    let bytes = match repo.store().get(t, &p.id.to_hex()) {
         Ok(b) => b,
         Err(e) => {
             let (d, v) = all_damaged(&mut errors, e);

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::backend::FileType;
 use crate::error::Result;
 use crate::format::snapshot::Snapshot;
-use crate::format::BlobEntry;
+use crate::format::{BlobEntry, BlobType};
 use crate::ids::Id;
 use crate::progress::Progress;
 use crate::repo::{Index, PackReaders, Repository};
@@ -54,6 +54,7 @@ pub struct CheckOptions {
     pub threads: usize,
 }
 
+mod copies;
 mod data;
 mod trees;
 
@@ -76,6 +77,8 @@ pub fn check(
     }
     rep.repair_index = !rep.errors.is_empty();
     check_key_files(repo, &mut rep)?;
+    let forgotten = repo.forgotten()?.ids;
+    let no_copy = copies::check_copies(repo, &index, &forgotten, &mut rep)?;
     let snaps = check_snapshots(repo, &mut rep)?;
     let mut readers = PackReaders::default();
     let trees::TreeFindings {
@@ -87,14 +90,27 @@ pub fn check(
     rep.repair_index |= !missing_blobs.is_empty() && orphans > 0;
 
     let mut damaged_blobs: HashSet<Id> = HashSet::new();
+    let mut served = HashSet::new();
     for (i, p) in index.packs.iter().enumerate() {
-        if bad_packs.contains(&p.id) {
-            damaged_blobs.extend(index.pack_entries(i).iter().map(|e| e.id));
+        if !bad_packs.contains(&p.id) {
+            continue;
         }
+        if p.pack_type == BlobType::Tree && !no_copy.contains(&p.id) {
+            // Its second copy is stored at the right size (§2.2); the walk above read it.
+            if served.insert(p.id) {
+                rep.errors.push(format!(
+                    "tree pack {}: its second copy is stored, so nothing is lost; `vault repair \
+                     metadata` puts the first back",
+                    p.id.short()
+                ));
+            }
+            continue;
+        }
+        damaged_blobs.extend(index.pack_entries(i).iter().map(|e| e.id));
     }
     if opts.read_data {
         let before = rep.errors.len();
-        let todo = (&index, &descs, &bad_packs);
+        let todo = (&index, &descs, &bad_packs, &no_copy);
         damaged_blobs.extend(data::read_packs(
             repo,
             todo,
@@ -108,6 +124,7 @@ pub fn check(
             .any(|e| e.contains("disagree with the pack's own table"));
     }
 
+    copies::report_damaged(repo, opts.read_data, &mut rep);
     let affected: HashSet<Id> = damaged_blobs.union(&missing_blobs).copied().collect();
     if opts.read_data {
         bad_nodes.extend(trees::verify_untrusted_files(

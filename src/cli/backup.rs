@@ -177,6 +177,7 @@ fn backup_into(
     view.finish();
     let s = res?;
     ctx.warn_index(repo)?;
+    ctx.warn_damaged(repo);
     Ok(s)
 }
 

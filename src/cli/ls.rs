@@ -115,7 +115,9 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
             None
         }
     });
-    print(ctx, entries, Some(&failed))
+    let r = print(ctx, entries, Some(&failed));
+    ctx.warn_damaged(&repo);
+    r
 }
 
 /// Print entries as they come (a JSON array with --json); `failed` holds the error that ended

@@ -1,4 +1,5 @@
-//! `vault repair index`: rebuild the index from the packs' own tables.
+//! `vault repair index` (rebuild the index from the packs' own tables) and `vault repair
+//! metadata` (rewrite damaged copies of the config, snapshots and tree packs).
 
 use std::sync::Arc;
 
@@ -17,6 +18,12 @@ pub(crate) enum Cmd {
     /// pack. Entries no full device vouched for are read back and verified first. Safe while
     /// other devices back up; stopped at any point, running it again finishes the job.
     Index(IndexArgs),
+    /// Rewrite each damaged or missing copy of the config, the snapshots and the tree packs
+    /// from the intact other copy (vault keeps two of each), or a snapshot from this
+    /// computer's local index when both are damaged. For what `check` reports as a damaged
+    /// first or second copy. Safe to run at any time; running it again finishes the job.
+    #[command(visible_alias = "snapshots")]
+    Metadata(IndexArgs),
 }
 
 #[derive(clap::Args)]
@@ -29,7 +36,47 @@ pub(crate) struct IndexArgs {
 pub(crate) fn run(ctx: &Ctx<'_>, c: &Cmd) -> Result<u8> {
     match c {
         Cmd::Index(a) => index(ctx, a),
+        Cmd::Metadata(a) => metadata(ctx, a),
     }
+}
+
+fn metadata(ctx: &Ctx<'_>, a: &IndexArgs) -> Result<u8> {
+    let (repo, _) = ctx.open_target(&ctx.target()?)?;
+    let r = vault::recopy::repair_metadata(&repo, a.dry_run)?;
+    if ctx.out.stream() == Stream::Json {
+        ctx.out.json(&r)?;
+        return Ok(if r.clean() { 0 } else { 1 });
+    }
+    for what in &r.lost {
+        ctx.out.warn(format!("error: {what}"));
+    }
+    for f in &r.failed {
+        ctx.out.warn(format!("error: could not rewrite {f}"));
+    }
+    for w in &r.rewritten {
+        ctx.out.say(format!(
+            "{} {w}",
+            if r.dry_run {
+                "would rewrite"
+            } else {
+                "rewrote"
+            }
+        ));
+    }
+    ctx.out.say(format!(
+        "checked the config, {} snapshot(s) and {} tree pack(s), two copies of each: {}",
+        r.snapshots,
+        r.tree_packs,
+        match (r.rewritten.len(), r.clean()) {
+            (0, true) => "all intact".to_string(),
+            (1, true) if r.dry_run => "1 copy would be rewritten".to_string(),
+            (1, true) => "1 copy rewritten".to_string(),
+            (n, true) if r.dry_run => format!("{n} copies would be rewritten"),
+            (n, true) => format!("{n} copies rewritten"),
+            (_, false) => "see the errors above".to_string(),
+        }
+    ));
+    Ok(if r.clean() { 0 } else { 1 })
 }
 
 fn index(ctx: &Ctx<'_>, a: &IndexArgs) -> Result<u8> {

@@ -385,6 +385,29 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// Say which objects had a damaged copy this run (§2.2): the other copy served, and the
+    /// damage should be repaired while it still can be.
+    pub(crate) fn warn_damaged(&self, repo: &Repository) {
+        for d in repo.damaged_copies() {
+            self.out.warn(if d.is_first() {
+                format!(
+                    "warning: {} is damaged in the repository ({}); its second copy was used and \
+                     nothing is lost. Run `vault repair metadata` to rewrite it.",
+                    d.what(),
+                    ui::safe(&d.error)
+                )
+            } else {
+                format!(
+                    "warning: both copies of {} in the repository are damaged ({}); this \
+                     computer's local index still holds it. Run `vault repair metadata` now to \
+                     write it again.",
+                    d.what(),
+                    ui::safe(&d.error)
+                )
+            });
+        }
+    }
+
     /// Say which newer snapshots `latest` did not take (§11).
     pub(crate) fn warn_passed_over(&self, passed: &[vault::snapshots::PassedOver]) {
         use vault::snapshots::PassedOver;

@@ -49,6 +49,8 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     let found = repo.find_snapshot_noting(&a.snapshot)?;
     ctx.warn_passed_over(&found.passed_over);
     let (id, snap) = (found.id, found.snapshot);
+    // What is restored must be in the repository, not only in this computer's local index.
+    repo.verify_stored_snapshot(&id)?;
     let opts = RestoreOptions {
         target: target.to_path_buf(),
         includes: a.include.iter().map(|s| split_path(s)).collect(),
@@ -63,6 +65,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     view.finish();
     let s = res?;
     ctx.warn_index(&repo)?;
+    ctx.warn_damaged(&repo);
     ctx.out.result(&s, || {
         println!(
             "restored {} files ({}), {} folders, {} symlinks from snapshot {} into {}",

@@ -108,5 +108,6 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
         println!("{} snapshot(s)", snaps.len());
         Ok(())
     })?;
+    ctx.warn_damaged(&repo);
     Ok(if bad.is_empty() { 0 } else { 1 })
 }

@@ -18,7 +18,7 @@ use codec::{Reader, Writer};
 /// First bytes of every object's plaintext.
 pub const MAGIC: [u8; 8] = *b"vaultobj";
 /// The repository format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 10;
+pub const FORMAT_VERSION: u32 = 11;
 /// Size of the common object header: magic, version, repository id, object kind.
 pub const HEADER_LEN: usize = 8 + 4 + 32 + 1;
 

@@ -118,6 +118,72 @@ pub struct Repository {
     /// Snapshots found missing while listing (see `missing_snapshots`), and those of them the
     /// user acknowledged on this computer.
     pub(crate) missing_snapshots: Mutex<MissingSnapshots>,
+    /// Objects whose first copy could not be used this run, their second copy having served
+    /// (§2.2): said at the end of the command, so that the damage is repaired while the second
+    /// copy is still there.
+    damaged: Mutex<Vec<DamagedCopy>>,
+}
+
+/// An object of which one copy (§2.2) could not be used: the other served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedCopy {
+    /// The kind of the copy that failed: a first copy (`Config`, `Snapshot`, `Pack`), or a
+    /// second one (found by `check` and `repair`).
+    pub kind: FileType,
+    /// The object's name (none for the config).
+    pub name: Option<Id>,
+    pub error: String,
+}
+
+impl DamagedCopy {
+    /// How users are told which object it is: "snapshot 1a2b3c4d", "tree pack …", "config".
+    pub fn what(&self) -> String {
+        let kind = match self.kind {
+            FileType::Pack | FileType::TreePackCopy => "tree pack",
+            FileType::Snapshot | FileType::SnapshotCopy => "snapshot",
+            _ => "config",
+        };
+        match self.name {
+            Some(n) => format!("{kind} {}", n.short()),
+            None => kind.to_string(),
+        }
+    }
+
+    /// True when it is the first copy that failed.
+    pub fn is_first(&self) -> bool {
+        self.kind.copy().is_some()
+    }
+}
+
+/// Errors after which an object's second copy is tried (§2.2): anything that may be damage or
+/// loss of the first, not a local failure or a missing key.
+fn try_second_copy(e: &Error) -> bool {
+    !matches!(
+        e,
+        Error::Cache { .. } | Error::Interrupted | Error::WriteOnly | Error::WrongKey(_)
+    )
+}
+
+/// Read and decode an object of a kind kept twice (§2.2): the first copy, or when it cannot be
+/// read or decoded, the second. Returns the first copy's error when the second served; when
+/// both fail, the first copy's error.
+pub(crate) fn get_either<T>(
+    store: &Store,
+    t: FileType,
+    name: &str,
+    decode: impl Fn(Vec<u8>) -> Result<T>,
+) -> Result<(T, Option<Error>)> {
+    let e = match store.get(t, name).and_then(&decode) {
+        Ok(v) => return Ok((v, None)),
+        Err(e) => e,
+    };
+    let Some(copy) = t.copy().filter(|_| try_second_copy(&e)) else {
+        return Err(e);
+    };
+    match store.get(copy, name).and_then(&decode) {
+        Ok(v) => Ok((v, Some(e))),
+        Err(_) => Err(e),
+    }
 }
 
 /// The time now: Unix seconds and nanoseconds.
@@ -188,6 +254,7 @@ impl Repository {
             &config.encode(&keys.config_check, &keys.full()?.config_mac),
         )?;
         store.put(FileType::Config, "", &ct)?;
+        store.put(FileType::ConfigCopy, "", &ct)?;
         // The marker goes last: a folder without it is not (yet) a repository.
         store.put(
             FileType::Marker,
@@ -204,21 +271,57 @@ impl Repository {
 
     /// Read the config with the unlocked keys.
     fn finish_open(store: Store, keys: Keys, unlocked_with: Option<Id>) -> Result<Repository> {
-        let ct = store.get(FileType::Config, "")?;
-        // Write-only devices read the config with the index identity.
-        let plain = match keys.data_identity() {
-            Ok(id) => id.decrypt(&ct, "config")?,
-            Err(_) => keys.index_identity.decrypt(&ct, "config")?,
-        };
-        let config = Config::decode(
-            &plain,
-            &keys.repo_id,
-            &keys.config_check,
-            keys.full().ok().map(|f| &f.config_mac),
-        )?;
+        let (config, damaged) = get_either(&store, FileType::Config, "", |ct| {
+            // Write-only devices read the config with the index identity.
+            let plain = match keys.data_identity() {
+                Ok(id) => id.decrypt(&ct, "config")?,
+                Err(_) => keys.index_identity.decrypt(&ct, "config")?,
+            };
+            Config::decode(
+                &plain,
+                &keys.repo_id,
+                &keys.config_check,
+                keys.full().ok().map(|f| &f.config_mac),
+            )
+        })?;
         // A local copy of a locked repository cannot lock; everything else keeps the rule.
         let _ = store.backend().set_object_lock(config.object_lock);
-        Ok(Repository::new(store, keys, config, unlocked_with))
+        let repo = Repository::new(store, keys, config, unlocked_with);
+        if let Some(e) = damaged {
+            repo.note_damaged(FileType::Config, None, &e);
+        }
+        Ok(repo)
+    }
+
+    /// Remember that an object's copy `kind` could not be used (the other served).
+    pub(crate) fn note_damaged(&self, kind: FileType, name: Option<Id>, e: &Error) {
+        let d = DamagedCopy {
+            kind,
+            name,
+            error: e.to_string(),
+        };
+        let mut all = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
+        if !all.iter().any(|x| x.kind == d.kind && x.name == d.name) {
+            all.push(d);
+        }
+    }
+
+    /// True when copy `kind` of object `name` was found damaged this run.
+    pub(crate) fn is_damaged(&self, kind: FileType, name: &Id) -> bool {
+        self.damaged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|d| d.kind == kind && d.name.as_ref() == Some(name))
+    }
+
+    /// Objects of which one copy could not be used so far this run, the other having served
+    /// (§2.2). `vault repair metadata` rewrites them.
+    pub fn damaged_copies(&self) -> Vec<DamagedCopy> {
+        self.damaged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn new(store: Store, keys: Keys, config: Config, unlocked_with: Option<Id>) -> Repository {
@@ -232,6 +335,7 @@ impl Repository {
             unlocked_with,
             costly_unlock: None,
             missing_snapshots: Mutex::new(Default::default()),
+            damaged: Mutex::new(Vec::new()),
         }
     }
 

@@ -78,7 +78,8 @@ impl PackStream {
 /// A few open pack streams, reused across blob reads (one per worker thread).
 #[derive(Default)]
 pub struct PackReaders {
-    open: Vec<(Id, PackStream)>,
+    /// Each with the pack's id and whether it is the pack's second copy (§2.2).
+    open: Vec<((Id, bool), PackStream)>,
     /// Compressed bytes on their way to decompression, reused.
     scratch: Vec<u8>,
 }
@@ -98,6 +99,9 @@ impl PackReaders {
         Ok(buf)
     }
 
+    /// Read plaintext bytes of a pack. A tree pack is kept twice (§2.2): when its first copy
+    /// fails, the second is read (byte-identical, so the same offsets) and the damage noted;
+    /// once noted, the first copy is passed over for the rest of the run.
     pub fn read_into(
         &mut self,
         repo: &Repository,
@@ -106,14 +110,42 @@ impl PackReaders {
         len: usize,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
-        let pos = match self.open.iter().position(|(id, _)| *id == pack.id) {
+        let twin = pack.pack_type == BlobType::Tree;
+        if twin && repo.is_damaged(FileType::Pack, &pack.id) {
+            return self.read_copy(repo, pack, true, offset, len, buf);
+        }
+        match self.read_copy(repo, pack, false, offset, len, buf) {
+            Err(e) if twin && super::try_second_copy(&e) => {
+                match self.read_copy(repo, pack, true, offset, len, buf) {
+                    Ok(()) => {
+                        repo.note_damaged(FileType::Pack, Some(pack.id), &e);
+                        Ok(())
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            r => r,
+        }
+    }
+
+    fn read_copy(
+        &mut self,
+        repo: &Repository,
+        pack: &PackInfo,
+        second: bool,
+        offset: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        let key = (pack.id, second);
+        let pos = match self.open.iter().position(|(k, _)| *k == key) {
             Some(p) => p,
             None => {
-                let s = repo.open_pack(pack)?;
+                let s = repo.open_pack_copy(pack, second)?;
                 if self.open.len() >= OPEN_PACKS {
                     self.open.remove(0);
                 }
-                self.open.push((pack.id, s));
+                self.open.push((key, s));
                 self.open.len() - 1
             }
         };
@@ -128,18 +160,36 @@ impl PackReaders {
 
 impl Repository {
     /// Read a pack's blob table straight from the pack (no index needed).
+    /// A tree pack's second copy (§2.2) is read when the first cannot be (a pack's kind is not
+    /// known before its table is read: a data pack has no second copy, which costs one request).
     pub fn read_pack_table(&self, id: &Id, object_len: u64) -> Result<PackDesc> {
+        match self.read_pack_table_of(FileType::Pack, id, object_len) {
+            Err(e) if super::try_second_copy(&e) => {
+                match self.read_pack_table_of(FileType::TreePackCopy, id, object_len) {
+                    Ok(d) if d.pack_type == BlobType::Tree => {
+                        self.note_damaged(FileType::Pack, Some(*id), &e);
+                        Ok(d)
+                    }
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
+    }
+
+    fn read_pack_table_of(&self, t: FileType, id: &Id, object_len: u64) -> Result<PackDesc> {
         let name = id.to_hex();
         let what = format!("pack {}", id.short());
         // The age header and the first STREAM chunk (which holds the pack header) in one request;
         // the decrypting stream starts from these bytes.
         let head = self
             .store
-            .get_range(FileType::Pack, &name, 0, PACK_HEAD.min(object_len))?;
+            .get_range(t, &name, 0, PACK_HEAD.min(object_len))?;
         let payload_offset = crypto::age_payload_offset(&head)
             .ok_or_else(|| Error::corrupt(&what, "no age header"))?;
         // The plaintext length comes from the decrypting stream (age knows its own framing).
-        let mut s = self.open_pack_from(id, self.pack_reader(id, object_len).with_head(head))?;
+        let mut s =
+            self.open_pack_from(id, self.pack_reader_of(t, id, object_len).with_head(head))?;
         let (plain_len, blobs) = read_table_from_end(&mut s.inner, &what)?;
         Ok(PackDesc {
             id: *id,
@@ -279,17 +329,21 @@ impl Repository {
 
     /// Open a pack for seekable plaintext reads, checking its object header.
     pub fn open_pack(&self, pack: &PackInfo) -> Result<PackStream> {
-        self.open_pack_from(&pack.id, self.pack_reader(&pack.id, pack.object_len))
+        self.open_pack_copy(pack, false)
     }
 
-    fn pack_reader(&self, id: &Id, object_len: u64) -> RangeReader {
-        RangeReader::new(
-            self.store.clone(),
-            FileType::Pack,
-            id.to_hex(),
-            object_len,
-            1 << 20,
-        )
+    /// [`Self::open_pack`] of the first copy, or of a tree pack's second (§2.2).
+    pub fn open_pack_copy(&self, pack: &PackInfo, second: bool) -> Result<PackStream> {
+        let t = if second {
+            FileType::TreePackCopy
+        } else {
+            FileType::Pack
+        };
+        self.open_pack_from(&pack.id, self.pack_reader_of(t, &pack.id, pack.object_len))
+    }
+
+    fn pack_reader_of(&self, t: FileType, id: &Id, object_len: u64) -> RangeReader {
+        RangeReader::new(self.store.clone(), t, id.to_hex(), object_len, 1 << 20)
     }
 
     fn open_pack_from(&self, id: &Id, rr: RangeReader) -> Result<PackStream> {
