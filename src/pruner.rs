@@ -621,9 +621,13 @@ pub fn prune(
     // written first), or by a run stopped above. A copy whose first copy is only missing is
     // kept: it may be all that is left (`vault repair metadata` puts the first back).
     let deleted_now: HashSet<Id> = delete_now.iter().copied().collect();
+    // Listed again: the packs this run wrote (repacked trees) are stored now.
+    let stored_now: HashSet<Id> = repo.names(FileType::Pack)?.into_iter().collect();
     for (cid, size, modified) in repo.store().list_dated(FileType::TreePackCopy)? {
-        let kept =
-            deleted_now.contains(&cid) || stored.contains_key(&cid) || packs.contains_key(&cid);
+        let kept = deleted_now.contains(&cid)
+            || stored_now.contains(&cid)
+            || stored.contains_key(&cid)
+            || packs.contains_key(&cid);
         if kept || store_now.saturating_sub(modified) < opts.grace {
             continue;
         }

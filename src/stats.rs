@@ -23,7 +23,8 @@ pub struct Stored {
     pub packs: Objects,
     pub index: Objects,
     pub snapshots: Objects,
-    /// Key files, config, forget records, condemn markers, the marker.
+    /// Key files, forget records, condemn markers, removed keys, and the second copies of
+    /// snapshots and tree packs (design.md §2.2).
     pub other: Objects,
     pub total_bytes: u64,
 }
@@ -126,6 +127,9 @@ pub fn stats(repo: &Repository, one: Option<Id>) -> Result<Stats> {
         (FileType::Forgotten, 3),
         (FileType::Condemned, 3),
         (FileType::Revoked, 3),
+        // Second copies (design.md §2.2) are stored bytes like any other.
+        (FileType::TreePackCopy, 3),
+        (FileType::SnapshotCopy, 3),
     ] {
         for (_, size) in repo.store().list(t)? {
             let o = match into {

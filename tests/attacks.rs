@@ -924,10 +924,10 @@ fn forged_forget_records_and_markers_are_refused() {
         .store()
         .put(FileType::Forgotten, &Id::random().to_hex(), &ct)
         .unwrap();
-    thief
-        .store()
-        .delete(FileType::Snapshot, &victim.to_hex())
-        .unwrap();
+    // Both copies (design.md §2.2): a second copy alone is put back by `vault repair metadata`.
+    for t in [FileType::Snapshot, FileType::SnapshotCopy] {
+        thief.store().delete(t, &victim.to_hex()).unwrap();
+    }
     // A marker condemning every pack.
     let packs: Vec<Id> = thief
         .store()

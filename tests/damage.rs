@@ -344,3 +344,69 @@ on_both!(a_damaged_config_is_read_from_its_copy);
 on_both!(a_damaged_index_object_is_named_and_restore_goes_on);
 on_both!(a_damaged_data_pack_costs_only_its_files);
 on_both!(a_damaged_key_file_is_named_and_the_other_keys_still_open);
+
+/// A snapshot stored only as its second copy (its first lost) holds prune back until `vault
+/// repair metadata` has put it back; second copies of tree packs that no index lists and whose
+/// pack is gone are removed by prune after the grace period, and one whose pack is only missing
+/// is kept (it may be all that is left).
+fn prune_keeps_what_only_a_second_copy_holds(env: &Env) {
+    let src = backed_up(env);
+    fs::write(src.join("a/new.jpg"), noise(50_000, 99)).unwrap();
+    env.vault().arg("backup").arg(&src).assert().success();
+    let snaps = names(env, FileType::Snapshot);
+    assert_eq!(snaps.len(), 2);
+    env.store().delete(FileType::Snapshot, &snaps[0]).unwrap();
+    let out = env
+        .vault()
+        .args(["prune", "--grace", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("stopped before changing anything"), "{err}");
+    // (The local index saw it, so it is reported missing as well; either refusal names it.)
+    assert!(err.contains(&snaps[0][..8]), "{err}");
+    let said = repair_metadata(env);
+    assert!(
+        said.contains(&format!("rewrote snapshot {} (first copy)", &snaps[0][..8])),
+        "{said}"
+    );
+    assert_eq!(names(env, FileType::Snapshot), snaps);
+
+    // An orphan second copy (a backup stopped between the two writes) and a tree pack whose
+    // first copy is lost.
+    let trees = names(env, FileType::TreePackCopy);
+    let orphan = "ab".repeat(32);
+    env.store()
+        .put(FileType::TreePackCopy, &orphan, &noise(70_000, 5))
+        .unwrap();
+    env.store().delete(FileType::Pack, &trees[0]).unwrap();
+    let out = env
+        .vault()
+        .args(["--json", "prune", "--grace", "0"])
+        .output()
+        .unwrap();
+    // Its trees are needed and only the second copy holds them: prune refuses, deleting nothing.
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stopped before changing anything"),
+        "{out:?}"
+    );
+    let left = names(env, FileType::TreePackCopy);
+    assert!(left.contains(&trees[0]), "the only copy left must stay");
+    repair_metadata(env);
+    let out = env
+        .vault()
+        .args(["--json", "prune", "--grace", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["orphan_copies_removed"], 1, "{v}");
+    let left = names(env, FileType::TreePackCopy);
+    assert!(!left.contains(&orphan), "{left:?}");
+    assert!(left.contains(&trees[0]), "{left:?}");
+    whole_again(env, &src, "after");
+}
+
+on_both!(prune_keeps_what_only_a_second_copy_holds);

@@ -564,8 +564,12 @@ fn files_that_verify_nowhere_are_reported_too() {
         let rel = p.strip_prefix(&src).unwrap();
         assert_eq!(fs::read(&p).unwrap(), fs::read(expected.join(rel)).unwrap());
     }
-    // Now the trees too: the repository fails as a whole, and every file left is still listed.
-    for pack in objects(&t.drive, "data") {
+    // Now the trees too, both copies (design.md §2.2): the repository fails as a whole, and
+    // every file left is still listed.
+    for pack in objects(&t.drive, "data")
+        .into_iter()
+        .chain(objects(&t.drive, "copies/trees"))
+    {
         let len = fs::metadata(&pack).unwrap().len() as i64;
         if len <= 500_000 {
             flip_byte(&pack, len / 2);

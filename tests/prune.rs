@@ -438,8 +438,9 @@ fn prune_refuses_while_a_snapshot_is_missing() {
     // Put back, it restores whole.
     fs::write(env.repo().join("snapshots").join(&first), saved).unwrap();
     env.check_read_data();
-    // Gone for good and acknowledged: prune goes on.
+    // Gone for good (both copies, design.md §2.2) and acknowledged: prune goes on.
     env.store().delete(FileType::Snapshot, &first).unwrap();
+    env.store().delete(FileType::SnapshotCopy, &first).unwrap();
     env.vault()
         .args(["snapshots", "--acknowledge-missing"])
         .assert()

@@ -272,9 +272,12 @@ fn request_counts_match_what_the_server_saw() {
     assert_eq!(r["list"].as_u64().unwrap(), get("LIST"));
     assert_eq!(r["head"].as_u64().unwrap(), get("HEAD"));
     assert_eq!(r["delete"].as_u64().unwrap(), get("DELETE"));
-    // PUTs: one per pack plus one index and one snapshot; nothing per chunk or per file.
+    // PUTs: one per pack and one per tree pack's second copy (design.md §2.2), plus one index
+    // and the snapshot with its second copy; nothing per chunk or per file.
     let packs = v["packs_written"].as_u64().unwrap();
-    assert_eq!(get("PUT"), packs + 2);
+    let tree_copies = env.store().list(FileType::TreePackCopy).unwrap().len() as u64;
+    assert!(tree_copies >= 1);
+    assert_eq!(get("PUT"), packs + tree_copies + 3);
 }
 
 #[test]
@@ -478,7 +481,7 @@ fn object_lock_forget_and_prune_wait_for_retention() {
     assert_eq!(v["removed"].as_array().unwrap().len(), 3, "{v}");
     assert_eq!(v["snapshot_objects_deleted"], 0, "{v}");
     let locked = v["locked"].as_array().unwrap();
-    assert_eq!(locked.len(), 3, "{v}");
+    assert_eq!(locked.len(), 6, "3 snapshots, 2 copies each: {v}");
     let now = vault::repo::now().0;
     assert!(
         locked

@@ -114,6 +114,24 @@ fn flipped_byte_in_any_pack_is_found_and_only_affected_files_fail() {
             .iter()
             .map(|v| v.as_str().unwrap().split_once(':').unwrap().1.to_string())
             .collect();
+        let tree_copy = env.repo().join("copies/trees").join(&name[..2]).join(&name);
+        if tree_copy.exists() {
+            // A tree pack: its second copy (design.md §2.2) serves, no file is damaged.
+            assert!(damaged.is_empty(), "{errors}");
+            assert!(errors.contains("nothing is lost"), "{errors}");
+            env.assert_restores(&src, &format!("out{n}"));
+            // Both copies damaged: now the files below its trees are.
+            flip_byte(&tree_copy, len / 2);
+            let (code, report) = check_json(&env);
+            assert_eq!(code, 1);
+            assert!(
+                !report["damaged_files"].as_array().unwrap().is_empty(),
+                "{report}"
+            );
+            flip_byte(&tree_copy, len / 2);
+            flip_byte(pack, len / 2);
+            continue;
+        }
         if errors.contains("padding damaged") {
             // A flip in a pack's padding: the object is damaged, no file is.
             assert!(damaged.is_empty(), "{errors}");
@@ -199,7 +217,19 @@ fn flipped_byte_in_a_snapshot_is_reported_and_other_snapshots_restore() {
             "snapshot {}",
             &vname[..8]
         )));
-    // A new machine (no local index) cannot use it...
+    // A new machine (no local index) reads its second copy (design.md §2.2) and says so...
+    env.vault()
+        .args(["--no-cache", "restore", &vname[..8], "--target"])
+        .arg(env.path("second"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(format!(
+            "snapshot {} is damaged",
+            &vname[..8]
+        )));
+    assert!(restored(&env.path("second"), &src.join("album/IMG_0001.JPG")).exists());
+    // ...and with both copies damaged cannot use it...
+    flip_byte(&env.repo().join("copies/snapshots").join(&vname), -5);
     env.vault()
         .args(["--no-cache", "restore", &vname[..8], "--target"])
         .arg(env.path("bad"))
@@ -272,7 +302,12 @@ fn deleted_or_rolled_back_snapshots_are_reported() {
     }
     let ids = snapshot_ids(&env);
     assert_eq!(ids.len(), 3);
-    let object = |id: &str| env.repo().join("snapshots").join(id);
+    // Whoever deletes or rolls back takes both copies (design.md §2.2).
+    let remove = |id: &str| {
+        for dir in ["snapshots", "copies/snapshots"] {
+            fs::remove_file(env.repo().join(dir).join(id)).unwrap();
+        }
+    };
     let gone = predicate::str::contains("missing from the repository");
     env.vault()
         .arg("snapshots")
@@ -282,7 +317,7 @@ fn deleted_or_rolled_back_snapshots_are_reported() {
 
     // The newest one removed: this computer saw it, and says so on every run until someone
     // looks (a backup at night would otherwise report it once, to nobody).
-    fs::remove_file(object(&ids[2])).unwrap();
+    remove(&ids[2]);
     for _ in 0..2 {
         env.vault().arg("snapshots").assert().success().stderr(
             predicate::str::contains("1 snapshot(s) missing")
@@ -313,7 +348,7 @@ fn deleted_or_rolled_back_snapshots_are_reported() {
 
     // One in the middle removed: the snapshot made after it names it, so even a new computer
     // notices, and `check` fails.
-    fs::remove_file(object(&ids[1])).unwrap();
+    remove(&ids[1]);
     env.vault()
         .args(["--no-cache", "snapshots"])
         .assert()
@@ -368,7 +403,7 @@ fn deleted_or_rolled_back_snapshots_are_reported() {
         .stderr(predicate::str::contains(&ids[1][..8]));
     // A new deletion after the acknowledgement is reported again.
     let now = snapshot_ids(&env);
-    fs::remove_file(object(&now[0])).unwrap();
+    remove(&now[0]);
     env.vault().arg("snapshots").assert().success().stderr(
         predicate::str::contains("1 snapshot(s) missing")
             .and(predicate::str::contains(&now[0][..8])),
