@@ -129,6 +129,8 @@ pub struct Plan {
     pub groups: Vec<Group>,
     /// Snapshots that failed to read: never removed by a policy (they are reported).
     pub unreadable: Vec<Id>,
+    /// Unreadable snapshots named by id: removed (nothing in them can be read anyway).
+    pub unreadable_named: Vec<Id>,
 }
 
 impl Plan {
@@ -171,8 +173,29 @@ pub fn plan(repo: &Repository, opts: &Options, now: i64) -> Result<Plan> {
     }
     let (snaps, bad) = repo.snapshots()?;
     let mut chosen: HashSet<Id> = HashSet::new();
+    let mut unreadable_named = Vec::new();
     for spec in &opts.ids {
-        chosen.insert(repo.find_snapshot(spec)?.0);
+        match repo.find_snapshot(spec) {
+            Ok((id, _)) => {
+                chosen.insert(id);
+            }
+            Err(e) => {
+                // An unreadable snapshot (both copies damaged) can be forgotten by its id:
+                // nothing in it can be read, so nothing in it is kept by forgetting others.
+                let spec_l = spec.to_ascii_lowercase();
+                let m: Vec<Id> = bad
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .filter(|n| spec_l.len() >= 4 && n.to_hex().starts_with(&spec_l))
+                    .collect();
+                match m.as_slice() {
+                    [one] => {
+                        unreadable_named.push(*one);
+                    }
+                    _ => return Err(e),
+                }
+            }
+        }
     }
 
     // The newest trusted record of each vault-only path, and who holds it.
@@ -275,7 +298,12 @@ pub fn plan(repo: &Repository, opts: &Options, now: i64) -> Result<Plan> {
     }
     Ok(Plan {
         groups: out,
-        unreadable: bad.into_iter().map(|(id, _)| id).collect(),
+        unreadable: bad
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !unreadable_named.contains(id))
+            .collect(),
+        unreadable_named,
     })
 }
 

@@ -147,6 +147,21 @@ fn interrupted() -> Result<()> {
     }
 }
 
+/// Removes the clock probe when the run ends, however it ends (best effort; the successful
+/// end has removed it already).
+struct ProbeGuard<'a> {
+    repo: &'a Repository,
+    name: Option<Id>,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.name {
+            let _ = self.repo.store().delete(FileType::Condemned, &n.to_hex());
+        }
+    }
+}
+
 fn refuse(what: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("prune stopped before changing anything: {what}"))
 }
@@ -175,6 +190,9 @@ pub fn prune(
             },
         )?)
     };
+    // A run that stops (a refusal, an error) removes its probe: it condemns nothing, but one
+    // left per refused run would pile up until a prune succeeds.
+    let _probe_guard = ProbeGuard { repo, name: probe };
     let (markers, bad_markers) = repo.condemn_markers()?;
     rep.bad_markers = bad_markers.iter().map(|(_, e)| e.to_string()).collect();
     let store_now = probe
@@ -210,20 +228,6 @@ pub fn prune(
              data may be all that is left of them; find out why (`vault check`), then either \
              put them back or run `vault snapshots --acknowledge-missing` to let prune go on",
             ids.join(", ")
-        )));
-    }
-    // A snapshot stored only as its second copy (§2.2) is one whose first copy was lost: its
-    // data is needed as much as any listed snapshot's.
-    let listed: HashSet<Id> = repo.names(FileType::Snapshot)?.into_iter().collect();
-    if let Some(alone) = repo
-        .names(FileType::SnapshotCopy)?
-        .into_iter()
-        .find(|n| !listed.contains(n) && !forgotten.ids.contains(n))
-    {
-        return Err(refuse(format!(
-            "snapshot {} is stored only as its second copy; run `vault repair metadata` to put \
-             its first copy back",
-            alone.short()
         )));
     }
     rep.snapshots = snaps.len() as u64;

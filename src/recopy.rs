@@ -1,7 +1,7 @@
 //! `vault repair metadata`: rewrite a damaged or missing copy of the config, a snapshot or a
 //! tree pack from its intact other copy (design.md §2.2), or a snapshot from the local index.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use serde::Serialize;
@@ -10,7 +10,7 @@ use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::format::config::Config;
 use crate::format::snapshot::Snapshot;
-use crate::format::BlobType;
+use crate::format::{BlobEntry, BlobType};
 use crate::ids::Id;
 use crate::repo::Repository;
 
@@ -108,31 +108,76 @@ pub fn repair_metadata(repo: &Repository, dry_run: bool) -> Result<RecopyReport>
         );
     }
 
-    // Tree packs: every one the index names, each copy read whole and authenticated.
+    // Tree packs: every one the index names, each copy read whole and authenticated, and
+    // compared with what the index says the pack holds.
     let (index, _) = repo.full_index()?;
+    // Where the index places each blob: a copy that holds another pack's bytes may be written
+    // over only when everything it holds is stored elsewhere too.
+    let mut homes: HashMap<Id, HashSet<Id>> = HashMap::new();
+    for (i, p) in index.packs.iter().enumerate() {
+        for e in index.described(i) {
+            homes.entry(e.id).or_default().insert(p.id);
+        }
+    }
     let mut seen = HashSet::new();
-    for p in &index.packs {
+    for (i, p) in index.packs.iter().enumerate() {
         if p.pack_type != BlobType::Tree || !seen.insert(p.id) {
             continue;
         }
         interrupted()?;
         rep.tree_packs += 1;
-        let pair = read_pair(repo, FileType::Pack, &p.id.to_hex(), |ct| {
-            if ct.len() as u64 != p.object_len {
-                return Err(Error::corrupt("tree pack", "not the size the index says"));
-            }
-            let what = format!("pack {}", p.id.short());
-            let mut s = repo
-                .keys()
-                .data_identity()?
-                .open(std::io::Cursor::new(ct), &what)?;
-            repo.check_pack_header(&mut s, &what)?;
-            // Every STREAM chunk authenticated, the last one included.
-            std::io::copy(&mut s.by_ref(), &mut std::io::sink())
-                .map_err(|e| crate::crypto::read_error(&what, e))?;
-            Ok(())
-        })?;
+        let listed: HashSet<&BlobEntry> = index.described(i).iter().collect();
         let what = format!("tree pack {}", p.id.short());
+        let mut pair = Pair {
+            first: None,
+            second: None,
+        };
+        let mut unsafe_to_replace = None;
+        for (kind, slot) in [
+            (FileType::Pack, &mut pair.first),
+            (FileType::TreePackCopy, &mut pair.second),
+        ] {
+            let bytes = match repo.store().get(kind, &p.id.to_hex()) {
+                Ok(b) => b,
+                Err(e @ (Error::Cache { .. } | Error::Interrupted)) => return Err(e),
+                Err(_) => continue,
+            };
+            match pack_table(repo, &p.id, &bytes) {
+                Ok(table)
+                    if bytes.len() as u64 == p.object_len
+                        && listed.iter().all(|e| table.contains(e)) =>
+                {
+                    *slot = Some(bytes);
+                }
+                Ok(table) => {
+                    // A genuine pack of this repository, but not the one the index describes
+                    // under this name: written over only if its blobs are stored elsewhere.
+                    let elsewhere = table.iter().all(|e| {
+                        homes
+                            .get(&e.id)
+                            .is_some_and(|h| h.iter().any(|pid| *pid != p.id))
+                    });
+                    if !elsewhere {
+                        unsafe_to_replace = Some(if kind == FileType::Pack {
+                            "first copy"
+                        } else {
+                            "second copy"
+                        });
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(label) = unsafe_to_replace {
+            if pair.first.is_none() || pair.second.is_none() {
+                rep.failed.push(format!(
+                    "{what}: its {label} holds trees that no index lists anywhere else, and it \
+                     differs from what the index says; nothing was changed (`vault repair \
+                     index` first, then this again)"
+                ));
+                continue;
+            }
+        }
         fix(
             repo,
             FileType::Pack,
@@ -168,6 +213,20 @@ fn read_pair(
     }
     let [first, second] = out;
     Ok(Pair { first, second })
+}
+
+/// The table of a stored pack, every byte of it authenticated and its header checked.
+fn pack_table(repo: &Repository, id: &Id, ct: &[u8]) -> Result<Vec<BlobEntry>> {
+    let what = format!("pack {}", id.short());
+    let mut s = repo
+        .keys()
+        .data_identity()?
+        .open(std::io::Cursor::new(ct), &what)?;
+    repo.check_pack_header(&mut s, &what)?;
+    // Every STREAM chunk authenticated, the last one included.
+    std::io::copy(&mut s.by_ref(), &mut std::io::sink())
+        .map_err(|e| crate::crypto::read_error(&what, e))?;
+    Ok(crate::repo::read_table_from_end(&mut s, &what)?.1)
 }
 
 /// A snapshot neither copy of which verifies, from the local index (verified again), encrypted

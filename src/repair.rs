@@ -118,11 +118,16 @@ pub fn repair_index(
     // A tree pack whose first copy is gone is still stored in its second (§2.2): its entries
     // are kept, its table read from the second copy.
     let firsts: HashSet<Id> = packs.iter().map(|(id, _)| *id).collect();
+    let seconds: HashMap<Id, u64> = repo
+        .store()
+        .list(FileType::TreePackCopy)?
+        .into_iter()
+        .collect();
     packs.extend(
-        repo.store()
-            .list(FileType::TreePackCopy)?
-            .into_iter()
-            .filter(|(id, _)| !firsts.contains(id)),
+        seconds
+            .iter()
+            .filter(|(id, _)| !firsts.contains(id))
+            .map(|(id, len)| (*id, *len)),
     );
     rep.index_objects = old.len() as u64;
     rep.packs = packs.len() as u64;
@@ -164,6 +169,18 @@ pub fn repair_index(
             progress.files_done.fetch_add(1, Ordering::Relaxed);
             let old = described.remove(&id).unwrap_or_default();
             let table = match r {
+                // A first copy that holds other bytes than the index described, beside a
+                // second copy that holds them (§2.2): the index keeps describing the second,
+                // and `repair metadata` puts the first back.
+                Ok(t) if !old.entries.keys().all(|b| t.blobs.contains(b)) => {
+                    match seconds
+                        .get(&id)
+                        .map(|len| repo.read_pack_table_of(FileType::TreePackCopy, &id, *len))
+                    {
+                        Some(Ok(c)) if old.entries.keys().all(|b| c.blobs.contains(b)) => c,
+                        _ => t,
+                    }
+                }
                 Ok(t) => t,
                 Err(e @ Error::Cache { .. }) => return Err(e),
                 Err(e) => {

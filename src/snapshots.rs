@@ -111,7 +111,7 @@ impl Repository {
         // its object is still stored (a forget stopped halfway, Object Lock), and not missing.
         let forgotten = self.forgotten()?.ids;
         let names: Vec<Id> = self
-            .names(FileType::Snapshot)?
+            .snapshot_names()?
             .into_iter()
             .filter(|n| !forgotten.contains(n))
             .collect();
@@ -159,6 +159,16 @@ impl Repository {
         }
         ok.sort_by_key(|(_, s)| (s.time, s.time_nanos, s.sequence));
         Ok((ok, bad))
+    }
+
+    /// The names of every stored snapshot: those of the first copies and those stored only as
+    /// their second (§2.2: the first was lost; the second is read, and the loss said), sorted.
+    pub(crate) fn snapshot_names(&self) -> Result<Vec<Id>> {
+        let mut names = self.names(FileType::Snapshot)?;
+        names.extend(self.names(FileType::SnapshotCopy)?);
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 
     fn missing(&self) -> std::sync::MutexGuard<'_, MissingSnapshots> {
@@ -247,10 +257,8 @@ impl Repository {
         }
         let forgotten = self.forgotten()?.ids;
         let matches: Vec<Id> = self
-            .store
-            .list(FileType::Snapshot)?
+            .snapshot_names()?
             .into_iter()
-            .map(|(n, _)| n)
             .filter(|n| n.to_hex().starts_with(&spec_l) && !forgotten.contains(n))
             .collect();
         match matches.as_slice() {

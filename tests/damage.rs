@@ -45,9 +45,13 @@ fn names(env: &Env, t: FileType) -> Vec<String> {
 
 /// Flip one byte in the middle of an object, on whatever store holds it.
 fn damage(env: &Env, t: FileType, name: &str) {
+    let len = env.store().get(t, name).unwrap().len();
+    damage_at(env, t, name, len / 2);
+}
+
+fn damage_at(env: &Env, t: FileType, name: &str, i: usize) {
     let store = env.store();
     let mut b = store.get(t, name).unwrap();
-    let i = b.len() / 2;
     b[i] ^= 0x01;
     store.delete(t, name).unwrap();
     store.put(t, name, &b).unwrap();
@@ -254,7 +258,8 @@ fn a_damaged_data_pack_costs_only_its_files(env: &Env) {
         .collect();
     assert!(data.len() >= 2, "{data:?}");
     let pack = &data[0];
-    damage(env, FileType::Pack, pack);
+    // In the first 64 KiB chunk (past the age header): it holds the first blob, never padding.
+    damage_at(env, FileType::Pack, pack, 1000);
     let (code, report) = check(env, true);
     assert_eq!(code, 1, "{report}");
     let e = errors(&report);
@@ -345,34 +350,70 @@ on_both!(a_damaged_index_object_is_named_and_restore_goes_on);
 on_both!(a_damaged_data_pack_costs_only_its_files);
 on_both!(a_damaged_key_file_is_named_and_the_other_keys_still_open);
 
-/// A snapshot stored only as its second copy (its first lost) holds prune back until `vault
-/// repair metadata` has put it back; second copies of tree packs that no index lists and whose
-/// pack is gone are removed by prune after the grace period, and one whose pack is only missing
-/// is kept (it may be all that is left).
+/// A snapshot stored only as its second copy (its first lost) is listed, restored and kept by
+/// prune, and `vault repair metadata` puts the first back; second copies of tree packs that no
+/// index lists and whose pack is gone are removed by prune after the grace period, and one
+/// whose pack is only missing is kept (it may be all that is left).
 fn prune_keeps_what_only_a_second_copy_holds(env: &Env) {
     let src = backed_up(env);
+    let first_tree = src.join("a/IMG_0.jpg");
+    let first_bytes = fs::read(&first_tree).unwrap();
+    fs::remove_file(&first_tree).unwrap();
     fs::write(src.join("a/new.jpg"), noise(50_000, 99)).unwrap();
     env.vault().arg("backup").arg(&src).assert().success();
     let snaps = names(env, FileType::Snapshot);
     assert_eq!(snaps.len(), 2);
-    env.store().delete(FileType::Snapshot, &snaps[0]).unwrap();
+    // The snapshot that alone holds IMG_0.jpg loses its first copy.
+    let listed = env.vault().args(["snapshots", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let oldest = v[0]["id"].as_str().unwrap().to_string();
+    env.store().delete(FileType::Snapshot, &oldest).unwrap();
+    // A new computer still lists it, and says what it read.
     let out = env
         .vault()
-        .args(["prune", "--grace", "0"])
+        .args(["--no-cache", "snapshots"])
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("stopped before changing anything"), "{err}");
-    // (The local index saw it, so it is reported missing as well; either refusal names it.)
-    assert!(err.contains(&snaps[0][..8]), "{err}");
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(so.contains(&oldest[..8]), "{so}{se}");
+    assert!(se.contains(&format!("snapshot {}", &oldest[..8])), "{se}");
+    // Prune keeps what it needs: IMG_0.jpg restores from it afterwards.
+    let out = env
+        .vault()
+        .args(["--json", "prune", "--grace", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = env
+        .vault()
+        .args(["--no-cache", "restore", &oldest[..8], "--target"])
+        .arg(env.path("old"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        fs::read(restored(&env.path("old"), &first_tree)).unwrap(),
+        first_bytes
+    );
     let said = repair_metadata(env);
     assert!(
-        said.contains(&format!("rewrote snapshot {} (first copy)", &snaps[0][..8])),
+        said.contains(&format!("rewrote snapshot {} (first copy)", &oldest[..8])),
         "{said}"
     );
-    assert_eq!(names(env, FileType::Snapshot), snaps);
+    let mut now = names(env, FileType::Snapshot);
+    now.sort();
+    assert_eq!(now, snaps);
+    fs::write(&first_tree, &first_bytes).unwrap();
+    fs::remove_file(src.join("a/new.jpg")).unwrap();
+    env.vault().arg("backup").arg(&src).assert().success();
+    whole_again(env, &src, "after");
+}
 
+fn prune_removes_orphan_tree_copies_and_keeps_lone_ones(env: &Env) {
+    let src = backed_up(env);
     // An orphan second copy (a backup stopped between the two writes) and a tree pack whose
     // first copy is lost.
     let trees = names(env, FileType::TreePackCopy);
@@ -410,3 +451,50 @@ fn prune_keeps_what_only_a_second_copy_holds(env: &Env) {
 }
 
 on_both!(prune_keeps_what_only_a_second_copy_holds);
+on_both!(prune_removes_orphan_tree_copies_and_keeps_lone_ones);
+
+/// A tree pack's first copy replaced by another genuine tree pack of the repository (a storage
+/// that swaps objects): readers take the second copy, `repair index` keeps describing it, and
+/// `repair metadata` puts the first back without ever writing over the only copy of a tree.
+fn a_tree_pack_swapped_for_another_loses_no_file(env: &Env) {
+    let src = backed_up(env);
+    let before = names(env, FileType::TreePackCopy);
+    fs::write(src.join("b/later.jpg"), noise(60_000, 77)).unwrap();
+    env.vault().arg("backup").arg(&src).assert().success();
+    let newest = names(env, FileType::TreePackCopy)
+        .into_iter()
+        .find(|n| !before.contains(n))
+        .unwrap();
+    let older = &before[0];
+    let store = env.store();
+    let other = store.get(FileType::Pack, older).unwrap();
+    store.delete(FileType::Pack, &newest).unwrap();
+    store.put(FileType::Pack, &newest, &other).unwrap();
+    for (i, fresh) in [false, true].into_iter().enumerate() {
+        let target = env.path(&format!("swapped{i}"));
+        let mut c = env.vault();
+        if fresh {
+            c.arg("--no-cache");
+        }
+        let out = c
+            .args(["restore", "--target"])
+            .arg(&target)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_same_tree(&src, &restored(&target, &src));
+    }
+    let (code, report) = check(env, false);
+    assert_eq!(code, 1, "{report}");
+    assert!(errors(&report).contains("nothing is lost"), "{report}");
+    // Whoever runs `repair index` first loses nothing either.
+    env.vault().args(["repair", "index"]).assert().success();
+    let said = repair_metadata(env);
+    assert!(
+        said.contains(&format!("rewrote tree pack {} (first copy)", &newest[..8])),
+        "{said}"
+    );
+    whole_again(env, &src, "after");
+}
+
+on_both!(a_tree_pack_swapped_for_another_loses_no_file);

@@ -420,8 +420,10 @@ fn prune_refuses_while_a_snapshot_is_missing() {
         .arg(&src)
         .assert()
         .success();
+    // Both copies go (design.md §2.2: a second copy alone is listed and read).
     let saved = fs::read(env.repo().join("snapshots").join(&first)).unwrap();
     env.store().delete(FileType::Snapshot, &first).unwrap();
+    env.store().delete(FileType::SnapshotCopy, &first).unwrap();
     for _ in 0..2 {
         let out = env
             .vault()
@@ -436,7 +438,8 @@ fn prune_refuses_while_a_snapshot_is_missing() {
         );
     }
     // Put back, it restores whole.
-    fs::write(env.repo().join("snapshots").join(&first), saved).unwrap();
+    fs::write(env.repo().join("snapshots").join(&first), &saved).unwrap();
+    fs::write(env.repo().join("copies/snapshots").join(&first), &saved).unwrap();
     env.check_read_data();
     // Gone for good (both copies, design.md §2.2) and acknowledged: prune goes on.
     env.store().delete(FileType::Snapshot, &first).unwrap();

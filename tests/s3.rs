@@ -38,9 +38,10 @@ fn s3_backup_restore_check_round_trip() {
     let v: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
     assert_eq!(v["packs_written"], 0, "unchanged data writes no pack");
     assert_eq!(
-        v["requests"]["list"], 7,
-        "LIST only to load state: keys, condemned, index, forgotten, snapshots; and before the \
-         snapshot is written index and condemned again (§13.2)"
+        v["requests"]["list"], 8,
+        "LIST only to load state: keys, condemned, index, forgotten, snapshots and their \
+         second copies (§2.2); and before the snapshot is written index and condemned again \
+         (§13.2)"
     );
     env.assert_restores(&src, "out");
     env.vault()

@@ -227,7 +227,7 @@ fn list_dir(dir: &Path, out: &mut Vec<Listed>) -> Result<()> {
 }
 
 fn not_found(t: FileType, name: &str) -> Error {
-    Error::NotFound(format!("{} {}", t.name(), name))
+    Error::NotFound(super::object_label(t, name))
 }
 
 #[async_trait]

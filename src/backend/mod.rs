@@ -140,6 +140,16 @@ pub fn object_path(t: FileType, name: &str) -> String {
     }
 }
 
+/// How an object is named in messages: its kind, then its short name when it has one
+/// ("config", "snapshot 1a2b3c4d").
+pub fn object_label(t: FileType, name: &str) -> String {
+    if name.is_empty() {
+        t.name().to_string()
+    } else {
+        format!("{} {}", t.name(), short_name(name))
+    }
+}
+
 /// The first 8 characters of an object name (64 hex digits), as users are shown ids; a shorter
 /// name whole.
 pub fn short_name(name: &str) -> &str {

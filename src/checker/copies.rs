@@ -78,13 +78,10 @@ fn check_snapshot_copies(
         let ct = repo.store().get(FileType::SnapshotCopy, &id.to_hex())?;
         repo.open_snapshot(id, &ct).map(|_| ())
     }) {
+        // A second copy alone is listed and read like any snapshot; the loss of its first is
+        // among the damaged copies reported at the end.
         let alone = !firsts.contains(&id);
         match r {
-            Ok(()) if alone => rep.errors.push(format!(
-                "snapshot {}: only its second copy is stored (its first was lost or deleted); \
-                 listings do not show it until `vault repair metadata` puts the first back",
-                id.short()
-            )),
             Ok(()) => {}
             Err(e @ Error::Cache { .. }) => return Err(e),
             Err(e) => rep.errors.push(format!(

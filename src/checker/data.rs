@@ -160,10 +160,15 @@ fn read_pack(
         }
     };
     // The table inside the pack must agree with every description of it.
-    let table = (|| -> Result<(u64, Vec<format::BlobEntry>)> {
-        repo.check_pack_header(&mut s, &what)?;
-        crate::repo::read_table_from_end(&mut s, &what)
-    })();
+    // Readers check a pack's header before reading any blob from it (§12): a pack whose header
+    // fails gives restore none of its blobs, so none of them counts as intact here either.
+    if let Err(e) = repo.check_pack_header(&mut s, &what) {
+        errors.push(format!(
+            "{what}: header unreadable, so none of its blobs can be read: {e}"
+        ));
+        return (errors, entries.iter().map(|e| e.id).collect(), 0);
+    }
+    let table = crate::repo::read_table_from_end(&mut s, &what);
     let mut blobs_end = None;
     match table {
         Ok((len, t)) => {
@@ -177,7 +182,7 @@ fn read_pack(
                 .unwrap_or(format::HEADER_LEN as u64);
             blobs_end = Some((last, table_start));
         }
-        Err(e) => errors.push(format!("{what}: header unreadable: {e}")),
+        Err(e) => errors.push(format!("{what}: its table is unreadable: {e}")),
     }
     let mut damaged = vec![];
     let mut verified = 0;

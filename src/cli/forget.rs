@@ -236,7 +236,14 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
             id.short()
         ));
     }
-    let remove: Vec<vault::ids::Id> = plan.removed().map(|e| e.id).collect();
+    for id in &plan.unreadable_named {
+        ctx.out.warn(format!(
+            "snapshot {} could not be read; forgetting it as you asked",
+            id.short()
+        ));
+    }
+    let mut remove: Vec<vault::ids::Id> = plan.removed().map(|e| e.id).collect();
+    remove.extend(plan.unreadable_named.iter().copied());
     let released = plan.released();
     if released > 0 && !a.dry_run && !a.yes {
         if !std::io::stdin().is_terminal() {

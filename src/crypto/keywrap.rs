@@ -164,16 +164,21 @@ pub fn seal_to_recipients(recipients: &KeyRecipients, plaintext: &[u8]) -> Resul
 
 /// Try identities on a key file.
 pub fn open_with_identities(ids: &Identities, ciphertext: &[u8], what: &str) -> Result<Unwrap> {
-    let dec = age::Decryptor::new_buffered(ciphertext)
-        .map_err(|e| Error::corrupt(what, format!("not a readable age file: {e}")))?;
+    let dec = age::Decryptor::new_buffered(ciphertext).map_err(|e| {
+        Error::corrupt(
+            what,
+            format!("not a readable age file: {}", super::reason(&e)),
+        )
+    })?;
     if dec.is_scrypt() {
         return Ok(Unwrap::NotPassphrase);
     }
     match dec.decrypt(ids.iter()) {
         Ok(mut r) => {
             let mut out = Zeroizing::new(Vec::new());
-            r.read_to_end(&mut out)
-                .map_err(|e| Error::corrupt(what, format!("decryption failed: {e}")))?;
+            r.read_to_end(&mut out).map_err(|e| {
+                Error::corrupt(what, format!("decryption failed: {}", super::reason(&e)))
+            })?;
             Ok(Unwrap::Opened(out))
         }
         Err(age::DecryptError::NoMatchingKeys) | Err(age::DecryptError::DecryptionFailed) => {
@@ -233,8 +238,12 @@ pub fn header_matches_identities(ids: &Identities, header: &[u8]) -> bool {
 
 /// Try to open a passphrase-wrapped key file.
 pub fn open_with_passphrase(pass: &Passphrase, ciphertext: &[u8], what: &str) -> Result<Unwrap> {
-    let dec = age::Decryptor::new_buffered(ciphertext)
-        .map_err(|e| Error::corrupt(what, format!("not a readable age file: {e}")))?;
+    let dec = age::Decryptor::new_buffered(ciphertext).map_err(|e| {
+        Error::corrupt(
+            what,
+            format!("not a readable age file: {}", super::reason(&e)),
+        )
+    })?;
     if !dec.is_scrypt() {
         return Ok(Unwrap::NotPassphrase);
     }
@@ -243,8 +252,9 @@ pub fn open_with_passphrase(pass: &Passphrase, ciphertext: &[u8], what: &str) ->
     match dec.decrypt(iter::once(&id as &dyn age::Identity)) {
         Ok(mut r) => {
             let mut out = Zeroizing::new(Vec::new());
-            r.read_to_end(&mut out)
-                .map_err(|e| Error::corrupt(what, format!("decryption failed: {e}")))?;
+            r.read_to_end(&mut out).map_err(|e| {
+                Error::corrupt(what, format!("decryption failed: {}", super::reason(&e)))
+            })?;
             Ok(Unwrap::Opened(out))
         }
         Err(age::DecryptError::DecryptionFailed) | Err(age::DecryptError::NoMatchingKeys) => {

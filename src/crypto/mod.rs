@@ -180,16 +180,17 @@ impl DataIdentity {
         let mut out = Vec::with_capacity(ciphertext.len());
         reader
             .read_to_end(&mut out)
-            .map_err(|e| Error::corrupt(what, format!("decryption failed: {e}")))?;
+            .map_err(|e| read_error(what, e))?;
         Ok(out)
     }
 
     /// Start decrypting a (seekable) age stream; plaintext is authenticated per 64 KiB chunk.
     pub fn open<R: Read>(&self, input: R, what: &str) -> Result<age::stream::StreamReader<R>> {
-        let dec = age::Decryptor::new(input)
-            .map_err(|e| Error::corrupt(what, format!("not a readable age file: {e}")))?;
+        let dec = age::Decryptor::new(input).map_err(|e| {
+            Error::corrupt(what, format!("not a readable age file: {}", reason(&e)))
+        })?;
         dec.decrypt(iter::once(&self.0 as &dyn age::Identity))
-            .map_err(|e| Error::corrupt(what, format!("cannot decrypt: {e}")))
+            .map_err(|e| Error::corrupt(what, format!("cannot decrypt: {}", reason(&e))))
     }
 }
 
@@ -342,11 +343,24 @@ pub fn seekable<R: Read + Seek>(
     id.open(input, what)
 }
 
+/// An age error as one line: age's messages can run over several lines with advice meant for
+/// its own command-line tool ("Have you tried upgrading…"), which means nothing to a vault user.
+pub fn reason(e: &dyn std::fmt::Display) -> String {
+    let s = e.to_string();
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('.')
+        .to_string()
+}
+
 /// Map an I/O error raised while reading decrypted plaintext: age reports authentication failures
 /// as `InvalidData`.
 pub fn read_error(what: &str, e: io::Error) -> Error {
-    if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::UnexpectedEof {
-        Error::corrupt(what, format!("decryption failed: {e}"))
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        Error::corrupt(what, "it ends too early (truncated)")
+    } else if e.kind() == io::ErrorKind::InvalidData {
+        Error::corrupt(what, format!("decryption failed: {}", reason(&e)))
     } else {
         Error::storage(format!("reading {what}"), e)
     }

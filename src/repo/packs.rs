@@ -99,9 +99,7 @@ impl PackReaders {
         Ok(buf)
     }
 
-    /// Read plaintext bytes of a pack. A tree pack is kept twice (§2.2): when its first copy
-    /// fails, the second is read (byte-identical, so the same offsets) and the damage noted;
-    /// once noted, the first copy is passed over for the rest of the run.
+    /// Read plaintext bytes of a pack's first copy.
     pub fn read_into(
         &mut self,
         repo: &Repository,
@@ -110,22 +108,7 @@ impl PackReaders {
         len: usize,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
-        let twin = pack.pack_type == BlobType::Tree;
-        if twin && repo.is_damaged(FileType::Pack, &pack.id) {
-            return self.read_copy(repo, pack, true, offset, len, buf);
-        }
-        match self.read_copy(repo, pack, false, offset, len, buf) {
-            Err(e) if twin && super::try_second_copy(&e) => {
-                match self.read_copy(repo, pack, true, offset, len, buf) {
-                    Ok(()) => {
-                        repo.note_damaged(FileType::Pack, Some(pack.id), &e);
-                        Ok(())
-                    }
-                    Err(_) => Err(e),
-                }
-            }
-            r => r,
-        }
+        self.read_copy(repo, pack, false, offset, len, buf)
     }
 
     fn read_copy(
@@ -177,7 +160,12 @@ impl Repository {
         }
     }
 
-    fn read_pack_table_of(&self, t: FileType, id: &Id, object_len: u64) -> Result<PackDesc> {
+    pub(crate) fn read_pack_table_of(
+        &self,
+        t: FileType,
+        id: &Id,
+        object_len: u64,
+    ) -> Result<PackDesc> {
         let name = id.to_hex();
         let what = format!("pack {}", id.short());
         // The age header and the first STREAM chunk (which holds the pack header) in one request;
@@ -260,7 +248,10 @@ impl Repository {
         self.read_at(pack, entry, entry.blob_type, readers, &mut out)
     }
 
-    /// Read one recorded location of a blob and verify it.
+    /// Read one recorded location of a blob and verify it. A tree pack is kept twice (§2.2):
+    /// when the blob cannot be read from the first copy or does not verify there (damaged, lost,
+    /// or replaced by other bytes), it is read from the second (byte-identical, so at the same
+    /// offsets) and the damage noted; once noted, the first copy is passed over for the run.
     pub(crate) fn read_at(
         &self,
         pack: &PackInfo,
@@ -275,15 +266,47 @@ impl Repository {
                 "has the wrong type",
             ));
         }
-        match entry.compression {
-            Compression::None => {
-                readers.read_into(self, pack, entry.offset, entry.stored_len as usize, out)?
+        let twin = pack.pack_type == BlobType::Tree;
+        if twin && self.is_damaged(FileType::Pack, &pack.id) {
+            return self.read_at_copy(pack, entry, readers, out, true);
+        }
+        match self.read_at_copy(pack, entry, readers, out, false) {
+            Err(e) if twin && super::try_second_copy(&e) => {
+                match self.read_at_copy(pack, entry, readers, out, true) {
+                    Ok(()) => {
+                        self.note_damaged(FileType::Pack, Some(pack.id), &e);
+                        Ok(())
+                    }
+                    Err(_) => Err(e),
+                }
             }
+            r => r,
+        }
+    }
+
+    fn read_at_copy(
+        &self,
+        pack: &PackInfo,
+        entry: &BlobEntry,
+        readers: &mut PackReaders,
+        out: &mut Vec<u8>,
+        second: bool,
+    ) -> Result<()> {
+        match entry.compression {
+            Compression::None => readers.read_copy(
+                self,
+                pack,
+                second,
+                entry.offset,
+                entry.stored_len as usize,
+                out,
+            )?,
             Compression::Zstd => {
                 let mut stored = std::mem::take(&mut readers.scratch);
-                let r = readers.read_into(
+                let r = readers.read_copy(
                     self,
                     pack,
+                    second,
                     entry.offset,
                     entry.stored_len as usize,
                     &mut stored,

@@ -8,7 +8,8 @@
 //! make restore treat their folders as its own or write through a planted journal.
 //!
 //! Records, appended one `write` each (a kill leaves at most the last one torn): one byte
-//! (`C`: created by a restore, `E`: entered, temporary files may be in it), a u32 LE length,
+//! (`P`: about to be created, written before the `mkdir`; `C`: created by a restore; `E`:
+//! entered, temporary files may be in it), a u32 LE length,
 //! the folder's path below the target, components joined by `/` (each already checked by
 //! `safe_name`, so none holds a `/`), and for `C` the folder's u64 LE device and inode, so that a
 //! folder put in its place since is not taken for it.
@@ -40,9 +41,19 @@ pub const TMP_SUFFIX: &str = ".tmp";
 pub struct Journal {
     /// `None`: no journal (no cache folder, `--no-cache`, or a library caller).
     file: Option<(PathBuf, Mutex<std::fs::File>)>,
-    /// Folders an earlier, unfinished run created (with the device and inode it had) or only
-    /// entered (`None`).
-    earlier: HashMap<Vec<u8>, Option<(u64, u64)>>,
+    /// Folders an earlier, unfinished run created, was about to create, or only entered.
+    earlier: HashMap<Vec<u8>, Earlier>,
+}
+
+/// What an earlier run recorded about one folder; a later record of a folder says more than an
+/// earlier one (`Created` over `Pending` over `Entered`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Earlier {
+    Entered,
+    /// Killed between this record and the `C` one: the `mkdir` may or may not have happened.
+    Pending,
+    /// Created, with the device and inode it had.
+    Created(u64, u64),
 }
 
 impl Journal {
@@ -98,22 +109,44 @@ impl Journal {
 
     /// Whether an earlier run of a restore into this target created the folder now at `path`
     /// (`md`: its metadata).
+    /// A folder an earlier run was about to create when it was killed counts as its own when it
+    /// looks exactly as restore makes folders: mode 0700, owned by this user (a folder someone
+    /// else put there is not taken for it; the user's own folder of that mode at that very path
+    /// would get the snapshot's mode, which is what the restore was asked for).
     pub fn created_earlier(&self, path: &[Vec<u8>], md: &cap_std::fs::Metadata) -> bool {
-        matches!(self.earlier.get(&join(path)), Some(Some(id)) if *id == (md.dev(), md.ino()))
+        match self.earlier.get(&join(path)) {
+            Some(Earlier::Created(dev, ino)) => (*dev, *ino) == (md.dev(), md.ino()),
+            Some(Earlier::Pending) => {
+                md.is_dir()
+                    && md.mode() & 0o7777 == 0o700
+                    && md.uid() == rustix::process::geteuid().as_raw()
+            }
+            _ => false,
+        }
+    }
+
+    /// Note a folder this run is about to create, before the `mkdir`: a kill right after it
+    /// must not leave a folder no record names.
+    pub fn note_pending(&self, path: &[Vec<u8>]) {
+        self.append(b'P', path, None);
     }
 
     /// Note a folder this run writes into (`created`: `None`) or created (its device and
     /// inode). Best effort: a journal that cannot be written costs only the repair of a re-run.
     pub fn note(&self, path: &[Vec<u8>], created: Option<(u64, u64)>) {
+        if created.is_none() && self.earlier.contains_key(&join(path)) {
+            return;
+        }
+        self.append(if created.is_some() { b'C' } else { b'E' }, path, created);
+    }
+
+    fn append(&self, kind: u8, path: &[Vec<u8>], created: Option<(u64, u64)>) {
         let Some((_, file)) = &self.file else {
             return;
         };
         let p = join(path);
-        if created.is_none() && self.earlier.contains_key(&p) {
-            return;
-        }
         let mut rec = Vec::with_capacity(21 + p.len());
-        rec.push(if created.is_some() { b'C' } else { b'E' });
+        rec.push(kind);
         rec.extend_from_slice(&(p.len() as u32).to_le_bytes());
         rec.extend_from_slice(&p);
         if let Some((dev, ino)) = created {
@@ -137,7 +170,7 @@ fn join(path: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// The records of an earlier run, up to the first torn or implausible one.
-fn read_records(file: &std::fs::File) -> HashMap<Vec<u8>, Option<(u64, u64)>> {
+fn read_records(file: &std::fs::File) -> HashMap<Vec<u8>, Earlier> {
     let mut out = HashMap::new();
     let mut data = Vec::new();
     if file.take(MAX_JOURNAL + 1).read_to_end(&mut data).is_err() || data.len() as u64 > MAX_JOURNAL
@@ -149,23 +182,23 @@ fn read_records(file: &std::fs::File) -> HashMap<Vec<u8>, Option<(u64, u64)>> {
         let kind = rest[0];
         let len = u32::from_le_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
         let extra = if kind == b'C' { 16 } else { 0 };
-        if !matches!(kind, b'C' | b'E') || len > MAX_RECORD || rest.len() < 5 + len + extra {
+        if !matches!(kind, b'C' | b'E' | b'P') || len > MAX_RECORD || rest.len() < 5 + len + extra {
             break;
         }
         let p = rest[5..5 + len].to_vec();
-        let id = (kind == b'C').then(|| {
-            let n = |at: usize| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&rest[at..at + 8]);
-                u64::from_le_bytes(b)
-            };
-            (n(5 + len), n(13 + len))
-        });
+        let n = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&rest[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        let rec = match kind {
+            b'C' => Earlier::Created(n(5 + len), n(13 + len)),
+            b'P' => Earlier::Pending,
+            _ => Earlier::Entered,
+        };
         rest = &rest[5 + len + extra..];
-        let slot = out.entry(p).or_insert(None);
-        if id.is_some() {
-            *slot = id;
-        }
+        let slot = out.entry(p).or_insert(Earlier::Entered);
+        *slot = (*slot).max(rec);
     }
     out
 }
@@ -254,6 +287,36 @@ mod tests {
         assert!(!j.created_earlier(&[b"b".to_vec()], &md("b")));
         j.finish();
         assert_eq!(std::fs::read_dir(&jd).unwrap().count(), 0);
+    }
+
+    /// Regression: a kill between `mkdir` and the `C` record left a 0700 folder no record named,
+    /// and the re-run kept it 0700 (often: a `mkdir` on a slow filesystem is most of the window).
+    #[test]
+    fn a_folder_a_killed_run_was_about_to_create_is_its_own_if_it_looks_as_made() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, root, jd) = setup();
+        let target = dir.path().join("target");
+        {
+            let j = Journal::open(Some(&jd), &root, &target).unwrap();
+            j.note_pending(&[b"made".to_vec()]);
+            j.note_pending(&[b"changed".to_vec()]);
+        }
+        for n in ["made", "changed"] {
+            std::fs::create_dir(target.join(n)).unwrap();
+            std::fs::set_permissions(target.join(n), std::fs::Permissions::from_mode(0o700))
+                .unwrap();
+        }
+        // Someone opened it up since: not as restore makes folders.
+        std::fs::set_permissions(
+            target.join("changed"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let md = |n: &str| root.symlink_metadata(n).unwrap();
+        let j = Journal::open(Some(&jd), &root, &target).unwrap();
+        assert!(j.created_earlier(&[b"made".to_vec()], &md("made")));
+        assert!(!j.created_earlier(&[b"changed".to_vec()], &md("changed")));
+        assert!(!j.created_earlier(&[b"other".to_vec()], &md("made")));
     }
 
     #[test]

@@ -157,13 +157,14 @@ impl Walk<'_, '_> {
                 // lists the names going into it meanwhile.
                 let mut private = cap_std::fs::DirBuilder::new();
                 cap_std::fs::DirBuilderExt::mode(&mut private, 0o700);
+                ctx.journal.note_pending(child);
                 if let Err(e) = dir.create_dir_with(name, &private) {
                     let msg = ctx.name_error("cannot create folder", e, &node.name);
                     ctx.error(shown, msg);
                     return None;
                 }
-                // A kill between the two leaves this folder 0700 after a re-run: the window is
-                // one system call.
+                // A kill between the `mkdir` and this record leaves the `P` record above: a
+                // re-run takes the folder for its own if it still looks as made here.
                 if let Ok(md) = dir.symlink_metadata(name) {
                     use cap_std::fs::MetadataExt;
                     ctx.journal.note(child, Some((md.dev(), md.ino())));

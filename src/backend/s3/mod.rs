@@ -552,7 +552,7 @@ impl S3Backend {
             return Error::corrupt(format!("{} {}", t.name(), short_name(name)), f.message);
         }
         if f.status == Some(404) && f.code.as_deref() != Some("NoSuchBucket") {
-            Error::NotFound(format!("{} {}", t.name(), short_name(name)))
+            Error::NotFound(super::object_label(t, name))
         } else {
             self.fail(&format!("reading {} {}", t.name(), short_name(name)), f)
         }
