@@ -498,3 +498,41 @@ fn a_tree_pack_swapped_for_another_loses_no_file(env: &Env) {
 }
 
 on_both!(a_tree_pack_swapped_for_another_loses_no_file);
+
+/// A snapshot neither copy of which can be read holds prune back (what it needs is unknown);
+/// `forget ID` lets it go, and prune goes on.
+fn an_unreadable_snapshot_can_be_forgotten_by_id(env: &Env) {
+    let src = backed_up(env);
+    fs::write(src.join("a/new.jpg"), noise(50_000, 98)).unwrap();
+    env.vault().arg("backup").arg(&src).assert().success();
+    let listed = env.vault().args(["snapshots", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let oldest = v[0]["id"].as_str().unwrap().to_string();
+    damage(env, FileType::Snapshot, &oldest);
+    damage(env, FileType::SnapshotCopy, &oldest);
+    let out = env
+        .vault()
+        .args(["--no-cache", "prune", "--grace", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        names(env, FileType::Condemned).is_empty(),
+        "a refused prune leaves no marker"
+    );
+    let out = env
+        .vault()
+        .args(["--no-cache", "forget", &oldest[..8]])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!names(env, FileType::Snapshot).contains(&oldest));
+    assert!(!names(env, FileType::SnapshotCopy).contains(&oldest));
+    env.vault()
+        .args(["--no-cache", "prune", "--grace", "0", "-q"])
+        .assert()
+        .success();
+    whole_again(env, &src, "after");
+}
+
+on_both!(an_unreadable_snapshot_can_be_forgotten_by_id);
