@@ -87,8 +87,10 @@ pub struct PruneReport {
     pub index_objects_written: u64,
     pub index_objects_removed: u64,
     pub snapshot_objects_removed: u64,
-    /// Second copies of tree packs left without their first (§2.2), removed.
+    /// Second copies of tree packs left without their first and unindexed (§2.2), removed,
+    /// and their size.
     pub orphan_copies_removed: u64,
+    pub orphan_copies_bytes: u64,
     pub markers_removed: u64,
     /// Packs the index describes and the store does not have (see `vault check`).
     pub missing_packs: Vec<String>,
@@ -643,7 +645,7 @@ pub fn prune(
         match repo.store().delete(FileType::TreePackCopy, &cid.to_hex()) {
             Ok(()) | Err(Error::NotFound(_)) => {
                 rep.orphan_copies_removed += 1;
-                rep.deleted_bytes += size;
+                rep.orphan_copies_bytes += size;
             }
             Err(e) => return Err(e),
         }

@@ -295,7 +295,14 @@ fn a_pruned_repository_is_the_truth_not_the_local_index() {
     backup(&env, &src, &[]);
     let first = objects(&env.repo(), "snapshots");
     let first = first[0].file_name().unwrap().to_string_lossy().into_owned();
-    for dir in ["snapshots", "index", "data"] {
+    // Second copies too (design.md §2.2): whoever deletes everything deletes them as well.
+    for dir in [
+        "snapshots",
+        "index",
+        "data",
+        "copies/snapshots",
+        "copies/trees",
+    ] {
         for f in objects(&env.repo(), dir) {
             fs::remove_file(f).unwrap();
         }

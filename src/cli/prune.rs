@@ -137,6 +137,19 @@ pub(crate) fn report(r: &PruneReport) {
             ui::bytes(r.deleted_bytes)
         );
     }
+    if r.orphan_copies_removed > 0 {
+        println!(
+            "deleted {} second cop{} of tree packs ({}) that no index lists and whose pack is \
+             gone (left by interrupted runs)",
+            r.orphan_copies_removed,
+            if r.orphan_copies_removed == 1 {
+                "y"
+            } else {
+                "ies"
+            },
+            ui::bytes(r.orphan_copies_bytes)
+        );
+    }
     if r.repacked_packs > 0 {
         println!(
             "{} {} chunks ({}) out of {} packs into new ones",
