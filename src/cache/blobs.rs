@@ -39,7 +39,9 @@ impl LocalCache {
     pub fn add_packs(&self, name: Option<&str>, vouched: bool, packs: &[PackDesc]) -> Result<()> {
         let vouched = self.trust_all || vouched;
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
         {
             let mut pack_ins = tx
                 .prepare_cached("INSERT OR IGNORE INTO packs (id, info) VALUES (?1, ?2)")
@@ -109,7 +111,9 @@ impl LocalCache {
     /// before they are reused. A marker with no packs is recorded under its name all the same.
     pub fn condemn(&self, marker: &str, packs: &[Id]) -> Result<Vec<Id>> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
         let mut orphaned = Vec::new();
         {
             let mut ins = tx
@@ -300,7 +304,9 @@ impl LocalCache {
     /// The packs are in an index object now.
     pub fn remove_unindexed(&self, packs: &[Id]) -> Result<()> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
         {
             let mut st = tx
                 .prepare_cached("DELETE FROM unindexed WHERE pack = ?1")

@@ -59,7 +59,9 @@ impl LocalCache {
         }
         let day = today();
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
         {
             let e = |x| sql_err(&self.label, x);
             let mut put_part = tx

@@ -207,7 +207,10 @@ impl LocalCache {
     fn setup(&self, keys: &Keys, on_disk: bool) -> Result<()> {
         let conn = self.lock();
         let e = |x| sql_err(&self.label, x);
-        // A second process may hold the write lock for a while (a large index merge).
+        // A second process may hold the write lock for a while (a large index merge). Write
+        // transactions begin IMMEDIATE: a deferred one that has read gets "database is locked"
+        // at once, without waiting, when another process wrote meanwhile (two backups on one
+        // computer failed so in CI).
         conn.busy_timeout(std::time::Duration::from_secs(120))
             .map_err(e)?;
         if on_disk {
@@ -308,7 +311,9 @@ impl LocalCache {
     /// snapshot still there would be reported again otherwise).
     pub fn acknowledge_missing(&self, ids: &[Id]) -> Result<()> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
         for id in ids {
             tx.execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])
                 .map_err(|e| self.err(e))?;
