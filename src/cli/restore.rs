@@ -76,6 +76,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
             id.short(),
             target.display()
         );
+        print_download(&s.download);
         if s.already > 0 {
             println!(
                 "{} item(s) were already there, identical to the snapshot, and were left as they are",
@@ -85,6 +86,21 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
         Ok(())
     })?;
     Ok(problems(ctx, &s, true))
+}
+
+/// What the restore read from the repository against what it restored.
+fn print_download(d: &restorer::Download) {
+    if d.total == 0 {
+        return;
+    }
+    println!(
+        "read {} from the repository: {} of file content for {} restored ({:.2}x), {} of metadata",
+        ui::bytes(d.total),
+        ui::bytes(d.content),
+        ui::bytes(d.restored),
+        d.content_ratio,
+        ui::bytes(d.metadata)
+    );
 }
 
 /// Report what was skipped, what failed and what the target could not keep; returns the exit
@@ -194,6 +210,7 @@ fn vault_only(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
         return Err(e.into());
     }
     total.requests = repo.store().stats();
+    total.download.finish(total.requests.bytes_received);
     ctx.out.result(&total, || {
         println!(
             "restored {} vault-only files ({}) {}",
@@ -205,6 +222,7 @@ fn vault_only(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
                 format!("into {}", target.display())
             }
         );
+        print_download(&total.download);
         Ok(())
     })?;
     Ok(problems(ctx, &total, false))

@@ -5,11 +5,13 @@
 mod index;
 mod keys;
 mod packs;
+mod plan;
 mod records;
 pub use crate::format::keyfile::Method;
 pub use index::Index;
 pub use keys::{parse_profile, KeyFileInfo, Unlock, Wrap, PROFILE_PREFIX};
 pub use packs::{read_table_from_end, PackReaders, PackStream, RepoTrees};
+pub use plan::{PlanCounters, PlanFigures, PlanReader, AHEAD_BUDGET, MERGE_GAP_CHUNKS};
 pub use records::{Forgotten, Marker};
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -76,17 +76,36 @@ impl PackStream {
 }
 
 /// A few open pack streams, reused across blob reads (one per worker thread).
-#[derive(Default)]
 pub struct PackReaders {
     /// Each with the pack's id and whether it is the pack's second copy (§2.2).
     open: Vec<((Id, bool), PackStream)>,
+    /// How many are kept open.
+    keep: usize,
     /// Compressed bytes on their way to decompression, reused.
     scratch: Vec<u8>,
 }
 
-const OPEN_PACKS: usize = 2;
+impl Default for PackReaders {
+    fn default() -> Self {
+        PackReaders {
+            open: Vec::new(),
+            keep: 2,
+            scratch: Vec::new(),
+        }
+    }
+}
 
 impl PackReaders {
+    /// Readers for walking folders: a snapshot's trees are spread over the tree packs of every
+    /// backup that changed them, and a walk goes back and forth between them. Tree packs are
+    /// small, and each is read once instead of once per visit.
+    pub fn for_trees() -> Self {
+        PackReaders {
+            keep: 32,
+            ..Default::default()
+        }
+    }
+
     pub fn read(
         &mut self,
         repo: &Repository,
@@ -125,7 +144,7 @@ impl PackReaders {
             Some(p) => p,
             None => {
                 let s = repo.open_pack_copy(pack, second)?;
-                if self.open.len() >= OPEN_PACKS {
+                if self.open.len() >= self.keep {
                     self.open.remove(0);
                 }
                 self.open.push((key, s));
@@ -334,13 +353,18 @@ impl Repository {
     }
 
     /// Decompress a blob's stored bytes into `out`, bounded by its recorded size.
-    fn decompress_blob(&self, entry: &BlobEntry, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    pub(super) fn decompress_blob(
+        &self,
+        entry: &BlobEntry,
+        stored: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let what = format!("blob {}", entry.id.short());
         compress::decompress_into(stored, entry.raw_len as usize, out, &what)
     }
 
     /// A blob is used only when its plaintext matches its keyed id (§12).
-    fn check_blob(&self, entry: &BlobEntry, plain: &[u8]) -> Result<()> {
+    pub(super) fn check_blob(&self, entry: &BlobEntry, plain: &[u8]) -> Result<()> {
         if self.keys.blob_id(plain) != entry.id {
             return Err(Error::corrupt(
                 format!("blob {}", entry.id.short()),

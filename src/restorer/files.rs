@@ -2,6 +2,7 @@
 //! set, then linked into place; a file already there with the snapshot's content is left alone.
 
 use super::*;
+use std::sync::atomic::AtomicUsize;
 
 /// What a file worker reuses from file to file.
 #[derive(Default)]
@@ -11,14 +12,54 @@ pub(super) struct WorkerBufs {
     pub(super) blob: Vec<u8>,
 }
 
-pub(super) fn restore_file(ctx: &Ctx<'_>, readers: &mut WorkerBufs, job: FileJob) {
+pub(super) fn restore_file(
+    ctx: &Ctx<'_>,
+    readers: &mut WorkerBufs,
+    plan: Option<&PlanReader<'_>>,
+    job: FileJob,
+) {
+    let read = AtomicUsize::new(0);
+    restore_planned(ctx, readers, Source { plan, read: &read }, &job);
+    // Planned reads this file did not make free the ranges only they needed.
+    if let (Some(plan), NodeKind::File { blobs, .. }) = (plan, &job.node.kind) {
+        let made = read.load(Ordering::Relaxed).min(blobs.len());
+        plan.forgo(&blobs[made..]);
+    }
+}
+
+/// Where a file's blobs come from: its batch's plan, or blob by blob; and how many of them
+/// were read (the rest are given back to the plan).
+#[derive(Clone, Copy)]
+pub(super) struct Source<'p, 'r> {
+    plan: Option<&'p PlanReader<'r>>,
+    read: &'p AtomicUsize,
+}
+
+impl Source<'_, '_> {
+    fn read(
+        &self,
+        ctx: &Ctx<'_>,
+        id: &Id,
+        readers: &mut PackReaders,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), String> {
+        self.read.fetch_add(1, Ordering::Relaxed);
+        match self.plan {
+            Some(p) => p.read_blob_into(id, readers, out),
+            None => ctx.repo.read_blob_into(id, BlobType::Data, readers, out),
+        }
+        .map_err(|e| format!("not restored: {e}"))
+    }
+}
+
+fn restore_planned(ctx: &Ctx<'_>, readers: &mut WorkerBufs, src: Source<'_, '_>, job: &FileJob) {
     if ctx.stopping() {
         return;
     }
     let name = OsStr::from_bytes(&job.name);
     if let Ok(md) = job.dir.symlink_metadata(name) {
         if !ctx.overwrite {
-            if md.is_file() && md.len() == job.node.size && same_content(ctx, readers, &job, name) {
+            if md.is_file() && md.len() == job.node.size && same_content(ctx, readers, job, name) {
                 ctx.already_there(Some(job.node.size));
                 return;
             }
@@ -39,7 +80,7 @@ pub(super) fn restore_file(ctx: &Ctx<'_>, readers: &mut WorkerBufs, job: FileJob
         Id::random().short(),
         journal::TMP_SUFFIX
     );
-    match write_verified(ctx, readers, &job, &tmp) {
+    match write_verified(ctx, readers, src, job, &tmp) {
         Ok(bytes) => {
             let mut s = ctx.summary.lock().unwrap_or_else(|p| p.into_inner());
             s.files += 1;
@@ -88,6 +129,7 @@ pub(super) const READ_AHEAD_MIN: usize = 8;
 /// cores and the disk busy instead of one at a time.
 pub(super) fn read_ahead(
     ctx: &Ctx<'_>,
+    src: Source<'_, '_>,
     blobs: &[Id],
     write: &mut impl FnMut(&[u8]) -> std::result::Result<(), String>,
 ) -> std::result::Result<(), String> {
@@ -103,10 +145,7 @@ pub(super) fn read_ahead(
                     Err("interrupted".to_string())
                 } else {
                     let mut buf = back_rx.try_recv().unwrap_or_default();
-                    ctx.repo
-                        .read_blob_into(id, BlobType::Data, &mut readers, &mut buf)
-                        .map(|()| buf)
-                        .map_err(|e| format!("not restored: {e}"))
+                    src.read(ctx, id, &mut readers, &mut buf).map(|()| buf)
                 };
                 let failed = r.is_err();
                 if tx.send(r).is_err() || failed {
@@ -129,6 +168,7 @@ pub(super) fn read_ahead(
 pub(super) fn write_verified(
     ctx: &Ctx<'_>,
     readers: &mut WorkerBufs,
+    src: Source<'_, '_>,
     job: &FileJob,
     tmp: &str,
 ) -> std::result::Result<u64, String> {
@@ -155,15 +195,13 @@ pub(super) fn write_verified(
         Ok(())
     };
     if blobs.len() >= READ_AHEAD_MIN && ctx.workers.some_idle() {
-        read_ahead(ctx, blobs, &mut write)?;
+        read_ahead(ctx, src, blobs, &mut write)?;
     } else {
         for id in blobs {
             if crate::interrupt::requested() {
                 return Err("interrupted".into());
             }
-            ctx.repo
-                .read_blob_into(id, BlobType::Data, &mut readers.packs, &mut readers.blob)
-                .map_err(|e| format!("not restored: {e}"))?;
+            src.read(ctx, id, &mut readers.packs, &mut readers.blob)?;
             write(&readers.blob)?;
         }
     }

@@ -1,6 +1,7 @@
 //! Restore: recreate a snapshot's files under a target folder, verifying every byte, and never
 //! writing outside the target whatever the snapshot says (names are untrusted input).
 
+mod batch;
 mod files;
 mod journal;
 mod meta;
@@ -24,7 +25,7 @@ use crate::format::tree::{
 use crate::format::BlobType;
 use crate::ids::Id;
 use crate::progress::{Progress, Skipped};
-use crate::repo::{PackReaders, Repository};
+use crate::repo::{PackReaders, PlanCounters, PlanReader, Repository};
 use crate::treewalk::{show_path, Budget};
 use crate::workers::Pool;
 use cap_fs_ext::DirExt;
@@ -73,6 +74,8 @@ pub struct RestoreSummary {
     pub errors: Vec<Skipped>,
     /// Requests made to the repository storage by this run (opening it included).
     pub requests: crate::backend::RequestStats,
+    /// What was downloaded for what was restored (§12.3).
+    pub download: Download,
     /// Run as root, items whose recorded owner could not be set (a filesystem without owners,
     /// such as exFAT), and the first reason. Their content and times are restored.
     pub owners_not_set: u64,
@@ -86,6 +89,37 @@ pub struct RestoreSummary {
     /// Files restored as stored that kept changing while they were backed up (§10,
     /// `FLAG_TORN`): their content may mix two versions.
     pub torn: Vec<String>,
+}
+
+/// Bytes downloaded against bytes restored.
+#[derive(Debug, Default, Serialize, Clone, Copy)]
+pub struct Download {
+    /// Everything received from the repository storage by this run, opening it included.
+    pub total: u64,
+    /// File content: the planned pack ranges, with their age headers.
+    pub content: u64,
+    /// The requests that brought it.
+    pub content_requests: u64,
+    /// The rest: key files, config, snapshots, index, folder listings (and content read blob
+    /// by blob: a file whose planned range failed, or that was found in the way).
+    pub metadata: u64,
+    /// Bytes of the files restored.
+    pub restored: u64,
+    /// `content / restored`: 1.0 downloads exactly what is restored.
+    pub content_ratio: f64,
+}
+
+impl Download {
+    /// Complete the figures once the run's total is known.
+    pub fn finish(&mut self, total_received: u64) {
+        self.total = total_received;
+        self.metadata = total_received.saturating_sub(self.content);
+        self.content_ratio = if self.restored == 0 {
+            0.0
+        } else {
+            self.content as f64 / self.restored as f64
+        };
+    }
 }
 
 impl RestoreSummary {
@@ -103,6 +137,9 @@ impl RestoreSummary {
         self.modes_not_kept += other.modes_not_kept;
         self.private_exposed += other.private_exposed;
         self.torn.extend(other.torn);
+        self.download.content += other.download.content;
+        self.download.content_requests += other.download.content_requests;
+        self.download.restored += other.download.restored;
     }
 }
 
@@ -295,6 +332,8 @@ struct Ctx<'a> {
     /// Per filesystem (device number), whether it tells `IMG.JPG` from `img.jpg` apart (FAT,
     /// exFAT, NTFS and APFS by default do not); asked only of folders where it matters.
     ignores_case: Mutex<HashMap<u64, bool>>,
+    /// What the download plans fetched (§12.3).
+    planned: Arc<PlanCounters>,
 }
 
 /// Whether names in `dir` that differ only in upper and lower case are one name there: create a
@@ -408,6 +447,10 @@ impl Ctx<'_> {
     }
 }
 
+/// Threads fetching planned ranges ahead of the workers: two requests in flight hide most of
+/// a service's latency; on a local disk the second overlaps reading with decrypting.
+const AHEAD_THREADS: usize = 2;
+
 /// Restore `snap` into `opts.target`.
 pub fn restore(
     repo: &Repository,
@@ -445,6 +488,7 @@ pub fn restore(
         journal,
         full: Default::default(),
         ignores_case: Default::default(),
+        planned: Default::default(),
     };
     if opts.includes.is_empty() {
         progress
@@ -485,6 +529,14 @@ pub fn restore(
     }
     let mut s = ctx.summary.into_inner().unwrap_or_else(|p| p.into_inner());
     s.requests = repo.store().stats();
+    let planned = ctx.planned.figures();
+    s.download = Download {
+        content: planned.bytes_fetched,
+        content_requests: planned.requests,
+        restored: s.bytes,
+        ..Default::default()
+    };
+    s.download.finish(s.requests.bytes_received);
     Ok(s)
 }
 
@@ -498,29 +550,54 @@ fn walk_with_workers(
     threads: usize,
 ) -> (Vec<DirMeta>, Vec<bool>, Result<()>) {
     thread::scope(|scope| {
-        let (tx, rx) = bounded::<FileJob>(threads * 8);
+        // Room for a whole batch and the next: the walk plans one while the workers restore
+        // the other.
+        let (tx, rx) = bounded::<batch::Planned<'_>>(2 * batch::BATCH_FILES);
         for _ in 0..threads {
             let rx = rx.clone();
             scope.spawn(move || {
                 let mut bufs = WorkerBufs::default();
-                for job in rx {
-                    ctx.workers.busy(|| restore_file(ctx, &mut bufs, job));
+                for (job, plan) in rx {
+                    let plan = plan.as_ref().map(|p| &*p.0);
+                    ctx.workers.busy(|| restore_file(ctx, &mut bufs, plan, job));
                 }
             });
         }
         drop(rx);
+        let (ahead_tx, ahead_rx) = bounded::<Arc<PlanReader<'_>>>(64);
+        for _ in 0..AHEAD_THREADS {
+            let ahead_rx = ahead_rx.clone();
+            scope.spawn(move || {
+                for plan in ahead_rx {
+                    plan.fetch_ahead();
+                }
+            });
+        }
+        drop(ahead_rx);
         let mut w = Walk {
             ctx,
-            readers: PackReaders::default(),
-            jobs: &tx,
+            readers: PackReaders::for_trees(),
+            jobs: batch::Batcher {
+                ctx,
+                jobs: &tx,
+                ahead: &ahead_tx,
+                ahead_threads: AHEAD_THREADS,
+                pending: Vec::new(),
+                bytes: 0,
+            },
             dirs: Vec::new(),
             matched: vec![false; opts.includes.len()],
             budget: Budget::of(snap_id, snap),
         };
-        let r = w.folder(&snap.root, root.clone(), Vec::new(), ctx.sel.select(&[]));
+        let mut r = w.folder(&snap.root, root.clone(), Vec::new(), ctx.sel.select(&[]));
+        if r.is_ok() {
+            r = w.jobs.flush();
+        }
         let (dirs, matched) = (w.dirs, w.matched);
         // The workers end once the queue is closed and empty.
+        drop(w.jobs);
         drop(tx);
+        drop(ahead_tx);
         (dirs, matched, r)
     })
 }

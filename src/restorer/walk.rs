@@ -1,13 +1,14 @@
 //! The walk of a restore: each folder's entries in name order, unsafe names refused, folders
 //! created private, files handed to the workers, symlinks created where they are.
 
+use super::batch::Batcher;
 use super::*;
 
 /// What the walk carries from folder to folder.
 pub(super) struct Walk<'c, 'a> {
     pub(super) ctx: &'c Ctx<'a>,
     pub(super) readers: PackReaders,
-    pub(super) jobs: &'c crossbeam_channel::Sender<FileJob>,
+    pub(super) jobs: Batcher<'c, 'a>,
     /// Folders created or entered, in the order entered: their metadata is set at the end.
     pub(super) dirs: Vec<DirMeta>,
     /// Which `--include` paths were found.
@@ -121,7 +122,7 @@ impl Walk<'_, '_> {
                     node,
                     shown: child_shown,
                 };
-                self.jobs.send(job).map_err(|_| Error::Interrupted)?;
+                self.jobs.push(job)?;
             }
             NodeKind::Symlink { target } if csel == Sel::All => {
                 restore_symlink(ctx, dir, name, target, &node, &child_shown);

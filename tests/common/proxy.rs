@@ -37,11 +37,16 @@ pub struct Stats {
     pub faults: AtomicU64,
     /// Requests seen going up, by kind: PUT (with POST), GET, LIST, HEAD, DELETE.
     pub requests: Mutex<BTreeMap<String, u64>>,
+    /// Bytes passed from the server to the client (answers, HTTP framing included).
+    pub down: AtomicU64,
 }
 
 impl Stats {
     pub fn requests(&self) -> BTreeMap<String, u64> {
         self.requests.lock().unwrap().clone()
+    }
+    pub fn bytes_down(&self) -> u64 {
+        self.down.load(Ordering::Relaxed)
     }
 }
 
@@ -179,6 +184,7 @@ async fn handle(
                 return Err(cut());
             }
             cw.write_all(&buf[..n]).await?;
+            stats.down.fetch_add(n as u64, Ordering::Relaxed);
         }
     };
     // A cut in either direction drops both connections; a clean EOF waits for the other side.
