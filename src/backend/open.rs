@@ -13,17 +13,20 @@ use crate::error::{Error, Result};
 /// Settings for network backends that do not belong to one repository.
 #[derive(Clone, Debug)]
 pub struct BackendOptions {
-    /// Time allowed for one request attempt.
-    pub attempt_timeout: Duration,
+    /// A request where no byte has moved for this long is abandoned and retried.
+    pub stall: Duration,
     /// Attempts per request before giving up.
     pub attempts: u32,
+    /// How long a failing request goes on being retried (an outage ridden out).
+    pub network_wait: Duration,
 }
 
 impl Default for BackendOptions {
     fn default() -> Self {
         BackendOptions {
-            attempt_timeout: Duration::from_secs(300),
+            stall: s3::DEFAULT_STALL,
             attempts: RetryPolicy::default().attempts,
+            network_wait: super::retry::DEFAULT_WINDOW,
         }
     }
 }

@@ -23,17 +23,49 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// Longest backoff.
     pub cap: Duration,
+    /// How long one call goes on retrying once the storage has answered this run: a Wi-Fi
+    /// handover or a router restarting is ridden out, not turned into a failed backup.
+    pub window: Duration,
+    /// The same before the storage has ever answered: a wrong address or a server that is not
+    /// running is said within seconds, not after the whole window.
+    pub first_window: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            attempts: 8,
+            attempts: u32::MAX,
             base: Duration::from_millis(200),
-            cap: Duration::from_secs(20),
+            cap: Duration::from_secs(30),
+            window: DEFAULT_WINDOW,
+            first_window: Duration::from_secs(20),
         }
     }
 }
+
+/// How long a run waits for the network by default (`--network-wait`); an unattended run
+/// waits [`UNATTENDED_WINDOW`].
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+pub const UNATTENDED_WINDOW: Duration = Duration::from_secs(1800);
+
+/// A retry about to wait, for a terminal to show ("waiting for the network").
+pub struct Waiting<'a> {
+    /// Retries of this call so far, this one included.
+    pub retry: u32,
+    pub next_in: Duration,
+    pub reason: &'a str,
+}
+
+type Hook = Box<dyn Fn(&Waiting<'_>) + Send + Sync>;
+static WAITING_HOOK: std::sync::OnceLock<Hook> = std::sync::OnceLock::new();
+
+/// Have `f` told of every retry that waits a second or more (the CLI shows it on a terminal).
+pub fn on_waiting(f: impl Fn(&Waiting<'_>) + Send + Sync + 'static) {
+    let _ = WAITING_HOOK.set(Box::new(f));
+}
+
+/// Whether any call of this process has been answered by its storage.
+static REACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl RetryPolicy {
     /// Full-jitter exponential backoff: random in [0, min(cap, base * 2^attempt)].
@@ -45,8 +77,9 @@ impl RetryPolicy {
         Duration::from_millis(crate::random::random_below(exp as usize + 1) as u64)
     }
 
-    /// Run `op` until it succeeds, fails for good, or the attempts are spent; each retry is
-    /// counted in `meter`. `transient` says which failures are worth another attempt.
+    /// Run `op` until it succeeds, fails for good, or the attempts or the window are spent;
+    /// each retry is counted in `meter`. `transient` says which failures are worth another
+    /// attempt.
     pub async fn run<T, E, F, Fut>(
         &self,
         meter: Option<&Counters>,
@@ -54,20 +87,45 @@ impl RetryPolicy {
         mut op: F,
     ) -> std::result::Result<T, E>
     where
+        E: std::fmt::Display,
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
     {
         let mut attempt = 0;
+        let started = std::time::Instant::now();
         loop {
             match op().await {
                 Err(e) if transient(&e) && attempt + 1 < self.attempts => {
+                    let window = if REACHED.load(std::sync::atomic::Ordering::Relaxed) {
+                        self.window
+                    } else {
+                        self.first_window
+                    };
+                    let wait = self.backoff(attempt);
+                    if started.elapsed() + wait > window {
+                        return Err(e);
+                    }
                     if let Some(m) = meter {
                         m.count(&m.retries);
                     }
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    if wait >= Duration::from_secs(1) {
+                        if let Some(hook) = WAITING_HOOK.get() {
+                            hook(&Waiting {
+                                retry: attempt + 1,
+                                next_in: wait,
+                                reason: &e.to_string(),
+                            });
+                        }
+                    }
+                    tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                r => return r,
+                r => {
+                    if r.is_ok() {
+                        REACHED.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return r;
+                }
             }
         }
     }
@@ -136,17 +194,22 @@ impl Backend for Retry {
         len: u64,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
-        let mut attempt = 0;
-        loop {
-            match self.inner.get_range_into(t, name, offset, len, buf).await {
-                Err(e) if e.is_transient() && attempt + 1 < self.policy.attempts => {
-                    self.meter.count(&self.meter.retries);
-                    tokio::time::sleep(self.policy.backoff(attempt)).await;
-                    attempt += 1;
-                }
-                r => return r,
-            }
-        }
+        // One buffer for every attempt: the policy's closure cannot lend it, so each attempt
+        // takes it and gives it back.
+        let cell = std::sync::Mutex::new(std::mem::take(buf));
+        let r = self
+            .run(|| async {
+                let mut b = std::mem::take(&mut *cell.lock().unwrap_or_else(|p| p.into_inner()));
+                let r = self
+                    .inner
+                    .get_range_into(t, name, offset, len, &mut b)
+                    .await;
+                *cell.lock().unwrap_or_else(|p| p.into_inner()) = b;
+                r
+            })
+            .await;
+        *buf = cell.into_inner().unwrap_or_else(|p| p.into_inner());
+        r
     }
     async fn list(&self, t: FileType) -> Result<Vec<Listed>> {
         self.run(|| self.inner.list(t)).await
@@ -175,7 +238,7 @@ mod tests {
     fn backoff_is_bounded() {
         let p = RetryPolicy::default();
         for a in 0..40 {
-            assert!(p.backoff(a) <= Duration::from_secs(20));
+            assert!(p.backoff(a) <= Duration::from_secs(30));
         }
     }
 }

@@ -127,7 +127,23 @@ fn read_tree_pack(
 
 /// Download one pack (or a tree pack's second copy, `t`) and verify its header, table and
 /// every blob. Returns the errors, the ids of the damaged blobs and the number verified.
+/// A pack that fails is downloaded once more, and only what fails again is reported: bytes
+/// damaged on the way (a plain-HTTP endpoint, a flaky link) are not damage at rest.
 fn read_pack(
+    repo: &Repository,
+    p: &PackInfo,
+    entries: &[format::BlobEntry],
+    descs: &[(Option<Id>, &[format::BlobEntry], u64)],
+    t: FileType,
+) -> (Vec<String>, Vec<Id>, u64) {
+    let first = read_pack_once(repo, p, entries, descs, t);
+    if first.0.is_empty() {
+        return first;
+    }
+    read_pack_once(repo, p, entries, descs, t)
+}
+
+fn read_pack_once(
     repo: &Repository,
     p: &PackInfo,
     entries: &[format::BlobEntry],

@@ -3,6 +3,7 @@
 //! errors become `anyhow` here and exit codes in main.rs; what is printed and how is
 //! `output`'s, how a repository is opened `repos`'.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -89,24 +90,23 @@ pub struct Cli {
     /// S3 addressing style; default: path style with a custom endpoint, virtual-hosted on AWS
     #[arg(long, env = "VAULT_S3_ADDRESSING", global = true, value_enum)]
     pub(crate) s3_addressing: Option<Addressing>,
-    /// Seconds allowed for one S3 request attempt before it is retried
+    /// Seconds with no byte moving before an S3 request is abandoned and retried
     #[arg(
         long,
         env = "VAULT_S3_TIMEOUT",
         global = true,
-        default_value_t = 300,
+        default_value_t = 30,
         hide = true
     )]
     pub(crate) s3_timeout: u64,
-    /// Attempts per S3 request before giving up
-    #[arg(
-        long,
-        env = "VAULT_S3_ATTEMPTS",
-        global = true,
-        default_value_t = 8,
-        hide = true
-    )]
-    pub(crate) s3_attempts: u32,
+    /// Attempts per S3 request before giving up (default: as many as --network-wait allows)
+    #[arg(long, env = "VAULT_S3_ATTEMPTS", global = true, hide = true)]
+    pub(crate) s3_attempts: Option<u32>,
+    /// How long to keep retrying while the network or the storage is down, e.g. 10m
+    /// [default: 5m; 30m for a run without a terminal]
+    #[arg(long, env = "VAULT_NETWORK_WAIT", global = true, value_name = "DURATION",
+          value_parser = parse_wait)]
+    pub(crate) network_wait: Option<std::time::Duration>,
     /// Uploads and downloads in flight at once (default: 4 for S3, 2 for folders)
     #[arg(long, env = "VAULT_CONNECTIONS", global = true, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -198,6 +198,11 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// `--network-wait`: a duration as `prune --grace` takes it (plain seconds, or 90s, 10m, 1h).
+fn parse_wait(s: &str) -> std::result::Result<std::time::Duration, String> {
+    prune::parse_grace(s).map(|secs| std::time::Duration::from_secs(secs.max(0) as u64))
+}
+
 /// Refuse the command line: exit status 2, with `msg` as the error.
 pub(crate) fn usage<T>(msg: impl std::fmt::Display) -> Result<T> {
     Err(UsageError(msg.to_string()).into())
@@ -206,6 +211,16 @@ pub(crate) fn usage<T>(msg: impl std::fmt::Display) -> Result<T> {
 /// Run the parsed command; returns the exit status for a completed run.
 pub fn run(cli: Cli) -> Result<u8> {
     let ctx = Ctx::new(&cli);
+    if !cli.quiet && std::io::stderr().is_terminal() {
+        vault::backend::retry::on_waiting(|w| {
+            eprintln!(
+                "waiting for the network (retry {}, next in {} s): {}",
+                w.retry,
+                w.next_in.as_secs_f64().round(),
+                w.reason
+            );
+        });
+    }
     match &cli.cmd {
         Cmd::Init(a) => init::run(&ctx, a),
         Cmd::Key(c) => key::run(&ctx, c),

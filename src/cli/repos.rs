@@ -159,6 +159,19 @@ impl<'a> Ctx<'a> {
         loc
     }
 
+    /// How long a request goes on being retried: `--network-wait`, else longer for a run
+    /// nobody watches (no terminal: a timer, cron) than for one somebody waits for.
+    fn network_wait(&self) -> std::time::Duration {
+        use std::io::IsTerminal;
+        self.cli.network_wait.unwrap_or(
+            if std::io::stderr().is_terminal() || std::io::stdin().is_terminal() {
+                vault::backend::retry::DEFAULT_WINDOW
+            } else {
+                vault::backend::retry::UNATTENDED_WINDOW
+            },
+        )
+    }
+
     pub(crate) fn store(&self) -> Result<(Store, bool)> {
         self.store_of(&self.target()?)
     }
@@ -166,8 +179,9 @@ impl<'a> Ctx<'a> {
     /// The store of `t`, and whether it is the default repository.
     pub(crate) fn store_of(&self, t: &Target) -> Result<(Store, bool)> {
         let opts = BackendOptions {
-            attempt_timeout: std::time::Duration::from_secs(self.cli.s3_timeout.max(1)),
-            attempts: self.cli.s3_attempts.max(1),
+            stall: std::time::Duration::from_secs(self.cli.s3_timeout.max(1)),
+            attempts: self.cli.s3_attempts.unwrap_or(u32::MAX).max(1),
+            network_wait: self.network_wait(),
         };
         Ok((
             vault::backend::open(&self.location(t), &opts)?,

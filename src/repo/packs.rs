@@ -130,6 +130,11 @@ impl PackReaders {
         self.read_copy(repo, pack, false, offset, len, buf)
     }
 
+    /// Forget an open stream of a pack: the next read downloads its bytes again.
+    fn close(&mut self, id: &Id, second: bool) {
+        self.open.retain(|(k, _)| *k != (*id, second));
+    }
+
     fn read_copy(
         &mut self,
         repo: &Repository,
@@ -303,7 +308,26 @@ impl Repository {
         }
     }
 
+    /// Read one copy; a read that fails authentication or verification is made once more from
+    /// freshly downloaded bytes before it counts: only damage that repeats is damage at rest.
     fn read_at_copy(
+        &self,
+        pack: &PackInfo,
+        entry: &BlobEntry,
+        readers: &mut PackReaders,
+        out: &mut Vec<u8>,
+        second: bool,
+    ) -> Result<()> {
+        match self.read_at_copy_once(pack, entry, readers, out, second) {
+            Err(Error::Corrupt { .. }) => {
+                readers.close(&pack.id, second);
+                self.read_at_copy_once(pack, entry, readers, out, second)
+            }
+            r => r,
+        }
+    }
+
+    fn read_at_copy_once(
         &self,
         pack: &PackInfo,
         entry: &BlobEntry,

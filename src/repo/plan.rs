@@ -23,13 +23,21 @@ const STORED_CHUNK: u64 = CHUNK + 16;
 /// range: the bytes between cost less than another request (§12.3 gives the measurement).
 pub const MERGE_GAP_CHUNKS: u64 = 0;
 
-/// Largest range fetched in one request, in chunks (8 MiB of plaintext): what one fetch holds
+/// Largest range fetched in one request, in chunks (4 MiB of plaintext): what one fetch holds
 /// in memory.
-pub const MAX_RANGE_CHUNKS: u64 = 128;
+pub const MAX_RANGE_CHUNKS: u64 = 64;
+
+/// Blobs whose reads lie further apart than this (in bytes read between them) are not put in
+/// one range: a range is held from its first read to its last, and a pack written by several
+/// backup threads at once mixes blobs of files read far apart.
+pub const LOCALITY: u64 = 32 << 20;
 
 /// Bytes of ranges fetched ahead of their use that may be held at once. A range needed now is
 /// fetched whatever is held, so a reader never waits on the budget.
-pub const AHEAD_BUDGET: u64 = 48 << 20;
+pub const AHEAD_BUDGET: u64 = 16 << 20;
+
+/// Range buffers kept for reuse.
+const POOLED: usize = 4;
 
 /// One range of one pack: whole STREAM chunks `first..end`.
 struct PlannedRange {
@@ -76,9 +84,10 @@ pub struct PlanFigures {
     /// Requests made for ranges (age headers included) and the stored bytes they brought.
     pub requests: u64,
     pub bytes_fetched: u64,
-    /// Ranges fetched a second time: their first download failed authentication, or their
-    /// bytes had been let go (a blob read more often than planned).
+    /// Ranges fetched a second time: their first download failed authentication.
     pub refetched: u64,
+    /// Blobs fetched alone, read again long after their planned reads.
+    pub extra_reads: u64,
 }
 
 /// What plans fetched, summed over the plans of one run.
@@ -87,6 +96,7 @@ pub struct PlanCounters {
     requests: AtomicU64,
     bytes: AtomicU64,
     refetched: AtomicU64,
+    extra: AtomicU64,
 }
 
 impl PlanCounters {
@@ -95,6 +105,7 @@ impl PlanCounters {
             requests: self.requests.load(Ordering::Relaxed),
             bytes_fetched: self.bytes.load(Ordering::Relaxed),
             refetched: self.refetched.load(Ordering::Relaxed),
+            extra_reads: self.extra.load(Ordering::Relaxed),
         }
     }
 }
@@ -112,6 +123,8 @@ pub struct PlanReader<'r> {
     /// Age headers of packs (with the nonce), fetched once each.
     heads: Mutex<HashMap<Id, Arc<Vec<u8>>>>,
     counters: Arc<PlanCounters>,
+    /// Range buffers let go, for the next fetches: memory stays what is in use at once.
+    pool: Mutex<Vec<Vec<u8>>>,
     stop: std::sync::atomic::AtomicBool,
 }
 
@@ -123,16 +136,30 @@ impl<'r> PlanReader<'r> {
         let cache = repo.cache()?;
         let mut blobs: HashMap<Id, (usize, BlobEntry)> = HashMap::new();
         // Per pack, its needed blobs: (first use, entry).
-        let mut by_pack: HashMap<Id, (PackInfo, Vec<(usize, BlobEntry)>)> = HashMap::new();
+        let mut by_pack: HashMap<Id, (PackInfo, Vec<(u64, BlobEntry)>)> = HashMap::new();
         let mut counts: HashMap<Id, usize> = HashMap::new();
-        for (order, id) in uses.into_iter().enumerate() {
-            if let Some(n) = counts.get_mut(&id) {
-                *n += 1;
+        // Where each read falls in the run, in bytes read before it: ranges hold blobs read
+        // close together, so each is let go soon after it is fetched.
+        let mut pos: u64 = 0;
+        let mut first_pos: HashMap<Id, u64> = HashMap::new();
+        for id in uses {
+            if let Some(&p) = first_pos.get(&id) {
+                // Read again much later: that read fetches it again rather than holding its
+                // range all the while.
+                if pos - p <= LOCALITY {
+                    if let Some(n) = counts.get_mut(&id) {
+                        *n += 1;
+                    }
+                }
                 continue;
             }
             let Some((pack, entry)) = cache.blob(&id)?.into_iter().next() else {
+                first_pos.insert(id, pos);
                 continue;
             };
+            first_pos.insert(id, pos);
+            let at = pos;
+            pos += u64::from(entry.raw_len);
             let in_range = entry
                 .offset
                 .checked_add(u64::from(entry.stored_len))
@@ -145,32 +172,37 @@ impl<'r> PlanReader<'r> {
                 .entry(pack.id)
                 .or_insert_with(|| (pack, Vec::new()))
                 .1
-                .push((order, entry));
+                .push((at, entry));
         }
-        // Ranges per pack: needed chunks merged across small gaps, bounded in size; then all
-        // ranges in the order of their first use, which is the order they are fetched ahead.
-        let mut ranges: Vec<(usize, PlannedRange, Vec<BlobEntry>)> = Vec::new();
+        // Ranges per pack: needed chunks merged across small gaps, bounded in size and in how
+        // far apart their blobs are read; then all ranges in the order of their first read,
+        // which is the order they are fetched ahead.
+        let mut ranges: Vec<(u64, PlannedRange, Vec<BlobEntry>)> = Vec::new();
         for (_, (pack, mut list)) in by_pack {
             list.sort_by_key(|(_, e)| e.offset);
-            let mut cur: Option<(usize, PlannedRange, Vec<BlobEntry>)> = None;
-            for (order, e) in list {
+            // (first read, last read, range, members)
+            let mut cur: Option<(u64, u64, PlannedRange, Vec<BlobEntry>)> = None;
+            for (at, e) in list {
                 let first = e.offset / CHUNK;
                 let end = (e.offset + u64::from(e.stored_len))
                     .div_ceil(CHUNK)
                     .max(first + 1);
                 match &mut cur {
-                    Some((o, r, members))
+                    Some((lo, hi, r, members))
                         if first <= r.end + MERGE_GAP_CHUNKS
-                            && end.max(r.end) - r.first <= MAX_RANGE_CHUNKS =>
+                            && end.max(r.end) - r.first <= MAX_RANGE_CHUNKS
+                            && (*hi).max(at) - (*lo).min(at) <= LOCALITY =>
                     {
-                        *o = (*o).min(order);
+                        *lo = (*lo).min(at);
+                        *hi = (*hi).max(at);
                         r.end = r.end.max(end);
                         members.push(e);
                     }
                     _ => {
-                        ranges.extend(cur.take());
+                        ranges.extend(cur.take().map(|(lo, _, r, m)| (lo, r, m)));
                         cur = Some((
-                            order,
+                            at,
+                            at,
                             PlannedRange {
                                 pack: pack.clone(),
                                 first,
@@ -182,7 +214,7 @@ impl<'r> PlanReader<'r> {
                     }
                 }
             }
-            ranges.extend(cur);
+            ranges.extend(cur.map(|(lo, _, r, m)| (lo, r, m)));
         }
         ranges.sort_by_key(|(order, _, _)| *order);
         let mut out = Vec::with_capacity(ranges.len());
@@ -204,6 +236,7 @@ impl<'r> PlanReader<'r> {
             next_ahead: AtomicUsize::new(0),
             heads: Mutex::new(HashMap::new()),
             counters: Default::default(),
+            pool: Mutex::new(Vec::new()),
             stop: Default::default(),
         })
     }
@@ -301,9 +334,8 @@ impl<'r> PlanReader<'r> {
                 }
                 None => {
                     if self.ranges[i].uses.load(Ordering::Relaxed) == 0 {
-                        // Read more often than planned: its bytes were let go.
-                        self.counters.refetched.fetch_add(1, Ordering::Relaxed);
-                        self.ranges[i].uses.store(1, Ordering::Relaxed);
+                        // Its bytes were let go meanwhile: read unplanned.
+                        return None;
                     }
                     st.slots.insert(i, Slot::Fetching);
                     drop(st);
@@ -324,12 +356,18 @@ impl<'r> PlanReader<'r> {
             .unwrap_or(0);
         if left == 0 {
             let mut st = self.lock();
+            let mut freed = None;
             if let Some(Slot::Ready(b)) = st.slots.get(&i) {
                 let n = b.len() as u64;
                 st.held -= n.min(st.held);
-                st.slots.remove(&i);
+                if let Some(Slot::Ready(b)) = st.slots.remove(&i) {
+                    freed = Arc::into_inner(b);
+                }
             }
             drop(st);
+            if let Some(b) = freed {
+                self.give_buf(b);
+            }
             self.changed.notify_all();
         }
     }
@@ -354,6 +392,27 @@ impl<'r> PlanReader<'r> {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         if let Some((i, entry)) = self.blobs.get(id) {
+            if self.ranges[*i].uses.load(Ordering::Acquire) == 0 {
+                // Read again after its planned reads (the same photo in two albums far apart):
+                // only the chunks that hold it are fetched, not its range again.
+                let r = &self.ranges[*i];
+                let alone = PlannedRange {
+                    pack: r.pack.clone(),
+                    first: entry.offset / CHUNK,
+                    end: (entry.offset + u64::from(entry.stored_len))
+                        .div_ceil(CHUNK)
+                        .max(entry.offset / CHUNK + 1),
+                    uses: AtomicUsize::new(0),
+                };
+                self.counters.extra.fetch_add(1, Ordering::Relaxed);
+                let read = self
+                    .fetch_range(&alone)
+                    .and_then(|b| self.blob_from(&b, alone.first * CHUNK, entry, readers, out));
+                if read.is_ok() {
+                    return Ok(());
+                }
+                return self.repo.read_blob_into(id, BlobType::Data, readers, out);
+            }
             let planned = self.range_bytes(*i).map(|bytes| {
                 let base = self.ranges[*i].first * CHUNK;
                 let r = self.blob_from(&bytes, base, entry, readers, out);
@@ -429,31 +488,45 @@ impl<'r> PlanReader<'r> {
             .unwrap_or_else(|p| p.into_inner())
             .get(&r.pack.id)
             .cloned();
-        let (head, body_start, body) = match known {
+        let mut body = self.take_buf();
+        let head = match known {
             Some(h) => {
-                let body = store.get_range(FileType::Pack, &name, start, len)?;
+                store.get_range_into(FileType::Pack, &name, start, len, &mut body)?;
                 self.count(body.len() as u64);
-                (h, start, body)
+                h
             }
             // From the first chunk: the header comes in the same request.
             None if start == head_len => {
-                let mut all = store.get_range(FileType::Pack, &name, 0, start + len)?;
-                self.count(all.len() as u64);
-                if all.len() < start as usize {
-                    return Err(Error::corrupt(&what, "shorter than recorded"));
-                }
-                let body = all.split_off(start as usize);
-                all.truncate(head_len as usize);
-                (Arc::new(all), start, body)
+                store.get_range_into(FileType::Pack, &name, 0, start + len, &mut body)?;
+                self.count(body.len() as u64);
+                let head = body.get(..head_len as usize).map(<[u8]>::to_vec);
+                body.drain(..(start as usize).min(body.len()));
+                Arc::new(head.ok_or_else(|| Error::corrupt(&what, "shorter than recorded"))?)
             }
             None => {
                 let h = store.get_range(FileType::Pack, &name, 0, head_len)?;
                 self.count(h.len() as u64);
-                let body = store.get_range(FileType::Pack, &name, start, len)?;
+                store.get_range_into(FileType::Pack, &name, start, len, &mut body)?;
                 self.count(body.len() as u64);
-                (Arc::new(h), start, body)
+                Arc::new(h)
             }
         };
+        let plain = self.decrypt_range(r, head, start, &body, &what);
+        self.give_buf(body);
+        plain
+    }
+
+    fn decrypt_range(
+        &self,
+        r: &PlannedRange,
+        head: Arc<Vec<u8>>,
+        body_start: u64,
+        body: &[u8],
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let what = what.to_string();
+        let (_, len) = r.stored_span();
+        let head_len = u64::from(r.pack.payload_offset);
         if body.len() as u64 != len || head.len() as u64 != head_len {
             return Err(Error::corrupt(&what, "shorter than recorded"));
         }
@@ -462,7 +535,7 @@ impl<'r> PlanReader<'r> {
             .unwrap_or_else(|p| p.into_inner())
             .insert(r.pack.id, head.clone());
         let src = Spans {
-            head,
+            head: &head,
             body_start,
             body,
             len: r.pack.object_len,
@@ -478,8 +551,12 @@ impl<'r> PlanReader<'r> {
             s.seek(SeekFrom::Start(plain_start + 1)).map_err(io)?;
             s.seek(SeekFrom::Start(plain_start)).map_err(io)?;
         }
-        let mut plain = vec![0u8; plain_len as usize];
-        s.read_exact(&mut plain).map_err(io)?;
+        let mut plain = self.take_buf();
+        plain.resize(plain_len as usize, 0);
+        if let Err(e) = s.read_exact(&mut plain) {
+            self.give_buf(plain);
+            return Err(io(e));
+        }
         if plain_start == 0 {
             // The pack's own header is at hand: check it is a pack of this repository.
             let hdr = plain
@@ -495,6 +572,23 @@ impl<'r> PlanReader<'r> {
         Ok(plain)
     }
 
+    fn take_buf(&self) -> Vec<u8> {
+        self.pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Buffers keep their length: resizing one to a range of about the same size then zeroes
+    /// only what it grows by.
+    fn give_buf(&self, b: Vec<u8>) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOLED {
+            pool.push(b);
+        }
+    }
+
     fn count(&self, bytes: u64) {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -508,20 +602,20 @@ fn is_authentication(e: &Error) -> bool {
 
 /// The stored bytes of a pack that a range needs: its age header (with the nonce) and the
 /// range's chunks. Reads elsewhere fail: the plan said they were not needed.
-struct Spans {
-    head: Arc<Vec<u8>>,
+struct Spans<'b> {
+    head: &'b [u8],
     body_start: u64,
-    body: Vec<u8>,
+    body: &'b [u8],
     len: u64,
     pos: u64,
 }
 
-impl Read for Spans {
+impl Read for Spans<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let (base, bytes): (u64, &[u8]) = if self.pos < self.head.len() as u64 {
-            (0, &self.head)
+            (0, self.head)
         } else if self.pos >= self.body_start {
-            (self.body_start, &self.body)
+            (self.body_start, self.body)
         } else {
             return Err(io::Error::other("read outside the planned range"));
         };
@@ -539,7 +633,7 @@ impl Read for Spans {
     }
 }
 
-impl Seek for Spans {
+impl Seek for Spans<'_> {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         let new = match pos {
             SeekFrom::Start(p) => Some(p),

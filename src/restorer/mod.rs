@@ -107,6 +107,9 @@ pub struct Download {
     pub restored: u64,
     /// `content / restored`: 1.0 downloads exactly what is restored.
     pub content_ratio: f64,
+    /// Ranges downloaded a second time because the first download failed authentication
+    /// (bytes damaged on the way, not at rest).
+    pub refetched: u64,
 }
 
 impl Download {
@@ -140,6 +143,7 @@ impl RestoreSummary {
         self.download.content += other.download.content;
         self.download.content_requests += other.download.content_requests;
         self.download.restored += other.download.restored;
+        self.download.refetched += other.download.refetched;
     }
 }
 
@@ -533,6 +537,7 @@ pub fn restore(
     s.download = Download {
         content: planned.bytes_fetched,
         content_requests: planned.requests,
+        refetched: planned.refetched,
         restored: s.bytes,
         ..Default::default()
     };

@@ -27,6 +27,23 @@ pub enum Fault {
     Reset,
     /// Swallow the request, never answer; close after this long.
     Blackhole(Duration),
+    /// Swallow the request and never answer nor close: a connection whose packets are lost
+    /// (only the client can give up on it).
+    Hang,
+    /// Pass the request; flip one bit of the answer's body at this offset (bytes damaged on
+    /// the way down).
+    FlipDown(usize),
+    /// Flip one bit of the request's body at this offset (damaged on the way up).
+    FlipUp(usize),
+}
+
+/// What the plan of a [`start_with`] proxy sees of a request.
+pub struct Request<'a> {
+    /// Its number, from 0, in the order heads arrived.
+    pub n: u64,
+    pub method: &'a str,
+    pub target: &'a str,
+    pub body_len: usize,
 }
 
 #[derive(Default)]
@@ -62,10 +79,18 @@ impl Proxy {
     }
 }
 
-type Plan = Arc<dyn Fn(u64) -> Fault + Send + Sync>;
+type Plan = Arc<dyn Fn(&Request<'_>) -> Fault + Send + Sync>;
 
 /// Start a proxy to `upstream`; `plan(n)` decides the fate of the n-th request.
 pub fn start(upstream: SocketAddr, plan: impl Fn(u64) -> Fault + Send + Sync + 'static) -> Proxy {
+    start_with(upstream, move |r| plan(r.n))
+}
+
+/// Start a proxy to `upstream`; `plan` decides each request's fate from what it asks.
+pub fn start_with(
+    upstream: SocketAddr,
+    plan: impl Fn(&Request<'_>) -> Fault + Send + Sync + 'static,
+) -> Proxy {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -113,21 +138,43 @@ async fn handle(
     // Bytes of answer still allowed through; negative means no limit.
     let down_budget = Arc::new(AtomicI64::new(-1));
     let budget = down_budget.clone();
+    // Body offset of the answer byte to flip (-1: none), and whether the answer is swallowed.
+    let down_flip = Arc::new(AtomicI64::new(-1));
+    let flip = down_flip.clone();
+    let hung = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hang = hung.clone();
     let up = async {
         let mut parser = Parser::default();
         let mut buf = vec![0u8; 64 * 1024];
         let mut up_budget: Option<usize> = None;
+        // Body offset of the request byte to flip.
+        let mut up_flip: Option<usize> = None;
         loop {
             let n = cr.read(&mut buf).await?;
             if n == 0 {
                 let _ = sw.shutdown().await;
                 return Ok::<_, std::io::Error>(());
             }
+            if hang.load(Ordering::SeqCst) {
+                continue;
+            }
             let mut data = &buf[..n];
+            let mut flipped;
             while !data.is_empty() {
+                let body_before = parser.body_left;
                 let (used, head_done) = parser.feed(data, &stats);
                 let mut part = &data[..used];
                 data = &data[used..];
+                if let Some(k) = up_flip {
+                    // `part` is body bytes: the flip lands when its offset passes by.
+                    let seen = parser.body_total - body_before;
+                    if k >= seen && k < seen + part.len() {
+                        flipped = part.to_vec();
+                        flipped[k - seen] ^= 0x01;
+                        part = &flipped;
+                        up_flip = None;
+                    }
+                }
                 if let Some(b) = up_budget.as_mut() {
                     let k = (*b).min(part.len());
                     sw.write_all(&part[..k]).await?;
@@ -141,7 +188,12 @@ async fn handle(
                 }
                 sw.write_all(part).await?;
                 if head_done {
-                    let fault = plan(requests.fetch_add(1, Ordering::Relaxed));
+                    let fault = plan(&Request {
+                        n: requests.fetch_add(1, Ordering::Relaxed),
+                        method: &parser.method,
+                        target: &parser.target,
+                        body_len: parser.body_left,
+                    });
                     if !matches!(fault, Fault::Pass) {
                         stats.faults.fetch_add(1, Ordering::Relaxed);
                         if !matches!(fault, Fault::Delay(_)) {
@@ -164,6 +216,12 @@ async fn handle(
                             tokio::time::sleep(d).await;
                             return Err(cut());
                         }
+                        Fault::Hang => {
+                            hang.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        Fault::FlipDown(k) => flip.store(k as i64, Ordering::SeqCst),
+                        Fault::FlipUp(k) => up_flip = Some(k),
                     }
                 }
             }
@@ -171,11 +229,42 @@ async fn handle(
     };
     let down = async {
         let mut buf = vec![0u8; 64 * 1024];
+        // Where the answer's body starts: after the first blank line of the answer.
+        let mut head = Vec::new();
+        let mut body_seen: Option<usize> = None;
         loop {
             let n = sr.read(&mut buf).await?;
+            if hung.load(Ordering::SeqCst) {
+                if n == 0 {
+                    // The server gave up; the client must not hear of it.
+                    std::future::pending::<()>().await;
+                }
+                continue;
+            }
             if n == 0 {
                 let _ = cw.shutdown().await;
                 return Ok::<_, std::io::Error>(());
+            }
+            let k = down_flip.load(Ordering::SeqCst);
+            if k >= 0 {
+                let mut start = 0;
+                if body_seen.is_none() {
+                    head.extend_from_slice(&buf[..n]);
+                    if let Some(p) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let body_in_buf = head.len() - (p + 4);
+                        start = n - body_in_buf;
+                        body_seen = Some(0);
+                    }
+                }
+                if let Some(seen) = body_seen.as_mut() {
+                    let here = n - start;
+                    let k = k as usize;
+                    if k >= *seen && k < *seen + here {
+                        buf[start + (k - *seen)] ^= 0x01;
+                        down_flip.store(-1, Ordering::SeqCst);
+                    }
+                    *seen += here;
+                }
             }
             let b = down_budget.load(Ordering::SeqCst);
             if b >= 0 {
@@ -197,6 +286,10 @@ async fn handle(
 struct Parser {
     head: Vec<u8>,
     body_left: usize,
+    /// The current request's body length, its method and target.
+    body_total: usize,
+    method: String,
+    target: String,
 }
 
 impl Parser {
@@ -231,6 +324,8 @@ impl Parser {
                     .unwrap()
                     .entry(kind.to_string())
                     .or_default() += 1;
+                self.method = method.to_string();
+                self.target = target.to_string();
                 for h in head.lines() {
                     if let Some((k, v)) = h.split_once(':') {
                         if k.eq_ignore_ascii_case("content-length") {
@@ -238,6 +333,7 @@ impl Parser {
                         }
                     }
                 }
+                self.body_total = self.body_left;
                 return (i, true);
             }
         }

@@ -53,6 +53,10 @@ where
                             | "InternalError"
                             | "ServiceUnavailable"
                             | "RequestTimeTooSkewed"
+                            // The body arrived other than it was sent (Content-MD5 differs):
+                            // flipped on the way; sent again, it arrives whole.
+                            | "BadDigest"
+                            | "IncompleteBody"
                     )
                 );
             let message = explain(code.as_deref(), status, se.err().message());
@@ -103,6 +107,12 @@ where
 }
 
 type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 pub(super) fn status_of<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
     err.raw_response().map(|r| r.status().as_u16())

@@ -19,7 +19,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::primitives::DateTime;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
     ObjectLockEnabled, ObjectLockMode,
@@ -35,9 +35,11 @@ use crate::error::{Error, Result};
 use crate::format::config::{LockMode, ObjectLock};
 
 mod errors;
+mod stall;
 mod upload;
 
 use errors::{classify, root_cause, status_of, Failure};
+use stall::Stall;
 
 /// Objects larger than this are uploaded in parts.
 pub const MULTIPART_THRESHOLD: usize = 64 << 20;
@@ -54,10 +56,25 @@ pub struct S3Options {
     pub region: Option<String>,
     /// Path-style addressing; `None` chooses path style exactly when a custom endpoint is given.
     pub path_style: Option<bool>,
-    /// Time allowed for one request attempt.
-    pub attempt_timeout: Duration,
+    /// A request is abandoned (and retried) when no byte has moved for this long.
+    pub stall: Duration,
     /// Attempts per request before giving up (1 = no retries).
     pub max_attempts: u32,
+    /// How long a request goes on being retried once the server has answered (§2.1).
+    pub window: Duration,
+}
+
+/// No byte moving for this long is a stalled connection: abandoned and retried.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(30);
+
+impl S3Options {
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.max_attempts,
+            window: self.window,
+            ..RetryPolicy::default()
+        }
+    }
 }
 
 impl S3Options {
@@ -82,8 +99,9 @@ impl S3Options {
             endpoint: None,
             region: None,
             path_style: None,
-            attempt_timeout: Duration::from_secs(300),
-            max_attempts: 8,
+            stall: DEFAULT_STALL,
+            max_attempts: u32::MAX,
+            window: super::retry::DEFAULT_WINDOW,
         })
     }
 }
@@ -115,12 +133,10 @@ pub fn open(loc: &Location, opts: &BackendOptions) -> Result<super::open::Opened
         }
         None => None,
     };
-    o.attempt_timeout = opts.attempt_timeout.max(Duration::from_secs(1));
+    o.stall = opts.stall.max(Duration::from_secs(1));
     o.max_attempts = opts.attempts.max(1);
-    let policy = RetryPolicy {
-        attempts: o.max_attempts,
-        ..RetryPolicy::default()
-    };
+    o.window = opts.network_wait;
+    let policy = o.retry_policy();
     Ok((Arc::new(S3Backend::new(o)), Some(policy)))
 }
 
@@ -167,10 +183,11 @@ impl S3Backend {
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             // Retries are ours: counted, jittered, and aware of create-only semantics.
             .retry_config(RetryConfig::disabled())
+            // No total per attempt: a large part on a slow uplink may take minutes while bytes
+            // move; a connection where nothing moves is caught by the stall time (`stall.rs`).
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(10))
-                    .operation_attempt_timeout(self.opts.attempt_timeout)
                     .build(),
             );
         if sdk.region().is_none() {
@@ -220,6 +237,20 @@ impl S3Backend {
         }
     }
 
+    /// The failure of a request abandoned because nothing moved for the stall time (retried).
+    fn stalled(&self) -> Failure {
+        Failure {
+            retry: true,
+            status: None,
+            code: None,
+            message: format!(
+                "the S3 endpoint {} stalled: nothing moved for {} s",
+                self.endpoint_name(),
+                self.opts.stall.as_secs()
+            ),
+        }
+    }
+
     /// Count a request beyond the one the store's meter counts for the call.
     fn extra(&self, kind: impl Fn(&Counters) -> &AtomicU64) {
         if let Some(m) = self.meter.get() {
@@ -230,10 +261,7 @@ impl S3Backend {
     /// The policy for requests this backend retries itself (the parts of a multipart upload,
     /// so that one failed part does not send the whole object again).
     fn part_retries(&self) -> RetryPolicy {
-        RetryPolicy {
-            attempts: self.opts.max_attempts,
-            ..RetryPolicy::default()
-        }
+        self.opts.retry_policy()
     }
 
     fn lock_headers(&self) -> Option<(ObjectLockMode, DateTime)> {
@@ -264,13 +292,23 @@ impl S3Backend {
             }
             req = req.range(format!("bytes={}-{}", off, off.saturating_add(len - 1)));
         }
-        let mut resp = req.send().await.map_err(|e| classify(&e, &endpoint))?;
+        let mut resp = req
+            .send()
+            .stall(self.opts.stall)
+            .await
+            .map_err(|e| classify(&e, &endpoint))?;
         let announced = resp.content_length().unwrap_or(0).max(0) as u64;
         if announced > max {
             return Err(too_large_failure(announced, max));
         }
         let mut out = Vec::with_capacity(announced as usize);
-        while let Some(chunk) = resp.body.next().await {
+        let watch = stall::Watch::new();
+        while let Some(chunk) = watch
+            .within(self.opts.stall, resp.body.next())
+            .await
+            .ok_or_else(|| self.stalled())?
+        {
+            watch.touch();
             let chunk = chunk.map_err(|e| Failure {
                 retry: true,
                 status: None,
@@ -323,7 +361,13 @@ impl Backend for S3Backend {
         let endpoint = self.endpoint_name();
         let lock = *self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.extra(|m| &m.head);
-        match client.head_bucket().bucket(&self.opts.bucket).send().await {
+        match client
+            .head_bucket()
+            .bucket(&self.opts.bucket)
+            .send()
+            .stall(self.opts.stall)
+            .await
+        {
             Ok(_) => {
                 if lock.is_some() {
                     self.extra(|m| &m.get);
@@ -331,6 +375,7 @@ impl Backend for S3Backend {
                         .get_object_lock_configuration()
                         .bucket(&self.opts.bucket)
                         .send()
+                        .stall(self.opts.stall)
                         .await;
                     let enabled = matches!(&cfg, Ok(c) if c.object_lock_configuration()
                         .and_then(|c| c.object_lock_enabled()) == Some(&ObjectLockEnabled::Enabled));
@@ -361,7 +406,7 @@ impl Backend for S3Backend {
                             .build(),
                     );
                 }
-                match req.send().await {
+                match req.send().stall(self.opts.stall).await {
                     Ok(_) => Ok(()),
                     Err(e) => match classify(&e, &endpoint) {
                         // Another client (another repository prefix) created it meanwhile.
@@ -418,6 +463,7 @@ impl Backend for S3Backend {
                 .prefix(&prefix)
                 .set_continuation_token(token.clone())
                 .send()
+                .stall(self.opts.stall)
                 .await
                 .map_err(|e| {
                     self.fail(&format!("listing {}", t.name()), classify(&e, &endpoint))
@@ -450,6 +496,7 @@ impl Backend for S3Backend {
             .bucket(&self.opts.bucket)
             .key(&key)
             .send()
+            .stall(self.opts.stall)
             .await
         {
             Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
@@ -463,6 +510,7 @@ impl Backend for S3Backend {
                     .key(&key)
                     .range("bytes=0-0")
                     .send()
+                    .stall(self.opts.stall)
                     .await
                 {
                     Ok(_) => Err(classify(&e, &endpoint)),
@@ -495,6 +543,7 @@ impl Backend for S3Backend {
             .bucket(&self.opts.bucket)
             .key(&key)
             .send()
+            .stall(self.opts.stall)
             .await
             .map(|_| ())
             .map_err(|e| {
@@ -523,6 +572,7 @@ impl S3Backend {
             .prefix(&prefix)
             .max_keys(50)
             .send()
+            .stall(self.opts.stall)
             .await
             .map_err(|e| self.fail("listing the bucket", classify(&e, &endpoint)))?;
         let ours = [

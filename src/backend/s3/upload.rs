@@ -20,24 +20,29 @@ impl S3Backend {
         let client = self.client().await;
         let endpoint = self.endpoint_name();
         let md5 = md5_b64(&body);
+        let watch = stall::Watch::new();
         let mut req = client
             .put_object()
             .bucket(&self.opts.bucket)
             .key(key)
             .content_md5(&md5)
             .if_none_match("*")
-            .body(ByteStream::from(body.clone()));
+            .body(stall::body(body.clone(), &watch));
         if let Some((mode, until)) = self.lock_headers() {
             req = req
                 .object_lock_mode(mode)
                 .object_lock_retain_until_date(until);
         }
-        let r = req
-            .customize()
-            .disable_payload_signing()
-            .send()
+        let r = match watch
+            .within(
+                self.opts.stall,
+                req.customize().disable_payload_signing().send(),
+            )
             .await
-            .map_err(|e| classify(&e, &endpoint));
+        {
+            Some(r) => r.map_err(|e| classify(&e, &endpoint)),
+            None => Err(self.stalled()),
+        };
         match r {
             // 412: an object with this name exists. That is our own earlier attempt when its
             // response was lost, or a bug; only identical content counts as success.
@@ -86,7 +91,11 @@ impl S3Backend {
                 .object_lock_mode(mode.clone())
                 .object_lock_retain_until_date(*until);
         }
-        let out = req.send().await.map_err(|e| classify(&e, &endpoint))?;
+        let out = req
+            .send()
+            .stall(self.opts.stall)
+            .await
+            .map_err(|e| classify(&e, &endpoint))?;
         let upload_id = out.upload_id().map(str::to_string).ok_or(Failure {
             retry: true,
             status: None,
@@ -108,19 +117,22 @@ impl S3Backend {
                         |f: &Failure| f.retry,
                         || async {
                             self.extra(|m| &m.put);
-                            let out = client
+                            let watch = stall::Watch::new();
+                            let send = client
                                 .upload_part()
                                 .bucket(&self.opts.bucket)
                                 .key(key)
                                 .upload_id(&upload_id)
                                 .part_number(n)
                                 .content_md5(&md5)
-                                .body(ByteStream::from(body.clone()))
+                                .body(stall::body(body.clone(), &watch))
                                 .customize()
                                 .disable_payload_signing()
-                                .send()
-                                .await
-                                .map_err(|e| classify(&e, &endpoint))?;
+                                .send();
+                            let out = match watch.within(self.opts.stall, send).await {
+                                Some(r) => r.map_err(|e| classify(&e, &endpoint))?,
+                                None => return Err(self.stalled()),
+                            };
                             Ok(out.e_tag().map(str::to_string))
                         },
                     )
@@ -148,6 +160,7 @@ impl S3Backend {
                             .upload_id(&upload_id)
                             .multipart_upload(done.clone())
                             .send()
+                            .stall(self.opts.stall)
                             .await
                             .map_err(|e| classify(&e, &endpoint))
                             .map(|_| ())
@@ -165,6 +178,7 @@ impl S3Backend {
                 .key(key)
                 .upload_id(&upload_id)
                 .send()
+                .stall(self.opts.stall)
                 .await;
             // Its parts were retried already: sending the whole object again would not help.
             f.retry = false;
