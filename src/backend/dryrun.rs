@@ -112,6 +112,15 @@ impl Backend for DryRun {
     ) -> Result<()> {
         self.inner.get_range_into(t, name, offset, len, buf).await
     }
+    async fn get_range_stream(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<super::Chunks> {
+        self.inner.get_range_stream(t, name, offset, len).await
+    }
     async fn list(&self, t: FileType) -> Result<Vec<Listed>> {
         self.inner.list(t).await
     }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::{Backend, FileType, Listed, ObjectFile};
+use super::{Backend, Chunks, FileType, Listed, ObjectFile};
 use crate::error::Result;
 use crate::format::config::ObjectLock;
 
@@ -132,6 +132,17 @@ impl Backend for Metered {
         self.inner.get_range_into(t, name, offset, len, buf).await?;
         self.meter.received(buf.len());
         Ok(())
+    }
+    async fn get_range_stream(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Chunks> {
+        self.meter.count(&self.meter.get);
+        let c = self.inner.get_range_stream(t, name, offset, len).await?;
+        Ok(c.metered(self.meter.clone()))
     }
     async fn list(&self, t: FileType) -> Result<Vec<Listed>> {
         self.meter.count(&self.meter.list);

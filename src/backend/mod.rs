@@ -164,6 +164,73 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A ranged read as it arrives (see [`Backend::get_range_stream`]): pieces sent by a download
+/// task, or a reader of a local file read on the caller's thread.
+pub struct Chunks {
+    source: ChunkSource,
+    meter: Option<Arc<Counters>>,
+}
+
+enum ChunkSource {
+    Channel {
+        rx: tokio::sync::mpsc::Receiver<Result<Bytes>>,
+        cur: Bytes,
+    },
+    Reader(Box<dyn io::Read + Send>),
+}
+
+impl Chunks {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Result<Bytes>>) -> Self {
+        Chunks {
+            source: ChunkSource::Channel {
+                rx,
+                cur: Bytes::new(),
+            },
+            meter: None,
+        }
+    }
+
+    /// A reader read where it is used (a local file: no thread between it and its reader).
+    pub fn from_reader(r: impl io::Read + Send + 'static) -> Self {
+        Chunks {
+            source: ChunkSource::Reader(Box::new(r)),
+            meter: None,
+        }
+    }
+
+    /// Count the bytes received into `meter` as they are taken.
+    pub fn metered(mut self, meter: Arc<Counters>) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+}
+
+/// Blocking reads, from a thread outside the store's runtime (as every [`Store`] call is).
+impl io::Read for Chunks {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = match &mut self.source {
+            ChunkSource::Reader(r) => r.read(out)?,
+            ChunkSource::Channel { rx, cur } => {
+                while cur.is_empty() {
+                    match rx.blocking_recv() {
+                        Some(Ok(b)) => *cur = b,
+                        Some(Err(e)) => return Err(io::Error::other(e.to_string())),
+                        None => return Ok(0),
+                    }
+                }
+                let n = out.len().min(cur.len());
+                out[..n].copy_from_slice(&cur[..n]);
+                bytes::Buf::advance(cur, n);
+                n
+            }
+        };
+        if let Some(m) = &self.meter {
+            m.received(n);
+        }
+        Ok(n)
+    }
+}
+
 /// One object found by a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listed {
@@ -215,6 +282,21 @@ pub trait Backend: Send + Sync {
     ) -> Result<()> {
         *buf = self.get_range(t, name, offset, len).await?;
         Ok(())
+    }
+    /// A ranged read delivered in pieces as they arrive, so that a reader holds only what it
+    /// has not used yet (§12.2). Errors of the request come back here; errors on the way come
+    /// as the stream's last item. By default one [`Backend::get_range`].
+    async fn get_range_stream(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Chunks> {
+        let v = self.get_range(t, name, offset, len).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let _ = tx.try_send(Ok(Bytes::from(v)));
+        Ok(Chunks::new(rx))
     }
     /// Names and sizes of all objects of a kind.
     async fn list(&self, t: FileType) -> Result<Vec<Listed>>;
@@ -400,6 +482,18 @@ impl Store {
     ) -> Result<()> {
         self.rt
             .block_on(self.backend.get_range_into(t, name, offset, len, buf))
+    }
+    /// [`Backend::get_range_stream`]: the request made (and retried) here, the pieces taken
+    /// with [`Chunks::next_blocking`].
+    pub fn get_range_stream(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Chunks> {
+        self.rt
+            .block_on(self.backend.get_range_stream(t, name, offset, len))
     }
     /// The objects of a many-object kind, by id, with their sizes. Names are typed here, where
     /// they enter from the store: one that is not 64 lowercase hex digits (nothing vault wrote)

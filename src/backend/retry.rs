@@ -211,6 +211,16 @@ impl Backend for Retry {
         *buf = cell.into_inner().unwrap_or_else(|p| p.into_inner());
         r
     }
+    async fn get_range_stream(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<super::Chunks> {
+        self.run(|| self.inner.get_range_stream(t, name, offset, len))
+            .await
+    }
     async fn list(&self, t: FileType) -> Result<Vec<Listed>> {
         self.run(|| self.inner.list(t)).await
     }

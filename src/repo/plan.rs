@@ -1,14 +1,15 @@
-//! Planned reads (§12.3): a set of data blobs known in advance is fetched as few pack ranges,
-//! each downloaded once, ahead of its use and within a memory budget, then handed out blob by
-//! blob, verified. Restore, move's read-back and copy read through it.
+//! Planned reads (§12.2): a set of data blobs known in advance is fetched as few pack ranges,
+//! each downloaded once, ahead of its use, and decrypted as it streams in: a blob is held from
+//! the moment it arrives until its reader takes it, within a memory budget. Restore reads
+//! through it.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::{PackReaders, Repository};
-use crate::backend::FileType;
+use crate::backend::{Chunks, FileType};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::format::index::PackInfo;
@@ -20,73 +21,72 @@ const CHUNK: u64 = 64 * 1024;
 const STORED_CHUNK: u64 = CHUNK + 16;
 
 /// Two needed stretches of a pack whose chunks are at most this many apart are fetched as one
-/// range: the bytes between cost less than another request (§12.3 gives the measurement).
+/// range (§12.2 gives the measurement): 0, only stretches that touch.
 pub const MERGE_GAP_CHUNKS: u64 = 0;
 
-/// Largest range fetched in one request, in chunks (4 MiB of plaintext): what one fetch holds
-/// in memory.
-pub const MAX_RANGE_CHUNKS: u64 = 64;
+/// Largest range asked for in one request, in chunks (16 MiB of plaintext): a range a reader
+/// streams itself (none was fetched ahead) is held up to this much.
+pub const MAX_RANGE_CHUNKS: u64 = 256;
 
 /// Blobs whose reads lie further apart than this (in bytes read between them) are not put in
-/// one range: a range is held from its first read to its last, and a pack written by several
-/// backup threads at once mixes blobs of files read far apart.
+/// one range: a range streams its blobs in pack order, and a pack written by several backup
+/// threads at once mixes blobs of files read far apart.
 pub const LOCALITY: u64 = 32 << 20;
 
-/// Bytes of ranges fetched ahead of their use that may be held at once. A range needed now is
-/// fetched whatever is held, so a reader never waits on the budget.
+/// Bytes of blobs that arrived ahead of their readers that may be held at once. A range a
+/// reader is waiting for goes on streaming whatever is held, so a reader never waits on it.
 pub const AHEAD_BUDGET: u64 = 16 << 20;
 
-/// Range buffers kept for reuse.
-const POOLED: usize = 4;
+/// A stream that fails this many times in a row at the same blob gives up on the rest of its
+/// range (its blobs are then read the unplanned way, which reports why).
+const STREAM_ATTEMPTS: u32 = 3;
 
-/// One range of one pack: whole STREAM chunks `first..end`.
+/// One range of one pack: whole STREAM chunks `first..end`, and the blobs needed from it, in
+/// pack order.
 struct PlannedRange {
     pack: PackInfo,
     first: u64,
     end: u64,
-    /// Planned reads of its blobs not yet made: at zero its bytes are let go.
-    uses: AtomicUsize,
+    members: Vec<BlobEntry>,
 }
 
-impl PlannedRange {
-    /// Where its chunks start in the stored object, and how many bytes they take there.
-    fn stored_span(&self) -> (u64, u64) {
-        let start = u64::from(self.pack.payload_offset) + self.first * STORED_CHUNK;
-        let end = (u64::from(self.pack.payload_offset) + self.end * STORED_CHUNK)
-            .min(self.pack.object_len);
-        (start, end.saturating_sub(start))
-    }
-
-    /// Plaintext bytes it covers.
-    fn plain_span(&self) -> (u64, u64) {
-        let start = self.first * CHUNK;
-        let end = (self.end * CHUNK).min(self.pack.plain_len);
-        (start, end.saturating_sub(start))
-    }
+/// Where its chunks start in the stored object and how many bytes they take there.
+fn stored_span(pack: &PackInfo, first: u64, end: u64) -> (u64, u64) {
+    let start = u64::from(pack.payload_offset) + first * STORED_CHUNK;
+    let stop = (u64::from(pack.payload_offset) + end * STORED_CHUNK).min(pack.object_len);
+    (start, stop.saturating_sub(start))
 }
 
-enum Slot {
-    Fetching,
-    Ready(Arc<Vec<u8>>),
-    Failed,
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Waiting,
+    Streaming,
+    Done,
 }
 
-#[derive(Default)]
 struct State {
-    slots: HashMap<usize, Slot>,
-    /// Bytes of plaintext held by ready ranges.
+    stage: Vec<Stage>,
+    /// Per range, the furthest offset a reader is waiting for: the range streams on to it
+    /// whatever is held.
+    wanted: Vec<u64>,
+    /// Blobs arrived and not yet taken: stored bytes.
+    ready: HashMap<Id, Arc<Vec<u8>>>,
+    /// Planned reads not yet made (or given up), per blob.
+    remaining: HashMap<Id, usize>,
+    /// Bytes held in `ready`.
     held: u64,
 }
 
-/// Figures a planned read reports: what it downloaded against what it delivered.
+/// Figures a planned read reports: what it downloaded.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct PlanFigures {
     /// Requests made for ranges (age headers included) and the stored bytes they brought.
     pub requests: u64,
     pub bytes_fetched: u64,
-    /// Ranges fetched a second time: their first download failed authentication.
+    /// Ranges fetched again from a blob on: the first download failed authentication or broke
+    /// off on the way.
     pub refetched: u64,
-    /// Blobs fetched alone, read again long after their planned reads.
+    /// Blobs fetched alone: read again long after their planned reads.
     pub extra_reads: u64,
 }
 
@@ -123,10 +123,14 @@ pub struct PlanReader<'r> {
     /// Age headers of packs (with the nonce), fetched once each.
     heads: Mutex<HashMap<Id, Arc<Vec<u8>>>>,
     counters: Arc<PlanCounters>,
-    /// Range buffers let go, for the next fetches: memory stays what is in use at once.
+    /// Blob buffers given back by readers, for the next blobs: memory stays what is in use at
+    /// once rather than what the allocator keeps of buffers freed on other threads.
     pool: Mutex<Vec<Vec<u8>>>,
-    stop: std::sync::atomic::AtomicBool,
+    stop: AtomicBool,
 }
+
+/// Blob buffers kept for reuse.
+const POOLED: usize = 8;
 
 impl<'r> PlanReader<'r> {
     /// Plan the reads of `uses`, data blobs in the order they will be read (a blob read twice
@@ -135,17 +139,16 @@ impl<'r> PlanReader<'r> {
     pub fn new(repo: &'r Repository, uses: impl IntoIterator<Item = Id>) -> Result<Self> {
         let cache = repo.cache()?;
         let mut blobs: HashMap<Id, (usize, BlobEntry)> = HashMap::new();
-        // Per pack, its needed blobs: (first use, entry).
+        // Per pack, its needed blobs with where their first read falls.
         let mut by_pack: HashMap<Id, (PackInfo, Vec<(u64, BlobEntry)>)> = HashMap::new();
         let mut counts: HashMap<Id, usize> = HashMap::new();
-        // Where each read falls in the run, in bytes read before it: ranges hold blobs read
-        // close together, so each is let go soon after it is fetched.
+        // Where each read falls in the run, in bytes read before it.
         let mut pos: u64 = 0;
         let mut first_pos: HashMap<Id, u64> = HashMap::new();
         for id in uses {
             if let Some(&p) = first_pos.get(&id) {
-                // Read again much later: that read fetches it again rather than holding its
-                // range all the while.
+                // Read again much later: that read fetches it again rather than holding it
+                // all the while.
                 if pos - p <= LOCALITY {
                     if let Some(n) = counts.get_mut(&id) {
                         *n += 1;
@@ -153,11 +156,10 @@ impl<'r> PlanReader<'r> {
                 }
                 continue;
             }
+            first_pos.insert(id, pos);
             let Some((pack, entry)) = cache.blob(&id)?.into_iter().next() else {
-                first_pos.insert(id, pos);
                 continue;
             };
-            first_pos.insert(id, pos);
             let at = pos;
             pos += u64::from(entry.raw_len);
             let in_range = entry
@@ -177,18 +179,18 @@ impl<'r> PlanReader<'r> {
         // Ranges per pack: needed chunks merged across small gaps, bounded in size and in how
         // far apart their blobs are read; then all ranges in the order of their first read,
         // which is the order they are fetched ahead.
-        let mut ranges: Vec<(u64, PlannedRange, Vec<BlobEntry>)> = Vec::new();
+        let mut ranges: Vec<(u64, PlannedRange)> = Vec::new();
         for (_, (pack, mut list)) in by_pack {
             list.sort_by_key(|(_, e)| e.offset);
-            // (first read, last read, range, members)
-            let mut cur: Option<(u64, u64, PlannedRange, Vec<BlobEntry>)> = None;
+            // (first read, last read, range)
+            let mut cur: Option<(u64, u64, PlannedRange)> = None;
             for (at, e) in list {
                 let first = e.offset / CHUNK;
                 let end = (e.offset + u64::from(e.stored_len))
                     .div_ceil(CHUNK)
                     .max(first + 1);
                 match &mut cur {
-                    Some((lo, hi, r, members))
+                    Some((lo, hi, r))
                         if first <= r.end + MERGE_GAP_CHUNKS
                             && end.max(r.end) - r.first <= MAX_RANGE_CHUNKS
                             && (*hi).max(at) - (*lo).min(at) <= LOCALITY =>
@@ -196,10 +198,10 @@ impl<'r> PlanReader<'r> {
                         *lo = (*lo).min(at);
                         *hi = (*hi).max(at);
                         r.end = r.end.max(end);
-                        members.push(e);
+                        r.members.push(e);
                     }
                     _ => {
-                        ranges.extend(cur.take().map(|(lo, _, r, m)| (lo, r, m)));
+                        ranges.extend(cur.take().map(|(lo, _, r)| (lo, r)));
                         cur = Some((
                             at,
                             at,
@@ -207,37 +209,39 @@ impl<'r> PlanReader<'r> {
                                 pack: pack.clone(),
                                 first,
                                 end,
-                                uses: AtomicUsize::new(0),
+                                members: vec![e],
                             },
-                            vec![e],
                         ));
                     }
                 }
             }
-            ranges.extend(cur.map(|(lo, _, r, m)| (lo, r, m)));
+            ranges.extend(cur.map(|(lo, _, r)| (lo, r)));
         }
-        ranges.sort_by_key(|(order, _, _)| *order);
-        let mut out = Vec::with_capacity(ranges.len());
-        for (i, (_, r, members)) in ranges.into_iter().enumerate() {
-            let mut uses = 0;
-            for e in members {
-                uses += counts.get(&e.id).copied().unwrap_or(1);
-                blobs.insert(e.id, (i, e));
+        ranges.sort_by_key(|(lo, _)| *lo);
+        let ranges: Vec<PlannedRange> = ranges.into_iter().map(|(_, r)| r).collect();
+        for (i, r) in ranges.iter().enumerate() {
+            for e in &r.members {
+                blobs.insert(e.id, (i, *e));
             }
-            r.uses.store(uses, Ordering::Relaxed);
-            out.push(r);
         }
+        let n = ranges.len();
         Ok(PlanReader {
             repo,
-            ranges: out,
+            ranges,
             blobs,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                stage: vec![Stage::Waiting; n],
+                wanted: vec![0; n],
+                ready: HashMap::new(),
+                remaining: counts,
+                held: 0,
+            }),
             changed: Condvar::new(),
             next_ahead: AtomicUsize::new(0),
             heads: Mutex::new(HashMap::new()),
             counters: Default::default(),
             pool: Mutex::new(Vec::new()),
-            stop: Default::default(),
+            stop: AtomicBool::new(false),
         })
     }
 
@@ -256,42 +260,46 @@ impl<'r> PlanReader<'r> {
         self.ranges.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Fetch ranges ahead of their use, in plan order, while what is held stays within the
-    /// budget; run on one or more threads beside the readers. Returns when every range has been
-    /// started or [`Self::stop`] was called.
+    fn wait<'g>(&self, st: MutexGuard<'g, State>) -> MutexGuard<'g, State> {
+        // Timed: an interrupt or a stop is noticed even if nothing changes.
+        self.changed
+            .wait_timeout(st, std::time::Duration::from_millis(200))
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0)
+    }
+
+    /// Stream ranges ahead of their readers, in plan order, while what is held stays within
+    /// the budget; run on one or more threads beside the readers. Returns when every range
+    /// has been started or [`Self::stop`] was called.
     pub fn fetch_ahead(&self) {
         loop {
-            if self.stop.load(Ordering::Relaxed) || crate::interrupt::requested() {
+            if self.stopped() {
                 return;
             }
             let i = self.next_ahead.fetch_add(1, Ordering::Relaxed);
-            let Some(r) = self.ranges.get(i) else { return };
-            let need = r.plain_span().1;
+            if i >= self.ranges.len() {
+                return;
+            }
             {
                 let mut st = self.lock();
-                // Something held is always let go eventually (its readers are ahead of us in
-                // the queue); with nothing held, go on whatever the size.
-                while st.held > 0
-                    && st.held + need > AHEAD_BUDGET
-                    && !self.stop.load(Ordering::Relaxed)
-                {
-                    st = self
-                        .changed
-                        .wait_timeout(st, std::time::Duration::from_millis(200))
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|p| p.into_inner().0);
+                while st.held > AHEAD_BUDGET && st.stage[i] == Stage::Waiting && !self.stopped() {
+                    st = self.wait(st);
                 }
-                if st.slots.contains_key(&i) || r.uses.load(Ordering::Relaxed) == 0 {
+                if st.stage[i] != Stage::Waiting {
                     continue;
                 }
-                st.slots.insert(i, Slot::Fetching);
+                st.stage[i] = Stage::Streaming;
             }
-            self.fetch_into_slot(i);
+            self.stream(i, true);
         }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || crate::interrupt::requested()
     }
 
     /// Let the fetch-ahead threads return (the readers are done or gave up).
@@ -300,90 +308,201 @@ impl<'r> PlanReader<'r> {
         self.changed.notify_all();
     }
 
-    fn fetch_into_slot(&self, i: usize) {
+    /// Stream range `i` (its stage already set to streaming by the caller), publishing its
+    /// blobs; `ahead`: on a fetch-ahead thread, which keeps to the budget.
+    fn stream(&self, i: usize, ahead: bool) {
         let r = &self.ranges[i];
-        let got = self.fetch_range(r);
-        let mut st = self.lock();
-        match got {
-            Ok(plain) => {
-                if r.uses.load(Ordering::Relaxed) == 0 {
-                    st.slots.remove(&i);
-                } else {
-                    st.held += plain.len() as u64;
-                    st.slots.insert(i, Slot::Ready(Arc::new(plain)));
+        let mut k = 0;
+        let mut failures = 0;
+        while k < r.members.len() {
+            match self.stream_from(i, k, ahead) {
+                Ok(()) => break,
+                Err((at, e)) => {
+                    if at > k {
+                        failures = 0;
+                    }
+                    k = at;
+                    failures += 1;
+                    let again = failures < STREAM_ATTEMPTS
+                        && !self.stopped()
+                        && !matches!(e, Error::NotFound(_) | Error::Cache { .. });
+                    if !again {
+                        break;
+                    }
+                    self.counters.refetched.fetch_add(1, Ordering::Relaxed);
+                    if matches!(e, Error::Corrupt { .. }) {
+                        // Perhaps the header was damaged on the way: fetch it again too.
+                        self.heads
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&r.pack.id);
+                    }
                 }
             }
-            Err(_) => {
-                // Its blobs are read the unplanned way, which says what is wrong.
-                st.slots.insert(i, Slot::Failed);
+        }
+        let mut st = self.lock();
+        st.stage[i] = Stage::Done;
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Stream range `i` from its `k`-th blob on. On failure, the blob it failed at.
+    fn stream_from(
+        &self,
+        i: usize,
+        k: usize,
+        ahead: bool,
+    ) -> std::result::Result<(), (usize, Error)> {
+        let r = &self.ranges[i];
+        let members = &r.members[k..];
+        let first = members[0].offset / CHUNK;
+        let mut at = k;
+        let mut publish = |e: &BlobEntry, bytes: Vec<u8>| -> bool {
+            let mut st = self.lock();
+            if ahead {
+                while st.held > AHEAD_BUDGET && e.offset > st.wanted[i] && !self.stopped() {
+                    st = self.wait(st);
+                }
             }
+            if st.remaining.get(&e.id).copied().unwrap_or(0) > 0 {
+                st.held += bytes.len() as u64;
+                st.ready.insert(e.id, Arc::new(bytes));
+            }
+            at = k + members
+                .iter()
+                .position(|m| m.id == e.id)
+                .map_or(0, |p| p + 1);
+            drop(st);
+            self.changed.notify_all();
+            !self.stopped()
+        };
+        let wanted = |e: &BlobEntry| self.lock().remaining.get(&e.id).copied().unwrap_or(0) > 0;
+        self.stream_blobs(&r.pack, first, r.end, members, &wanted, &mut publish)
+            .map_err(|e| (at, e))
+    }
+
+    /// Download chunks `first..end` of `pack` and hand each blob of `members` (in pack order,
+    /// all within those chunks) that is still `wanted` to `publish`, as it is decrypted;
+    /// `publish` returns false to stop.
+    fn stream_blobs(
+        &self,
+        pack: &PackInfo,
+        first: u64,
+        end: u64,
+        members: &[BlobEntry],
+        wanted: &dyn Fn(&BlobEntry) -> bool,
+        publish: &mut dyn FnMut(&BlobEntry, Vec<u8>) -> bool,
+    ) -> Result<()> {
+        let what = format!("pack {}", pack.id.short());
+        let name = pack.id.to_hex();
+        let head_len = u64::from(pack.payload_offset);
+        let (start, len) = stored_span(pack, first, end);
+        if head_len == 0 || len == 0 || head_len > start {
+            return Err(Error::corrupt(&what, "index entry out of range"));
+        }
+        let store = self.repo.store();
+        // Held while the header is fetched: the ranges of one pack are often streamed at once,
+        // and its header is fetched once.
+        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        let (head, from) = match heads.get(&pack.id).cloned() {
+            Some(h) => (Some(h), start),
+            // From the first chunk: the header comes in the same request.
+            None if start == head_len => (None, 0),
+            None => {
+                let h = store.get_range(FileType::Pack, &name, 0, head_len)?;
+                self.count(1, h.len() as u64);
+                if h.len() as u64 != head_len {
+                    return Err(Error::corrupt(&what, "shorter than recorded"));
+                }
+                let h = Arc::new(h);
+                heads.insert(pack.id, h.clone());
+                (Some(h), start)
+            }
+        };
+        drop(heads);
+        let chunks = store.get_range_stream(FileType::Pack, &name, from, start + len - from)?;
+        self.count(1, 0);
+        let mut src = Source {
+            head,
+            head_len,
+            chunks,
+            at: from,
+            pos: 0,
+            end: start + len,
+            plan: self,
+        };
+        let mut s = self.repo.keys().data_identity()?.open(&mut src, &what)?;
+        let io = |e: io::Error| crypto::read_error(&what, e);
+        // Where age's plaintext position is.
+        let mut cur = 0u64;
+        if first == 0 {
+            // The pack's own header is at hand: check it is a pack of this repository.
+            let mut hdr = [0u8; format::HEADER_LEN];
+            s.read_exact(&mut hdr).map_err(io)?;
+            cur = format::HEADER_LEN as u64;
+            format::read_header(
+                &mut Reader::new(&hdr, "pack"),
+                Some(&self.repo.keys().repo_id),
+                ObjectKind::Pack,
+            )
+            .map_err(|e| super::relabel(e, &what))?;
+        }
+        for e in members {
+            if !wanted(e) {
+                continue;
+            }
+            if e.offset != cur {
+                if e.offset % CHUNK == 0 && e.offset / CHUNK != cur / CHUNK {
+                    // Into the chunk and back: a seek onto a chunk boundary makes age
+                    // authenticate the object's length by its last chunk, not fetched here.
+                    s.seek(SeekFrom::Start(e.offset + 1)).map_err(io)?;
+                }
+                s.seek(SeekFrom::Start(e.offset)).map_err(io)?;
+            }
+            let mut bytes = self
+                .pool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop()
+                .unwrap_or_default();
+            // A reused buffer keeps its length: only what it grows by is zeroed.
+            bytes.resize(e.stored_len as usize, 0);
+            s.read_exact(&mut bytes).map_err(io)?;
+            cur = e.offset + u64::from(e.stored_len);
+            if !publish(e, bytes) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// One planned read of `id` is done (made, or not to be made).
+    fn used(&self, st: &mut State, id: &Id) {
+        let Some(n) = st.remaining.get_mut(id) else {
+            return;
+        };
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            st.remaining.remove(id);
+            if let Some(b) = st.ready.remove(id) {
+                st.held -= (b.len() as u64).min(st.held);
+            }
+        }
+    }
+
+    /// Reads planned for these blobs will not be made (their file failed or was skipped):
+    /// what only they needed is let go, or not fetched.
+    pub fn forgo(&self, ids: &[Id]) {
+        let mut st = self.lock();
+        for id in ids {
+            self.used(&mut st, id);
         }
         drop(st);
         self.changed.notify_all();
     }
 
-    /// The plaintext of range `i`, fetched now if no one has; `None` if it cannot be fetched.
-    fn range_bytes(&self, i: usize) -> Option<Arc<Vec<u8>>> {
-        let mut st = self.lock();
-        loop {
-            match st.slots.get(&i) {
-                Some(Slot::Ready(b)) => return Some(b.clone()),
-                Some(Slot::Failed) => return None,
-                Some(Slot::Fetching) => {
-                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-                }
-                None => {
-                    if self.ranges[i].uses.load(Ordering::Relaxed) == 0 {
-                        // Its bytes were let go meanwhile: read unplanned.
-                        return None;
-                    }
-                    st.slots.insert(i, Slot::Fetching);
-                    drop(st);
-                    self.fetch_into_slot(i);
-                    st = self.lock();
-                }
-            }
-        }
-    }
-
-    /// One planned read of range `i` is done (made, or not to be made).
-    fn used(&self, i: usize) {
-        let r = &self.ranges[i];
-        let left = r
-            .uses
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .map(|n| n - 1)
-            .unwrap_or(0);
-        if left == 0 {
-            let mut st = self.lock();
-            let mut freed = None;
-            if let Some(Slot::Ready(b)) = st.slots.get(&i) {
-                let n = b.len() as u64;
-                st.held -= n.min(st.held);
-                if let Some(Slot::Ready(b)) = st.slots.remove(&i) {
-                    freed = Arc::into_inner(b);
-                }
-            }
-            drop(st);
-            if let Some(b) = freed {
-                self.give_buf(b);
-            }
-            self.changed.notify_all();
-        }
-    }
-
-    /// Reads planned for these blobs will not be made (their file failed or was skipped):
-    /// ranges only they needed are let go.
-    pub fn forgo(&self, ids: &[Id]) {
-        for id in ids {
-            if let Some((i, _)) = self.blobs.get(id) {
-                self.used(*i);
-            }
-        }
-    }
-
     /// Read, decompress and verify data blob `id` into `out`. A blob outside the plan, or whose
-    /// planned range could not be fetched or does not verify, is read the unplanned way
+    /// planned read failed or does not verify, is read the unplanned way
     /// ([`Repository::read_blob_into`]: every recorded location, errors that say what failed).
     pub fn read_blob_into(
         &self,
@@ -392,255 +511,179 @@ impl<'r> PlanReader<'r> {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         if let Some((i, entry)) = self.blobs.get(id) {
-            if self.ranges[*i].uses.load(Ordering::Acquire) == 0 {
-                // Read again after its planned reads (the same photo in two albums far apart):
-                // only the chunks that hold it are fetched, not its range again.
-                let r = &self.ranges[*i];
-                let alone = PlannedRange {
-                    pack: r.pack.clone(),
-                    first: entry.offset / CHUNK,
-                    end: (entry.offset + u64::from(entry.stored_len))
-                        .div_ceil(CHUNK)
-                        .max(entry.offset / CHUNK + 1),
-                    uses: AtomicUsize::new(0),
-                };
-                self.counters.extra.fetch_add(1, Ordering::Relaxed);
-                let read = self
-                    .fetch_range(&alone)
-                    .and_then(|b| self.blob_from(&b, alone.first * CHUNK, entry, readers, out));
-                if read.is_ok() {
+            if let Some(stored) = self.take(*i, id, entry.offset) {
+                let decoded = self.decode(entry, &stored, out);
+                if let Some(b) = Arc::into_inner(stored) {
+                    let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+                    if pool.len() < POOLED {
+                        pool.push(b);
+                    }
+                }
+                if decoded.is_ok() {
                     return Ok(());
                 }
-                return self.repo.read_blob_into(id, BlobType::Data, readers, out);
-            }
-            let planned = self.range_bytes(*i).map(|bytes| {
-                let base = self.ranges[*i].first * CHUNK;
-                let r = self.blob_from(&bytes, base, entry, readers, out);
-                drop(bytes);
-                r
-            });
-            self.used(*i);
-            if let Some(Ok(())) = planned {
+            } else if self.read_alone(entry, out).is_ok() {
                 return Ok(());
             }
         }
         self.repo.read_blob_into(id, BlobType::Data, readers, out)
     }
 
-    fn blob_from(
-        &self,
-        plain: &[u8],
-        base: u64,
-        entry: &BlobEntry,
-        readers: &mut PackReaders,
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        let what = || format!("blob {}", entry.id.short());
-        let start = entry
-            .offset
-            .checked_sub(base)
-            .ok_or_else(|| Error::corrupt(what(), "outside its planned range"))?
-            as usize;
-        let stored = plain
-            .get(start..start + entry.stored_len as usize)
-            .ok_or_else(|| Error::corrupt(what(), "outside its planned range"))?;
+    /// The stored bytes of planned blob `id` of range `i`, waiting for them or streaming the
+    /// range here; `None` when the plan has no more reads of it or its range failed.
+    fn take(&self, i: usize, id: &Id, offset: u64) -> Option<Arc<Vec<u8>>> {
+        let mut st = self.lock();
+        if !st.remaining.contains_key(id) {
+            return None;
+        }
+        loop {
+            if let Some(b) = st.ready.get(id).cloned() {
+                self.used(&mut st, id);
+                drop(st);
+                self.changed.notify_all();
+                return Some(b);
+            }
+            match st.stage[i] {
+                Stage::Waiting => {
+                    st.stage[i] = Stage::Streaming;
+                    st.wanted[i] = st.wanted[i].max(offset);
+                    drop(st);
+                    self.stream(i, false);
+                    st = self.lock();
+                }
+                Stage::Streaming => {
+                    if st.wanted[i] < offset {
+                        st.wanted[i] = offset;
+                        self.changed.notify_all();
+                    }
+                    st = self.wait(st);
+                    if crate::interrupt::requested() {
+                        return None;
+                    }
+                }
+                Stage::Done => {
+                    self.used(&mut st, id);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Read one blob by itself: only the chunks that hold it.
+    fn read_alone(&self, entry: &BlobEntry, out: &mut Vec<u8>) -> Result<()> {
+        let Some((i, _)) = self.blobs.get(&entry.id) else {
+            return Err(Error::NotFound(format!("blob {}", entry.id.short())));
+        };
+        let pack = &self.ranges[*i].pack;
+        self.counters.extra.fetch_add(1, Ordering::Relaxed);
+        let first = entry.offset / CHUNK;
+        let end = (entry.offset + u64::from(entry.stored_len))
+            .div_ceil(CHUNK)
+            .max(first + 1);
+        let mut got = None;
+        self.stream_blobs(
+            pack,
+            first,
+            end,
+            std::slice::from_ref(entry),
+            &|_| true,
+            &mut |_, b| {
+                got = Some(b);
+                false
+            },
+        )?;
+        let stored = got.ok_or_else(|| Error::NotFound(format!("blob {}", entry.id.short())))?;
+        self.decode(entry, &stored, out)
+    }
+
+    fn decode(&self, entry: &BlobEntry, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
         match entry.compression {
             Compression::None => {
                 out.clear();
                 out.extend_from_slice(stored);
             }
-            Compression::Zstd => {
-                let _ = readers;
-                self.repo.decompress_blob(entry, stored, out)?
-            }
+            Compression::Zstd => self.repo.decompress_blob(entry, stored, out)?,
         }
         self.repo.check_blob(entry, out)
     }
 
-    /// Download and decrypt one range. A range that fails authentication is downloaded once
-    /// more before it counts as damaged: bytes flipped on the way are not damage at rest.
-    fn fetch_range(&self, r: &PlannedRange) -> Result<Vec<u8>> {
-        match self.fetch_range_once(r) {
-            Err(e) if is_authentication(&e) => {
-                self.counters.refetched.fetch_add(1, Ordering::Relaxed);
-                self.heads
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&r.pack.id);
-                self.fetch_range_once(r)
-            }
-            other => other,
-        }
-    }
-
-    fn fetch_range_once(&self, r: &PlannedRange) -> Result<Vec<u8>> {
-        let what = format!("pack {}", r.pack.id.short());
-        let name = r.pack.id.to_hex();
-        let head_len = u64::from(r.pack.payload_offset);
-        let (start, len) = r.stored_span();
-        if head_len == 0 || len == 0 || head_len > start {
-            return Err(Error::corrupt(&what, "index entry out of range"));
-        }
-        let store = self.repo.store();
-        let known = self
-            .heads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&r.pack.id)
-            .cloned();
-        let mut body = self.take_buf();
-        let head = match known {
-            Some(h) => {
-                store.get_range_into(FileType::Pack, &name, start, len, &mut body)?;
-                self.count(body.len() as u64);
-                h
-            }
-            // From the first chunk: the header comes in the same request.
-            None if start == head_len => {
-                store.get_range_into(FileType::Pack, &name, 0, start + len, &mut body)?;
-                self.count(body.len() as u64);
-                let head = body.get(..head_len as usize).map(<[u8]>::to_vec);
-                body.drain(..(start as usize).min(body.len()));
-                Arc::new(head.ok_or_else(|| Error::corrupt(&what, "shorter than recorded"))?)
-            }
-            None => {
-                let h = store.get_range(FileType::Pack, &name, 0, head_len)?;
-                self.count(h.len() as u64);
-                store.get_range_into(FileType::Pack, &name, start, len, &mut body)?;
-                self.count(body.len() as u64);
-                Arc::new(h)
-            }
-        };
-        let plain = self.decrypt_range(r, head, start, &body, &what);
-        self.give_buf(body);
-        plain
-    }
-
-    fn decrypt_range(
-        &self,
-        r: &PlannedRange,
-        head: Arc<Vec<u8>>,
-        body_start: u64,
-        body: &[u8],
-        what: &str,
-    ) -> Result<Vec<u8>> {
-        let what = what.to_string();
-        let (_, len) = r.stored_span();
-        let head_len = u64::from(r.pack.payload_offset);
-        if body.len() as u64 != len || head.len() as u64 != head_len {
-            return Err(Error::corrupt(&what, "shorter than recorded"));
-        }
-        self.heads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(r.pack.id, head.clone());
-        let src = Spans {
-            head: &head,
-            body_start,
-            body,
-            len: r.pack.object_len,
-            pos: 0,
-        };
-        let mut s = self.repo.keys().data_identity()?.open(src, &what)?;
-        let (plain_start, plain_len) = r.plain_span();
-        let io = |e: io::Error| crypto::read_error(&what, e);
-        if plain_start > 0 {
-            // Into the range's first chunk, then back to its start: a seek to a chunk boundary
-            // would make age authenticate the object's length by reading its last chunk, which
-            // is not among the bytes fetched.
-            s.seek(SeekFrom::Start(plain_start + 1)).map_err(io)?;
-            s.seek(SeekFrom::Start(plain_start)).map_err(io)?;
-        }
-        let mut plain = self.take_buf();
-        plain.resize(plain_len as usize, 0);
-        if let Err(e) = s.read_exact(&mut plain) {
-            self.give_buf(plain);
-            return Err(io(e));
-        }
-        if plain_start == 0 {
-            // The pack's own header is at hand: check it is a pack of this repository.
-            let hdr = plain
-                .get(..format::HEADER_LEN)
-                .ok_or_else(|| Error::corrupt(&what, "too short for a pack"))?;
-            format::read_header(
-                &mut Reader::new(hdr, "pack"),
-                Some(&self.repo.keys().repo_id),
-                ObjectKind::Pack,
-            )
-            .map_err(|e| super::relabel(e, &what))?;
-        }
-        Ok(plain)
-    }
-
-    fn take_buf(&self) -> Vec<u8> {
-        self.pool
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_default()
-    }
-
-    /// Buffers keep their length: resizing one to a range of about the same size then zeroes
-    /// only what it grows by.
-    fn give_buf(&self, b: Vec<u8>) {
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < POOLED {
-            pool.push(b);
-        }
-    }
-
-    fn count(&self, bytes: u64) {
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+    fn count(&self, requests: u64, bytes: u64) {
+        self.counters
+            .requests
+            .fetch_add(requests, Ordering::Relaxed);
         self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 
-/// A decryption failure, as opposed to a missing object or a failed request.
-fn is_authentication(e: &Error) -> bool {
-    matches!(e, Error::Corrupt { .. })
-}
-
-/// The stored bytes of a pack that a range needs: its age header (with the nonce) and the
-/// range's chunks. Reads elsewhere fail: the plan said they were not needed.
-struct Spans<'b> {
-    head: &'b [u8],
-    body_start: u64,
-    body: &'b [u8],
-    len: u64,
+/// The stored bytes of a pack that a range needs, as age reads them: its age header (with the
+/// nonce), in memory or at the start of the stream, then the range's chunks as they stream in.
+/// Reads elsewhere fail: the plan said they were not needed. Seeks only go forward (skipped
+/// bytes are read and dropped).
+struct Source<'p, 'r> {
+    head: Option<Arc<Vec<u8>>>,
+    head_len: u64,
+    chunks: Chunks,
+    /// The object offset of the next byte the stream gives.
+    at: u64,
+    /// Where the reader is, as an object offset.
     pos: u64,
+    /// The object offset the stream ends at.
+    end: u64,
+    plan: &'p PlanReader<'r>,
 }
 
-impl Read for Spans<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let (base, bytes): (u64, &[u8]) = if self.pos < self.head.len() as u64 {
-            (0, self.head)
-        } else if self.pos >= self.body_start {
-            (self.body_start, self.body)
-        } else {
-            return Err(io::Error::other("read outside the planned range"));
-        };
-        let off = (self.pos - base) as usize;
-        if off >= bytes.len() {
-            if self.pos >= self.len {
-                return Ok(0);
-            }
-            return Err(io::Error::other("read outside the planned range"));
+impl Source<'_, '_> {
+    fn take(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let want = out.len().min(self.end.saturating_sub(self.at) as usize);
+        if want == 0 {
+            return Ok(0);
         }
-        let n = out.len().min(bytes.len() - off);
-        out[..n].copy_from_slice(&bytes[off..off + n]);
+        let n = self.chunks.read(&mut out[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the download ended early",
+            ));
+        }
+        self.at += n as u64;
+        self.plan.count(0, n as u64);
+        Ok(n)
+    }
+}
+
+impl Read for Source<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if let Some(h) = &self.head {
+            if self.pos < self.head_len {
+                let off = self.pos as usize;
+                let n = out.len().min(h.len() - off);
+                out[..n].copy_from_slice(&h[off..off + n]);
+                self.pos += n as u64;
+                return Ok(n);
+            }
+        }
+        if self.pos < self.at {
+            return Err(io::Error::other("read before the streamed range"));
+        }
+        let mut skip = [0u8; 8192];
+        while self.pos > self.at {
+            let k = ((self.pos - self.at) as usize).min(skip.len());
+            self.take(&mut skip[..k])?;
+        }
+        let n = self.take(out)?;
         self.pos += n as u64;
         Ok(n)
     }
 }
 
-impl Seek for Spans<'_> {
+impl Seek for Source<'_, '_> {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         let new = match pos {
             SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(_) => None,
         };
-        self.pos = new.ok_or_else(|| io::Error::other("seek out of range"))?;
+        self.pos = new.ok_or_else(|| io::Error::other("seek outside the planned range"))?;
         Ok(self.pos)
     }
 }

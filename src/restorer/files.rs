@@ -194,7 +194,7 @@ pub(super) fn write_verified(
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(())
     };
-    if blobs.len() >= READ_AHEAD_MIN && ctx.workers.some_idle() {
+    if src.plan.is_none() && blobs.len() >= READ_AHEAD_MIN && ctx.workers.some_idle() {
         read_ahead(ctx, src, blobs, &mut write)?;
     } else {
         for id in blobs {

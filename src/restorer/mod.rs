@@ -110,6 +110,8 @@ pub struct Download {
     /// Ranges downloaded a second time because the first download failed authentication
     /// (bytes damaged on the way, not at rest).
     pub refetched: u64,
+    /// Blobs read again long after their planned reads, each fetched alone.
+    pub extra_reads: u64,
 }
 
 impl Download {
@@ -144,6 +146,7 @@ impl RestoreSummary {
         self.download.content_requests += other.download.content_requests;
         self.download.restored += other.download.restored;
         self.download.refetched += other.download.refetched;
+        self.download.extra_reads += other.download.extra_reads;
     }
 }
 
@@ -538,6 +541,7 @@ pub fn restore(
         content: planned.bytes_fetched,
         content_requests: planned.requests,
         refetched: planned.refetched,
+        extra_reads: planned.extra_reads,
         restored: s.bytes,
         ..Default::default()
     };

@@ -446,6 +446,78 @@ impl Backend for S3Backend {
             .map_err(|f| self.not_found_or(t, name, f))
     }
 
+    async fn get_range_stream(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<super::Chunks> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        if len == 0 {
+            return Ok(super::Chunks::new(rx));
+        }
+        let key = self.key(t, name);
+        let client = self.client().await;
+        let endpoint = self.endpoint_name();
+        let resp = client
+            .get_object()
+            .bucket(&self.opts.bucket)
+            .key(&key)
+            .range(format!(
+                "bytes={}-{}",
+                offset,
+                offset.saturating_add(len - 1)
+            ))
+            .send()
+            .stall(self.opts.stall)
+            .await
+            .map_err(|e| self.not_found_or(t, name, classify(&e, &endpoint)))?;
+        let announced = resp.content_length().unwrap_or(0).max(0) as u64;
+        if announced > len {
+            return Err(self.not_found_or(t, name, too_large_failure(announced, len)));
+        }
+        let stall = self.opts.stall;
+        let what = format!("reading {} {}", t.name(), short_name(name));
+        let stalled = self.stalled().message;
+        let mut body = resp.body;
+        tokio::spawn(async move {
+            let watch = stall::Watch::new();
+            let mut got = 0u64;
+            loop {
+                let item = match watch.within(stall, body.next()).await {
+                    None => Err(Error::transient(
+                        &what,
+                        std::io::Error::other(stalled.clone()),
+                    )),
+                    Some(None) => return,
+                    Some(Some(Err(e))) => Err(Error::transient(
+                        &what,
+                        std::io::Error::other(format!("download interrupted: {}", root_cause(&e))),
+                    )),
+                    Some(Some(Ok(b))) => {
+                        got += b.len() as u64;
+                        if got > len {
+                            Err(Error::corrupt(
+                                &what,
+                                "the storage sent more than asked for",
+                            ))
+                        } else {
+                            Ok(b)
+                        }
+                    }
+                };
+                let last = item.is_err();
+                if tx.send(item).await.is_err() || last {
+                    return;
+                }
+                // Time spent waiting for the reader is not the network's.
+                watch.touch();
+            }
+        });
+        Ok(super::Chunks::new(rx))
+    }
+
     async fn list(&self, t: FileType) -> Result<Vec<Listed>> {
         let client = self.client().await;
         let endpoint = self.endpoint_name();
