@@ -7,6 +7,11 @@
 # files with curl, 4 at a time as vault does: what the server takes in when the client does
 # next to nothing, the ceiling of any S3 client against this server on this machine.
 #
+# Then restores (RESTORE=0 skips them): the last round's S3 repository restored by vault, and the
+# same tree backed up by restic into the same server and restored by restic, RUNS interleaved
+# rounds, each into an empty folder with a fresh local cache: wall time and peak RSS; and one
+# round each through bench/countproxy.py for the bytes the server sent and the GETs it answered.
+#
 # Usage: bench/s3.sh [PICTURES]   (default: the corpus of ../shared/corpus/make-corpus.sh)
 # Needs SeaweedFS in .venv (scripts/test-all.sh installs it there).
 set -euo pipefail
@@ -76,6 +81,43 @@ for round in $(seq 1 "$runs"); do
     echo "curl $(cat "$work/time") $(($(ticks) - before)) $(du -sb "$work/repo-$round/data" | cut -f1)" >>"$work/results"
     rm -rf "$work/repo-$round"
 done
+if [ "${RESTORE:-1}" = 1 ]; then
+    command -v restic >/dev/null || { echo "no restic: apt-get install restic" >&2; exit 1; }
+    export RESTIC_PASSWORD=bench
+    restic -r "s3:$AWS_ENDPOINT_URL/restic-bench" init --quiet >/dev/null
+    restic -r "s3:$AWS_ENDPOINT_URL/restic-bench" backup --quiet --cache-dir "$work/restic-cache" "$pics" >/dev/null
+    last=$runs
+    for round in $(seq 1 "$runs"); do
+        for tool in vault restic; do
+            out=$work/out-$tool; rm -rf "$out" "$work/cache-r" "$work/restic-cache-r"; sync
+            [ -w /proc/sys/vm/drop_caches ] && echo 1 >/proc/sys/vm/drop_caches
+            if [ $tool = vault ]; then
+                cmd=(env -u VAULT_PASSWORD VAULT_CACHE_DIR="$work/cache-r" "$vault" --repo "s3://bench-$last/r"
+                     --identity "$work/id-s3-$last" --quiet restore --target "$out")
+            else
+                cmd=(restic -r "s3:$AWS_ENDPOINT_URL/restic-bench" --cache-dir "$work/restic-cache-r" --quiet
+                     restore latest --target "$out")
+            fi
+            /usr/bin/time -f "%e %M" -o "$work/time" "${cmd[@]}" >/dev/null || { echo "$tool restore failed" >&2; exit 1; }
+            echo "restore-$tool $(cat "$work/time") 0" >>"$work/results"
+        done
+    done
+    # Bytes and requests, through the counting proxy (once each: they do not vary).
+    for tool in vault restic; do
+        out=$work/out-$tool; rm -rf "$out" "$work/cache-r" "$work/restic-cache-r"
+        python3 bench/countproxy.py 33444 33333 "$work/counts-$tool" & px=$!
+        for _ in $(seq 1 50); do [ -s "$work/counts-$tool" ] && break; sleep 0.1; done
+        if [ $tool = vault ]; then
+            env -u VAULT_PASSWORD VAULT_CACHE_DIR="$work/cache-r" AWS_ENDPOINT_URL=http://127.0.0.1:33444 \
+                "$vault" --repo "s3://bench-$last/r" --identity "$work/id-s3-$last" --quiet restore --target "$out" >/dev/null
+        else
+            restic -r "s3:http://127.0.0.1:33444/restic-bench" --cache-dir "$work/restic-cache-r" --quiet \
+                restore latest --target "$out" >/dev/null
+        fi
+        kill -TERM $px; wait $px || true
+        echo "bytes-$tool $(cat "$work/counts-$tool")" >>"$work/results"
+    done
+fi
 python3 - "$work/results" "$(du -sb "$pics" | cut -f1)" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
@@ -92,4 +134,16 @@ print(f"curl uploading the local repository's packs ({packs / 1e6:.0f} MB, 4 at 
 print(f"S3 throughput / local: {med['local'][0] / med['s3'][0]:.2f}")
 print(f"server ceiling (curl) / local: {med['local'][0] / curl:.2f}")
 print(f"vault's S3 backup / server ceiling: {curl / med['s3'][0]:.2f}")
+rest = {k: [r for r in rows if r[0] == "restore-" + k] for k in ("vault", "restic")}
+if rest["vault"]:
+    counts = {r[0][6:]: (int(r[1]), int(r[2])) for r in rows if r[0].startswith("bytes-")}
+    print(f"restore from S3 of the tree ({size / 1e6:.0f} MB), medians of {len(rest['vault'])} rounds:")
+    for k, rs in rest.items():
+        t = statistics.median(float(r[1]) for r in rs)
+        m = statistics.median(float(r[2]) for r in rs) / 1024
+        b, g = counts.get(k, (0, 0))
+        print(f"  {k:<7} {t:6.2f} s  {size / 1e6 / t:5.0f} MB/s  peak RSS {m:4.0f} MiB  downloaded {b / 1e6:7.1f} MB ({b / size:.3f}x)  GETs {g}")
+    tv = statistics.median(float(r[1]) for r in rest["vault"])
+    tr = statistics.median(float(r[1]) for r in rest["restic"])
+    print(f"  vault time / restic: {tv / tr:.2f}")
 PY

@@ -12,10 +12,9 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::format::tree::{FolderCursor, NodeKind, MAX_DEPTH};
-use crate::format::BlobType;
 use crate::ids::Id;
 use crate::progress::Progress;
-use crate::repo::{PackReaders, Repository};
+use crate::repo::{PackReaders, PlanReader, Repository};
 use crate::treewalk::show_path;
 
 /// A path in a snapshot, as components (trees mirror absolute paths, without the leading `/`).
@@ -111,7 +110,9 @@ pub fn read_back(
     progress: &Progress,
     ok: &mut HashSet<Comps>,
 ) -> Result<Vec<(Comps, String)>> {
-    let items: Vec<(&Comps, &Stored)> = stored.iter().collect();
+    let mut items: Vec<(&Comps, &Stored)> = stored.iter().collect();
+    // In path order, as the backup wrote them: each pack's blobs are then read together.
+    items.sort_by(|a, b| a.0.cmp(b.0));
     progress
         .total_files
         .store(items.len() as u64, Ordering::Relaxed);
@@ -120,44 +121,64 @@ pub fn read_back(
         .store(items.iter().map(|(_, s)| s.size).sum(), Ordering::Relaxed);
     progress.files_done.store(0, Ordering::Relaxed);
     progress.bytes_done.store(0, Ordering::Relaxed);
-    let next = AtomicUsize::new(0);
     let good = Mutex::new(Vec::new());
     let bad = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..crate::worker_count(threads) {
-            scope.spawn(|| {
-                let mut readers = PackReaders::default();
-                // One blob buffer per worker, reused: no allocation per chunk read back.
-                let mut blob = Vec::new();
-                loop {
-                    if crate::interrupt::requested() {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((c, s)) = items.get(i) else { return };
-                    let r = match &s.content {
-                        StoredContent::File { blobs, hash } => {
-                            let file = (blobs.as_slice(), hash, s.size);
-                            verify_file(repo, file, &mut readers, &mut blob, progress)
+    // In batches, each read through one download plan (design.md §12.2): each needed pack
+    // range is fetched once, ahead of the workers.
+    for batch in items.chunks(READ_BACK_BATCH) {
+        let uses = batch.iter().flat_map(|(_, s)| match &s.content {
+            StoredContent::File { blobs, .. } => blobs.as_slice(),
+            StoredContent::Symlink { .. } => &[],
+        });
+        let plan = PlanReader::new(repo, uses.copied())?;
+        let next = AtomicUsize::new(0);
+        let workers = AtomicUsize::new(crate::worker_count(threads));
+        std::thread::scope(|scope| {
+            for _ in 0..AHEAD_THREADS {
+                scope.spawn(|| plan.fetch_ahead());
+            }
+            for _ in 0..crate::worker_count(threads) {
+                scope.spawn(|| {
+                    let mut readers = PackReaders::default();
+                    // One blob buffer per worker, reused: no allocation per chunk read back.
+                    let mut blob = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((c, s)) = batch.get(i).filter(|_| !crate::interrupt::requested())
+                        else {
+                            break;
+                        };
+                        let r = match &s.content {
+                            StoredContent::File { blobs, hash } => {
+                                let file = (blobs.as_slice(), hash, s.size);
+                                verify_file(&plan, file, &mut readers, &mut blob, progress)
+                            }
+                            // The target is in the tree, which was read back already.
+                            StoredContent::Symlink { .. } => Ok(()),
+                        };
+                        progress.files_done.fetch_add(1, Ordering::Relaxed);
+                        match r {
+                            Ok(()) => good
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((*c).clone()),
+                            Err(e) => bad
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(((*c).clone(), e.to_string())),
                         }
-                        // The target is in the tree, which was read back already.
-                        StoredContent::Symlink { .. } => Ok(()),
-                    };
-                    progress.files_done.fetch_add(1, Ordering::Relaxed);
-                    match r {
-                        Ok(()) => good
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((*c).clone()),
-                        Err(e) => bad
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(((*c).clone(), e.to_string())),
                     }
-                }
-            });
+                    // The last worker out lets the fetch-ahead threads go.
+                    if workers.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        plan.stop();
+                    }
+                });
+            }
+        });
+        if crate::interrupt::requested() {
+            break;
         }
-    });
+    }
     if crate::interrupt::requested() {
         return Err(Error::Interrupted);
     }
@@ -165,17 +186,26 @@ pub fn read_back(
     Ok(bad.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
+/// Files read back per download plan.
+const READ_BACK_BATCH: usize = 4096;
+/// Threads fetching planned ranges ahead of the workers, as restore has.
+const AHEAD_THREADS: usize = 2;
+
 fn verify_file(
-    repo: &Repository,
+    plan: &PlanReader<'_>,
     (blobs, hash, size): (&[Id], &Id, u64),
     readers: &mut PackReaders,
     data: &mut Vec<u8>,
     progress: &Progress,
 ) -> Result<()> {
-    let mut h = repo.keys().file_hash.hasher();
+    let mut h = plan.repo().keys().file_hash.hasher();
     let mut total = 0u64;
-    for b in blobs {
-        repo.read_blob_into(b, BlobType::Data, readers, data)?;
+    for (k, b) in blobs.iter().enumerate() {
+        if let Err(e) = plan.read_blob_into(b, readers, data) {
+            // What this file would have read after the failure is not wanted any more.
+            plan.forgo(&blobs[k + 1..]);
+            return Err(e);
+        }
         total += data.len() as u64;
         progress
             .bytes_done

@@ -255,6 +255,10 @@ impl<'r> PlanReader<'r> {
         self.counters.figures()
     }
 
+    pub fn repo(&self) -> &'r Repository {
+        self.repo
+    }
+
     /// Ranges the plan holds.
     pub fn range_count(&self) -> usize {
         self.ranges.len()

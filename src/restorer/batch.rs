@@ -22,6 +22,33 @@ impl Drop for BatchPlan<'_> {
 /// A file to restore, with the plan that fetches its blobs (none: it is read blob by blob).
 pub(super) type Planned<'a> = (FileJob, Option<Arc<BatchPlan<'a>>>);
 
+/// The jobs with files that share content (a photo in two albums, a copy with edited EXIF that
+/// shares all but its first chunk) moved next to the first file they share a blob with: shared
+/// blobs are then fetched once and taken by each file in turn, instead of being held, or
+/// fetched again, in between.
+fn copies_together(jobs: Vec<FileJob>) -> Vec<FileJob> {
+    let mut group_of: HashMap<Id, usize> = HashMap::new();
+    let mut groups: Vec<Vec<FileJob>> = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        let blobs = match &j.node.kind {
+            NodeKind::File { blobs, .. } => blobs.as_slice(),
+            _ => &[],
+        };
+        let g = match blobs.iter().find_map(|b| group_of.get(b).copied()) {
+            Some(g) => g,
+            None => {
+                groups.push(Vec::new());
+                groups.len() - 1
+            }
+        };
+        for b in blobs {
+            group_of.entry(*b).or_insert(g);
+        }
+        groups[g].push(j);
+    }
+    groups.into_iter().flatten().collect()
+}
+
 pub(super) struct Batcher<'c, 'a> {
     pub(super) ctx: &'c Ctx<'a>,
     pub(super) jobs: &'c crossbeam_channel::Sender<Planned<'a>>,
@@ -49,6 +76,7 @@ impl<'a> Batcher<'_, 'a> {
         if jobs.is_empty() {
             return Ok(());
         }
+        let jobs = copies_together(jobs);
         // A file with something at its name is most likely there already (a re-run after an
         // interruption): it is compared, not downloaded, so its blobs are left out of the plan.
         let free: Vec<bool> = jobs
