@@ -171,6 +171,30 @@ fn restores_from_s3_download_what_they_restore() {
     env.vault().arg("backup").arg(&src).assert().success();
     assert_whole_restore(&env, &src, "one snapshot");
     assert_one_photo(&env, &src.join("2003/IMG_1_0010.JPG"), "one snapshot");
+    // check --read-data says what it downloaded against what it verified: every pack once.
+    let out = env
+        .vault()
+        .args(["check", "--read-data", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (total, verified) = (
+        v["download"]["total"].as_u64().unwrap(),
+        v["download"]["verified"].as_u64().unwrap(),
+    );
+    let packs: u64 = env
+        .store()
+        .list(FileType::Pack)
+        .unwrap()
+        .iter()
+        .map(|(_, s)| *s)
+        .sum();
+    eprintln!(
+        "check --read-data: downloaded {total} B for {verified} B verified (packs {packs} B)"
+    );
+    assert!(verified >= packs, "{verified} < {packs}");
+    assert!(total >= verified && total <= verified + metadata_bound(&env));
 }
 
 #[test]

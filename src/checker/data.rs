@@ -45,6 +45,7 @@ pub(super) fn read_packs(
         .collect();
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::new());
+    let verified_bytes = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             scope.spawn(|| loop {
@@ -55,11 +56,15 @@ pub(super) fn read_packs(
                 let Some((pos, p)) = todo.get(i) else { return };
                 let entries = index.pack_entries(*pos);
                 let descs = descs.get(&p.id).map_or(&[][..], |d| d.as_slice());
-                let r = if p.pack_type == BlobType::Tree && !no_copy.contains(&p.id) {
+                let twin = p.pack_type == BlobType::Tree && !no_copy.contains(&p.id);
+                let r = if twin {
                     read_tree_pack(repo, p, &entries, descs)
                 } else {
                     read_pack(repo, p, &entries, descs, FileType::Pack)
                 };
+                // Bytes read and verified: both copies of a tree pack.
+                verified_bytes
+                    .fetch_add(p.object_len * if twin { 2 } else { 1 }, Ordering::Relaxed);
                 progress.files_done.fetch_add(1, Ordering::Relaxed);
                 progress
                     .bytes_done
@@ -71,6 +76,7 @@ pub(super) fn read_packs(
     if crate::interrupt::requested() {
         return Err(Error::Interrupted);
     }
+    rep.download.verified = verified_bytes.into_inner();
     let mut damaged_blobs = Vec::new();
     for (errs, damaged, verified) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
         rep.errors.extend(errs);

@@ -40,6 +40,19 @@ pub struct CheckReport {
     /// Some errors are in the index itself (a damaged index object, entries that disagree with
     /// a pack, packs missing or of the wrong size): `vault repair index` rebuilds it (§9.1).
     pub repair_index: bool,
+    /// What was downloaded against what was read and verified.
+    pub download: CheckDownload,
+}
+
+/// Bytes downloaded by `check` against the bytes of packs it read and verified.
+#[derive(Debug, Default, Serialize)]
+pub struct CheckDownload {
+    /// Everything received from the repository storage by this run, opening it included
+    /// (a pack that failed is downloaded twice, §2.1).
+    pub total: u64,
+    /// Stored bytes of the packs read whole and verified (`--read-data`; both copies of a tree
+    /// pack); 0 without it.
+    pub verified: u64,
 }
 
 impl CheckReport {
@@ -144,6 +157,7 @@ pub fn check(
         rep.damaged_files.sort();
         rep.vault_only_damaged.sort();
     }
+    rep.download.total = repo.store().stats().bytes_received;
     if rep.torn_files > 0 {
         rep.notes.push(format!(
             "{} file(s) kept changing while they were backed up and may mix two versions \

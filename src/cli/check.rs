@@ -88,8 +88,11 @@ fn report(ctx: &Ctx<'_>, r: &CheckReport, read_data: bool) {
         },
         if read_data {
             format!(
-                " ({} read, {} blobs verified)",
-                r.packs_read, r.blobs_verified
+                " ({} read, {} blobs verified; {} downloaded for {} verified)",
+                r.packs_read,
+                r.blobs_verified,
+                crate::ui::bytes(r.download.total),
+                crate::ui::bytes(r.download.verified)
             )
         } else {
             String::new()
