@@ -65,7 +65,7 @@ struct Measured {
 /// repository alone, as on the day it is needed.
 fn restore_measured(env: &Env, target: &Path, extra: &[&std::ffi::OsStr]) -> Measured {
     let ep = env.endpoint.clone().unwrap();
-    let px = proxy::start(upstream(&ep), |_| Fault::Pass);
+    let px = proxy::start(proxy::upstream(&ep), |_| Fault::Pass);
     let fresh = Env::new();
     let out = env
         .vault()
@@ -82,14 +82,6 @@ fn restore_measured(env: &Env, target: &Path, extra: &[&std::ffi::OsStr]) -> Mea
         json: serde_json::from_slice(&out.stdout).unwrap(),
         seen_down: px.stats.bytes_down(),
     }
-}
-
-fn upstream(endpoint: &str) -> std::net::SocketAddr {
-    endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap()
 }
 
 /// The whole snapshot: content downloaded at most 1.1x what is restored; everything else within

@@ -7,18 +7,9 @@ use common::proxy::{self, Fault};
 use common::*;
 use predicates::prelude::*;
 use std::fs;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use vault::backend::FileType;
-
-fn upstream(endpoint: &str) -> SocketAddr {
-    endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("endpoint is host:port")
-}
 
 #[test]
 fn s3_backup_restore_check_round_trip() {
@@ -250,7 +241,7 @@ fn corpus(src: &std::path::Path, n: u64, seed: u64) {
 #[test]
 fn request_counts_match_what_the_server_saw() {
     let Some(ep) = s3_endpoint() else { return };
-    let px = proxy::start(upstream(&ep), |_| Fault::Pass);
+    let px = proxy::start(proxy::upstream(&ep), |_| Fault::Pass);
     let mut env = Env::s3(&ep);
     env.init();
     env.endpoint = Some(px.url());
@@ -297,7 +288,7 @@ fn backups_survive_injected_network_faults() {
             _ => Fault::Pass,
         }
     };
-    let px = proxy::start(upstream(&ep), plan);
+    let px = proxy::start(proxy::upstream(&ep), plan);
     let mut env = Env::s3(&ep);
     env.init();
     env.endpoint = Some(px.url());
@@ -372,7 +363,7 @@ fn prunes_survive_injected_network_faults() {
             _ => Fault::Pass,
         }
     };
-    let px = proxy::start(upstream(&ep), plan);
+    let px = proxy::start(proxy::upstream(&ep), plan);
     let mut env = Env::s3(&ep);
     env.init();
     let src = env.path("src");

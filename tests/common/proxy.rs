@@ -81,6 +81,15 @@ impl Proxy {
 
 type Plan = Arc<dyn Fn(&Request<'_>) -> Fault + Send + Sync>;
 
+/// The address behind an `http://host:port` endpoint, for a proxy to forward to.
+pub fn upstream(endpoint: &str) -> SocketAddr {
+    endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("endpoint is host:port")
+}
+
 /// Start a proxy to `upstream`; `plan(n)` decides the fate of the n-th request.
 pub fn start(upstream: SocketAddr, plan: impl Fn(u64) -> Fault + Send + Sync + 'static) -> Proxy {
     start_with(upstream, move |r| plan(r.n))
