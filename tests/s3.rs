@@ -19,6 +19,14 @@ fn s3_backup_restore_check_round_trip() {
     make_tree(&src);
     env.init();
     env.vault().arg("backup").arg(&src).assert().success();
+    // Packs went through the upload spool (design.md §2.1): owner-only, and nothing left in it.
+    let spool = env.path("home/.cache/vault/spool");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&spool).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+    assert_eq!(fs::read_dir(&spool).unwrap().count(), 0);
     let second = env
         .vault()
         .args(["backup", "--json"])

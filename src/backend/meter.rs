@@ -148,6 +148,21 @@ impl Backend for Metered {
         self.meter.count(&self.meter.list);
         self.inner.list(t).await
     }
+    fn spools(&self) -> bool {
+        self.inner.spools()
+    }
+    async fn put_spooled(
+        &self,
+        t: FileType,
+        name: &str,
+        data: super::spool::Spooled,
+    ) -> Result<()> {
+        self.meter.count(&self.meter.put);
+        let n = data.len() as usize;
+        self.inner.put_spooled(t, name, data).await?;
+        self.meter.sent(n);
+        Ok(())
+    }
     fn object_file(
         &self,
         t: FileType,

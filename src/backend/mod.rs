@@ -10,9 +10,11 @@ pub mod open;
 mod range;
 pub mod retry;
 pub mod s3;
+pub mod spool;
 
 use std::io;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -267,6 +269,19 @@ pub trait Backend: Send + Sync {
     /// Store an object (create-only). `Bytes`: a network upload sends from the buffer, and a
     /// retry sends it again, without copying it.
     async fn put(&self, t: FileType, name: &str, data: Bytes) -> Result<()>;
+    /// Whether packs bound for this store are better spooled to a local file than held in
+    /// memory until stored (a network store: the upload waits its turn; a folder streams
+    /// straight to its place with [`Backend::object_file`]).
+    fn spools(&self) -> bool {
+        false
+    }
+    /// `put` of an object spooled to a local file. By default read into memory and `put`.
+    async fn put_spooled(&self, t: FileType, name: &str, data: spool::Spooled) -> Result<()> {
+        let v = data
+            .to_vec()
+            .map_err(|e| Error::io("reading a pack from the upload spool", e))?;
+        self.put(t, name, Bytes::from(v)).await
+    }
     /// A whole object, refused (as damaged, [`too_large`]) when it is larger than `max`.
     async fn get(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>>;
     async fn get_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
@@ -332,6 +347,7 @@ pub trait ObjectFile: Send {
 enum Target {
     Memory(Vec<u8>),
     File(Box<dyn ObjectFile>),
+    Spool(spool::SpoolWriter),
 }
 
 /// A new object written piece by piece; it exists in the store only after `commit`, and
@@ -366,6 +382,14 @@ impl ObjectWriter {
                 }
                 f.commit()
             }
+            Target::Spool(w) => {
+                self.store.check_len(self.t, w.len())?;
+                let data = w.finish();
+                if let Some((ct, _)) = self.copy {
+                    self.store.put_spooled(ct, &self.name, data.clone())?;
+                }
+                self.store.put_spooled(self.t, &self.name, data)
+            }
         }
     }
 }
@@ -375,6 +399,7 @@ impl io::Write for ObjectWriter {
         match &mut self.target {
             Target::Memory(v) => v.extend_from_slice(buf),
             Target::File(f) => f.write_all(buf).map_err(io::Error::other)?,
+            Target::Spool(w) => w.write_all(buf).map_err(io::Error::other)?,
         }
         if let Some((_, Some(c))) = &mut self.copy {
             c.write_all(buf).map_err(io::Error::other)?;
@@ -393,6 +418,9 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     meter: Arc<Counters>,
     rt: Arc<tokio::runtime::Runtime>,
+    /// Where packs for a store that [spools](Backend::spools) are written until stored; unset:
+    /// they are held in memory.
+    spool: Arc<OnceLock<PathBuf>>,
 }
 
 impl Store {
@@ -419,6 +447,7 @@ impl Store {
             backend: b,
             meter,
             rt: Arc::new(rt),
+            spool: Arc::new(OnceLock::new()),
         })
     }
 
@@ -447,6 +476,14 @@ impl Store {
     pub fn put_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
         self.check_len(t, data.len() as u64)?;
         self.put_bytes(t, name, Bytes::from(data))
+    }
+    /// Spool the packs of a network store under `dir` (the local index's folder: on disk, the
+    /// user's own) rather than in memory. The first folder set stays.
+    pub fn set_spool_dir(&self, dir: PathBuf) {
+        let _ = self.spool.set(dir);
+    }
+    fn put_spooled(&self, t: FileType, name: &str, data: spool::Spooled) -> Result<()> {
+        self.rt.block_on(self.backend.put_spooled(t, name, data))
     }
     fn put_bytes(&self, t: FileType, name: &str, data: Bytes) -> Result<()> {
         self.check_len(t, data.len() as u64)?;
@@ -516,11 +553,20 @@ impl Store {
     }
     /// Start a new object of about `size` bytes, to be written in pieces and then committed.
     pub fn writer(&self, t: FileType, name: &str, size: u64) -> Result<ObjectWriter> {
-        let target = match self.backend.object_file(t, name, size)? {
-            Some(f) => Target::File(f),
+        let spool = match self.spool.get() {
+            Some(dir) if t == FileType::Pack && self.backend.spools() => {
+                // A spool that cannot be made (a full or read-only disk) costs memory, not the
+                // backup.
+                spool::SpoolWriter::create(dir).ok()
+            }
+            _ => None,
+        };
+        let target = match (self.backend.object_file(t, name, size)?, spool) {
+            (Some(f), _) => Target::File(f),
+            (None, Some(w)) => Target::Spool(w),
             // Reserved whole: pages are committed only as they are written, while growing by
             // doubling would leave up to twice the object allocated.
-            None => Target::Memory(Vec::with_capacity(size as usize + (1 << 20))),
+            (None, None) => Target::Memory(Vec::with_capacity(size as usize + (1 << 20))),
         };
         Ok(ObjectWriter {
             store: self.clone(),
@@ -547,7 +593,7 @@ impl Store {
                     Error::Invalid("a store that streams one object must stream its copy".into())
                 })?)
             }
-            Target::Memory(_) => None,
+            Target::Memory(_) | Target::Spool(_) => None,
         };
         w.copy = Some((copy, file));
         Ok(w)

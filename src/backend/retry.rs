@@ -224,6 +224,19 @@ impl Backend for Retry {
     async fn list(&self, t: FileType) -> Result<Vec<Listed>> {
         self.run(|| self.inner.list(t)).await
     }
+    fn spools(&self) -> bool {
+        self.inner.spools()
+    }
+    async fn put_spooled(
+        &self,
+        t: FileType,
+        name: &str,
+        data: super::spool::Spooled,
+    ) -> Result<()> {
+        // Each attempt reads the same file again.
+        self.run(|| self.inner.put_spooled(t, name, data.clone()))
+            .await
+    }
     fn object_file(
         &self,
         t: FileType,

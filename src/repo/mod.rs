@@ -349,7 +349,11 @@ impl Repository {
     }
 
     /// Where the local index lives (in memory unless set). Takes effect at the next use.
+    /// Packs bound for a network store are spooled next to it (§2.1).
     pub fn set_cache_place(&mut self, place: CachePlace) {
+        if let CachePlace::Dir(d) = &place {
+            self.store.set_spool_dir(d.join("spool"));
+        }
         self.cache_place = place;
         self.synced = OnceLock::new();
     }

@@ -141,6 +141,16 @@ pub fn open(loc: &Location, opts: &BackendOptions) -> Result<super::open::Opened
 }
 
 impl S3Backend {
+    async fn put_payload(&self, t: FileType, name: &str, data: upload::Payload) -> Result<()> {
+        let key = self.key(t, name);
+        let r = if data.len() > MULTIPART_THRESHOLD as u64 {
+            self.put_multipart(&key, data).await
+        } else {
+            self.put_single(&key, data).await
+        };
+        r.map_err(|f| self.fail(&format!("storing {} {}", t.name(), short_name(name)), f))
+    }
+
     pub fn new(opts: S3Options) -> Self {
         S3Backend {
             opts,
@@ -423,13 +433,22 @@ impl Backend for S3Backend {
     }
 
     async fn put(&self, t: FileType, name: &str, data: Bytes) -> Result<()> {
-        let key = self.key(t, name);
-        let r = if data.len() > MULTIPART_THRESHOLD {
-            self.put_multipart(&key, data).await
-        } else {
-            self.put_single(&key, data).await
-        };
-        r.map_err(|f| self.fail(&format!("storing {} {}", t.name(), short_name(name)), f))
+        self.put_payload(t, name, upload::Payload::Memory(data))
+            .await
+    }
+
+    fn spools(&self) -> bool {
+        true
+    }
+
+    async fn put_spooled(
+        &self,
+        t: FileType,
+        name: &str,
+        data: crate::backend::spool::Spooled,
+    ) -> Result<()> {
+        self.put_payload(t, name, upload::Payload::Spooled(data))
+            .await
     }
 
     async fn get(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {

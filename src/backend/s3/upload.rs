@@ -2,9 +2,65 @@
 //! multipart upload (each part retried here) for a large one.
 
 use super::*;
+use crate::backend::spool::Spooled;
 
-fn md5_b64(data: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(Md5::digest(data))
+/// What an upload sends: a buffer, or a pack spooled to a file (see `backend::spool`).
+#[derive(Clone)]
+pub(super) enum Payload {
+    Memory(Bytes),
+    Spooled(Spooled),
+}
+
+fn spool_failure(e: std::io::Error) -> Failure {
+    Failure {
+        retry: false,
+        status: None,
+        code: None,
+        message: format!("reading the upload spool: {e}"),
+    }
+}
+
+impl Payload {
+    pub(super) fn len(&self) -> u64 {
+        match self {
+            Payload::Memory(b) => b.len() as u64,
+            Payload::Spooled(s) => s.len(),
+        }
+    }
+
+    /// Bytes `start..end`, without a copy.
+    fn part(&self, start: u64, end: u64) -> Payload {
+        match self {
+            Payload::Memory(b) => Payload::Memory(b.slice(start as usize..end as usize)),
+            Payload::Spooled(s) => Payload::Spooled(s.slice(start, end)),
+        }
+    }
+
+    /// Up to `max` bytes from `pos`.
+    pub(super) fn piece(&self, pos: u64, max: usize) -> std::io::Result<Bytes> {
+        match self {
+            Payload::Memory(b) => {
+                let start = (pos as usize).min(b.len());
+                Ok(b.slice(start..b.len().min(start + max)))
+            }
+            Payload::Spooled(s) => s.piece(pos, max),
+        }
+    }
+
+    fn md5_b64(&self) -> std::result::Result<String, Failure> {
+        let d: [u8; 16] = match self {
+            Payload::Memory(b) => Md5::digest(b).into(),
+            Payload::Spooled(s) => s.md5().map_err(spool_failure)?,
+        };
+        Ok(base64::engine::general_purpose::STANDARD.encode(d))
+    }
+
+    fn equals(&self, other: &[u8]) -> std::result::Result<bool, Failure> {
+        match self {
+            Payload::Memory(b) => Ok(b[..] == *other),
+            Payload::Spooled(s) => s.equals(other).map_err(spool_failure),
+        }
+    }
 }
 
 impl S3Backend {
@@ -15,11 +71,11 @@ impl S3Backend {
     pub(super) async fn put_single(
         &self,
         key: &str,
-        body: Bytes,
+        body: Payload,
     ) -> std::result::Result<(), Failure> {
         let client = self.client().await;
         let endpoint = self.endpoint_name();
-        let md5 = md5_b64(&body);
+        let md5 = body.md5_b64()?;
         let watch = stall::Watch::new();
         let mut req = client
             .put_object()
@@ -48,12 +104,12 @@ impl S3Backend {
             // response was lost, or a bug; only identical content counts as success.
             Err(f) if f.status == Some(412) => {
                 self.extra(|m| &m.get);
-                match self.get_inner(key, None, body.len() as u64).await {
+                match self.get_inner(key, None, body.len()).await {
                     Ok(existing) => {
                         if let Some(m) = self.meter.get() {
                             m.received(existing.len());
                         }
-                        if existing == body[..] {
+                        if body.equals(&existing)? {
                             Ok(())
                         } else {
                             Err(Failure {
@@ -76,7 +132,7 @@ impl S3Backend {
     pub(super) async fn put_multipart(
         &self,
         key: &str,
-        data: Bytes,
+        data: Payload,
     ) -> std::result::Result<(), Failure> {
         let client = self.client().await;
         let endpoint = self.endpoint_name();
@@ -108,9 +164,9 @@ impl S3Backend {
             let mut parts = Vec::new();
             for (i, start) in (0..data.len()).step_by(PART_SIZE).enumerate() {
                 let n = i as i32 + 1;
-                // A view of the same buffer: no copy per part.
-                let body = data.slice(start..data.len().min(start + PART_SIZE));
-                let md5 = md5_b64(&body);
+                // A view of the same buffer or file: no copy per part.
+                let body = data.part(start, data.len().min(start + PART_SIZE as u64));
+                let md5 = body.md5_b64()?;
                 let etag = policy
                     .run(
                         meter,
