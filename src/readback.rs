@@ -126,11 +126,11 @@ pub fn read_back(
     // In batches, each read through one download plan (design.md §12.2): each needed pack
     // range is fetched once, ahead of the workers.
     for batch in items.chunks(READ_BACK_BATCH) {
-        let uses = batch.iter().flat_map(|(_, s)| match &s.content {
-            StoredContent::File { blobs, .. } => blobs.as_slice(),
-            StoredContent::Symlink { .. } => &[],
+        let uses = batch.iter().map(|(_, s)| match &s.content {
+            StoredContent::File { blobs, .. } => blobs.iter().copied(),
+            StoredContent::Symlink { .. } => [].iter().copied(),
         });
-        let plan = PlanReader::new(repo, uses.copied())?;
+        let plan = PlanReader::new(repo, uses, crate::worker_count(threads))?;
         let next = AtomicUsize::new(0);
         let workers = AtomicUsize::new(crate::worker_count(threads));
         std::thread::scope(|scope| {

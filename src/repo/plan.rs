@@ -3,7 +3,8 @@
 //! the moment it arrives until its reader takes it, within a memory budget. Restore reads
 //! through it.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -24,9 +25,10 @@ const STORED_CHUNK: u64 = CHUNK + 16;
 /// range (§12.2 gives the measurement): 0, only stretches that touch.
 pub const MERGE_GAP_CHUNKS: u64 = 0;
 
-/// Largest range asked for in one request, in chunks (16 MiB of plaintext): a range a reader
-/// streams itself (none was fetched ahead) is held up to this much.
-pub const MAX_RANGE_CHUNKS: u64 = 256;
+/// Largest range asked for in one request, in chunks (24 MiB of plaintext, more than a pack of
+/// the default 20 MiB target, so that a pack read close together is one request): a range a
+/// reader streams itself (none was fetched ahead) is held up to this much.
+pub const MAX_RANGE_CHUNKS: u64 = 384;
 
 /// Blobs whose reads lie further apart than this (in bytes read between them) are not put in
 /// one range: a range streams its blobs in pack order, and a pack written by several backup
@@ -133,48 +135,66 @@ pub struct PlanReader<'r> {
 const POOLED: usize = 8;
 
 impl<'r> PlanReader<'r> {
-    /// Plan the reads of `uses`, data blobs in the order they will be read (a blob read twice
-    /// appears twice). Blobs the local index does not know, or knows only in tree packs, are
-    /// left out: reading them takes the unplanned path, which reports why.
-    pub fn new(repo: &'r Repository, uses: impl IntoIterator<Item = Id>) -> Result<Self> {
+    /// Plan the reads of `files`, each the data blobs of one file in the order they will be
+    /// read (a blob read twice appears twice), by `readers` threads that each take the next
+    /// file when done with one. Blobs the local index does not know, or knows only in tree
+    /// packs, are left out: reading them takes the unplanned path, which reports why.
+    pub fn new<F, B>(repo: &'r Repository, files: F, readers: usize) -> Result<Self>
+    where
+        F: IntoIterator<Item = B>,
+        B: IntoIterator<Item = Id>,
+    {
         let cache = repo.cache()?;
         let mut blobs: HashMap<Id, (usize, BlobEntry)> = HashMap::new();
-        // Per pack, its needed blobs with where their first read falls.
+        // Per pack, its needed blobs with when their first read falls.
         let mut by_pack: HashMap<Id, (PackInfo, Vec<(u64, BlobEntry)>)> = HashMap::new();
         let mut counts: HashMap<Id, usize> = HashMap::new();
-        // Where each read falls in the run, in bytes read before it.
-        let mut pos: u64 = 0;
-        let mut first_pos: HashMap<Id, u64> = HashMap::new();
-        for id in uses {
-            if let Some(&p) = first_pos.get(&id) {
-                // Read again much later: that read fetches it again rather than holding it
-                // all the while.
-                if pos - p <= LOCALITY {
-                    if let Some(n) = counts.get_mut(&id) {
-                        *n += 1;
+        // When each read falls, in bytes a reader has read: readers take the files in turn,
+        // at the same pace. Files read side by side (which a backup, reading files side by
+        // side too, packed together) then count as read together, as they are.
+        let mut free: BinaryHeap<Reverse<u64>> = (0..readers.max(1)).map(|_| Reverse(0)).collect();
+        // Each blob's first read and its length.
+        let mut first_pos: HashMap<Id, (u64, u64)> = HashMap::new();
+        for file in files {
+            let Reverse(start) = free.pop().unwrap_or(Reverse(0));
+            let mut pos = start;
+            for id in file {
+                if let Some(&(p, len)) = first_pos.get(&id) {
+                    // Read again much later: that read fetches it again rather than holding
+                    // it all the while.
+                    if pos.abs_diff(p) <= LOCALITY {
+                        if let Some(n) = counts.get_mut(&id) {
+                            *n += 1;
+                        }
                     }
+                    pos += len;
+                    continue;
                 }
-                continue;
+                let Some((pack, entry)) = cache.blob(&id)?.into_iter().next() else {
+                    first_pos.insert(id, (pos, 0));
+                    continue;
+                };
+                let at = pos;
+                pos += u64::from(entry.raw_len);
+                first_pos.insert(id, (at, u64::from(entry.raw_len)));
+                let in_range = entry
+                    .offset
+                    .checked_add(u64::from(entry.stored_len))
+                    .is_some_and(|end| end <= pack.plain_len);
+                if pack.pack_type != BlobType::Data
+                    || entry.blob_type != BlobType::Data
+                    || !in_range
+                {
+                    continue;
+                }
+                counts.insert(id, 1);
+                by_pack
+                    .entry(pack.id)
+                    .or_insert_with(|| (pack, Vec::new()))
+                    .1
+                    .push((at, entry));
             }
-            first_pos.insert(id, pos);
-            let Some((pack, entry)) = cache.blob(&id)?.into_iter().next() else {
-                continue;
-            };
-            let at = pos;
-            pos += u64::from(entry.raw_len);
-            let in_range = entry
-                .offset
-                .checked_add(u64::from(entry.stored_len))
-                .is_some_and(|end| end <= pack.plain_len);
-            if pack.pack_type != BlobType::Data || entry.blob_type != BlobType::Data || !in_range {
-                continue;
-            }
-            counts.insert(id, 1);
-            by_pack
-                .entry(pack.id)
-                .or_insert_with(|| (pack, Vec::new()))
-                .1
-                .push((at, entry));
+            free.push(Reverse(pos));
         }
         // Ranges per pack: needed chunks merged across small gaps, bounded in size and in how
         // far apart their blobs are read; then all ranges in the order of their first read,

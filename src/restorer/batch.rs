@@ -5,9 +5,12 @@ use super::*;
 use crate::repo::PlanReader;
 
 /// A batch closes at this many files or bytes of content, or when the walk ends: large enough
-/// that ranges merge across neighbouring files, small enough that its plan stays a few MiB.
+/// that ranges merge across neighbouring files and that copies of a file are found together
+/// (a blob is fetched once per batch that needs it: with 1 GiB batches the corpus of
+/// docs/benchmarks.md fetched 80 MB of its duplicates twice), small enough that its plan stays
+/// a few MiB (8 GiB of 1 MiB blobs is 8,192 entries).
 pub(super) const BATCH_FILES: usize = 4096;
-const BATCH_BYTES: u64 = 1 << 30;
+const BATCH_BYTES: u64 = 8 << 30;
 
 /// The plan as the files of its batch hold it: when the last of them is done, the threads
 /// fetching ahead for it stop, whatever was left unread.
@@ -55,6 +58,8 @@ pub(super) struct Batcher<'c, 'a> {
     /// Plans for the fetch-ahead threads (one message per thread).
     pub(super) ahead: &'c crossbeam_channel::Sender<Arc<PlanReader<'a>>>,
     pub(super) ahead_threads: usize,
+    /// The workers that restore the files, each taking the next file when done.
+    pub(super) readers: usize,
     pub(super) pending: Vec<FileJob>,
     pub(super) bytes: u64,
 }
@@ -87,14 +92,13 @@ impl<'a> Batcher<'_, 'a> {
             .iter()
             .zip(&free)
             .filter(|(_, f)| **f)
-            .flat_map(|(j, _)| match &j.node.kind {
-                NodeKind::File { blobs, .. } => blobs.as_slice(),
-                _ => &[],
-            })
-            .copied();
+            .map(|(j, _)| match &j.node.kind {
+                NodeKind::File { blobs, .. } => blobs.iter().copied(),
+                _ => [].iter().copied(),
+            });
         // Without a plan (the local index failed) every file is read blob by blob, which
         // reports the failure where it matters.
-        let plan = PlanReader::new(self.ctx.repo, uses)
+        let plan = PlanReader::new(self.ctx.repo, uses, self.readers)
             .ok()
             .map(|p| Arc::new(p.counting_into(self.ctx.planned.clone())));
         if let Some(p) = &plan {

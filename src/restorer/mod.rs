@@ -591,6 +591,7 @@ fn walk_with_workers(
                 jobs: &tx,
                 ahead: &ahead_tx,
                 ahead_threads: AHEAD_THREADS,
+                readers: threads,
                 pending: Vec::new(),
                 bytes: 0,
             },
