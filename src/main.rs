@@ -1,19 +1,12 @@
 //! The `vault` binary: parse arguments, run the command, map the outcome to an exit status.
-#![forbid(unsafe_code)]
+// Denied, not forbidden: src/alloc.rs alone allows it, to set one allocator option.
+#![deny(unsafe_code)]
 
+mod alloc;
 mod cli;
 mod ui;
 
 use std::process::ExitCode;
-
-/// mimalloc instead of glibc malloc: with glibc, the multi-megabyte pack buffers that backup
-/// threads allocate and free raise the dynamic mmap threshold, after which they come from
-/// per-thread heaps that never shrink; peak memory then grows with the length of the run.
-/// Built without transparent huge pages (Cargo.toml): on machines where THP is `madvise`, the
-/// arenas mimalloc 3 advises for them are faulted in 2 MiB at a time, for buffers of 64 KiB
-/// to 4 MiB.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 
@@ -67,6 +60,7 @@ fn json_in_args() -> bool {
 }
 
 fn main() -> ExitCode {
+    alloc::tune();
     harden_process();
     quiet_on_closed_pipe();
     // Before any thread starts: no child process may inherit the passphrase or cloud keys.
