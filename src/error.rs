@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// where the user needs them to act, paths they gave on the command line.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no vault repository at {0}")]
+    #[error("no vault repository at {0}: create one there with `vault init`, or give the address of an existing one with --repo (`vault repo add NAME ADDRESS` names it)")]
     NoRepository(String),
     #[error("{0} is not a vault repository")]
     NotARepository(String),

@@ -84,6 +84,7 @@ fn s3_errors_are_one_clear_line() {
         .local_addr()
         .unwrap();
     let closed = format!("http://{closed}");
+    let https = ep.replacen("http://", "https://", 1);
     // Environment changes (None: removed) and the message expected.
     type Case<'a> = (Vec<(&'a str, Option<&'a str>)>, &'a str);
     let cases: Vec<Case> = vec![
@@ -97,7 +98,13 @@ fn s3_errors_are_one_clear_line() {
         ),
         (
             vec![("VAULT_REPO", Some("s3://vault-no-such-bucket/x"))],
-            "the bucket vault-no-such-bucket does not exist",
+            "the bucket vault-no-such-bucket does not exist (`vault init` creates it",
+        ),
+        // An http server given as https (issue 23): said so, not rustls's
+        // "received corrupt message of type InvalidContentType".
+        (
+            vec![("AWS_ENDPOINT_URL", Some(https.as_str()))],
+            "did not answer in TLS: if the server speaks plain HTTP, give its address as http://",
         ),
         (
             vec![

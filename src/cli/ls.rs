@@ -19,14 +19,14 @@ use crate::ui;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// `latest` or at least 4 hex digits of a snapshot id
-    #[arg(default_value = "latest")]
-    snapshot: String,
+    /// `latest` (the default) or at least 4 hex digits of a snapshot id; with `--vault-only`,
+    /// the path
+    snapshot: Option<String>,
     /// Only list under this path inside the snapshot
     path: Option<String>,
     /// List the files that live only in the vault (moved with `vault move`), from every
-    /// snapshot; a path narrows the list
-    #[arg(long, conflicts_with = "snapshot")]
+    /// snapshot: `vault ls --vault-only [PATH]`
+    #[arg(long)]
     vault_only: bool,
 }
 
@@ -91,10 +91,18 @@ pub(crate) fn entry(path: &[Vec<u8>], n: &Node) -> LsEntry {
 
 pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     if a.vault_only {
-        return vault_only(ctx, a.path.as_deref());
+        // Vault-only files come from every snapshot: the one argument is the path.
+        let path = match (&a.snapshot, &a.path) {
+            (Some(_), Some(_)) => bail!(
+                "--vault-only lists files from every snapshot: give only a path, as in \
+                 `vault ls --vault-only ~/Pictures/2024`"
+            ),
+            (p, None) | (None, p) => p.as_deref(),
+        };
+        return vault_only(ctx, path);
     }
     let repo = ctx.open()?;
-    let found = repo.find_snapshot_noting(&a.snapshot)?;
+    let found = repo.find_snapshot_noting(a.snapshot.as_deref().unwrap_or("latest"))?;
     ctx.warn_passed_over(&found.passed_over);
     let (sid, snap) = (found.id, found.snapshot);
     ctx.warn_missing_snapshots(&repo);

@@ -16,9 +16,9 @@ use crate::ui;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// `latest` or at least 4 hex digits of a snapshot id
-    #[arg(default_value = "latest")]
-    snapshot: String,
+    /// `latest` (the default) or at least 4 hex digits of a snapshot id; with `--vault-only`,
+    /// a path to bring back (as `--include`)
+    snapshot: Option<String>,
     /// Folder to restore into (snapshot paths are recreated below it); with --vault-only
     /// the default is `/`, the files' original places
     #[arg(
@@ -36,7 +36,7 @@ pub(crate) struct Args {
     overwrite: bool,
     /// Bring back the files moved into the vault (from every snapshot, the newest copy of
     /// each), to their original places unless --target is given
-    #[arg(long, conflicts_with = "snapshot")]
+    #[arg(long)]
     vault_only: bool,
 }
 
@@ -46,7 +46,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     }
     let target = a.target.as_deref().context("--target is required")?;
     let repo = ctx.open()?;
-    let found = repo.find_snapshot_noting(&a.snapshot)?;
+    let found = repo.find_snapshot_noting(a.snapshot.as_deref().unwrap_or("latest"))?;
     ctx.warn_passed_over(&found.passed_over);
     let (id, snap) = (found.id, found.snapshot);
     // What is restored must be in the repository, not only in this computer's local index.
@@ -164,7 +164,14 @@ fn not_kept(ctx: &Ctx<'_>, s: &RestoreSummary) {
 
 fn vault_only(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     let repo = ctx.open()?;
-    let under: Vec<_> = a.include.iter().map(|s| split_path(s)).collect();
+    // Vault-only files come from every snapshot: a positional argument is a path, as in
+    // `vault ls --vault-only PATH`.
+    let under: Vec<_> = a
+        .include
+        .iter()
+        .chain(a.snapshot.as_ref())
+        .map(|s| split_path(s))
+        .collect();
     let files = super::ls::vault_only_under(&repo, &under)?;
     if files.is_empty() {
         ctx.out.tell("no vault-only files to restore");

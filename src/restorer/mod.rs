@@ -466,6 +466,16 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: Arc<Progress>,
 ) -> Result<RestoreSummary> {
+    // A path the snapshot does not hold fails before anything is created: a mistyped
+    // `--include` leaves no empty target folder behind. A path whose lookup fails (a damaged
+    // tree on the way) is left to the walk, which restores what it can and names the damage.
+    let mut readers = PackReaders::default();
+    for inc in &opts.includes {
+        if let Ok(None) = crate::treewalk::resolve(repo, &snap.root, inc, &mut readers) {
+            return Err(not_in_snapshot(inc, snap_id));
+        }
+    }
+    drop(readers);
     std::fs::create_dir_all(&opts.target)
         .map_err(|e| Error::io(format!("cannot create {}", opts.target.display()), e))?;
     let root = Dir::open_ambient_dir(&opts.target, cap_std::ambient_authority())
@@ -527,11 +537,7 @@ pub fn restore(
     }
     for (i, m) in matched.iter().enumerate() {
         if !m {
-            return Err(Error::Invalid(format!(
-                "{} is not in snapshot {}",
-                show_path(&opts.includes[i]),
-                snap_id.short()
-            )));
+            return Err(not_in_snapshot(&opts.includes[i], snap_id));
         }
     }
     let mut s = ctx.summary.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -547,6 +553,15 @@ pub fn restore(
     };
     s.download.finish(s.requests.bytes_received);
     Ok(s)
+}
+
+fn not_in_snapshot(path: &[Vec<u8>], snap_id: &Id) -> Error {
+    Error::Invalid(format!(
+        "{} is not in snapshot {} (`vault ls {}` lists what it holds)",
+        show_path(path),
+        snap_id.short(),
+        snap_id.short()
+    ))
 }
 
 /// The walk on this thread, files restored by `threads` workers; returns the folders entered,

@@ -77,7 +77,16 @@ where
             let cause = root_cause(err);
             let chain = chain_text(err).to_lowercase();
             let no_credentials = chain.contains("credential");
-            let message = if chain.contains("dns error") || chain.contains("failed to lookup") {
+            // rustls's words for a server that answered a TLS hello with something else.
+            let not_tls = chain.contains("invalidcontenttype")
+                || chain.contains("corrupt message")
+                || chain.contains("wrong version number");
+            let message = if not_tls {
+                format!(
+                    "the S3 endpoint {endpoint} did not answer in TLS: if the server speaks plain \
+                     HTTP, give its address as http://"
+                )
+            } else if chain.contains("dns error") || chain.contains("failed to lookup") {
                 format!("cannot resolve the S3 endpoint {endpoint}: {cause}")
             } else if no_credentials {
                 "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE for a profile in ~/.aws".to_string()
@@ -85,7 +94,7 @@ where
                 format!("cannot reach the S3 endpoint {endpoint}: {cause}")
             };
             Failure {
-                retry: !df.is_user() && !no_credentials,
+                retry: !df.is_user() && !no_credentials && !not_tls,
                 status: None,
                 code: None,
                 message,

@@ -235,7 +235,10 @@ impl S3Backend {
 
     fn fail(&self, what: &str, f: Failure) -> Error {
         let msg = if f.code.as_deref() == Some("NoSuchBucket") {
-            format!("the bucket {} does not exist", self.opts.bucket)
+            format!(
+                "the bucket {} does not exist (`vault init` creates it, with the repository)",
+                self.opts.bucket
+            )
         } else {
             f.message
         };
