@@ -101,3 +101,89 @@ fn a_restore_of_a_missing_path_creates_nothing() {
     assert!(err.contains("vault ls"), "{err}");
     assert!(!env.path("restored").exists(), "the target was created");
 }
+
+/// `vault backup SRC` with no repository named: into the default one.
+fn backup_default(env: &Env, src: &std::path::Path) -> std::process::Output {
+    env.vault()
+        .env_remove("VAULT_REPO")
+        .arg("backup")
+        .arg(src)
+        .output()
+        .unwrap()
+}
+
+/// The first backup into the default repository, on the same disk as the photos, says so and
+/// names the next step; a later backup does not repeat it, and a repository on another
+/// filesystem is not warned about.
+#[test]
+fn the_first_backup_on_the_same_disk_says_so() {
+    let env = Env::new();
+    let src = env.path("home/Pictures");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.jpg"), noise(1000, 9)).unwrap();
+    let first = backup_default(&env, &src);
+    assert!(first.status.success(), "{first:?}");
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        err.contains("on the same disk as the files it holds"),
+        "{err}"
+    );
+    assert!(err.contains("vault repo add"), "{err}");
+    assert!(err.contains("vault copy --from"), "{err}");
+    fs::write(src.join("b.jpg"), noise(1000, 10)).unwrap();
+    let again = backup_default(&env, &src);
+    assert!(again.status.success(), "{again:?}");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!err.contains("same disk"), "said once: {err}");
+    // Photos on another filesystem (/dev/shm, a tmpfs of its own): no warning.
+    let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+        return;
+    };
+    fs::write(shm.path().join("c.jpg"), noise(1000, 11)).unwrap();
+    let other = Env::new();
+    let out = backup_default(&other, shm.path());
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("creating the default one"), "{err}");
+    assert!(!err.contains("same disk"), "{err}");
+}
+
+/// `ls` does not show the folders above a backed-up path as dated 1970: their time is not
+/// recorded, and `ls` says so with a dash (`null` in --json); the backed-up folder has its own.
+#[test]
+fn ls_shows_no_1970_for_the_folders_above_a_backup() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("home/Pictures/2024");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.jpg"), noise(5_000, 4)).unwrap();
+    let out = env.vault().arg("backup").arg(&src).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = env.vault().arg("ls").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("1970-01-01"), "{text}");
+    let home_line = text
+        .lines()
+        .find(|l| l.ends_with("/home/Pictures"))
+        .unwrap_or_else(|| panic!("no ancestor line in {text}"));
+    assert!(home_line.contains(" - "), "{home_line}");
+    let own = text
+        .lines()
+        .find(|l| l.ends_with("/Pictures/2024"))
+        .unwrap();
+    assert!(!own.contains(" - "), "{own}");
+    let out = env.vault().args(["ls", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    let anc = rows
+        .iter()
+        .find(|r| r["path"].as_str().unwrap().ends_with("/home/Pictures"))
+        .unwrap();
+    assert!(anc["mtime"].is_null(), "{anc}");
+    let own = rows
+        .iter()
+        .find(|r| r["path"].as_str().unwrap().ends_with("/Pictures/2024"))
+        .unwrap();
+    assert!(own["mtime"].as_i64().unwrap() > 0, "{own}");
+}

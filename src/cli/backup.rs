@@ -1,7 +1,7 @@
 //! `vault backup`: back up paths into one repository (created on first use when it is the
 //! default one), or into several one after the other.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -101,10 +101,11 @@ pub(crate) fn run(ctx: &Ctx<'_>, args: &Args) -> Result<u8> {
     if args.to.is_empty() {
         let t = ctx.target()?;
         let (store, is_default) = ctx.store_of(&t)?;
-        let repo = if is_default && ctx.cli.profile.is_none() && !Repository::exists(&store)? {
+        let created = is_default && ctx.cli.profile.is_none() && !Repository::exists(&store)?;
+        let location = store.location();
+        let repo = if created {
             ctx.out.notice(format!(
-                "no repository yet; creating the default one at {}",
-                store.location()
+                "no repository yet; creating the default one at {location}"
             ));
             ctx.create(store, crypto::DEFAULT_SCRYPT_LOG_N, None, None)?
         } else {
@@ -112,7 +113,17 @@ pub(crate) fn run(ctx: &Ctx<'_>, args: &Args) -> Result<u8> {
         };
         let s = backup_into(ctx, &t, &repo, &a)?;
         ctx.out.json(&s)?;
-        return Ok(report(ctx, None, &s));
+        let code = report(ctx, None, &s);
+        if created && same_disk(Path::new(&location), a.paths) {
+            ctx.out.warn(format!(
+                "warning: this backup is on the same disk as the files it holds ({location}): \
+                 one disk failure or a stolen laptop loses both. Keep a copy elsewhere: \
+                 `vault repo add drive /media/you/disk/vault` (or an s3:// bucket), \
+                 `vault --repo drive init`, then `vault copy --from {location} --to drive`, \
+                 or back up with `--to drive`."
+            ));
+        }
+        return Ok(code);
     }
     // Several repositories: each gets its own backup (their chunking keys differ), one after the
     // other; one that fails does not stop the others.
@@ -182,6 +193,25 @@ fn backup_into(
 }
 
 /// Print a backup's outcome (not the JSON); returns its exit status.
+/// Whether the folder repository at `repo` sits on the same filesystem as any of `paths`.
+fn same_disk(repo: &Path, paths: &[PathBuf]) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(r) = std::fs::metadata(repo) else {
+            return false;
+        };
+        paths
+            .iter()
+            .any(|p| std::fs::metadata(p).is_ok_and(|m| m.dev() == r.dev()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (repo, paths);
+        false
+    }
+}
+
 fn report(ctx: &Ctx<'_>, label: Option<&str>, s: &BackupSummary) -> u8 {
     if s.unchanged {
         ctx.out.say(format!(

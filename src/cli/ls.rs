@@ -37,7 +37,9 @@ pub(crate) struct LsEntry {
     kind: &'static str,
     pub(crate) size: u64,
     mode: String,
-    mtime: i64,
+    /// None for a folder above the backed-up paths: its time is not recorded (it changes
+    /// whenever anything beside them does).
+    mtime: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<String>,
     /// It kept changing while backup read it: the stored copy may mix two versions.
@@ -70,6 +72,11 @@ fn mode_string(kind: &NodeKind, mode: u32) -> String {
     s
 }
 
+/// A time as `ls` prints it; a dash, as wide, where none was recorded.
+fn show_time(t: Option<i64>) -> String {
+    t.map_or_else(|| format!("{:<19}", "-"), ui::time)
+}
+
 pub(crate) fn entry(path: &[Vec<u8>], n: &Node) -> LsEntry {
     LsEntry {
         path: show_path(path),
@@ -80,7 +87,7 @@ pub(crate) fn entry(path: &[Vec<u8>], n: &Node) -> LsEntry {
         },
         size: n.size,
         mode: mode_string(&n.kind, n.mode),
-        mtime: n.mtime,
+        mtime: (n.flags & vault::format::tree::FLAG_ANCESTOR == 0).then_some(n.mtime),
         target: match &n.kind {
             NodeKind::Symlink { target } => Some(String::from_utf8_lossy(target).into_owned()),
             _ => None,
@@ -167,7 +174,7 @@ fn write(ctx: &Ctx<'_>, entries: impl Iterator<Item = LsEntry>) -> std::io::Resu
                     "{} {:>12} {} {}{}{}",
                     e.mode,
                     e.size,
-                    ui::time(e.mtime),
+                    show_time(e.mtime),
                     ui::safe(&e.path),
                     link,
                     if e.torn { TORN_NOTE } else { "" }
@@ -221,7 +228,7 @@ fn vault_only(ctx: &Ctx<'_>, path: Option<&str>) -> Result<u8> {
                 "{} {:>12} {} {}  {}{}",
                 r.entry.mode,
                 r.entry.size,
-                ui::time(r.entry.mtime),
+                show_time(r.entry.mtime),
                 short_name(&r.snapshot),
                 r.entry.path,
                 if r.on_disk { "  (also on disk)" } else { "" }
