@@ -19,7 +19,7 @@ pub enum Error {
     AlreadyExists(String),
     #[error("repository format version {found} is not supported by this vault (it reads version {supported}); {}", version_advice(*.found, *.supported))]
     UnsupportedVersion { found: u32, supported: u32 },
-    #[error("wrong passphrase: no key file of this repository opens with it")]
+    #[error("wrong passphrase: no key file of this repository opens with it. Forgot it? Save the recovery key in a file and pass --identity FILE")]
     WrongPassphrase,
     #[error("no passphrase: set VAULT_PASSWORD or VAULT_PASSWORD_FILE, pass --password-file, or run on a terminal")]
     NoPassphrase,

@@ -242,6 +242,31 @@ pub fn new_passphrase() -> Result<Passphrase> {
     Ok(Passphrase::new(p))
 }
 
+/// Whether [`passphrase`] would ask on the terminal (no file, no environment variable).
+pub fn prompts_for_passphrase(password_file: Option<&Path>) -> bool {
+    password_file.is_none()
+        && vault::envsecrets::password().is_none()
+        && std::io::stdin().is_terminal()
+}
+
+/// Passphrases shorter than this get a warning when they are set.
+pub const SHORT_PASSPHRASE: usize = 10;
+
+/// Warn about a new passphrase that is short: whoever copies the repository can try
+/// passphrases offline, as fast as their hardware allows.
+pub fn warn_if_short(p: &Passphrase) {
+    let n = p.char_count();
+    if n < SHORT_PASSPHRASE {
+        eprintln!(
+            "warning: this passphrase is {n} character{} long. Anyone who gets a copy of the \
+             repository can try passphrases offline; use at least {SHORT_PASSPHRASE} characters, \
+             better four or more random words. `vault key add --passphrase` adds a new one and \
+             `vault key remove` removes this one.",
+            if n == 1 { "" } else { "s" }
+        );
+    }
+}
+
 /// Create a file readable only by its owner (refusing to replace an existing one).
 pub fn write_secret_file(path: &Path, content: &str) -> Result<()> {
     use std::io::Write;

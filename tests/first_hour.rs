@@ -187,3 +187,185 @@ fn ls_shows_no_1970_for_the_folders_above_a_backup() {
         .unwrap();
     assert!(own["mtime"].as_i64().unwrap() > 0, "{own}");
 }
+
+/// `vault` run on a pseudo-terminal (util-linux `script`), answering prompts: each step waits
+/// until the output so far holds `expect`, then types `send` and Enter. Returns the exit code
+/// and everything the terminal showed.
+fn on_terminal(env: &Env, args: &[&str], steps: &[(&str, &str)]) -> (i32, String) {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let bin = assert_cmd::cargo::cargo_bin("vault");
+    let cmd = std::iter::once(bin.display().to_string())
+        .chain(args.iter().map(|a| a.to_string()))
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env_clear()
+        .envs(
+            env.envs()
+                .into_iter()
+                .filter(|(k, _)| k != "VAULT_PASSWORD"),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script");
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut out = child.stdout.take().unwrap();
+    let sink = seen.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let mut from = 0;
+    for (expect, send) in steps {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let text = seen.lock().unwrap().clone();
+            if let Some(i) = text[from..].find(expect) {
+                from += i + expect.len();
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waited for {expect:?}; the terminal shows:\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let answer = if *send == "<last4>" {
+            let text = seen.lock().unwrap().clone();
+            let key = text
+                .split_whitespace()
+                .find(|w| w.starts_with("AGE-SECRET-KEY-1"))
+                .expect("a recovery key on the terminal");
+            key[key.len() - 4..].to_string()
+        } else {
+            send.to_string()
+        };
+        stdin.write_all(format!("{answer}\r").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let text = seen.lock().unwrap().clone();
+    (status.code().unwrap_or(-1), text)
+}
+
+/// The recovery key is shown only on a terminal, and the run waits until the user typed how it
+/// ends; a new passphrase that is short gets a warning.
+#[test]
+fn the_recovery_key_waits_on_a_terminal_until_it_is_confirmed() {
+    let env = Env::new();
+    let (code, text) = on_terminal(
+        &env,
+        &["init", "--kdf-log-n", "10"],
+        &[
+            ("New passphrase", "short"),
+            ("Repeat the passphrase", "short"),
+            ("to confirm you saved it", "nope"),
+            ("not how the key ends", "<last4>"),
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("this passphrase is 5 characters long"),
+        "{text}"
+    );
+    assert!(text.contains("RECOVERY KEY"), "{text}");
+    assert!(text.contains("confirmed."), "{text}");
+    let out = env
+        .vault()
+        .env("VAULT_PASSWORD", "short")
+        .args(["key", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("recovery key"),
+        "{out:?}"
+    );
+}
+
+/// Without a terminal the recovery key is never written to stderr (a log, a pipe, --json's
+/// reader): with --recovery-key-file it goes to the file only, without one none is made and the
+/// user hears how to make one; `key add --recovery` then fails rather than lose it.
+#[test]
+fn the_recovery_key_never_goes_to_a_log() {
+    let env = Env::new();
+    let out = env
+        .vault()
+        .args(["init", "--kdf-log-n", "10", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("AGE-SECRET-KEY"), "{all}");
+    assert!(all.contains("no recovery key was made"), "{all}");
+    assert!(all.contains("vault key add --recovery"), "{all}");
+    let kinds: Vec<_> = env.key_list().iter().map(|k| k["kind"].clone()).collect();
+    assert_eq!(kinds, vec![serde_json::json!("passphrase")]);
+    let out = env
+        .vault()
+        .args(["key", "add", "--recovery"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--recovery-key-file"));
+
+    let rk = env.path("recovery.txt");
+    let out = env
+        .vault()
+        .args(["key", "add", "--recovery", "--recovery-key-file"])
+        .arg(&rk)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("AGE-SECRET-KEY"), "{err}");
+    assert!(err.contains("saved to"), "{err}");
+    assert!(fs::read_to_string(&rk)
+        .unwrap()
+        .contains("AGE-SECRET-KEY-1"));
+}
+
+/// A mistyped passphrase on a terminal gets more tries; a wrong one says where the recovery
+/// key comes in.
+#[test]
+fn a_wrong_passphrase_gets_retries_and_names_the_recovery_key() {
+    let env = Env::new();
+    env.init();
+    let (code, text) = on_terminal(
+        &env,
+        &["snapshots"],
+        &[("Passphrase for", "wrong one"), ("try again", PASS)],
+    );
+    assert_eq!(code, 0, "{text}");
+    let out = env
+        .vault()
+        .env("VAULT_PASSWORD", "not it")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert!(
+        err.contains("recovery key") && err.contains("--identity FILE"),
+        "{err}"
+    );
+}

@@ -227,10 +227,7 @@ fn wrong_passphrase_wrong_identity_and_removed_method_fail_distinctly() {
 #[test]
 fn a_costly_key_file_is_tried_last_and_warned_about() {
     let env = Env::new();
-    env.vault()
-        .args(["init", "--kdf-log-n", "10"])
-        .assert()
-        .success();
+    env.init();
     env.vault()
         .env("VAULT_NEW_PASSWORD", "slow passphrase")
         .args(["key", "add", "--passphrase", "--kdf-log-n", "19"])
@@ -266,10 +263,7 @@ fn a_costly_key_file_is_tried_last_and_warned_about() {
 #[test]
 fn the_last_method_cannot_be_removed() {
     let env = Env::new();
-    env.vault()
-        .args(["init", "--kdf-log-n", "10"])
-        .assert()
-        .success();
+    env.init();
     let v = serde_json::Value::Array(env.key_list());
     let keys = v.as_array().unwrap();
     assert_eq!(keys.len(), 2, "passphrase and recovery key");

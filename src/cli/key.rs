@@ -94,13 +94,14 @@ pub(crate) fn run(ctx: &Ctx<'_>, cmd: &Cmd) -> Result<u8> {
         } => {
             let id = if *passphrase {
                 let p = ui::new_passphrase()?;
+                ui::warn_if_short(&p);
                 repo.add_key(
                     &Wrap::Passphrase(&p, *kdf_log_n),
                     Method::Passphrase,
                     "passphrase",
                 )?
             } else if *recovery {
-                add_recovery_key(&repo, recovery_key_file.as_deref())?;
+                add_recovery_key(&repo, recovery_key_file.as_deref(), true)?;
                 String::new()
             } else if let Some(f) = identity_file {
                 let (r, plugin) = ui::recipients_of_identity_file(f)?;

@@ -2,6 +2,7 @@
 //! repositories resolved through the settings file, the store built by the library from an
 //! address, and unlocking (profile, identity file, this device's keyring entry, passphrase).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -162,7 +163,6 @@ impl<'a> Ctx<'a> {
     /// How long a request goes on being retried: `--network-wait`, else longer for a run
     /// nobody watches (no terminal: a timer, cron) than for one somebody waits for.
     fn network_wait(&self) -> std::time::Duration {
-        use std::io::IsTerminal;
         self.cli.network_wait.unwrap_or(
             if std::io::stderr().is_terminal() || std::io::stdin().is_terminal() {
                 vault::backend::retry::DEFAULT_WINDOW
@@ -246,16 +246,32 @@ impl<'a> Ctx<'a> {
         } else if let Some(repo) = self.unlock_with_device_key(t, &store)? {
             repo
         } else {
-            let pass = ui::passphrase(
-                t.named
-                    .passphrase_file
-                    .as_deref()
-                    .or(cli.password_file.as_deref()),
-                &format!("Passphrase for {}: ", store.location()),
-                false,
-            )?;
+            let file = t
+                .named
+                .passphrase_file
+                .as_deref()
+                .or(cli.password_file.as_deref());
+            // Typed on a terminal: a typo gets two more tries, as sudo and ssh give.
+            let mut tries_left = if ui::prompts_for_passphrase(file) {
+                2
+            } else {
+                0
+            };
             user_secret = true;
-            Repository::open(store, &pass)?
+            loop {
+                let pass = ui::passphrase(
+                    file,
+                    &format!("Passphrase for {}: ", store.location()),
+                    false,
+                )?;
+                match Repository::open(store.clone(), &pass) {
+                    Err(vault::Error::WrongPassphrase) if tries_left > 0 => {
+                        tries_left -= 1;
+                        eprintln!("wrong passphrase, try again");
+                    }
+                    r => break r?,
+                }
+            }
         };
         let mut repo = repo;
         repo.set_cache_place(self.cache_place());
@@ -363,6 +379,7 @@ impl<'a> Ctx<'a> {
             &format!("New passphrase for {}: ", store.location()),
             true,
         )?;
+        ui::warn_if_short(&pass);
         let location = store.location();
         let mut repo = Repository::init(
             store,
@@ -377,7 +394,7 @@ impl<'a> Ctx<'a> {
             "created repository {} at {location}",
             repo.repo_id().short()
         ));
-        add_recovery_key(&repo, recovery_file)?;
+        add_recovery_key(&repo, recovery_file, false)?;
         repo.set_cache_place(self.cache_place());
         Ok(repo)
     }
@@ -465,8 +482,25 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Generate a recovery key, add it as a key file, and show it once.
-pub(crate) fn add_recovery_key(repo: &Repository, file: Option<&Path>) -> Result<()> {
+/// Generate a recovery key, add it as a key file, and show it once, on the terminal: with
+/// `file`, also saved there. With neither a terminal nor a file the key is not made (shown to a
+/// log or a pipe, it would be lost, or read by whoever reads the log): `required` makes that an
+/// error (`key add --recovery`), else it is said and the run goes on (`init`, a first backup).
+pub(crate) fn add_recovery_key(
+    repo: &Repository,
+    file: Option<&Path>,
+    required: bool,
+) -> Result<()> {
+    let terminal = std::io::stderr().is_terminal();
+    if file.is_none() && !terminal {
+        let why = "there is no terminal to show a recovery key on: run it on a terminal, or pass \
+                   --recovery-key-file FILE";
+        if required {
+            bail!("{why}");
+        }
+        eprintln!("no recovery key was made: {why} (then `vault key add --recovery` makes one).");
+        return Ok(());
+    }
     let recovery = crypto::DataIdentity::generate();
     let id = repo.add_key(
         &Wrap::Recipients(&crypto::KeyRecipients::x25519(&recovery.recipient())),
@@ -484,7 +518,17 @@ pub(crate) fn add_recovery_key(repo: &Repository, file: Option<&Path>) -> Result
             ),
         )?;
     }
-    // Shown on the terminal, never in --json output or logs.
+    if !terminal {
+        // Saved to the file; its text stays out of whatever stderr goes to.
+        eprintln!(
+            "RECOVERY KEY (key {id}) for repository {} saved to {}. Keep a copy away from this \
+             computer: with it you can read your backups if you forget the passphrase \
+             (`--identity FILE`).",
+            repo.repo_id().short(),
+            file.map(|f| f.display().to_string()).unwrap_or_default()
+        );
+        return Ok(());
+    }
     eprintln!(
         "\nRECOVERY KEY (key {id}) for repository {}:\n\n    {}\n\n\
          Write it down or print it and keep it away from this computer. With it you can read your\n\
@@ -495,7 +539,41 @@ pub(crate) fn add_recovery_key(repo: &Repository, file: Option<&Path>) -> Result
         file.map(|f| format!(" (also saved to {})", f.display()))
             .unwrap_or_default()
     );
+    if std::io::stdin().is_terminal() {
+        confirm_saved(&secret);
+    }
     Ok(())
+}
+
+/// Wait until the user shows they wrote the recovery key down: the run does not go on (a backup
+/// scrolling it away) until they type its last four characters, or end the input.
+fn confirm_saved(secret: &str) {
+    let tail: String = secret
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    loop {
+        eprint!("\nType the last 4 characters of the recovery key to confirm you saved it: ");
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(0) | Err(_) => {
+                eprintln!(
+                    "\nnot confirmed: if you did not save it, make a new one with \
+                     `vault key add --recovery` and remove this one with `vault key remove`."
+                );
+                return;
+            }
+            Ok(_) if line.trim().eq_ignore_ascii_case(&tail) => {
+                eprintln!("confirmed.");
+                return;
+            }
+            Ok(_) => eprintln!("that is not how the key ends; look at it again above."),
+        }
+    }
 }
 
 /// Where `key verify-recovery` notes that a repository's recovery path was proven on this

@@ -23,6 +23,10 @@ impl Passphrase {
     pub fn is_empty(&self) -> bool {
         self.0.expose_secret().is_empty()
     }
+    /// Its length in characters (to warn about a short one; nothing else of it leaves).
+    pub fn char_count(&self) -> usize {
+        self.0.expose_secret().chars().count()
+    }
 }
 
 /// Encrypt `plaintext` to a passphrase with scrypt work factor 2^`log_n`. The scrypt stanza is the

@@ -205,11 +205,18 @@ impl Env {
             .unwrap_or_default()
     }
 
+    /// `vault init`, with a recovery key saved to [`Env::recovery_key`] (without a terminal
+    /// none is made otherwise).
     pub fn init(&self) {
         self.vault()
-            .args(["init", "--kdf-log-n", "10"])
+            .args(["init", "--kdf-log-n", "10", "--recovery-key-file"])
+            .arg(self.recovery_key())
             .assert()
             .success();
+    }
+    /// Where [`Env::init`] saved the recovery key.
+    pub fn recovery_key(&self) -> PathBuf {
+        self.path("init-recovery-key.txt")
     }
 }
 
