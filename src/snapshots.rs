@@ -1,7 +1,7 @@
 //! Snapshots (§11): writing, reading and listing them, the `previous`/`sequence` chain, and
 //! snapshots gone from the repository that this computer or a later snapshot knew.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use zeroize::Zeroizing;
 
@@ -342,18 +342,33 @@ pub fn vault_only_files(repo: &Repository) -> Result<Vec<VaultOnlyFile>> {
 }
 
 /// [`vault_only_files`] among `snaps` (sorted by time, as listings are).
+///
+/// A mark is the newest record of its path unless a later trusted snapshot records the path as
+/// an ordinary file: the file was brought back and backed up again, and lives on the device
+/// again. "Later" means both a later time and a higher sequence (§11), so that a backup written
+/// in the same second as the move's marking snapshot can never unmark what the move deleted;
+/// and only a full device's snapshot counts, so that a write-only profile cannot unmark a file
+/// to have its only record forgotten.
 pub fn vault_only_files_of(
     repo: &Repository,
     snaps: &[(Id, Snapshot)],
 ) -> Result<Vec<VaultOnlyFile>> {
-    let mut seen: HashSet<Vec<Vec<u8>>> = HashSet::new();
+    let now = crate::repo::now().0;
+    let trusted: Vec<&(Id, Snapshot)> = snaps
+        .iter()
+        .filter(|(_, s)| trust(s, now) == Trust::Trusted)
+        .collect();
+    let order: HashMap<Id, (i64, u64)> = trusted
+        .iter()
+        .map(|(id, s)| (*id, (s.time, s.sequence)))
+        .collect();
+    let later = |a: (i64, u64), b: (i64, u64)| a.0 > b.0 && a.1 > b.1;
+    // Each path's newest record among the marking snapshots: (snapshot, flagged).
+    let mut newest: HashMap<Vec<Vec<u8>>, (Id, bool)> = HashMap::new();
     let mut out = Vec::new();
     let mut readers = PackReaders::default();
-    let now = crate::repo::now().0;
-    for (sid, s) in snaps.iter().rev() {
-        // A write-only device cannot move files: its vault-only marks are forged (§11), and
-        // a snapshot dated in the future must not shadow the real newest record.
-        if s.summary.vault_only == 0 || trust(s, now) != Trust::Trusted {
+    for (sid, s) in trusted.iter().rev() {
+        if s.summary.vault_only == 0 {
             continue;
         }
         let mut budget = crate::treewalk::Budget::of(sid, s);
@@ -370,20 +385,79 @@ pub fn vault_only_files_of(
                 budget.take()?;
                 let mut c = path.clone();
                 c.push(n.name.clone());
-                match n.kind {
-                    NodeKind::Dir { subtree } => stack.push((subtree, c)),
-                    _ if n.flags & FLAG_VAULT_ONLY != 0 && seen.insert(c.clone()) => {
-                        out.push(VaultOnlyFile {
-                            path: c,
-                            node: n,
-                            snapshot: *sid,
-                        });
-                    }
-                    _ => {}
+                if let NodeKind::Dir { subtree } = n.kind {
+                    stack.push((subtree, c));
+                    continue;
+                }
+                let flagged = n.flags & FLAG_VAULT_ONLY != 0;
+                let prior = newest.get(&c).copied();
+                // An ordinary record later than this mark: the file is back. One of the same
+                // second or sequence leaves the mark standing.
+                let back = matches!(prior, Some((by, false))
+                    if later(order[&by], (s.time, s.sequence)));
+                let marked_later = matches!(prior, Some((_, true)));
+                if flagged && !back && !marked_later {
+                    newest.insert(c.clone(), (*sid, true));
+                    out.push(VaultOnlyFile {
+                        path: c,
+                        node: n,
+                        snapshot: *sid,
+                    });
+                } else if !flagged && prior.is_none() {
+                    newest.insert(c, (*sid, false));
                 }
             }
         }
     }
+    // Snapshots that mark nothing can hold the file again too: look up, in each one later than
+    // a mark, the folders that held marked files.
+    let mut by_folder: HashMap<&[Vec<u8>], Vec<usize>> = HashMap::new();
+    for (i, f) in out.iter().enumerate() {
+        if let Some((_, dir)) = f.path.split_last() {
+            by_folder.entry(dir).or_default().push(i);
+        }
+    }
+    let mut back = vec![false; out.len()];
+    for (sid, s) in &trusted {
+        if s.summary.vault_only != 0 {
+            continue;
+        }
+        let mut budget = crate::treewalk::Budget::of(sid, s);
+        for (dir, files) in &by_folder {
+            let files: Vec<usize> = files
+                .iter()
+                .copied()
+                .filter(|&i| !back[i] && later((s.time, s.sequence), order[&out[i].snapshot]))
+                .collect();
+            if files.is_empty() {
+                continue;
+            }
+            let Ok(Some(crate::treewalk::Found::Folder(t))) =
+                crate::treewalk::resolve(repo, &s.root, dir, &mut readers)
+            else {
+                continue;
+            };
+            let names: HashMap<&[u8], usize> = files
+                .iter()
+                .filter_map(|&i| out[i].path.last().map(|n| (n.as_slice(), i)))
+                .collect();
+            let mut cursor = FolderCursor::new(t);
+            while let Some(n) = cursor.next(&mut repo.trees(&mut readers))? {
+                budget.take()?;
+                if matches!(n.kind, NodeKind::Dir { .. }) {
+                    continue;
+                }
+                if let Some(&i) = names.get(n.name.as_slice()) {
+                    back[i] = true;
+                }
+            }
+        }
+    }
+    let mut out: Vec<VaultOnlyFile> = out
+        .into_iter()
+        .zip(back)
+        .filter_map(|(f, b)| (!b).then_some(f))
+        .collect();
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }

@@ -369,3 +369,86 @@ fn a_wrong_passphrase_gets_retries_and_names_the_recovery_key() {
         "{err}"
     );
 }
+
+/// `vault ls --vault-only` names the files listed as vault-only.
+fn vault_only_names(env: &Env) -> Vec<String> {
+    let out = env
+        .vault()
+        .args(["ls", "--vault-only", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let p = r["path"].as_str().unwrap();
+            p.rsplit('/').next().unwrap().to_string()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// A vault-only file that was brought back and backed up again lives on the device again: it
+/// is no longer listed as vault-only. A backup that does not hold it (it is still only in the
+/// vault), or a write-only device's snapshot that claims it, changes nothing.
+#[test]
+fn vault_only_marks_end_when_the_file_is_backed_up_again() {
+    let env = Env::new();
+    env.init();
+    let pics = env.path("home/Pictures");
+    fs::create_dir_all(pics.join("Private")).unwrap();
+    for (i, n) in ["a.jpg", "b.jpg", "c.jpg"].iter().enumerate() {
+        fs::write(pics.join("Private").join(n), noise(10_000, 20 + i as u64)).unwrap();
+    }
+    let out = env
+        .vault()
+        .args(["move", "--copies", "1"])
+        .arg(pics.join("Private"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(vault_only_names(&env), ["a.jpg", "b.jpg", "c.jpg"]);
+    // Snapshot times are in seconds: the next ones must be later than the move's.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // A backup of the folder while the files are only in the vault: still vault-only.
+    fs::create_dir_all(pics.join("Private")).unwrap();
+    fs::write(pics.join("Private/new.jpg"), noise(5_000, 30)).unwrap();
+    let out = env.vault().arg("backup").arg(&pics).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(vault_only_names(&env), ["a.jpg", "b.jpg", "c.jpg"]);
+    // A write-only device claims a.jpg is an ordinary file again: not believed.
+    let profile = env.phone_profile();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    fs::write(pics.join("Private/a.jpg"), b"forged").unwrap();
+    let out = env
+        .vault()
+        .env_remove("VAULT_PASSWORD")
+        .arg("--profile")
+        .arg(&profile)
+        .arg("backup")
+        .arg(pics.join("Private/a.jpg"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    fs::remove_file(pics.join("Private/a.jpg")).unwrap();
+    assert_eq!(vault_only_names(&env), ["a.jpg", "b.jpg", "c.jpg"]);
+    // Two come back and are backed up again: only the third stays vault-only.
+    let out = env
+        .vault()
+        .args(["restore", "--vault-only", "--include"])
+        .arg(pics.join("Private/a.jpg"))
+        .args(["--include"])
+        .arg(pics.join("Private/b.jpg"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(pics.join("Private/a.jpg").exists());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = env.vault().arg("backup").arg(&pics).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(vault_only_names(&env), ["c.jpg"]);
+}
