@@ -68,6 +68,23 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// UTC time as `YYYY-MM-DD HH:MM:SS`.
+/// A time in this computer's time zone (`TZ`, else the system's), as listings show it to
+/// people; `--json` keeps seconds since the epoch, UTC.
+pub fn local_time(secs: i64) -> String {
+    local_time_in(secs, &jiff::tz::TimeZone::system())
+}
+
+fn local_time_in(secs: i64, tz: &jiff::tz::TimeZone) -> String {
+    match jiff::Timestamp::from_second(secs) {
+        Ok(t) => t
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+        Err(_) => time(secs),
+    }
+}
+
+/// A time in UTC, for files and logs that other computers read.
 pub fn time(secs: i64) -> String {
     let (y, m, d) = vault::civil::civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
@@ -291,6 +308,12 @@ mod tests {
     #[test]
     fn formats() {
         assert_eq!(time(0), "1970-01-01 00:00:00");
+        let kolkata = jiff::tz::TimeZone::fixed(jiff::tz::offset(5));
+        assert_eq!(local_time_in(0, &kolkata), "1970-01-01 05:00:00");
+        assert_eq!(
+            local_time_in(0, &jiff::tz::TimeZone::UTC),
+            "1970-01-01 00:00:00"
+        );
         assert_eq!(time(1_795_651_200), "2026-11-26 00:00:00");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");

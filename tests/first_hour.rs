@@ -452,3 +452,73 @@ fn vault_only_marks_end_when_the_file_is_backed_up_again() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(vault_only_names(&env), ["c.jpg"]);
 }
+
+/// `snapshots` shows local time (`TZ`), `--json` seconds since the epoch; `--host`, `--tag`
+/// and `--path` narrow the list.
+#[test]
+fn snapshots_show_local_time_and_filter() {
+    let env = Env::new();
+    env.init();
+    let a = env.path("home/Pictures");
+    let b = env.path("home/Videos");
+    fs::create_dir_all(a.join("2024")).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("2024/x.jpg"), noise(3_000, 40)).unwrap();
+    fs::write(b.join("y.mp4"), noise(3_000, 41)).unwrap();
+    for (src, host, tag) in [(&a, "laptop", "daily"), (&b, "desk", "weekly")] {
+        let out = env
+            .vault()
+            .args(["backup", "--host", host, "--tag", tag])
+            .arg(src)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let list = |args: &[&str], tz: &str| -> String {
+        let out = env
+            .vault()
+            .env("TZ", tz)
+            .arg("snapshots")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = env.vault().args(["snapshots", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = v[0]["time"].as_i64().unwrap();
+    // POSIX TZ: "XYZ-5" is five hours east of UTC.
+    let east = list(&[], "XYZ-5");
+    let shifted = utc_format(t + 5 * 3600);
+    assert!(east.contains(&shifted), "expected {shifted} in\n{east}");
+    assert!(list(&[], "UTC").contains(&utc_format(t)));
+
+    let host = list(&["--host", "laptop"], "UTC");
+    assert!(
+        host.contains("Pictures") && !host.contains("Videos"),
+        "{host}"
+    );
+    assert!(host.contains("1 of 2 snapshot(s)"), "{host}");
+    let tag = list(&["--tag", "weekly"], "UTC");
+    assert!(tag.contains("Videos") && !tag.contains("Pictures"), "{tag}");
+    let inside = a.join("2024/x.jpg");
+    let path = list(&["--path", inside.to_str().unwrap()], "UTC");
+    assert!(
+        path.contains("Pictures") && !path.contains("Videos"),
+        "{path}"
+    );
+    let none = list(&["--host", "laptop", "--tag", "weekly"], "UTC");
+    assert!(none.contains("0 of 2 snapshot(s)"), "{none}");
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS` in UTC, by GNU date rather than vault's
+/// own code.
+fn utc_format(secs: i64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%d %H:%M:%S"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

@@ -357,7 +357,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
                 println!(
                     "  {}  {}  {}",
                     e.id.short(),
-                    ui::time(e.snapshot.time),
+                    ui::local_time(e.snapshot.time),
                     ui::safe(&verdict)
                 );
             }

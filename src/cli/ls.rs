@@ -74,7 +74,7 @@ fn mode_string(kind: &NodeKind, mode: u32) -> String {
 
 /// A time as `ls` prints it; a dash, as wide, where none was recorded.
 fn show_time(t: Option<i64>) -> String {
-    t.map_or_else(|| format!("{:<19}", "-"), ui::time)
+    t.map_or_else(|| format!("{:<19}", "-"), ui::local_time)
 }
 
 pub(crate) fn entry(path: &[Vec<u8>], n: &Node) -> LsEntry {

@@ -13,6 +13,26 @@ pub(crate) struct Args {
     /// repository, once you know why they are gone (other computers still warn)
     #[arg(long)]
     acknowledge_missing: bool,
+    /// Only snapshots of this host (repeatable: any of them)
+    #[arg(long, value_name = "HOST")]
+    host: Vec<String>,
+    /// Only snapshots with this tag (repeatable: all of them)
+    #[arg(long, value_name = "TAG")]
+    tag: Vec<String>,
+    /// Only snapshots that backed up this path or a folder holding it (repeatable: any)
+    #[arg(long, value_name = "PATH")]
+    path: Vec<std::path::PathBuf>,
+}
+
+/// Whether `s` passes the filters of `a`.
+fn wanted(a: &Args, s: &vault::format::snapshot::Snapshot, paths: &[std::path::PathBuf]) -> bool {
+    (a.host.is_empty() || a.host.contains(&s.host))
+        && a.tag.iter().all(|t| s.tags.contains(t))
+        && (paths.is_empty()
+            || s.paths.iter().any(|p| {
+                let p = String::from_utf8_lossy(p);
+                paths.iter().any(|q| q.starts_with(p.as_ref()))
+            }))
 }
 
 #[derive(Serialize)]
@@ -34,7 +54,17 @@ struct SnapshotJson {
 
 pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     let repo = ctx.open()?;
-    let (snaps, bad) = repo.snapshots()?;
+    let (all, bad) = repo.snapshots()?;
+    let total = all.len();
+    let want_paths: Vec<std::path::PathBuf> = a
+        .path
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    let snaps: Vec<_> = all
+        .into_iter()
+        .filter(|(_, s)| wanted(a, s, &want_paths))
+        .collect();
     for (name, e) in &bad {
         ctx.out
             .warn(format!("warning: snapshot {}: {e}", name.short()));
@@ -80,7 +110,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     ctx.out.result(&v, || {
         println!(
             "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  paths",
-            "id", "time (UTC)", "host", "files", "size"
+            "id", "time", "host", "files", "size"
         );
         for (id, s) in &snaps {
             let tags = if s.tags.is_empty() {
@@ -96,7 +126,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
             println!(
                 "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {}{}{}",
                 id.short(),
-                ui::time(s.time),
+                ui::local_time(s.time),
                 ui::safe(&s.host),
                 s.summary.files,
                 ui::bytes(s.summary.bytes),
@@ -105,7 +135,11 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
                 mark
             );
         }
-        println!("{} snapshot(s)", snaps.len());
+        if snaps.len() == total {
+            println!("{} snapshot(s)", snaps.len());
+        } else {
+            println!("{} of {total} snapshot(s)", snaps.len());
+        }
         Ok(())
     })?;
     ctx.warn_damaged(&repo);

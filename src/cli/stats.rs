@@ -64,7 +64,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
             println!(
                 "{:<8}  {:<19}  {:>8}  {:>10}  {:>10}",
                 &l.id[..8],
-                ui::time(l.time),
+                ui::local_time(l.time),
                 l.files,
                 ui::bytes(l.logical_bytes),
                 ui::bytes(l.added_bytes)
