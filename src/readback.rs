@@ -121,6 +121,7 @@ pub fn read_back(
         .store(items.iter().map(|(_, s)| s.size).sum(), Ordering::Relaxed);
     progress.files_done.store(0, Ordering::Relaxed);
     progress.bytes_done.store(0, Ordering::Relaxed);
+    progress.scan_finished.store(true, Ordering::Relaxed);
     let good = Mutex::new(Vec::new());
     let bad = Mutex::new(Vec::new());
     // In batches, each read through one download plan (design.md §12.2): each needed pack

@@ -116,27 +116,49 @@ impl ProgressView {
         let stop2 = stop.clone();
         let handle = std::thread::spawn(move || {
             let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(verb);
+            let counting = ProgressStyle::with_template("{prefix}: {spinner} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            let working = ProgressStyle::with_template(
+                "{prefix} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            // (stage, whether the bar is drawn): a change restarts the rate and the ETA.
+            let mut shown: Option<(Option<String>, bool)> = None;
             while !stop2.load(Ordering::Relaxed) {
-                let total = progress.total_bytes.load(Ordering::Relaxed);
-                let done = progress.bytes_done.load(Ordering::Relaxed);
-                bar.set_length(total.max(done));
-                bar.set_position(done);
-                let files = progress.files_done.load(Ordering::Relaxed);
-                let tf = progress.total_files.load(Ordering::Relaxed);
-                let more = if progress.scan_finished.load(Ordering::Relaxed) {
-                    ""
+                let s = progress.state();
+                // Nothing to measure yet: a bar would show full, at 0 B/0 B.
+                let bar_drawn = !(s.counting && s.bytes_total == 0);
+                let now = (s.stage.clone(), bar_drawn);
+                bar.set_length(s.bytes_total.max(s.bytes_done));
+                bar.set_position(s.bytes_done);
+                if shown.as_ref() != Some(&now) {
+                    // Length and position first: a style drawn before them shows 0 B/0 B, and
+                    // the jump to where the stage is would count as speed.
+                    bar.set_style(if bar_drawn {
+                        working.clone()
+                    } else {
+                        counting.clone()
+                    });
+                    bar.set_prefix(s.stage.clone().unwrap_or_else(|| verb.to_string()));
+                    bar.reset_eta();
+                    bar.reset_elapsed();
+                    shown = Some(now);
+                }
+                let more = if s.counting { "+" } else { "" };
+                let unchanged = if s.unchanged_files > 0 {
+                    format!(", {} unchanged", s.unchanged_files)
                 } else {
-                    "+"
+                    String::new()
                 };
-                bar.set_message(format!("{files}/{tf}{more} items"));
+                bar.set_message(if bar_drawn {
+                    format!("{}/{}{more} files{unchanged}", s.files_done, s.files_total)
+                } else if s.files_total > 0 {
+                    format!("counting files: {}{unchanged}", s.files_total)
+                } else {
+                    String::new()
+                });
+                bar.tick();
                 std::thread::sleep(Duration::from_millis(150));
             }
             bar.finish_and_clear();

@@ -409,7 +409,6 @@ fn file_done(
     }
     summary.files += 1;
     summary.bytes += done.size;
-    shared.progress.files_done.fetch_add(1, Ordering::Relaxed);
     Ok(Some(node))
 }
 

@@ -54,7 +54,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 /// What to back up and how.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
     pub tags: Vec<String>,

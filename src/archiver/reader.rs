@@ -19,6 +19,12 @@ pub(super) fn file_worker(shared: &Shared, jobs: Receiver<FileJob>, full: Sender
                 .workers
                 .busy(|| read_file(shared, &job, &mut buf, &mut comp, &full))
         };
+        // Counted as it is read, not when its folder is assembled (which waits for the
+        // folder's order): "0/196 files" no longer stands until the end.
+        shared
+            .progress
+            .files_done
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = job.reply.send(res);
     }
 }

@@ -262,10 +262,16 @@ impl Walker<'_> {
             }
         }
         shared.files_unchanged.fetch_add(1, Ordering::Relaxed);
+        // Counted apart: not read, so not work, and not part of the read rate.
         shared
             .progress
-            .bytes_done
+            .unchanged_files
+            .fetch_add(1, Ordering::Relaxed);
+        shared
+            .progress
+            .unchanged_bytes
             .fetch_add(entry.stat.size, Ordering::Relaxed);
+        shared.progress.files_done.fetch_add(1, Ordering::Relaxed);
         Some(FileDone {
             size: entry.stat.size,
             hash: entry.hash,

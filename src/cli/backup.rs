@@ -183,6 +183,7 @@ fn backup_into(
 ) -> Result<BackupSummary> {
     let opts = backup_options(ctx, t, a)?;
     let progress = Arc::new(Progress::default());
+    progress.begin("backing up");
     let view = ctx.out.progress(progress.clone(), "backup");
     let res = archiver::backup(repo, &opts, progress);
     view.finish();

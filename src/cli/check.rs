@@ -34,6 +34,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
 fn check_one(ctx: &Ctx<'_>, t: &Target, read_data: bool) -> Result<(u8, CheckReport)> {
     let (repo, _) = ctx.open_target(t)?;
     let progress = Arc::new(Progress::default());
+    progress.begin("checking");
     let view = ctx.out.progress_if(progress.clone(), "check", read_data);
     let res = checker::check(
         &repo,

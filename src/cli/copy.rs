@@ -36,6 +36,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
         ids.push(src.find_snapshot(s)?.0);
     }
     let progress = Arc::new(Progress::default());
+    progress.begin("copying");
     let view = ctx.out.progress(progress.clone(), "copy");
     let res = vault::copier::copy(
         &src,

@@ -60,6 +60,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
         journal_dir: ctx.journal_dir(),
     };
     let progress = Arc::new(Progress::default());
+    progress.begin("restoring");
     let view = ctx.out.progress(progress.clone(), "restore");
     let res = restorer::restore(&repo, &id, &snap, &opts, progress);
     view.finish();
@@ -184,6 +185,7 @@ fn vault_only(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     }
     let threads = vault::worker_count(0).max(ctx.connections(&ctx.target()?));
     let progress = Arc::new(Progress::default());
+    progress.begin("restoring");
     let view = ctx.out.progress(progress.clone(), "restore");
     let mut total = RestoreSummary::default();
     let mut failure = None;

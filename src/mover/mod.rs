@@ -250,8 +250,11 @@ pub fn run(
         drafts.push(draft);
         verified.push(ok);
     }
+    progress.begin("comparing with the files here");
     let compared = mv.compare(&drafts, &verified)?;
+    progress.begin("recording what moved");
     let recorded = mv.record(&drafts, &compared.marked)?;
+    progress.begin("deleting the originals");
     let moved = mv.unlink(&compared, &recorded)?;
     Ok(mv.finish(&roots, &moved))
 }
@@ -292,6 +295,7 @@ impl Move<'_> {
         ok: &mut HashSet<Comps>,
     ) -> Result<Draft> {
         let d = &self.dests[di];
+        progress.begin(format!("backing up to {}", d.name));
         let (summary, snap) = archiver::backup_draft(d.repo, &self.opts.backup, progress.clone())?;
         for s in &summary.skipped {
             self.kept.insert(
@@ -303,6 +307,7 @@ impl Move<'_> {
         test_pause(&format!("verify-{di}"));
         let mut readers = PackReaders::default();
         let stored = collect(d.repo, &snap.root, roots, &mut readers)?;
+        progress.begin(format!("reading back from {}", d.name));
         let failures = read_back(d.repo, &stored, self.opts.threads, progress, ok)?;
         rr.files_failed = failures.len() as u64;
         for (c, why) in failures {
