@@ -306,6 +306,29 @@ pub fn warn_if_short(p: &Passphrase) {
     }
 }
 
+/// Fail early, with the reason, when [`write_secret_file`] could not create `path`: it exists
+/// (a key file is never replaced), or its folder does not.
+pub fn check_new_secret_file(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        bail!(
+            "{} already exists: give a new file for the key (vault never replaces one)",
+            path.display()
+        );
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        bail!(
+            "cannot create {}: no folder {}",
+            path.display(),
+            parent.display()
+        );
+    }
+    Ok(())
+}
+
 /// Create a file readable only by its owner (refusing to replace an existing one).
 pub fn write_secret_file(path: &Path, content: &str) -> Result<()> {
     use std::io::Write;

@@ -522,3 +522,119 @@ fn utc_format(secs: i64) -> String {
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// Found by trying the README as a new user (issue 23's note): a mistyped repository name is
+/// said to be one, not taken for a new folder, and `--to a,typo` stops before backing up into
+/// `a` (an address with no repository, a drive not plugged in, is reported in its turn);
+/// an existing --recovery-key-file stops `init` before it creates anything; a move into a
+/// repository without a recovery key says what that risks; `ls` takes a relative path, and a
+/// lone path argument.
+#[test]
+fn typos_and_risks_found_by_a_new_user() {
+    let env = Env::new();
+    let drive = env.path("drive");
+    let out = env
+        .vault()
+        .args(["repo", "add", "drive"])
+        .arg(&drive)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = env
+        .vault()
+        .env_remove("VAULT_REPO")
+        .args(["--repo", "drvie", "snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no repository named drvie (named: drive)"),
+        "{err}"
+    );
+    let out = env
+        .vault()
+        .env_remove("VAULT_REPO")
+        .args(["--repo", "s3:/bucket/photos", "snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("s3://bucket/photos"));
+
+    // An existing key file: init stops before it creates the repository.
+    let rk = env.path("rk.txt");
+    fs::write(&rk, "something precious").unwrap();
+    let out = env
+        .vault()
+        .args([
+            "--repo",
+            "drive",
+            "init",
+            "--kdf-log-n",
+            "10",
+            "--recovery-key-file",
+        ])
+        .arg(&rk)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert!(!drive.exists(), "nothing created");
+    assert_eq!(fs::read_to_string(&rk).unwrap(), "something precious");
+
+    let out = env
+        .vault()
+        .args(["--repo", "drive", "init", "--kdf-log-n", "10"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pics = env.path("home/Pictures");
+    fs::create_dir_all(pics.join("Phone")).unwrap();
+    fs::write(pics.join("Phone/p.jpg"), noise(4_000, 50)).unwrap();
+    let out = env
+        .vault()
+        .args(["backup", "--to", "drive,clodu"])
+        .arg(&pics)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no repository named clodu"), "{err}");
+    assert!(
+        fs::read_dir(drive.join("snapshots"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no snapshot in drive"
+    );
+
+    let out = env
+        .vault()
+        .args(["backup", "--to", "drive"])
+        .arg(&pics)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // ls from the home folder, with a relative path; and a lone path argument.
+    for args in [vec!["latest", "Pictures/Phone"], vec!["Pictures/Phone"]] {
+        let out = env
+            .vault()
+            .current_dir(env.path("home"))
+            .args(["--repo", "drive", "ls"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("p.jpg"));
+    }
+
+    let out = env
+        .vault()
+        .args(["move", "--copies", "1", "--to", "drive"])
+        .arg(pics.join("Phone"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("drive has no recovery key"), "{err}");
+}

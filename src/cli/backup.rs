@@ -129,7 +129,10 @@ pub(crate) fn run(ctx: &Ctx<'_>, args: &Args) -> Result<u8> {
     // other; one that fails does not stop the others.
     let mut code = 0;
     let mut out = Vec::new();
-    for t in ctx.targets(&args.to)? {
+    // A name that names nothing fails here, before any backup; an address that holds no
+    // repository (a drive not plugged in) is reported in its turn and the others go on.
+    let targets = ctx.targets(&args.to)?;
+    for t in targets {
         let r = ctx.open_target(&t).and_then(|(repo, label)| {
             ctx.out.progress_note(format!("backing up to {label}"));
             Ok((backup_into(ctx, &t, &repo, &a)?, label))

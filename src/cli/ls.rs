@@ -72,6 +72,17 @@ fn mode_string(kind: &NodeKind, mode: u32) -> String {
     s
 }
 
+/// A path as the snapshot holds it: absolute, a relative one taken from the current folder, as
+/// `backup` takes it.
+pub(crate) fn in_snapshot(p: &str) -> String {
+    if p.starts_with('/') {
+        return p.to_string();
+    }
+    std::path::absolute(p)
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| p.to_string())
+}
+
 /// A time as `ls` prints it; a dash, as wide, where none was recorded.
 fn show_time(t: Option<i64>) -> String {
     t.map_or_else(|| format!("{:<19}", "-"), ui::local_time)
@@ -106,17 +117,23 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
             ),
             (p, None) | (None, p) => p.as_deref(),
         };
-        return vault_only(ctx, path);
+        return vault_only(ctx, path.map(in_snapshot).as_deref());
     }
+    // `vault ls ~/Pictures`: one argument that is a path, not a snapshot id.
+    let (snapshot, path) = match (&a.snapshot, &a.path) {
+        (Some(s), None) if s.contains('/') => (None, Some(s.clone())),
+        (s, p) => (s.clone(), p.clone()),
+    };
+    let path = path.map(|p| in_snapshot(&p));
     let repo = ctx.open()?;
-    let found = repo.find_snapshot_noting(a.snapshot.as_deref().unwrap_or("latest"))?;
+    let found = repo.find_snapshot_noting(snapshot.as_deref().unwrap_or("latest"))?;
     ctx.warn_passed_over(&found.passed_over);
     let (sid, snap) = (found.id, found.snapshot);
     ctx.warn_missing_snapshots(&repo);
     let mut readers = PackReaders::default();
-    let want = a.path.as_deref().map(split_path).unwrap_or_default();
+    let want = path.as_deref().map(split_path).unwrap_or_default();
     let top = match treewalk::resolve(&repo, &snap.root, &want, &mut readers)? {
-        None => bail!("{} is not in the snapshot", a.path.as_deref().unwrap_or("")),
+        None => bail!("{} is not in the snapshot", path.as_deref().unwrap_or("")),
         Some(Found::Entry(node)) => return print(ctx, std::iter::once(entry(&want, &node)), None),
         Some(Found::Folder(top)) => top,
     };

@@ -89,6 +89,18 @@ pub(crate) fn run(ctx: &Ctx<'_>, args: &Args) -> Result<u8> {
             repos[0].0
         ));
     }
+    // Moved files live only in these repositories: one whose only unlock method is a
+    // passphrase loses them with it.
+    for (label, _, repo) in &repos {
+        let keys = repo.key_files()?;
+        if !keys.iter().any(|k| k.kind == "recovery key") {
+            ctx.out.warn(format!(
+                "warning: {label} has no recovery key: if its passphrase is forgotten, the files \
+                 moved into it are lost with it. `vault --repo {label} key add --recovery` makes \
+                 one."
+            ));
+        }
+    }
     let mut bopts = backup_options(ctx, &repos[0].1, &a)?;
     // Never move a repository (or the settings naming them) into the vault: it would delete the
     // very copies the move relies on.

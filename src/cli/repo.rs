@@ -85,6 +85,11 @@ pub(crate) fn run(ctx: &Ctx<'_>, cmd: &Cmd) -> Result<u8> {
                 Ok(false) => ctx.out.tell(format!(
                     "there is no repository there yet: create it with `vault --repo {name} init`"
                 )),
+                // A bucket that does not exist yet is a repository not made yet, not a fault.
+                Err(e) if format!("{e:#}").contains("does not exist") => ctx.out.tell(format!(
+                    "there is no repository there yet (nor its bucket): create both with \
+                     `vault --repo {name} init`"
+                )),
                 Err(e) => ctx
                     .out
                     .notice(format!("warning: cannot reach it now: {e:#}")),

@@ -78,8 +78,33 @@ impl<'a> Ctx<'a> {
 
     /// A repository given by name (from the settings file) or by address.
     pub(crate) fn resolve(&self, r: &str) -> Result<Target> {
+        if let Some(rest) = r.strip_prefix("s3:") {
+            if !rest.starts_with("//") {
+                bail!(
+                    "{r} is not an S3 address: they start with s3:// (s3://{}), a bucket and \
+                     an optional prefix",
+                    rest.trim_start_matches('/')
+                );
+            }
+        }
         let named = if vault::settings::valid_name(r) && !r.contains('/') {
-            self.settings()?.locate(r)
+            let settings = self.settings()?;
+            let named = settings.locate(r);
+            let names: Vec<&String> = settings.repositories().map(|(n, _)| n).collect();
+            // A bare word that names nothing, where names are in use, is a typo far more often
+            // than a folder in the current directory.
+            if named.name.is_none() && !names.is_empty() && !Path::new(r).exists() {
+                bail!(
+                    "no repository named {r} (named: {}); a folder here needs a path, such \
+                     as ./{r}",
+                    names
+                        .iter()
+                        .map(|n| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            named
         } else {
             Named::address(r)
         };
@@ -374,6 +399,11 @@ impl<'a> Ctx<'a> {
         object_lock: Option<vault::format::config::ObjectLock>,
         recovery_file: Option<&Path>,
     ) -> Result<Repository> {
+        // Before anything is created: a repository whose recovery key could not be saved
+        // would be left behind with an error.
+        if let Some(f) = recovery_file {
+            ui::check_new_secret_file(f)?;
+        }
         let pass = ui::passphrase(
             self.cli.password_file.as_deref(),
             &format!("New passphrase for {}: ", store.location()),
@@ -491,14 +521,22 @@ pub(crate) fn add_recovery_key(
     file: Option<&Path>,
     required: bool,
 ) -> Result<()> {
+    if let Some(f) = file {
+        ui::check_new_secret_file(f)?;
+    }
     let terminal = std::io::stderr().is_terminal();
     if file.is_none() && !terminal {
-        let why = "there is no terminal to show a recovery key on: run it on a terminal, or pass \
-                   --recovery-key-file FILE";
         if required {
-            bail!("{why}");
+            bail!(
+                "there is no terminal to show a recovery key on: run it on a terminal, or pass \
+                 --recovery-key-file FILE"
+            );
         }
-        eprintln!("no recovery key was made: {why} (then `vault key add --recovery` makes one).");
+        eprintln!(
+            "no recovery key was made: there is no terminal to show it on. Make one with \
+             `vault key add --recovery` on a terminal, or `vault key add --recovery \
+             --recovery-key-file FILE`."
+        );
         return Ok(());
     }
     let recovery = crypto::DataIdentity::generate();

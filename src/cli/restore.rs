@@ -53,7 +53,11 @@ pub(crate) fn run(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
     repo.verify_stored_snapshot(&id)?;
     let opts = RestoreOptions {
         target: target.to_path_buf(),
-        includes: a.include.iter().map(|s| split_path(s)).collect(),
+        includes: a
+            .include
+            .iter()
+            .map(|s| split_path(&super::ls::in_snapshot(s)))
+            .collect(),
         overwrite: a.overwrite,
         threads: (2 * vault::worker_count(0)).max(ctx.connections(&ctx.target()?)),
         vault_only: false,
@@ -171,7 +175,7 @@ fn vault_only(ctx: &Ctx<'_>, a: &Args) -> Result<u8> {
         .include
         .iter()
         .chain(a.snapshot.as_ref())
-        .map(|s| split_path(s))
+        .map(|s| split_path(&super::ls::in_snapshot(s)))
         .collect();
     let files = super::ls::vault_only_under(&repo, &under)?;
     if files.is_empty() {

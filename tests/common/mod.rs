@@ -208,6 +208,8 @@ impl Env {
     /// `vault init`, with a recovery key saved to [`Env::recovery_key`] (without a terminal
     /// none is made otherwise).
     pub fn init(&self) {
+        // Tests that start over with a new repository in the same place save its key afresh.
+        let _ = fs::remove_file(self.recovery_key());
         self.vault()
             .args(["init", "--kdf-log-n", "10", "--recovery-key-file"])
             .arg(self.recovery_key())

@@ -87,7 +87,13 @@ where
                      HTTP, give its address as http://"
                 )
             } else if chain.contains("dns error") || chain.contains("failed to lookup") {
-                format!("cannot resolve the S3 endpoint {endpoint}: {cause}")
+                let hint = if endpoint == "AWS S3" {
+                    " (for a service other than AWS, give its address with --s3-endpoint or \
+                     AWS_ENDPOINT_URL)"
+                } else {
+                    ""
+                };
+                format!("cannot resolve the S3 endpoint {endpoint}: {cause}{hint}")
             } else if no_credentials {
                 "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE for a profile in ~/.aws".to_string()
             } else {
