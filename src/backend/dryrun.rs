@@ -124,19 +124,6 @@ impl Backend for DryRun {
     async fn list(&self, t: FileType) -> Result<Vec<Listed>> {
         self.inner.list(t).await
     }
-    async fn put_spooled(
-        &self,
-        t: FileType,
-        name: &str,
-        data: super::spool::Spooled,
-    ) -> Result<()> {
-        self.record(Change::Put {
-            t,
-            name: name.to_string(),
-            len: data.len(),
-        });
-        Ok(())
-    }
     fn object_file(
         &self,
         t: FileType,

@@ -93,7 +93,10 @@ pub(crate) fn run(ctx: &Ctx<'_>, args: &Args) -> Result<u8> {
     // passphrase loses them with it.
     for (label, _, repo) in &repos {
         let keys = repo.key_files()?;
-        if !keys.iter().any(|k| k.kind == "recovery key") {
+        if !keys
+            .iter()
+            .any(|k| k.kind == vault::repo::Method::RecoveryKey.name())
+        {
             ctx.out.warn(format!(
                 "warning: {label} has no recovery key: if its passphrase is forgotten, the files \
                  moved into it are lost with it. `vault --repo {label} key add --recovery` makes \
